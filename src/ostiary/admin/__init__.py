@@ -1,0 +1,1 @@
+"""Administration: service functions shared by the CLI and the admin HTTP API."""

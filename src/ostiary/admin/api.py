@@ -1,0 +1,226 @@
+"""Admin HTTP API under ``/admin/api``, with an OpenAPI document.
+
+Bearer-protected: the configured admin token (``OSTIARY_ADMIN_TOKEN``), or an access token from this
+server whose audience is ``{issuer}/admin`` and whose scope includes ``admin`` (a client-credentials
+token of an admin client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .._secrets import constant_time_equals, token_hash
+from ..core import jose
+from ..core.keys import KeyRingError
+from ..web.http import NO_STORE, json_response
+from ..web.runtime import Runtime
+from .service import AdminError, AdminService, ClientCreate, ClientUpdate, NotFound, client_view, key_view
+
+__all__ = ["ADMIN_SCOPE", "openapi", "routes"]
+
+ADMIN_SCOPE = "admin"
+Handler = Callable[[Request, AdminService], Awaitable[Response]]
+
+
+def _problem(status: int, error: str, description: str) -> Response:
+    headers = dict(NO_STORE)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="ostiary-admin"'
+    return json_response({"error": error, "error_description": description}, status, headers)
+
+
+async def _authorized(request: Request, rt: Runtime) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    token = token.strip()
+    admin = rt.settings.admin_token
+    if admin is not None:
+        expected = token_hash(admin.get_secret_value(), rt.admin_hash_key)
+        if constant_time_equals(token_hash(token, rt.admin_hash_key), expected):
+            return True
+    try:
+        verified = jose.verify_jwt(token, rt.keyring().verification_keys, issuer=rt.policy.issuer,
+                                   audience=rt.policy.issuer + "/admin", typ="at+jwt", now=rt.clock.now(),
+                                   require=("exp", "jti"))
+    except jose.JoseError:
+        return False
+    scopes = str(verified.claims.get("scope", "")).split()
+    return ADMIN_SCOPE in scopes and not await rt.store.is_access_token_revoked(str(verified.claims["jti"]))
+
+
+def admin_route(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        rt: Runtime = request.app.state.runtime
+        if not await _authorized(request, rt):
+            return _problem(401, "invalid_token", "an admin token or a token with the admin scope is required")
+        service = AdminService(rt.store, rt.policy, rt.clock, rt.secret_hash_key, rt.kek)  # type: ignore[arg-type]
+        try:
+            resp = await fn(request, service)
+        except NotFound as exc:
+            return _problem(404, "not_found", str(exc))
+        except (AdminError, KeyRingError) as exc:
+            return _problem(409, "conflict", str(exc))
+        except ValidationError as exc:
+            msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            return _problem(422, "invalid_request", msgs[:2000])
+        if request.method != "GET":
+            await rt.reload_keys()
+        return resp
+
+    route.__name__ = fn.__name__
+    return route
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > 256 * 1024:
+        raise AdminError("body too large")
+    try:
+        return orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise AdminError("the body must be JSON") from exc
+
+
+@admin_route
+async def list_clients(request: Request, svc: AdminService) -> Response:
+    now = svc.clock.now()
+    return json_response([client_view(c, now) for c in await svc.list_clients()], headers=NO_STORE)
+
+
+@admin_route
+async def create_client(request: Request, svc: AdminService) -> Response:
+    spec = ClientCreate.model_validate(await _json_body(request))
+    client, secret = await svc.create_client(spec)
+    out = client_view(client, svc.clock.now())
+    if secret is not None:
+        out["client_secret"] = secret
+    return json_response(out, 201, NO_STORE)
+
+
+@admin_route
+async def get_client(request: Request, svc: AdminService) -> Response:
+    client = await svc.get_client(request.path_params["client_id"])
+    return json_response(client_view(client, svc.clock.now()), headers=NO_STORE)
+
+
+@admin_route
+async def update_client(request: Request, svc: AdminService) -> Response:
+    changes = ClientUpdate.model_validate(await _json_body(request))
+    client = await svc.update_client(request.path_params["client_id"], changes)
+    return json_response(client_view(client, svc.clock.now()), headers=NO_STORE)
+
+
+@admin_route
+async def delete_client(request: Request, svc: AdminService) -> Response:
+    await svc.delete_client(request.path_params["client_id"])
+    return Response(status_code=204)
+
+
+@admin_route
+async def rotate_secret(request: Request, svc: AdminService) -> Response:
+    client, secret = await svc.rotate_secret(request.path_params["client_id"])
+    out = client_view(client, svc.clock.now())
+    out["client_secret"] = secret
+    return json_response(out, headers=NO_STORE)
+
+
+@admin_route
+async def list_keys(request: Request, svc: AdminService) -> Response:
+    now = svc.clock.now()
+    return json_response([key_view(k, now, svc.policy) for k in await svc.list_keys()], headers=NO_STORE)
+
+
+@admin_route
+async def rotate_keys(request: Request, svc: AdminService) -> Response:
+    immediate = request.query_params.get("now") in ("1", "true")
+    key = await svc.rotate_keys(immediate=immediate)
+    return json_response(key_view(key, svc.clock.now(), svc.policy), 201, NO_STORE)
+
+
+@admin_route
+async def retire_key(request: Request, svc: AdminService) -> Response:
+    key = await svc.retire_key(request.path_params["kid"])
+    return json_response(key_view(key, svc.clock.now(), svc.policy), headers=NO_STORE)
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def openapi(issuer: str) -> dict[str, Any]:
+    ok = {"description": "OK", "content": {"application/json": {}}}
+    err = {"$ref": "#/components/responses/Error"}
+    client_id = [{"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    body = lambda name: {"required": True, "content": {"application/json": {  # noqa: E731
+        "schema": {"$ref": f"#/components/schemas/{name}"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Ostiary admin API", "version": "1"},
+        "servers": [{"url": issuer + "/admin/api"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/clients": {
+                "get": {"summary": "List clients", "responses": {"200": ok, "401": err}},
+                "post": {"summary": "Register a client; the secret is in the response, once",
+                         "requestBody": body("ClientCreate"), "responses": {"201": ok, "401": err, "409": err,
+                                                                          "422": err}},
+            },
+            "/clients/{client_id}": {
+                "parameters": client_id,
+                "get": {"summary": "Show a client", "responses": {"200": ok, "401": err, "404": err}},
+                "patch": {"summary": "Change a client", "requestBody": body("ClientUpdate"),
+                          "responses": {"200": ok, "401": err, "404": err, "422": err}},
+                "delete": {"summary": "Delete a client", "responses": {"204": {"description": "deleted"},
+                                                                       "401": err, "404": err}},
+            },
+            "/clients/{client_id}/rotate-secret": {
+                "parameters": client_id,
+                "post": {"summary": "New secret; old ones stay valid for the configured overlap",
+                         "responses": {"200": ok, "401": err, "404": err, "409": err}},
+            },
+            "/keys": {"get": {"summary": "List signing keys", "responses": {"200": ok, "401": err}}},
+            "/keys/rotate": {"post": {
+                "summary": "Add a key (published now, signing after keys.publish_delay, or at once with now=1)",
+                "parameters": [{"name": "now", "in": "query", "schema": {"type": "boolean"}}],
+                "responses": {"201": ok, "401": err}}},
+            "/keys/{kid}/retire": {"post": {
+                "summary": "Stop signing with a key; it stays published until its tokens expire",
+                "parameters": [{"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": ok, "401": err, "404": err, "409": err}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"ClientCreate": _schema(ClientCreate), "ClientUpdate": _schema(ClientUpdate)},
+            "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"error": {"type": "string"},
+                                                 "error_description": {"type": "string"}}}}}}},
+        },
+    }
+
+
+async def openapi_route(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    return json_response(openapi(rt.policy.issuer))
+
+
+routes = [
+    Route("/admin/api/openapi.json", openapi_route, methods=["GET"]),
+    Route("/admin/api/clients", list_clients, methods=["GET"]),
+    Route("/admin/api/clients", create_client, methods=["POST"]),
+    Route("/admin/api/clients/{client_id}", get_client, methods=["GET"]),
+    Route("/admin/api/clients/{client_id}", update_client, methods=["PATCH"]),
+    Route("/admin/api/clients/{client_id}", delete_client, methods=["DELETE"]),
+    Route("/admin/api/clients/{client_id}/rotate-secret", rotate_secret, methods=["POST"]),
+    Route("/admin/api/keys", list_keys, methods=["GET"]),
+    Route("/admin/api/keys/rotate", rotate_keys, methods=["POST"]),
+    Route("/admin/api/keys/{kid}/retire", retire_key, methods=["POST"]),
+]

@@ -1,0 +1,256 @@
+"""Client and key administration. The CLI and the admin API both call these; neither holds logic."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .._clock import Clock
+from .._secrets import new_token, token_hash
+from ..core import jose
+from ..core import keys as core_keys
+from ..core.endpoints.token import REFUSED_GRANTS
+from ..core.grants import default_grants
+from ..core.models import AuthMethod, Client, ClientSecret, SigningKey
+from ..core.policy import ServerPolicy
+from ..core.storage import Store
+
+__all__ = ["AdminError", "AdminService", "ClientCreate", "ClientUpdate", "NotFound", "client_view", "key_view"]
+
+SECRET_PREFIX = "ost_cs_"
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:~-]{3,128}$")
+
+
+class AdminError(Exception):
+    """A refused administrative change; the message says why and what to do."""
+
+
+class NotFound(AdminError):
+    pass
+
+
+def _check_uri(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if not parts.scheme or parts.fragment:
+        raise ValueError(f"{what} must be an absolute URI without a fragment: {value!r}")
+    return value
+
+
+class ClientCreate(BaseModel):
+    """Registration metadata (RFC 7591 §2 names where they exist)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    client_id: str | None = None
+    client_type: Literal["confidential", "public"] = "confidential"
+    token_endpoint_auth_method: AuthMethod | None = None
+    grant_types: list[str] = Field(default_factory=lambda: ["client_credentials"])
+    scopes: list[str] = Field(default_factory=list)
+    audiences: list[str] = Field(default_factory=list)
+    resource_audiences: list[str] = Field(default_factory=list)
+    redirect_uris: list[str] = Field(default_factory=list)
+    post_logout_redirect_uris: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    first_party: bool = False
+
+    @field_validator("client_id")
+    @classmethod
+    def _cid(cls, v: str | None) -> str | None:
+        if v is not None and not _CLIENT_ID.match(v):
+            raise ValueError("client_id: 3-128 characters from A-Z a-z 0-9 . _ : ~ -")
+        return v
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if not s or any(ord(c) < 0x21 or ord(c) > 0x7E or c in '"\\' for c in s):
+                raise ValueError(f"invalid scope token {s!r}")
+        return sorted(set(v))
+
+    @field_validator("audiences", "resource_audiences", "redirect_uris", "post_logout_redirect_uris")
+    @classmethod
+    def _uris(cls, v: list[str]) -> list[str]:
+        return [_check_uri(x, "each audience or URI") for x in dict.fromkeys(v)]
+
+    @field_validator("grant_types")
+    @classmethod
+    def _grants(cls, v: list[str]) -> list[str]:
+        supported = default_grants()
+        for g in v:
+            if g in REFUSED_GRANTS:
+                raise ValueError(REFUSED_GRANTS[g])
+            if g not in supported:
+                raise ValueError(f"unsupported grant type {g!r}; supported: {', '.join(sorted(supported))}")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ClientCreate:
+        method = self.token_endpoint_auth_method
+        if self.client_type == "public":
+            if method not in (None, "none"):
+                raise ValueError("public clients authenticate with 'none'")
+            if "client_credentials" in self.grant_types:
+                raise ValueError("public clients may not use client_credentials (they cannot keep a secret)")
+        elif method == "none":
+            raise ValueError("confidential clients must authenticate; use client_secret_basic or private_key_jwt")
+        if method == "private_key_jwt" and not (self.jwks or self.jwks_uri):
+            raise ValueError("private_key_jwt needs --jwks or --jwks-uri")
+        if self.jwks is not None:
+            try:
+                if not jose.parse_jwks(self.jwks):
+                    raise ValueError("the JWKS holds no usable public signing key")
+            except jose.JoseError as exc:
+                raise ValueError(str(exc)) from exc
+        if self.jwks_uri is not None:
+            _check_uri(self.jwks_uri, "jwks_uri")
+        return self
+
+    def auth_method(self) -> AuthMethod:
+        if self.token_endpoint_auth_method:
+            return self.token_endpoint_auth_method
+        return "none" if self.client_type == "public" else "client_secret_basic"
+
+
+class ClientUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    grant_types: list[str] | None = None
+    scopes: list[str] | None = None
+    audiences: list[str] | None = None
+    resource_audiences: list[str] | None = None
+    redirect_uris: list[str] | None = None
+    post_logout_redirect_uris: list[str] | None = None
+    allowed_origins: list[str] | None = None
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    first_party: bool | None = None
+
+
+def client_view(c: Client, now: float) -> dict[str, Any]:
+    """The public representation: never a secret or its hash."""
+    return {
+        "client_id": c.client_id, "name": c.name, "client_type": c.client_type,
+        "token_endpoint_auth_method": c.token_endpoint_auth_method, "grant_types": sorted(c.grant_types),
+        "scopes": sorted(c.scopes), "audiences": list(c.audiences),
+        "resource_audiences": list(c.resource_audiences), "redirect_uris": list(c.redirect_uris),
+        "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
+        "allowed_origins": list(c.allowed_origins), "jwks_uri": c.jwks_uri, "has_jwks": c.jwks is not None,
+        "first_party": c.first_party,
+        "secrets": [{"created_at": int(s.created_at),
+                     "expires_at": int(s.expires_at) if s.expires_at else None, "active": s.usable(now)}
+                    for s in c.secrets],
+        "created_at": int(c.created_at), "updated_at": int(c.updated_at),
+    }
+
+
+def key_view(k: SigningKey, now: float, policy: ServerPolicy) -> dict[str, Any]:
+    return {"kid": k.kid, "alg": k.alg, "state": k.state(now, policy.max_token_lifetime),
+            "created_at": int(k.created_at), "activates_at": int(k.activates_at),
+            "retires_at": int(k.retires_at) if k.retires_at else None,
+            "unpublished_at": int(k.retires_at + policy.max_token_lifetime) if k.retires_at else None}
+
+
+@dataclass
+class AdminService:
+    store: Store
+    policy: ServerPolicy
+    clock: Clock
+    secret_hash_key: bytes = field(repr=False)
+    kek: bytes = field(repr=False)
+
+    def _new_secret(self) -> tuple[str, ClientSecret]:
+        secret = new_token(32, SECRET_PREFIX)
+        return secret, ClientSecret(token_hash(secret, self.secret_hash_key), self.clock.now())
+
+    async def create_client(self, spec: ClientCreate) -> tuple[Client, str | None]:
+        now = self.clock.now()
+        method = spec.auth_method()
+        secret: str | None = None
+        secrets: tuple[ClientSecret, ...] = ()
+        if method in ("client_secret_basic", "client_secret_post"):
+            secret, stored = self._new_secret()
+            secrets = (stored,)
+        client = Client(
+            client_id=spec.client_id or new_token(16), name=spec.name, client_type=spec.client_type,
+            token_endpoint_auth_method=method, grant_types=frozenset(spec.grant_types),
+            scopes=frozenset(spec.scopes), audiences=tuple(spec.audiences),
+            resource_audiences=tuple(spec.resource_audiences), redirect_uris=tuple(spec.redirect_uris),
+            post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
+            allowed_origins=tuple(spec.allowed_origins), secrets=secrets, jwks=spec.jwks,
+            jwks_uri=spec.jwks_uri, first_party=spec.first_party, created_at=now, updated_at=now)
+        try:
+            await self.store.add_client(client)
+        except ValueError as exc:
+            raise AdminError(f"a client with id {client.client_id!r} already exists") from exc
+        return client, secret
+
+    async def get_client(self, client_id: str) -> Client:
+        client = await self.store.get_client(client_id)
+        if client is None:
+            raise NotFound(f"no client {client_id!r}; see `ostiary client list`")
+        return client
+
+    async def list_clients(self) -> list[Client]:
+        return await self.store.list_clients()
+
+    async def update_client(self, client_id: str, changes: ClientUpdate) -> Client:
+        current = await self.get_client(client_id)
+        merged: dict[str, Any] = {
+            "name": current.name, "client_id": current.client_id, "client_type": current.client_type,
+            "token_endpoint_auth_method": current.token_endpoint_auth_method,
+            "grant_types": sorted(current.grant_types), "scopes": sorted(current.scopes),
+            "audiences": list(current.audiences), "resource_audiences": list(current.resource_audiences),
+            "redirect_uris": list(current.redirect_uris),
+            "post_logout_redirect_uris": list(current.post_logout_redirect_uris),
+            "allowed_origins": list(current.allowed_origins),
+            "jwks": dict(current.jwks) if current.jwks else None, "jwks_uri": current.jwks_uri,
+            "first_party": current.first_party,
+        }
+        merged.update(changes.model_dump(exclude_none=True))
+        spec = ClientCreate.model_validate(merged)  # the same rules as at creation
+        updated = replace(
+            current, name=spec.name, grant_types=frozenset(spec.grant_types), scopes=frozenset(spec.scopes),
+            audiences=tuple(spec.audiences), resource_audiences=tuple(spec.resource_audiences),
+            redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
+            allowed_origins=tuple(spec.allowed_origins), jwks=spec.jwks, jwks_uri=spec.jwks_uri,
+            first_party=spec.first_party, updated_at=self.clock.now())
+        await self.store.update_client(updated)
+        return updated
+
+    async def delete_client(self, client_id: str) -> None:
+        if not await self.store.delete_client(client_id):
+            raise NotFound(f"no client {client_id!r}; see `ostiary client list`")
+
+    async def rotate_secret(self, client_id: str, overlap: int | None = None) -> tuple[Client, str]:
+        """A new secret; the old ones stay valid for ``overlap`` seconds (zero-downtime rollout)."""
+        current = await self.get_client(client_id)
+        if current.token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
+            raise AdminError(f"client {client_id!r} uses {current.token_endpoint_auth_method}, not a secret")
+        now = self.clock.now()
+        overlap = self.policy.client_secret_overlap if overlap is None else overlap
+        kept = tuple(replace(s, expires_at=min(s.expires_at or now + overlap, now + overlap))
+                     for s in current.secrets if s.usable(now))
+        secret, stored = self._new_secret()
+        updated = replace(current, secrets=(*kept, stored), updated_at=now)
+        await self.store.update_client(updated)
+        return updated, secret
+
+    # keys
+    async def list_keys(self) -> list[SigningKey]:
+        return await self.store.list_keys()
+
+    async def rotate_keys(self, *, immediate: bool = False, alg: str | None = None) -> SigningKey:
+        return await core_keys.rotate_keys(self.store, self.policy, self.kek, self.clock, immediate=immediate,
+                                           alg=alg)
+
+    async def retire_key(self, kid: str) -> SigningKey:
+        return await core_keys.retire_key(self.store, self.policy, kid, self.clock)

@@ -1,0 +1,1 @@
+"""The ``ostiary`` command: parses arguments, calls the library, prints."""

@@ -1,0 +1,247 @@
+"""``ostiary client …`` and ``ostiary keys …``: local administration straight against the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from .._clock import SystemClock
+from ..admin.service import AdminError, AdminService, ClientCreate, ClientUpdate, client_view, key_view
+from ..core.keys import KeyRingError
+from ..store.sql import SqlStore, check_schema
+from ._common import console, fail, print_json, run, settings
+
+T = TypeVar("T")
+
+client_app = typer.Typer(help="Register and manage OAuth clients.", no_args_is_help=True)
+keys_app = typer.Typer(help="List, rotate and retire signing keys (no restart needed).", no_args_is_help=True)
+
+
+def _with_service(fn: Callable[[AdminService], Awaitable[T]]) -> T:
+    s = settings()
+    from ..web.runtime import master_keys
+
+    async def go() -> T:
+        status = await check_schema(s.database_url)
+        if status.state != "current":
+            fail(status.message)
+        store = SqlStore.from_url(s.database_url)
+        kek, secret_hash_key, _ = master_keys(s)
+        try:
+            return await fn(AdminService(store, s.policy(), SystemClock(), secret_hash_key, kek))
+        finally:
+            await store.close()
+
+    try:
+        return run(go)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()))
+    except (AdminError, KeyRingError) as exc:
+        fail(str(exc))
+
+
+def _ts(v: int | None) -> str:
+    return dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if v else "-"
+
+
+def _show_client(view: dict[str, Any], secret: str | None) -> None:
+    for key in ("client_id", "name", "client_type", "token_endpoint_auth_method"):
+        console.print(f"[bold]{key}[/]: {view[key]}")
+    for key in ("grant_types", "scopes", "audiences", "resource_audiences", "redirect_uris"):
+        if view[key]:
+            console.print(f"[bold]{key}[/]: {' '.join(view[key])}")
+    if secret:
+        console.print(f"[bold]client_secret[/]: {secret}")
+        console.print("[yellow]Store this secret now: it is shown once and kept only as a hash.[/]")
+
+
+def _jwks(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read JWKS from {path}: {exc}")
+    return data if isinstance(data, dict) else fail(f"{path} is not a JSON object")
+
+
+@client_app.command("create")
+def client_create(
+    name: str = typer.Option(..., "--name", help="Display name, shown to users on consent pages."),
+    client_id: str | None = typer.Option(None, "--client-id", help="Choose the id (default: random)."),
+    public: bool = typer.Option(False, "--public", help="A public client (SPA, mobile, CLI): no secret."),
+    auth_method: str | None = typer.Option(None, "--auth-method",
+                                           help="client_secret_basic (default), client_secret_post, "
+                                                "private_key_jwt, none"),
+    grant_type: list[str] = typer.Option(["client_credentials"], "--grant-type",
+                                         help="Allowed grant (repeat). Default: client_credentials."),
+    scope: list[str] = typer.Option([], "--scope", help="Allowed scope (repeat, or space-separated)."),
+    audience: list[str] = typer.Option([], "--audience",
+                                       help="Allowed audience/resource URI (repeat); the first is the default aud."),
+    serves: list[str] = typer.Option([], "--serves",
+                                     help="Audience this client serves as a resource server (may introspect)."),
+    redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="Registered redirect URI (repeat)."),
+    jwks_file: Path | None = typer.Option(None, "--jwks", help="File with the client's public JWKS."),
+    jwks_uri: str | None = typer.Option(None, "--jwks-uri", help="URL of the client's public JWKS."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),
+) -> None:
+    """Register a client. A secret, if any, is printed once and stored only as a hash."""
+    spec = dict(name=name, client_id=client_id, client_type="public" if public else "confidential",
+                token_endpoint_auth_method=auth_method, grant_types=grant_type,
+                scopes=[s for item in scope for s in item.split()], audiences=audience,
+                resource_audiences=serves, redirect_uris=redirect_uri, jwks=_jwks(jwks_file), jwks_uri=jwks_uri)
+
+    async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
+        client, secret = await svc.create_client(ClientCreate.model_validate(spec))
+        return client_view(client, svc.clock.now()), secret
+
+    view, secret = _with_service(go)
+    if as_json:
+        print_json({**view, **({"client_secret": secret} if secret else {})})
+    else:
+        _show_client(view, secret)
+
+
+@client_app.command("list")
+def client_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List registered clients."""
+    async def go(svc: AdminService) -> list[dict[str, Any]]:
+        return [client_view(c, svc.clock.now()) for c in await svc.list_clients()]
+
+    views = _with_service(go)
+    if as_json:
+        print_json(views)
+        return
+    table = Table("client_id", "name", "type", "auth", "grants", "scopes")
+    for v in views:
+        table.add_row(v["client_id"], v["name"], v["client_type"], v["token_endpoint_auth_method"],
+                      " ".join(v["grant_types"]), " ".join(v["scopes"]))
+    console.print(table)
+
+
+@client_app.command("show")
+def client_show(client_id: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show one client (never its secret)."""
+    async def go(svc: AdminService) -> dict[str, Any]:
+        return client_view(await svc.get_client(client_id), svc.clock.now())
+
+    view = _with_service(go)
+    print_json(view) if as_json else _show_client(view, None)
+
+
+@client_app.command("update")
+def client_update(
+    client_id: str,
+    name: str | None = typer.Option(None, "--name"),
+    grant_type: list[str] | None = typer.Option(None, "--grant-type", help="Replace the allowed grants."),
+    scope: list[str] | None = typer.Option(None, "--scope", help="Replace the allowed scopes."),
+    audience: list[str] | None = typer.Option(None, "--audience", help="Replace the allowed audiences."),
+    serves: list[str] | None = typer.Option(None, "--serves", help="Replace the served audiences."),
+    redirect_uri: list[str] | None = typer.Option(None, "--redirect-uri", help="Replace the redirect URIs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Change a client; every option replaces the whole list it names."""
+    changes = ClientUpdate(name=name, grant_types=grant_type or None,
+                           scopes=[s for item in scope for s in item.split()] if scope else None,
+                           audiences=audience or None, resource_audiences=serves or None,
+                           redirect_uris=redirect_uri or None)
+
+    async def go(svc: AdminService) -> dict[str, Any]:
+        return client_view(await svc.update_client(client_id, changes), svc.clock.now())
+
+    view = _with_service(go)
+    print_json(view) if as_json else _show_client(view, None)
+
+
+@client_app.command("delete")
+def client_delete(client_id: str, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Delete a client. Its tokens stop working at introspection at once, and at expiry everywhere."""
+    if not yes and not typer.confirm(f"Delete client {client_id}?"):
+        raise typer.Exit(1)
+
+    async def go(svc: AdminService) -> None:
+        await svc.delete_client(client_id)
+
+    _with_service(go)
+    console.print(f"deleted {client_id}")
+
+
+@client_app.command("rotate-secret")
+def client_rotate_secret(
+    client_id: str,
+    overlap: str | None = typer.Option(None, "--overlap",
+                                       help="How long old secrets stay valid (e.g. 1h; default clients.secret_overlap)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Issue a new secret. The old one keeps working for the overlap, for a zero-downtime rollout."""
+    from ..config import _duration
+
+    seconds = _duration(overlap) if overlap is not None else None
+
+    async def go(svc: AdminService) -> tuple[dict[str, Any], str]:
+        client, secret = await svc.rotate_secret(client_id, seconds)
+        return client_view(client, svc.clock.now()), secret
+
+    view, secret = _with_service(go)
+    if as_json:
+        print_json({**view, "client_secret": secret})
+    else:
+        _show_client(view, secret)
+        for s in view["secrets"]:
+            if s["expires_at"]:
+                console.print(f"older secret valid until {_ts(s['expires_at'])}")
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List keys and their stage: pending, active, retired (still published) or expired."""
+    async def go(svc: AdminService) -> list[dict[str, Any]]:
+        return [key_view(k, svc.clock.now(), svc.policy) for k in await svc.list_keys()]
+
+    views = _with_service(go)
+    if as_json:
+        print_json(views)
+        return
+    table = Table("kid", "alg", "state", "created", "signs from", "retires", "unpublished")
+    for v in views:
+        table.add_row(v["kid"], v["alg"], v["state"], _ts(v["created_at"]), _ts(v["activates_at"]),
+                      _ts(v["retires_at"]), _ts(v["unpublished_at"]))
+    console.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    now: bool = typer.Option(False, "--now", help="Sign with the new key at once (emergency; skips the "
+                                                  "publish delay verifiers need)."),
+    alg: str | None = typer.Option(None, "--alg", help="ES256, RS256 or EdDSA (default: keys.algorithm)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Add a new key: published now, signing after keys.publish_delay; the current key then retires."""
+    async def go(svc: AdminService) -> dict[str, Any]:
+        return key_view(await svc.rotate_keys(immediate=now, alg=alg), svc.clock.now(), svc.policy)
+
+    view = _with_service(go)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"new key {view['kid']} ({view['alg']}) signs from {_ts(view['activates_at'])}")
+
+
+@keys_app.command("retire")
+def keys_retire(kid: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Stop signing with a key now; it stays in the JWKS until every token it signed has expired."""
+    async def go(svc: AdminService) -> dict[str, Any]:
+        return key_view(await svc.retire_key(kid), svc.clock.now(), svc.policy)
+
+    view = _with_service(go)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"key {kid} retired; published until {_ts(view['unpublished_at'])}")

@@ -1,0 +1,152 @@
+"""``ostiary``: run the server, migrate the database, administer clients and keys."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import typer
+
+from ._common import console, err_console, fail, print_json, run, set_config, settings
+from .admin_cmds import client_app, keys_app
+
+app = typer.Typer(
+    name="ostiary",
+    help="Ostiary: an OAuth 2.1 + OpenID Connect authorization server that makes the right flow the default.\n\n"
+         "Settings come from OSTIARY_* environment variables and/or a TOML file (--config); "
+         "see the README's Configuration section.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(client_app, name="client")
+app.add_typer(keys_app, name="keys")
+
+
+@app.callback()
+def _root(config: str | None = typer.Option(None, "--config", "-c", envvar="OSTIARY_CONFIG",
+                                             help="TOML settings file (environment variables override it).")
+          ) -> None:
+    set_config(config)
+    if config:
+        os.environ["OSTIARY_CONFIG"] = os.path.abspath(config)  # server workers read it too
+
+
+@app.command()
+def migrate(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Create or upgrade the database schema (Alembic). Safe to run again."""
+    from ..store.sql import check_schema, upgrade
+
+    s = settings()
+    before = run(lambda: check_schema(s.database_url))
+    if before.state == "newer":
+        fail(before.message)
+    upgrade(s.database_url)
+    after = run(lambda: check_schema(s.database_url))
+    if as_json:
+        print_json({"before": before.current, "after": after.current})
+    else:
+        console.print(f"database at revision {after.current} (was {before.current or 'empty'})")
+
+
+def _serve(host: str, port: int, workers: int, server: str) -> None:
+    from ..store.sql import check_schema
+
+    s = settings()
+    status = run(lambda: check_schema(s.database_url))
+    if status.state != "current":
+        fail(status.message)
+    s.master_secret()  # create the development key file once, before workers race for it
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ostiary-metrics-")
+    target = "ostiary.web.app:app_from_env"
+    err_console.print(f"ostiary: serving {s.issuer} on http://{host}:{port} with {workers} {server} "
+                      f"worker(s); database {s.database_url.split('://')[0]}")
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian(target, address=host, port=port, interface=Interfaces.ASGI, workers=workers, factory=True,
+                log_access=False, workers_kill_timeout=10).serve()
+    else:
+        import uvicorn
+
+        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, log_config=None,
+                    access_log=False, timeout_graceful_shutdown=10, server_header=False)
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Bind address (default server.host, 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default server.port, 8000)."),
+    workers: int | None = typer.Option(None, "--workers", "-w",
+                                       help="Worker processes (default server.workers; use the core count)."),
+    server: str | None = typer.Option(None, "--server", help="uvicorn or granian (default server.implementation)."),
+) -> None:
+    """Run the authorization server. Refuses to start on an unmigrated or newer database."""
+    s = settings()
+    impl = server or s.server.implementation
+    if impl not in ("uvicorn", "granian"):
+        fail("--server must be uvicorn or granian")
+    _serve(host or s.server.host, port or s.server.port, workers or s.server.workers, impl)
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8000, "--port", help="Port on 127.0.0.1."),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Set up and print, but do not start the server."),
+) -> None:
+    """Set up a local server on SQLite with a demo client, print how to try it, and serve."""
+    from ..admin.service import AdminError, AdminService, ClientCreate
+    from ..store.sql import SqlStore, upgrade
+    from ..web.runtime import master_keys
+
+    os.makedirs(".demo", exist_ok=True)
+    os.environ.setdefault("OSTIARY_ISSUER", f"http://127.0.0.1:{port}")
+    os.environ.setdefault("OSTIARY_DATABASE_URL", "sqlite:///.demo/ostiary.db")
+    os.environ.setdefault("OSTIARY_SECRET_KEY_FILE", ".demo/secret.key")
+    os.environ.setdefault("OSTIARY_LOG_FORMAT", "text")
+    s = settings()
+    upgrade(s.database_url)
+
+    async def setup() -> tuple[str, str]:
+        from .._clock import SystemClock
+
+        store = SqlStore.from_url(s.database_url)
+        kek, hash_key, _ = master_keys(s)
+        svc = AdminService(store, s.policy(), SystemClock(), hash_key, kek)
+        try:
+            try:
+                client, secret = await svc.create_client(ClientCreate(
+                    name="Demo service", client_id="demo-service", scopes=["api:read", "api:write"],
+                    audiences=["https://api.example.com"]))
+            except AdminError:
+                client, secret = await svc.rotate_secret("demo-service", overlap=0)
+            assert secret is not None
+            return client.client_id, secret
+        finally:
+            await store.close()
+
+    client_id, secret = run(setup)
+    info: dict[str, Any] = {"issuer": s.issuer, "client_id": client_id, "client_secret": secret}
+    console.rule("[bold]Ostiary demo")
+    console.print(f"Issuer:     {s.issuer}")
+    console.print(f"Discovery:  {s.issuer}/.well-known/openid-configuration")
+    console.print(f"Client:     {info['client_id']}")
+    console.print(f"Secret:     {info['client_secret']}  (new on every `make demo`; stored only as a hash)")
+    console.print("\nGet a service token (Client Credentials), then introspect it:\n")
+    console.print(f"  curl -s -u '{client_id}:{secret}' -d grant_type=client_credentials "
+                  f"-d scope=api:read {s.issuer}/token", soft_wrap=True)
+    console.print(f"  curl -s {s.issuer}/jwks", soft_wrap=True)
+    console.print("\nData lives in .demo/ (delete it to start afresh). Ctrl-C stops the server.")
+    console.rule()
+    if not no_serve:
+        _serve("127.0.0.1", port, 1, "uvicorn")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

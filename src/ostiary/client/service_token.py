@@ -1,0 +1,366 @@
+"""Service-to-service access tokens with the client credentials grant (RFC 6749 §4.4).
+
+The client authenticates with ``client_secret_basic`` (RFC 6749 §2.3.1) or ``private_key_jwt``
+(RFC 7523 §2.2 with OpenID Connect Core §9). Tokens are cached per (resource, audience, scope),
+renewed once 80 % of their lifetime has passed, and requested single-flight: many concurrent callers
+(threads, or tasks of one event loop) cause one token request. 5xx answers and network errors are
+retried with capped exponential backoff and full jitter; 4xx answers raise :class:`OAuthError` at once.
+Token values and secrets never appear in logs or ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
+from urllib.parse import quote_plus
+
+import httpx
+
+from .._clock import Clock, SystemClock
+from .._secrets import new_token
+from ..core.jose import PrivateKey, jwk_thumbprint, public_jwk, sign_jwt
+from .discovery import adiscover, discover, require_https
+from .errors import OAuthError, TokenEndpointUnavailable
+
+__all__ = ["ClientCredentialsAuth", "ServiceToken", "ServiceTokenClient", "client_secret_basic"]
+
+log = logging.getLogger("ostiary.client")
+
+JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
+_ASSERTION_LIFETIME: Final = 60  # seconds; RFC 7523 §3 item 4, kept well under 5 minutes
+_DEFAULT_LIFETIME: Final = 60  # when the server omits expires_in (RFC 6749 §5.1 makes it optional)
+_random = secrets.SystemRandom()
+
+
+def client_secret_basic(client_id: str, client_secret: str) -> str:
+    """The ``Authorization`` header value for RFC 6749 §2.3.1: both parts form-urlencoded, then Basic."""
+    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceToken:
+    """An access token from the token endpoint (RFC 6749 §5.1). ``access_token`` is hidden from repr."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_at: float
+    refresh_at: float
+    scope: str | None
+
+
+class _Key(NamedTuple):
+    scope: str
+    resource: str | None
+    audience: str | None
+
+
+def _key(scope: str | Iterable[str] | None, resource: str | None, audience: str | None) -> _Key:
+    words = scope.split() if isinstance(scope, str) else list(scope or ())
+    return _Key(" ".join(sorted(set(words))), resource, audience)
+
+
+class ServiceTokenClient:
+    """Obtain and cache access tokens for a confidential client (a service).
+
+    Give exactly one of ``client_secret`` and ``private_key``. ``token_endpoint`` defaults to the one
+    in the issuer's metadata (discovered on first use). Use :meth:`get_token` from blocking code,
+    :meth:`aget_token` from asyncio, or :meth:`auth` to get an :class:`httpx.Auth`.
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        client_id: str,
+        *,
+        client_secret: str | None = None,
+        private_key: PrivateKey | None = None,
+        key_id: str | None = None,
+        token_endpoint: str | None = None,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff: float = 0.25,
+        max_backoff: float = 8.0,
+        refresh_ratio: float = 0.8,
+    ) -> None:
+        if (client_secret is None) == (private_key is None):
+            raise ValueError("give exactly one of client_secret and private_key")
+        if max_attempts < 1 or not 0 < refresh_ratio <= 1:
+            raise ValueError("max_attempts must be >= 1 and refresh_ratio in (0, 1]")
+        self.issuer = issuer
+        self.client_id = client_id
+        self._secret = client_secret
+        self._private_key = private_key
+        if private_key is not None:
+            jwk = public_jwk(private_key, kid="")
+            self._alg = str(jwk["alg"])
+            self._kid = key_id or jwk_thumbprint(jwk)
+        self._token_endpoint = require_https(token_endpoint, "token_endpoint") if token_endpoint else None
+        self._http = http_client
+        self._own_http: httpx.Client | None = None
+        self._ahttp = async_http_client
+        self._clock: Clock = clock or SystemClock()
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._refresh_ratio = refresh_ratio
+        self._cache: dict[_Key, ServiceToken] = {}
+        self._guard = threading.Lock()
+        self._locks: dict[_Key, threading.Lock] = {}
+        self._alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary())
+
+    def __repr__(self) -> str:
+        method = "private_key_jwt" if self._private_key is not None else "client_secret_basic"
+        return f"ServiceTokenClient(issuer={self.issuer!r}, client_id={self.client_id!r}, auth={method!r})"
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def get_token(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
+                  audience: str | None = None) -> ServiceToken:
+        """A valid token for ``scope`` (and RFC 8707 ``resource`` / ``audience``), from cache when fresh."""
+        key = _key(scope, resource, audience)
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            cached = self._fresh(key)
+            if cached is not None:
+                return cached
+            previous = self._cache.get(key)
+            try:
+                token = self._request(key, self._endpoint())
+            except TokenEndpointUnavailable:
+                return self._fallback(previous)
+            self._cache[key] = token
+            return token
+
+    async def aget_token(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
+                         audience: str | None = None) -> ServiceToken:
+        """Like :meth:`get_token`, without blocking the event loop."""
+        key = _key(scope, resource, audience)
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
+        locks = self._alocks.setdefault(asyncio.get_running_loop(), {})
+        async with locks.setdefault(key, asyncio.Lock()):
+            cached = self._fresh(key)
+            if cached is not None:
+                return cached
+            previous = self._cache.get(key)
+            try:
+                token = await self._arequest(key, await self._aendpoint())
+            except TokenEndpointUnavailable:
+                return self._fallback(previous)
+            self._cache[key] = token
+            return token
+
+    def invalidate(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
+                   audience: str | None = None, token: ServiceToken | None = None) -> None:
+        """Forget the cached token (only if it is still ``token``, when given), e.g. after a 401."""
+        key = _key(scope, resource, audience)
+        with self._guard:
+            if token is None or self._cache.get(key) is token:
+                self._cache.pop(key, None)
+
+    def auth(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
+             audience: str | None = None) -> ClientCredentialsAuth:
+        """An :class:`httpx.Auth` that adds ``Authorization: Bearer`` with a token from this client."""
+        return ClientCredentialsAuth(self, scope, resource=resource, audience=audience)
+
+    def close(self) -> None:
+        if self._own_http is not None:
+            self._own_http.close()
+            self._own_http = None
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def _fresh(self, key: _Key) -> ServiceToken | None:
+        token = self._cache.get(key)
+        return token if token is not None and self._clock.now() < token.refresh_at else None
+
+    def _fallback(self, previous: ServiceToken | None) -> ServiceToken:
+        """Renewal failed: keep using the previous token while it has not expired."""
+        if previous is not None and self._clock.now() < previous.expires_at:
+            log.warning("renewing the service token failed; using the current one until it expires")
+            return previous
+        raise TokenEndpointUnavailable("the token endpoint could not be reached")
+
+    # -- the token request ---------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        if self._http is not None:
+            return self._http
+        if self._own_http is None:
+            self._own_http = httpx.Client(timeout=self._timeout)
+        return self._own_http
+
+    def _endpoint(self) -> str:
+        if self._token_endpoint is None:
+            endpoint = discover(self.issuer, self._client()).token_endpoint
+            if endpoint is None:
+                raise OAuthError("invalid_configuration", "the issuer's metadata has no token_endpoint")
+            self._token_endpoint = endpoint
+        return self._token_endpoint
+
+    async def _aendpoint(self) -> str:
+        if self._token_endpoint is None:
+            if self._ahttp is not None:
+                metadata = await adiscover(self.issuer, self._ahttp)
+            else:
+                async with httpx.AsyncClient(timeout=self._timeout) as client:
+                    metadata = await adiscover(self.issuer, client)
+            if metadata.token_endpoint is None:
+                raise OAuthError("invalid_configuration", "the issuer's metadata has no token_endpoint")
+            self._token_endpoint = metadata.token_endpoint
+        return self._token_endpoint
+
+    def _form(self, key: _Key, endpoint: str) -> tuple[dict[str, str], dict[str, str]]:
+        form = {"grant_type": "client_credentials"}
+        if key.scope:
+            form["scope"] = key.scope
+        if key.resource:
+            form["resource"] = key.resource
+        if key.audience:
+            form["audience"] = key.audience
+        headers = {"Accept": "application/json"}
+        if self._secret is not None:
+            headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
+        else:
+            form["client_assertion_type"] = JWT_BEARER_ASSERTION
+            form["client_assertion"] = self.client_assertion(endpoint)
+        return form, headers
+
+    def client_assertion(self, audience: str) -> str:
+        """RFC 7523 §3: iss = sub = client_id, aud = the token endpoint, a fresh jti, exp ≤ 60 s."""
+        if self._private_key is None:
+            raise ValueError("this client authenticates with a secret")
+        now = int(self._clock.now())
+        claims = {"iss": self.client_id, "sub": self.client_id, "aud": audience, "jti": new_token(),
+                  "iat": now, "exp": now + _ASSERTION_LIFETIME}
+        return sign_jwt(claims, self._private_key, alg=self._alg, kid=self._kid)
+
+    def _delay(self, attempt: int) -> float:
+        return _random.uniform(0, min(self._max_backoff, self._backoff * 2 ** (attempt - 1)))
+
+    def _request(self, key: _Key, endpoint: str) -> ServiceToken:
+        for attempt in range(1, self._max_attempts + 1):
+            started = self._clock.now()
+            form, headers = self._form(key, endpoint)
+            try:
+                response = self._client().post(endpoint, data=form, headers=headers)
+            except httpx.TransportError as exc:
+                log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
+            else:
+                if response.status_code < 500:
+                    return self._parse(response, started)
+                log.warning("token request attempt %d: HTTP %d", attempt, response.status_code)
+            if attempt < self._max_attempts:
+                time.sleep(self._delay(attempt))
+        raise TokenEndpointUnavailable("the token endpoint kept failing")
+
+    async def _arequest(self, key: _Key, endpoint: str) -> ServiceToken:
+        for attempt in range(1, self._max_attempts + 1):
+            started = self._clock.now()
+            form, headers = self._form(key, endpoint)
+            try:
+                if self._ahttp is not None:
+                    response = await self._ahttp.post(endpoint, data=form, headers=headers)
+                else:
+                    async with httpx.AsyncClient(timeout=self._timeout) as client:
+                        response = await client.post(endpoint, data=form, headers=headers)
+            except httpx.TransportError as exc:
+                log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
+            else:
+                if response.status_code < 500:
+                    return self._parse(response, started)
+                log.warning("token request attempt %d: HTTP %d", attempt, response.status_code)
+            if attempt < self._max_attempts:
+                await asyncio.sleep(self._delay(attempt))
+        raise TokenEndpointUnavailable("the token endpoint kept failing")
+
+    def _parse(self, response: httpx.Response, started: float) -> ServiceToken:
+        """RFC 6749 §5.1 (success) or §5.2 (error)."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise OAuthError("invalid_response", "the token endpoint did not answer with a JSON object",
+                             response.status_code)
+        if response.status_code != 200:
+            error, description = body.get("error"), body.get("error_description")
+            raise OAuthError(error if isinstance(error, str) else "invalid_response",
+                             description if isinstance(description, str) else None, response.status_code)
+        access_token, token_type = body.get("access_token"), body.get("token_type")
+        if not isinstance(access_token, str) or not access_token:
+            raise OAuthError("invalid_response", "no access_token in the token response", 200)
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise OAuthError("invalid_response", "the token is not a Bearer token", 200)
+        lifetime = body.get("expires_in", _DEFAULT_LIFETIME)
+        if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
+            raise OAuthError("invalid_response", "expires_in is not a positive number", 200)
+        scope = body.get("scope")
+        return ServiceToken(access_token=access_token, token_type="Bearer", expires_at=started + lifetime,
+                            refresh_at=started + self._refresh_ratio * lifetime,
+                            scope=scope if isinstance(scope, str) else None)
+
+
+def _invalid_token(response: httpx.Response) -> bool:
+    """RFC 6750 §3.1: a 401 whose challenge says the token was refused (not merely missing)."""
+    return response.status_code == 401 and "invalid_token" in response.headers.get("WWW-Authenticate", "")
+
+
+class ClientCredentialsAuth(httpx.Auth):
+    """``httpx.Auth`` for client-credentials tokens, for both ``httpx.Client`` and ``httpx.AsyncClient``.
+
+    When the API answers 401 ``invalid_token`` (RFC 6750 §3.1; e.g. the issuer rotated its keys), the
+    token is dropped and the request is retried once with a fresh one.
+    """
+
+    def __init__(self, client: ServiceTokenClient, scope: str | Iterable[str] | None = None, *,
+                 resource: str | None = None, audience: str | None = None) -> None:
+        self._client = client
+        self._scope = _key(scope, resource, audience).scope
+        self._resource = resource
+        self._audience = audience
+
+    def __repr__(self) -> str:
+        return f"ClientCredentialsAuth({self._client!r}, scope={self._scope!r})"
+
+    def _args(self) -> dict[str, Any]:
+        return {"resource": self._resource, "audience": self._audience}
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._client.get_token(self._scope, **self._args())
+        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        response = yield request
+        if _invalid_token(response):
+            self._client.invalidate(self._scope, token=token, **self._args())
+            token = self._client.get_token(self._scope, **self._args())
+            request.headers["Authorization"] = f"Bearer {token.access_token}"
+            yield request
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self._client.aget_token(self._scope, **self._args())
+        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        response = yield request
+        if _invalid_token(response):
+            self._client.invalidate(self._scope, token=token, **self._args())
+            token = await self._client.aget_token(self._scope, **self._args())
+            request.headers["Authorization"] = f"Bearer {token.access_token}"
+            yield request

@@ -1,0 +1,213 @@
+"""Settings, read once at start from ``OSTIARY_*`` environment variables and/or a TOML file.
+
+Nested settings use a double underscore in the environment: ``[keys] rotate_every`` is
+``OSTIARY_KEYS__ROTATE_EVERY``. Environment variables override the file. Unknown keys are errors.
+Durations accept seconds or a number with a unit: ``90s``, ``15m``, ``12h``, ``30d``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .core.policy import ServerPolicy
+
+__all__ = ["ConfigError", "Settings", "is_loopback_url", "load_settings"]
+
+ENV_PREFIX = "OSTIARY_"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(Exception):
+    """Settings are invalid; the message lists every problem and where it came from."""
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
+        if not m:
+            raise ValueError("a duration is seconds or a number with s, m, h or d (e.g. 15m)")
+        return int(m.group(1)) * _UNITS[m.group(2) or "s"]
+    return value
+
+
+Duration = Annotated[int, BeforeValidator(_duration)]
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RefreshTokenSettings(_Section):
+    ttl: Duration = Field(14 * 86400, ge=60, le=30 * 86400, description="absolute lifetime (max 30 days)")
+    idle_ttl: Duration = Field(3 * 86400, ge=60, le=30 * 86400, description="expires when unused this long")
+    reuse_window: Duration = Field(0, ge=0, le=60, description="grace for a repeated identical refresh")
+
+
+class KeySettings(_Section):
+    algorithm: Literal["ES256", "RS256", "EdDSA"] = "ES256"
+    publish_delay: Duration = Field(600, ge=0, le=30 * 86400, description="published before it signs")
+    rotate_every: Duration | None = Field(None, ge=3600, description="automatic rotation period")
+    refresh_interval: Duration = Field(5, ge=1, le=300, description="how often a process reloads keys")
+
+
+class ClientSettings(_Section):
+    secret_overlap: Duration = Field(86400, ge=0, le=30 * 86400, description="old secret valid after rotation")
+    cache_ttl: Duration = Field(5, ge=0, le=300, description="per-process client cache")
+
+
+class RateLimitSettings(_Section):
+    enabled: bool = True
+    per_client: float = Field(50.0, gt=0, description="token/introspect/revoke requests per second per client")
+    per_client_burst: int = Field(100, ge=1)
+    per_ip: float = Field(200.0, gt=0, description="requests per second per IP")
+    per_ip_burst: int = Field(400, ge=1)
+    failed_auth_max: int = Field(10, ge=1, description="failed client authentications before lock-out")
+    failed_auth_window: Duration = Field(300, ge=1)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    implementation: Literal["uvicorn", "granian"] = "uvicorn"
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+
+
+class Settings(_Section):
+    issuer: str = "http://127.0.0.1:8000"
+    database_url: str = "sqlite+aiosqlite:///ostiary.db"
+    secret_key: SecretStr | None = None
+    secret_key_file: str = "ostiary-secret.key"
+    admin_token: SecretStr | None = None
+    redis_url: str | None = None
+    access_token_ttl: Duration = Field(900, ge=60, le=3600)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    metrics: bool = True
+    refresh_token: RefreshTokenSettings = RefreshTokenSettings()
+    keys: KeySettings = KeySettings()
+    clients: ClientSettings = ClientSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    server: ServerSettings = ServerSettings()
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        v = v.rstrip("/")
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("issuer must be an absolute https URL")
+        if parts.query or parts.fragment:
+            raise ValueError("issuer must not have a query or fragment (RFC 8414 §2)")
+        if parts.scheme == "http" and not is_loopback_url(v):
+            raise ValueError("issuer must use https (http is allowed only for loopback hosts)")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if v.startswith("postgresql://") or v.startswith("postgres://"):
+            v = "postgresql+asyncpg://" + v.split("://", 1)[1]
+        if v.startswith("sqlite://") and not v.startswith("sqlite+aiosqlite://"):
+            v = "sqlite+aiosqlite://" + v.split("://", 1)[1]
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError("database_url must be sqlite:///PATH or postgresql://USER@HOST/DB")
+        return v
+
+    def policy(self) -> ServerPolicy:
+        return ServerPolicy(
+            issuer=self.issuer, access_token_ttl=self.access_token_ttl,
+            refresh_token_ttl=self.refresh_token.ttl, refresh_token_idle_ttl=self.refresh_token.idle_ttl,
+            refresh_token_reuse_window=self.refresh_token.reuse_window,
+            client_secret_overlap=self.clients.secret_overlap, signing_alg=self.keys.algorithm,
+            key_publish_delay=self.keys.publish_delay, key_rotate_every=self.keys.rotate_every,
+        )
+
+    def master_secret(self, *, create: bool = True) -> bytes:
+        """The key-encryption and hashing master secret: ``secret_key`` or, in development, a key file."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = Path(self.secret_key_file)
+        if path.exists():
+            data = path.read_bytes().strip()
+            if len(data) < 32:
+                raise ConfigError(f"{path}: the secret key file holds fewer than 32 bytes")
+            return data
+        if not is_loopback_url(self.issuer):
+            raise ConfigError("set OSTIARY_SECRET_KEY (at least 32 random characters) or secret_key_file: "
+                              "a production issuer never generates its own master key")
+        if not create:
+            raise ConfigError(f"no secret key: {path} does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_urlsafe(48).encode())
+        return path.read_bytes().strip()
+
+
+def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another setting")
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (``--config`` or ``OSTIARY_CONFIG``) and the environment; validate everything."""
+    env = os.environ if environ is None else environ
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    if config_file:
+        try:
+            data = tomllib.loads(Path(config_file).read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: not valid TOML: {exc}") from exc
+    data = _merge(data, _env_tree(env))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+            msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {loc} (env {env_name}): {msg}")
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,184 @@
+"""Client authentication at the token, introspection, revocation and device endpoints: one step.
+
+Methods: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1), ``private_key_jwt``
+(RFC 7523 §2.2, OIDC Core §9) and ``none`` for public clients. Exactly one method per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import unquote_plus
+
+from .._clock import Clock
+from .._secrets import constant_time_equals, token_hash
+from . import jose
+from .errors import InvalidClient, InvalidRequest
+from .models import AuthMethod, Client
+from .policy import ServerPolicy
+from .storage import ClientRepository, JwksFetcher, ReplayRepository
+
+__all__ = ["ASSERTION_TYPE", "AuthenticatedClient", "ClientAuthenticator", "ClientAuthContext",
+           "authenticate_client"]
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedClient:
+    client: Client
+    method: AuthMethod
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuthContext:
+    policy: ServerPolicy
+    clients: ClientRepository
+    replay: ReplayRepository
+    jwks_fetcher: JwksFetcher | None
+    secret_hash_key: bytes
+    clock: Clock
+    endpoint_url: str
+
+
+class ClientAuthenticator(Protocol):
+    """The pluggable step: later methods (``tls_client_auth``, RFC 8705) register beside these."""
+
+    async def __call__(self, params: Mapping[str, str], authorization: str | None,
+                       ctx: ClientAuthContext) -> AuthenticatedClient | None: ...
+
+
+def _invalid(basic: bool, debug: str, description: str = "client authentication failed") -> InvalidClient:
+    headers = {"WWW-Authenticate": 'Basic realm="ostiary", charset="UTF-8"'} if basic else None
+    return InvalidClient(description, debug=debug, headers=headers)
+
+
+def _parse_basic(authorization: str) -> tuple[str, str]:
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise _invalid(True, "not a Basic authorization header", "unsupported Authorization scheme")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise _invalid(True, "undecodable Basic credentials") from exc
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise _invalid(True, "Basic credentials without a colon")
+    # RFC 6749 §2.3.1: client_id and secret are form-urlencoded before Basic encoding.
+    return unquote_plus(user), unquote_plus(password)
+
+
+async def authenticate_client(params: Mapping[str, str], authorization: str | None,
+                              ctx: ClientAuthContext) -> AuthenticatedClient | None:
+    """Authenticate the caller. ``None`` when the request carries no client identification at all."""
+    has_basic = authorization is not None and authorization.lower().startswith("basic ")
+    if authorization is not None and not has_basic:
+        authorization = None  # other schemes (e.g. DPoP, Bearer) are not client authentication here
+    has_post = "client_secret" in params
+    has_jwt = "client_assertion" in params or "client_assertion_type" in params
+    if sum((has_basic, has_post, has_jwt)) > 1:
+        raise InvalidRequest("use exactly one client authentication method")
+
+    if has_basic:
+        assert authorization is not None
+        client_id, secret = _parse_basic(authorization)
+        if "client_id" in params and params["client_id"] != client_id:
+            raise InvalidRequest("client_id in the body differs from the Authorization header")
+        return await _secret(client_id, secret, "client_secret_basic", ctx, basic=True)
+    if has_post:
+        client_id = params.get("client_id")
+        if not client_id:
+            raise _invalid(False, "client_secret without client_id")
+        return await _secret(client_id, params["client_secret"], "client_secret_post", ctx, basic=False)
+    if has_jwt:
+        return await _private_key_jwt(params, ctx)
+    client_id = params.get("client_id")
+    if client_id is None:
+        return None
+    client = await ctx.clients.get_client(client_id)
+    if client is None or client.token_endpoint_auth_method != "none":
+        raise _invalid(False, f"client {client_id!r} unknown or not public")
+    return AuthenticatedClient(client, "none")
+
+
+async def _secret(client_id: str, secret: str, method: AuthMethod, ctx: ClientAuthContext, *,
+                  basic: bool) -> AuthenticatedClient:
+    presented = token_hash(secret, ctx.secret_hash_key)
+    client = await ctx.clients.get_client(client_id) if len(client_id) <= 256 else None
+    now = ctx.clock.now()
+    ok = False
+    if client is not None:
+        for stored in client.secrets:
+            # compare against every usable secret (two during a rotation overlap), always in constant time
+            ok |= stored.usable(now) & constant_time_equals(presented, stored.secret_hash)
+    if client is None or not ok:
+        raise _invalid(basic, f"bad secret or unknown client {client_id[:64]!r}")
+    if client.token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
+        raise _invalid(basic, f"client registered for {client.token_endpoint_auth_method}")
+    return AuthenticatedClient(client, method)
+
+
+async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) -> AuthenticatedClient:
+    """RFC 7523 §3: iss = sub = client_id, aud = this server, exp within 5 minutes, jti used once."""
+    if params.get("client_assertion_type") != ASSERTION_TYPE or "client_assertion" not in params:
+        raise InvalidRequest("client_assertion_type must be " + ASSERTION_TYPE)
+    assertion = params["client_assertion"]
+    try:
+        _, unverified = jose.decode_unverified(assertion)
+    except jose.JoseError as exc:
+        raise _invalid(False, "malformed client assertion") from exc
+    client_id = unverified.get("iss")
+    if not isinstance(client_id, str) or unverified.get("sub") != client_id:
+        raise _invalid(False, "assertion iss/sub missing or different")
+    if "client_id" in params and params["client_id"] != client_id:
+        raise _invalid(False, "client_id differs from the assertion's iss")
+    client = await ctx.clients.get_client(client_id)
+    if client is None or client.token_endpoint_auth_method != "private_key_jwt":
+        raise _invalid(False, f"client {client_id[:64]!r} unknown or not registered for private_key_jwt")
+    keys = await _client_keys(client, ctx, force=False)
+    now = ctx.clock.now()
+    audiences = [ctx.policy.issuer, ctx.policy.token_endpoint, ctx.endpoint_url]
+    try:
+        verified = _verify_assertion(assertion, keys, client_id, audiences, ctx, now)
+    except jose.JoseError as exc:
+        if "no key matches" in str(exc) and client.jwks_uri:
+            keys = await _client_keys(client, ctx, force=True)
+            try:
+                verified = _verify_assertion(assertion, keys, client_id, audiences, ctx, now)
+            except jose.JoseError as exc2:
+                raise _invalid(False, f"assertion rejected: {exc2}") from exc2
+        else:
+            raise _invalid(False, f"assertion rejected: {exc}") from exc
+    claims = verified.claims
+    exp = float(claims["exp"])
+    if exp - now > ctx.policy.assertion_max_lifetime + ctx.policy.leeway:
+        raise _invalid(False, "assertion lives longer than 5 minutes")
+    iat = claims.get("iat")
+    if isinstance(iat, int | float) and iat > now + ctx.policy.leeway:
+        raise _invalid(False, "assertion issued in the future")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise _invalid(False, "assertion has no jti")
+    if not await ctx.replay.use_once("assertion:" + client_id, jti, exp + ctx.policy.leeway, now):
+        raise _invalid(False, "assertion jti replayed")
+    return AuthenticatedClient(client, "private_key_jwt")
+
+
+def _verify_assertion(assertion: str, keys: list[jose.PublicJwk], client_id: str, audiences: list[str],
+                      ctx: ClientAuthContext, now: float) -> jose.VerifiedJwt:
+    return jose.verify_jwt(assertion, keys, issuer=client_id, audience=audiences, leeway=ctx.policy.leeway,
+                           now=now, require=("exp", "iss", "sub", "aud", "jti"))
+
+
+async def _client_keys(client: Client, ctx: ClientAuthContext, *, force: bool) -> list[jose.PublicJwk]:
+    if client.jwks:
+        return jose.parse_jwks(client.jwks)
+    if client.jwks_uri and ctx.jwks_fetcher is not None:
+        try:
+            return jose.parse_jwks(await ctx.jwks_fetcher.fetch(client.jwks_uri, force=force))
+        except (jose.JoseError, OSError, ValueError) as exc:
+            raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc
+    raise _invalid(False, "client has no registered keys")

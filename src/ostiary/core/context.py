@@ -1,0 +1,35 @@
+"""What the engine needs, passed in once: policy, storage, keys, clock, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .._clock import Clock
+from .client_auth import ClientAuthContext
+from .issuance import TokenIssuer
+from .keys import KeyRing
+from .policy import ServerPolicy
+from .storage import AuditSink, JwksFetcher, Store
+
+__all__ = ["EngineContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineContext:
+    policy: ServerPolicy
+    store: Store
+    keyring: Callable[[], KeyRing]
+    clock: Clock
+    audit: AuditSink
+    secret_hash_key: bytes = field(repr=False)
+    jwks_fetcher: JwksFetcher | None = None
+
+    @property
+    def issuer(self) -> TokenIssuer:
+        return TokenIssuer(self.policy, self.keyring, self.clock)
+
+    def client_auth(self, endpoint_url: str) -> ClientAuthContext:
+        return ClientAuthContext(policy=self.policy, clients=self.store, replay=self.store,
+                                 jwks_fetcher=self.jwks_fetcher, secret_hash_key=self.secret_hash_key,
+                                 clock=self.clock, endpoint_url=endpoint_url)

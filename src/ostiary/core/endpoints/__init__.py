@@ -1,0 +1,1 @@
+"""Endpoints: each takes a frozen request and returns a typed result or raises an ``OAuthError``."""

@@ -1,0 +1,91 @@
+"""POST /introspect (RFC 7662) and POST /revoke (RFC 7009) for JWT access tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..client_auth import AuthenticatedClient, authenticate_client
+from ..context import EngineContext
+from ..errors import InvalidClient, InvalidRequest, UnsupportedTokenType
+from ..jose import JoseError, verify_jwt
+from ..models import AuditEvent
+from ..requests import EndpointRequest, form_value
+
+__all__ = ["IntrospectionEndpoint", "RevocationEndpoint"]
+
+INACTIVE: dict[str, Any] = {"active": False}
+KNOWN_HINTS = frozenset({"access_token", "refresh_token"})
+
+
+async def _require_client(request: EndpointRequest, ctx: EngineContext) -> tuple[AuthenticatedClient, dict[str, str]]:
+    params = request.single()
+    try:
+        client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint))
+    except InvalidClient as exc:
+        ctx.audit.emit(AuditEvent(type="client.auth_failed", outcome="failure", at=ctx.clock.now(),
+                                  ip=request.client_ip, detail={"reason": exc.debug[:200],
+                                                                "endpoint": request.endpoint}))
+        raise
+    if client is None:
+        raise InvalidClient("client authentication required")
+    if client.method == "none":
+        raise InvalidClient("public clients cannot use this endpoint")
+    return client, params
+
+
+def _verify_own(token: str, ctx: EngineContext) -> dict[str, Any] | None:
+    try:
+        verified = verify_jwt(token, ctx.keyring().verification_keys, issuer=ctx.policy.issuer, typ="at+jwt",
+                              now=ctx.clock.now(), require=("exp", "jti", "client_id"))
+    except JoseError:
+        return None
+    return dict(verified.claims)
+
+
+class IntrospectionEndpoint:
+    """A client learns about the tokens issued to it, and a resource server about tokens for its audience."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    async def handle(self, request: EndpointRequest) -> dict[str, Any]:
+        client, params = await _require_client(request, self.ctx)
+        token = form_value(params, "token")
+        claims = _verify_own(token, self.ctx)
+        if claims is None:
+            return INACTIVE
+        aud = claims.get("aud")
+        auds = [aud] if isinstance(aud, str) else list(aud or [])
+        c = client.client
+        if claims.get("client_id") != c.client_id and not set(auds) & set(c.resource_audiences):
+            return INACTIVE
+        if await self.ctx.store.is_access_token_revoked(str(claims["jti"])):
+            return INACTIVE
+        out = {"active": True, "token_type": "Bearer"}
+        for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act"):
+            if name in claims:
+                out[name] = claims[name]
+        return out
+
+
+class RevocationEndpoint:
+    """RFC 7009 §2: revoke a token issued to the calling client. Unknown tokens answer 200 all the same."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    async def handle(self, request: EndpointRequest) -> None:
+        client, params = await _require_client(request, self.ctx)
+        token = form_value(params, "token")
+        hint = params.get("token_type_hint")
+        if hint is not None and hint not in KNOWN_HINTS:
+            raise UnsupportedTokenType("token_type_hint must be access_token or refresh_token")
+        if len(token) > 16_384:
+            raise InvalidRequest("token is too long")
+        claims = _verify_own(token, self.ctx)
+        if claims is None or claims.get("client_id") != client.client.client_id:
+            return  # RFC 7009 §2.2: invalid tokens do not cause an error; others' tokens are left alone
+        await self.ctx.store.revoke_access_token(str(claims["jti"]), client.client.client_id, float(claims["exp"]))
+        self.ctx.audit.emit(AuditEvent(type="token.revoked", outcome="success", at=self.ctx.clock.now(),
+                                       client_id=client.client.client_id, jti=str(claims["jti"]),
+                                       ip=request.client_ip))

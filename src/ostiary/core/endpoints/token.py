@@ -1,0 +1,59 @@
+"""POST /token (RFC 6749 §3.2): authenticate the client, pick the grant, delegate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..client_auth import authenticate_client
+from ..context import EngineContext
+from ..errors import InvalidClient, InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedGrantType
+from ..grants import GrantRequest, TokenGrant
+from ..issuance import TokenResponse
+from ..models import AuditEvent
+from ..requests import EndpointRequest
+
+__all__ = ["REFUSED_GRANTS", "TokenEndpoint"]
+
+#: Grants OAuth 2.1 removes, with the flow to use instead. There is no setting that enables them.
+REFUSED_GRANTS: Mapping[str, str] = {
+    "password": "the resource owner password grant is not supported (OAuth 2.1 removes it): use the "
+                "authorization code flow with PKCE for apps with a user, or the device authorization grant "
+                "(urn:ietf:params:oauth:grant-type:device_code) for CLIs and devices",
+    "implicit": "the implicit flow is not supported (OAuth 2.1 removes it): use the authorization code flow "
+                "with PKCE",
+}
+
+
+class TokenEndpoint:
+    def __init__(self, ctx: EngineContext, grants: Mapping[str, TokenGrant]) -> None:
+        self.ctx = ctx
+        self.grants = dict(grants)
+
+    async def handle(self, request: EndpointRequest) -> TokenResponse:
+        params = request.single()
+        grant_type = params.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("missing parameter 'grant_type'")
+        ctx = self.ctx
+        try:
+            client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint))
+        except InvalidClient as exc:
+            ctx.audit.emit(AuditEvent(type="client.auth_failed", outcome="failure", at=ctx.clock.now(),
+                                      grant_type=grant_type[:100], ip=request.client_ip,
+                                      detail={"reason": exc.debug[:200]}))
+            raise
+        grant = self.grants.get(grant_type)
+        if grant is None:
+            raise UnsupportedGrantType(REFUSED_GRANTS.get(grant_type, "unsupported grant_type"))
+        if client is None and grant.requires_client:
+            raise InvalidClient("client authentication required")
+        if client is not None and grant_type not in client.client.grant_types:
+            raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        try:
+            return await grant.handle(GrantRequest(request=request, params=params, client=client), ctx)
+        except OAuthError as exc:
+            ctx.audit.emit(AuditEvent(type="token.refused", outcome="failure", at=ctx.clock.now(),
+                                      client_id=client.client.client_id if client else None,
+                                      grant_type=grant_type, ip=request.client_ip,
+                                      detail={"error": exc.error, "reason": (exc.debug or exc.description)[:200]}))
+            raise

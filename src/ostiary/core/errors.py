@@ -1,0 +1,148 @@
+"""OAuth errors, one class per RFC error code, rendered in one place (RFC 6749 §5.2).
+
+Each error has a public ``description`` (sent to the client) and a private ``debug`` text (logged,
+never sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "AccessDenied",
+    "AuthorizationPending",
+    "ExpiredToken",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidScope",
+    "InvalidTarget",
+    "InvalidToken",
+    "OAuthError",
+    "ServerError",
+    "SlowDown",
+    "TemporarilyUnavailable",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+    "UnsupportedResponseType",
+    "TooManyRequests",
+    "UnsupportedTokenType",
+]
+
+
+class OAuthError(Exception):
+    """Base of every protocol error. ``error`` is the RFC's code, ``status`` the HTTP status."""
+
+    error: ClassVar[str] = "invalid_request"
+    status: ClassVar[int] = 400
+
+    def __init__(self, description: str = "", *, debug: str = "", headers: Mapping[str, str] | None = None):
+        super().__init__(description or self.error)
+        self.description = description
+        self.debug = debug
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.error}
+        if self.description:
+            out["error_description"] = self.description
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.description!r})"
+
+
+class InvalidRequest(OAuthError):
+    """RFC 6749 §5.2 ``invalid_request``."""
+
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 §5.2 ``invalid_client``: 401, with ``WWW-Authenticate`` when HTTP auth was used."""
+
+    error = "invalid_client"
+    status = 401
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class UnsupportedResponseType(OAuthError):
+    error = "unsupported_response_type"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    """RFC 8707 §2 ``invalid_target``."""
+
+    error = "invalid_target"
+
+
+class UnsupportedTokenType(OAuthError):
+    """RFC 7009 §2.2.1."""
+
+    error = "unsupported_token_type"
+
+
+class InvalidToken(OAuthError):
+    """RFC 6750 §3.1."""
+
+    error = "invalid_token"
+    status = 401
+
+
+class AccessDenied(OAuthError):
+    error = "access_denied"
+
+
+class AuthorizationPending(OAuthError):
+    """RFC 8628 §3.5."""
+
+    error = "authorization_pending"
+
+
+class SlowDown(OAuthError):
+    """RFC 8628 §3.5."""
+
+    error = "slow_down"
+
+
+class ExpiredToken(OAuthError):
+    """RFC 8628 §3.5."""
+
+    error = "expired_token"
+
+
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status = 503
+
+
+class ServerError(OAuthError):
+    error = "server_error"
+    status = 500
+
+
+class TooManyRequests(OAuthError):
+    """Rate limited: 429 with ``Retry-After`` (RFC 6585 §4)."""
+
+    error = "slow_down"
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many requests; retry later", headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = retry_after

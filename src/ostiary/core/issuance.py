@@ -1,0 +1,78 @@
+"""Minting tokens: JWT access tokens per RFC 9068."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._clock import Clock
+from .._secrets import new_token
+from .keys import KeyRing
+from .policy import ServerPolicy
+
+__all__ = ["IssuedAccessToken", "TokenIssuer", "TokenResponse"]
+
+ACCESS_TOKEN_TYP = "at+jwt"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedAccessToken:
+    token: str = field(repr=False)
+    jti: str
+    expires_in: int
+    expires_at: int
+    scope: str
+    audience: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """RFC 6749 §5.1 successful response."""
+
+    access_token: str = field(repr=False)
+    expires_in: int
+    token_type: str = "Bearer"
+    scope: str | None = None
+    refresh_token: str | None = field(default=None, repr=False)
+    id_token: str | None = field(default=None, repr=False)
+    issued_token_type: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"access_token": self.access_token, "token_type": self.token_type,
+                               "expires_in": self.expires_in}
+        if self.scope:
+            out["scope"] = self.scope
+        for name in ("refresh_token", "id_token", "issued_token_type"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class TokenIssuer:
+    def __init__(self, policy: ServerPolicy, keyring: Callable[[], KeyRing], clock: Clock) -> None:
+        self._policy = policy
+        self._keyring = keyring
+        self._clock = clock
+
+    def access_token(self, *, subject: str, client_id: str, audience: Sequence[str], scopes: Sequence[str],
+                     lifetime: int | None = None, extra_claims: Mapping[str, Any] | None = None
+                     ) -> IssuedAccessToken:
+        """RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti (and nbf, scope)."""
+        now = int(self._clock.now())
+        ttl = min(lifetime or self._policy.access_token_ttl, self._policy.access_token_ttl)
+        jti = new_token(16)
+        scope = " ".join(sorted(scopes))
+        aud: str | list[str] = audience[0] if len(audience) == 1 else list(audience)
+        claims: dict[str, Any] = {
+            "iss": self._policy.issuer, "sub": subject, "aud": aud, "client_id": client_id,
+            "iat": now, "nbf": now, "exp": now + ttl, "jti": jti,
+        }
+        if scope:
+            claims["scope"] = scope
+        if extra_claims:
+            claims.update({k: v for k, v in extra_claims.items() if k not in claims})
+        token = self._keyring().sign(claims, ACCESS_TOKEN_TYP)
+        return IssuedAccessToken(token=token, jti=jti, expires_in=ttl, expires_at=now + ttl, scope=scope,
+                                 audience=tuple(audience))

@@ -1,0 +1,295 @@
+"""Sign and verify JWTs, and convert keys to and from JWK: the only module that imports the JOSE library.
+
+Verification takes the algorithm from the key (and an allow-list), never from the token header; it
+refuses ``none``, symmetric keys, and any ``crit`` extension it does not understand. Key-carrying
+headers (``jku``, ``x5u``, ``jwk``, ``x5c``) are never followed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from .._secrets import b64url, b64url_decode
+
+__all__ = [
+    "ASYMMETRIC_ALGS",
+    "JoseError",
+    "PrivateKey",
+    "PublicKey",
+    "PublicJwk",
+    "SigningAlg",
+    "VerifiedJwt",
+    "decode_unverified",
+    "decrypt_private_key",
+    "encrypt_private_key",
+    "generate_private_key",
+    "jwk_thumbprint",
+    "key_from_pem",
+    "key_to_pem",
+    "parse_jwks",
+    "public_jwk",
+    "sign_jwt",
+    "verify_jwt",
+]
+
+SigningAlg = Literal["ES256", "RS256", "EdDSA"]
+ASYMMETRIC_ALGS: Final[frozenset[str]] = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+_UNDERSTOOD_CRIT: Final[frozenset[str]] = frozenset()
+
+
+class JoseError(Exception):
+    """A token or key could not be used. ``str()`` is safe to log; it never contains the token."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublicJwk:
+    """A verification key from a JWKS, with the one algorithm it may be used with."""
+
+    kid: str | None
+    alg: str
+    key: PublicKey = field(repr=False)
+    jwk: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedJwt:
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+    key: PublicJwk
+
+
+def generate_private_key(alg: SigningAlg) -> PrivateKey:
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise JoseError(f"unsupported signing algorithm {alg!r}")
+
+
+def key_to_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def key_from_pem(pem: bytes) -> PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise JoseError("unsupported private key type")
+    return key
+
+
+def _alg_for_key(key: PublicKey | PrivateKey) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}[key.curve.name]
+    if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    return "RS256"
+
+
+def public_jwk(key: PrivateKey | PublicKey, kid: str, alg: str | None = None) -> dict[str, Any]:
+    """The public JWK (RFC 7517) of a key, with ``kid``, ``alg`` and ``use: sig``."""
+    pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+                                         | ed25519.Ed25519PrivateKey) else key
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(pub, as_dict=True)
+    elif isinstance(pub, rsa.RSAPublicKey):
+        jwk = RSAAlgorithm.to_jwk(pub, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(pub, as_dict=True)
+    out: dict[str, Any] = {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
+    out.update({"kid": kid, "alg": alg or _alg_for_key(pub), "use": "sig"})
+    return out
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url)."""
+    import hashlib
+
+    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+    kty = jwk.get("kty")
+    if kty not in required:
+        raise JoseError("unsupported key type")
+    members = {k: jwk[k] for k in required[str(kty)]}
+    data = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return b64url(hashlib.sha256(data).digest())
+
+
+def parse_jwks(jwks: Mapping[str, Any], allowed_algs: Iterable[str] = ASYMMETRIC_ALGS) -> list[PublicJwk]:
+    """Parse a JWKS into verification keys. Symmetric (``oct``) keys and keys not for signing are skipped."""
+    allowed = frozenset(allowed_algs) & ASYMMETRIC_ALGS
+    keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
+    if not isinstance(keys, list):
+        raise JoseError("a JWKS must be an object with a 'keys' array")
+    out: list[PublicJwk] = []
+    for raw in keys:
+        if not isinstance(raw, Mapping) or raw.get("kty") not in ("EC", "RSA", "OKP"):
+            continue
+        if raw.get("use", "sig") != "sig":
+            continue
+        try:
+            parsed = jwt.PyJWK(dict(raw))
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            continue
+        key = parsed.key
+        if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+            continue  # a private key in a public JWKS is not used
+        alg = str(raw.get("alg") or _alg_for_key(key))
+        if alg not in allowed:
+            continue
+        kid = raw.get("kid")
+        out.append(PublicJwk(kid=str(kid) if kid is not None else None, alg=alg, key=key, jwk=dict(raw)))
+    return out
+
+
+def sign_jwt(claims: Mapping[str, Any], key: PrivateKey, *, alg: str, kid: str, typ: str = "JWT",
+             extra_headers: Mapping[str, Any] | None = None) -> str:
+    headers: dict[str, Any] = {"kid": kid, "typ": typ}
+    if extra_headers:
+        headers.update(extra_headers)
+    return jwt.encode(dict(claims), key, algorithm=alg, headers=headers)
+
+
+def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a compact JWS *without* checking anything. Only for routing and explain."""
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
+        raise JoseError("not a compact JWS")
+    h, p, _ = token.split(".")
+    try:
+        header = json.loads(b64url_decode(h))
+        claims = json.loads(b64url_decode(p))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JoseError("malformed JWT") from exc
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise JoseError("malformed JWT")
+    return header, claims
+
+
+def verify_jwt(
+    token: str,
+    keys: Sequence[PublicJwk],
+    *,
+    issuer: str | None = None,
+    audience: str | Sequence[str] | None = None,
+    typ: str | None = None,
+    leeway: float = 0.0,
+    now: float | None = None,
+    require: Sequence[str] = ("exp",),
+) -> VerifiedJwt:
+    """Verify a compact JWS against ``keys`` and check the registered claims.
+
+    The key is chosen by ``kid`` (or, with no ``kid``, the keys whose algorithm matches);
+    the algorithm comes from the key. ``now`` overrides the clock (seconds since the epoch).
+    """
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
+        raise JoseError("not a compact JWS")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise JoseError("malformed JWT header") from exc
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGS:
+        raise JoseError("algorithm not allowed")
+    crit = header.get("crit")
+    if crit is not None and (not isinstance(crit, list) or not set(crit) <= _UNDERSTOOD_CRIT):
+        raise JoseError("unsupported critical header")
+    if typ is not None:
+        htyp = header.get("typ")
+        if not isinstance(htyp, str) or htyp.lower().removeprefix("application/") != typ.lower():
+            raise JoseError("wrong token type")
+    kid = header.get("kid")
+    candidates = [k for k in keys if k.kid == kid] if kid is not None else [k for k in keys if k.alg == alg]
+    candidates = [k for k in candidates if k.alg == alg]
+    if not candidates:
+        raise JoseError("no key matches the token's kid and algorithm")
+    options: dict[str, Any] = {"require": list(require), "verify_aud": audience is not None,
+                               "verify_iss": issuer is not None}
+    last: Exception | None = None
+    for key in candidates:
+        try:
+            claims = _decode(token, key, issuer, audience, leeway, options, now)
+        except jwt.InvalidSignatureError as exc:
+            last = exc
+            continue
+        except jwt.ExpiredSignatureError as exc:
+            raise JoseError("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise JoseError("token not yet valid") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise JoseError("wrong audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise JoseError("wrong issuer") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise JoseError(f"missing claim {exc.claim}") from exc
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise JoseError("invalid token") from exc
+        return VerifiedJwt(header=header, claims=claims, key=key)
+    raise JoseError("signature verification failed") from last
+
+
+def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequence[str] | None,
+            leeway: float, options: dict[str, Any], now: float | None) -> dict[str, Any]:
+    if now is None:
+        return cast(dict[str, Any], jwt.decode(token, key.key, algorithms=[key.alg], issuer=issuer,
+                                                 audience=audience, leeway=leeway, options=options))
+    # PyJWT reads the system clock; shift the leeway-checked times by decoding without time checks
+    # and applying them here with the injected clock.
+    opts = dict(options, verify_exp=False, verify_nbf=False, verify_iat=False)
+    claims = cast(dict[str, Any], jwt.decode(token, key.key, algorithms=[key.alg], issuer=issuer,
+                                              audience=audience, options=opts))
+    for name in options.get("require", ()):
+        if name not in claims:
+            raise jwt.MissingRequiredClaimError(name)
+    exp = claims.get("exp")
+    if exp is not None:
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise jwt.DecodeError("exp must be a number")
+        if exp <= now - leeway:
+            raise jwt.ExpiredSignatureError("expired")
+    nbf = claims.get("nbf")
+    if nbf is not None:
+        if not isinstance(nbf, int | float) or isinstance(nbf, bool):
+            raise jwt.DecodeError("nbf must be a number")
+        if nbf > now + leeway:
+            raise jwt.ImmatureSignatureError("not yet valid")
+    iat = claims.get("iat")
+    if iat is not None and (not isinstance(iat, int | float) or isinstance(iat, bool)):
+        raise jwt.DecodeError("iat must be a number")
+    return claims
+
+
+def encrypt_private_key(pem: bytes, kek: bytes, kid: str) -> bytes:
+    """Encrypt a private key at rest with AES-256-GCM under the key-encryption key; ``kid`` is bound as AAD."""
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    return b"v1" + nonce + AESGCM(kek).encrypt(nonce, pem, kid.encode())
+
+
+def decrypt_private_key(blob: bytes, kek: bytes, kid: str) -> PrivateKey:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if blob[:2] != b"v1":
+        raise JoseError("unknown key encryption format")
+    try:
+        pem = AESGCM(kek).decrypt(blob[2:14], blob[14:], kid.encode())
+    except InvalidTag as exc:
+        raise JoseError("cannot decrypt signing key: wrong OSTIARY_SECRET_KEY?") from exc
+    return key_from_pem(pem)

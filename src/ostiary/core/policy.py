@@ -1,0 +1,43 @@
+"""ServerPolicy: the settings the protocol engine obeys, frozen at start (built by ``ostiary.config``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ServerPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPolicy:
+    issuer: str
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 14 * 86400
+    refresh_token_idle_ttl: int = 3 * 86400
+    refresh_token_reuse_window: int = 0
+    client_secret_overlap: int = 86400
+    signing_alg: str = "ES256"
+    key_publish_delay: int = 600
+    key_rotate_every: int | None = None
+    assertion_max_lifetime: int = 300
+    leeway: int = 30
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/token"
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return self.issuer + "/introspect"
+
+    @property
+    def revocation_endpoint(self) -> str:
+        return self.issuer + "/revoke"
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.issuer + "/jwks"
+
+    @property
+    def max_token_lifetime(self) -> int:
+        """Longest lifetime of anything a signing key signs: how long a retired key stays published."""
+        return self.access_token_ttl + self.leeway

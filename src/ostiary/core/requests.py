@@ -1,0 +1,69 @@
+"""Frozen request objects built by the web layer, and the parameter rules every endpoint shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .errors import InvalidRequest
+
+__all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "scope_set", "single_params"]
+
+#: Parameters that may legitimately repeat (RFC 8707 §2 ``resource``, RFC 8693 §2.1 ``audience``).
+MULTI_VALUED = frozenset({"resource", "audience"})
+MAX_PARAM_LENGTH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRequest:
+    """A POSTed form to the token, introspection, revocation or device endpoint.
+
+    ``params`` keeps every (name, value) pair in order; ``authorization`` and ``dpop`` are the headers
+    of the same names (DPoP is carried for sender-constrained tokens, RFC 9449).
+    """
+
+    endpoint: str
+    params: tuple[tuple[str, str], ...] = field(repr=False)
+    authorization: str | None = field(default=None, repr=False)
+    dpop: str | None = field(default=None, repr=False)
+    client_ip: str | None = None
+
+    def single(self) -> dict[str, str]:
+        return single_params(self.params)
+
+    def multi(self, name: str) -> list[str]:
+        return [v for k, v in self.params if k == name]
+
+
+def single_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """RFC 6749 §3.1/§3.2: parameters MUST NOT be included more than once. Empty values count as absent."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in pairs:
+        if len(value) > MAX_PARAM_LENGTH:
+            raise InvalidRequest(f"parameter '{name[:40]}' is too long")
+        if name in seen and name not in MULTI_VALUED:
+            raise InvalidRequest(f"parameter '{name[:40]}' is repeated")
+        seen.add(name)
+        if value == "" or name in MULTI_VALUED:
+            continue
+        out[name] = value
+    return out
+
+
+def scope_set(value: str | None) -> frozenset[str]:
+    """RFC 6749 §3.3: space-delimited, case-sensitive scope tokens (NQCHAR)."""
+    if not value:
+        return frozenset()
+    tokens = value.split(" ")
+    for tok in tokens:
+        if not tok or any(c in '"\\' or ord(c) < 0x21 or ord(c) > 0x7E for c in tok):
+            raise InvalidRequest("scope is malformed")
+    return frozenset(tokens)
+
+
+def form_value(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if value is None:
+        raise InvalidRequest(f"missing parameter '{name}'")
+    return value

@@ -1,0 +1,97 @@
+"""FastAPI dependencies that require a verified access token.
+
+Set up once with :func:`install`, which keeps the verifier in ``app.state`` and registers the
+RFC 6750 §3 error renderer::
+
+    install(app, TokenVerifier(issuer=..., audience=...))
+
+    @app.get("/orders")
+    async def orders(token: AccessToken = Depends(require_scopes("orders:read"))): ...
+
+If :class:`~ostiary.resource.starlette.BearerAuthMiddleware` already verified the request, the
+dependencies reuse its ``request.state.access_token`` instead of verifying again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+
+from ._http import bearer_token, render_error
+from .errors import ResourceError
+from .token import AccessToken
+from .verifier import TokenVerifier
+
+__all__ = ["BearerError", "install", "require_scopes", "require_service", "require_token", "require_user"]
+
+STATE_KEY = "ostiary_token_verifier"
+_bearer_scheme = HTTPBearer(auto_error=False, description="An access token from the issuer (RFC 6750).")
+
+
+class BearerError(HTTPException):
+    """A refused request. Without :func:`install` FastAPI still renders the right status and challenge."""
+
+    def __init__(self, error: ResourceError, realm: str | None = None) -> None:
+        status, headers, body = render_error(error, realm)
+        super().__init__(status, detail=error.description,
+                         headers={k: v for k, v in headers if k != "content-type"})
+        self.body = body
+
+
+async def _render(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BearerError)
+    return Response(exc.body, status_code=exc.status_code, headers=exc.headers,
+                    media_type="application/json")
+
+
+def install(app: FastAPI, verifier: TokenVerifier) -> None:
+    """Keep ``verifier`` in ``app.state`` for the dependencies and render errors as RFC 6750 JSON."""
+    setattr(app.state, STATE_KEY, verifier)
+    app.add_exception_handler(BearerError, _render)
+
+
+def _dependency(scopes: tuple[str, ...], user: bool, service: bool) -> Callable[..., Awaitable[AccessToken]]:
+    async def dependency(
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
+    ) -> AccessToken:
+        try:
+            token: AccessToken | None = getattr(request.state, "access_token", None)
+            if token is None:
+                verifier: TokenVerifier | None = getattr(request.app.state, STATE_KEY, None)
+                if verifier is None:
+                    raise RuntimeError("call ostiary.resource.fastapi.install(app, verifier) first")
+                raw = bearer_token(request.headers.getlist("authorization"),
+                                   request.scope.get("query_string", b"").decode("latin-1"))
+                token = await verifier.averify(raw)
+                request.state.access_token = token
+            token.require(scopes, user=user, service=service)
+        except ResourceError as exc:
+            raise BearerError(exc) from None
+        return token
+
+    return dependency
+
+
+def require_token() -> Callable[..., Awaitable[AccessToken]]:
+    """Any valid access token for this API."""
+    return _dependency((), False, False)
+
+
+def require_scopes(*scopes: str) -> Callable[..., Awaitable[AccessToken]]:
+    """A valid token carrying all of ``scopes`` (403 ``insufficient_scope`` otherwise)."""
+    return _dependency(scopes, False, False)
+
+
+def require_user(*scopes: str) -> Callable[..., Awaitable[AccessToken]]:
+    """A token issued on behalf of a user (403 for service tokens), with all of ``scopes``."""
+    return _dependency(scopes, True, False)
+
+
+def require_service(*scopes: str) -> Callable[..., Awaitable[AccessToken]]:
+    """A token issued to a service (client credentials or federation), with all of ``scopes``."""
+    return _dependency(scopes, False, True)

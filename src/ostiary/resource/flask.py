@@ -1,0 +1,48 @@
+"""A Flask view decorator that requires a verified access token, stored on ``flask.g.access_token``.
+
+Failures are answered per RFC 6750 §3 with a JSON body; the view is not called.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import ParamSpec, TypeVar
+
+from flask import Response, g, request
+
+from ._http import bearer_token, render_error
+from .errors import ResourceError
+from .verifier import TokenVerifier
+
+__all__ = ["require_token"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, user: bool = False,
+                  service: bool = False, realm: str | None = None
+                  ) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
+    """Decorate a view so it runs only for a valid token with ``scopes`` (and of the right kind)."""
+    wanted = tuple(scopes.split()) if isinstance(scopes, str) else tuple(scopes)
+
+    def decorator(view: Callable[P, R]) -> Callable[P, R | Response]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+            try:
+                raw = bearer_token(request.headers.getlist("Authorization"),
+                                   request.query_string.decode("latin-1"))
+                token = verifier.verify(raw)
+                token.require(wanted, user=user, service=service)
+            except ResourceError as exc:
+                status, headers, body = render_error(exc, realm)
+                return Response(body, status=status, headers=headers)
+            g.access_token = token
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+

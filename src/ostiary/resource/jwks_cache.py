@@ -1,0 +1,178 @@
+"""The issuer's signing keys (RFC 7517 JWKS), found through discovery and cached.
+
+- Keys are refetched when older than ``ttl``, or when a token names a ``kid`` we do not know (the
+  issuer rotated keys, RFC 7517 §4.5).
+- Refetches are *single-flight* (one fetch in flight; concurrent callers wait for it and reuse its
+  result) and *rate-limited* (at most one attempt per ``min_refetch_interval`` seconds), so a flood of
+  tokens with made-up ``kid`` values cannot turn this cache into a load generator against the issuer.
+- When a refetch fails, the keys we already have stay in use until the next allowed attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import weakref
+from collections.abc import Sequence
+
+import httpx
+
+from .._clock import Clock
+from ..client.discovery import ServerMetadata, adiscover, discover
+from ..core.jose import JoseError, PublicJwk, parse_jwks
+from .errors import IssuerUnavailable
+
+__all__ = ["JwksCache"]
+
+log = logging.getLogger("ostiary.resource")
+
+
+class JwksCache:
+    """Thread-safe and asyncio-safe cache of the verification keys of one pinned issuer."""
+
+    def __init__(self, issuer: str, *, algorithms: Sequence[str], clock: Clock, ttl: float = 300.0,
+                 min_refetch_interval: float = 10.0, http_client: httpx.Client | None = None,
+                 async_http_client: httpx.AsyncClient | None = None, timeout: float = 10.0) -> None:
+        if min_refetch_interval <= 0:
+            raise ValueError("min_refetch_interval must be positive")
+        self.issuer = issuer
+        self._algorithms = tuple(algorithms)
+        self._clock = clock
+        self._ttl = ttl
+        self._min_interval = min_refetch_interval
+        self._http = http_client
+        self._own_http: httpx.Client | None = None
+        self._ahttp = async_http_client
+        self._timeout = timeout
+        self._fetch_lock = threading.Lock()
+        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())
+        self._metadata: ServerMetadata | None = None
+        self._keys: tuple[PublicJwk, ...] = ()
+        self._kids: frozenset[str | None] = frozenset()
+        self._fetched_at = -math.inf
+        self._attempted_at = -math.inf
+        self._attempts = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def is_fresh(self, now: float) -> bool:
+        """Keys are present and younger than the TTL."""
+        return bool(self._keys) and now - self._fetched_at < self._ttl
+
+    def has_kid(self, kid: str | None) -> bool:
+        return kid in self._kids
+
+    @property
+    def fetch_attempts(self) -> int:
+        """How many JWKS fetches were attempted (for metrics and tests)."""
+        return self._attempts
+
+    def _should_fetch(self, kid: str | None, now: float) -> bool:
+        if now - self._attempted_at < self._min_interval:
+            return False
+        return not self.is_fresh(now) or kid not in self._kids
+
+    def _usable(self) -> tuple[PublicJwk, ...]:
+        if not self._keys:
+            raise IssuerUnavailable("no verification keys could be fetched from the issuer")
+        return self._keys
+
+    def _install(self, body: object, now: float) -> None:
+        if not isinstance(body, dict):
+            raise JoseError("JWKS is not a JSON object")
+        keys = tuple(parse_jwks(body, self._algorithms))
+        if not keys:
+            raise JoseError("JWKS has no usable keys")
+        removed = self._kids - {k.kid for k in keys}
+        if removed:
+            log.info("issuer %s removed signing keys %s", self.issuer, sorted(map(str, removed)))
+        self._keys, self._kids, self._fetched_at = keys, frozenset(k.kid for k in keys), now
+
+    def _begin(self) -> float:
+        now = self._clock.now()
+        self._attempted_at = now
+        self._attempts += 1
+        return now
+
+    # -- blocking ------------------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        if self._http is not None:
+            return self._http
+        if self._own_http is None:
+            self._own_http = httpx.Client(timeout=self._timeout)
+        return self._own_http
+
+    def metadata(self) -> ServerMetadata:
+        """The issuer's metadata, fetched once (blocking)."""
+        if self._metadata is None:
+            self._metadata = discover(self.issuer, self._client())
+        return self._metadata
+
+    def keys(self, kid: str | None) -> tuple[PublicJwk, ...]:
+        """The current keys, refetched first if stale or if ``kid`` is unknown (and a fetch is allowed)."""
+        if self._should_fetch(kid, self._clock.now()):
+            seen = self._attempts
+            with self._fetch_lock:
+                if self._attempts == seen and self._should_fetch(kid, self._clock.now()):
+                    self._fetch()
+        return self._usable()
+
+    def _fetch(self) -> None:
+        now = self._begin()
+        try:
+            jwks_uri = self.metadata().jwks_uri
+            if jwks_uri is None:
+                raise JoseError("issuer metadata has no jwks_uri")
+            response = self._client().get(jwks_uri, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            self._install(response.json(), now)
+        except Exception as exc:  # any failure keeps the keys we have
+            log.warning("fetching the JWKS of %s failed: %s", self.issuer, type(exc).__name__)
+
+    def close(self) -> None:
+        if self._own_http is not None:
+            self._own_http.close()
+            self._own_http = None
+
+    # -- asyncio -------------------------------------------------------------------------------
+
+    async def ametadata(self) -> ServerMetadata:
+        """The issuer's metadata, fetched once (asyncio)."""
+        if self._metadata is None:
+            if self._ahttp is not None:
+                self._metadata = await adiscover(self.issuer, self._ahttp)
+            else:
+                async with httpx.AsyncClient(timeout=self._timeout) as client:
+                    self._metadata = await adiscover(self.issuer, client)
+        return self._metadata
+
+    async def akeys(self, kid: str | None) -> tuple[PublicJwk, ...]:
+        """Like :meth:`keys`, without blocking the event loop."""
+        if self._should_fetch(kid, self._clock.now()):
+            seen = self._attempts
+            loop = asyncio.get_running_loop()
+            lock = self._async_locks.setdefault(loop, asyncio.Lock())
+            async with lock:
+                if self._attempts == seen and self._should_fetch(kid, self._clock.now()):
+                    await self._afetch()
+        return self._usable()
+
+    async def _afetch(self) -> None:
+        now = self._begin()
+        try:
+            jwks_uri = (await self.ametadata()).jwks_uri
+            if jwks_uri is None:
+                raise JoseError("issuer metadata has no jwks_uri")
+            if self._ahttp is not None:
+                response = await self._ahttp.get(jwks_uri, headers={"Accept": "application/json"})
+            else:
+                async with httpx.AsyncClient(timeout=self._timeout) as client:
+                    response = await client.get(jwks_uri, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            self._install(response.json(), now)
+        except Exception as exc:
+            log.warning("fetching the JWKS of %s failed: %s", self.issuer, type(exc).__name__)

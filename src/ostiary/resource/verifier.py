@@ -1,0 +1,278 @@
+"""Access-token verification for resource servers.
+
+JWT access tokens are checked per RFC 9068 §4: signature with a key from the pinned issuer's JWKS
+(the algorithm comes from the key, never the header), ``typ`` ``at+jwt``, ``iss`` exactly the issuer,
+``aud`` containing this API, ``exp``/``nbf``/``iat`` with a small leeway, no unknown ``crit``.
+Opaque tokens (anything that is not a three-part compact JWS) are checked by RFC 7662 introspection.
+Verified tokens are cached, keyed by the token's SHA-256, until they expire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
+
+import httpx
+
+from .._clock import Clock, SystemClock
+from .._secrets import b64url_decode, sha256_b64url
+from ..client.service_token import client_secret_basic
+from ..core.jose import JoseError, PublicJwk, verify_jwt
+from .errors import InvalidToken, IssuerUnavailable
+from .jwks_cache import JwksCache
+from .token import AccessToken
+
+__all__ = ["Introspection", "TokenVerifier"]
+
+log = logging.getLogger("ostiary.resource")
+
+_REQUIRED_CLAIMS: Final = ("iss", "exp", "aud", "sub", "client_id", "iat", "jti")  # RFC 9068 §2.2
+_MAX_TOKEN_LENGTH: Final = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class Introspection:
+    """How to reach the RFC 7662 introspection endpoint: this API's own client credentials.
+
+    The client authenticates with ``client_secret_basic`` (RFC 6749 §2.3.1). ``endpoint`` defaults to
+    the issuer metadata's ``introspection_endpoint``. A positive answer is cached until the token's
+    ``exp``, or at most ``max_cache_seconds`` when set (to notice revocation sooner).
+    """
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    endpoint: str | None = None
+    max_cache_seconds: float | None = None
+
+
+class _Entry(NamedTuple):
+    token: AccessToken
+    valid_until: float
+    kid: str | None
+    via_jwks: bool
+
+
+class _TokenCache:
+    """A size-capped LRU of verified tokens keyed by the SHA-256 of the token."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> _Entry | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None:
+                self._data.move_to_end(key)
+            return entry
+
+    def put(self, key: str, entry: _Entry) -> None:
+        if self._size <= 0:
+            return
+        with self._lock:
+            self._data[key] = entry
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class TokenVerifier:
+    """Verify the bearer tokens an API receives, for one pinned issuer and one audience.
+
+    Use :meth:`verify` from blocking code and :meth:`averify` from asyncio code; both share the key and
+    token caches. ``http_client``/``async_http_client`` are used for discovery, JWKS and introspection
+    (a private client is made when omitted). Raises :class:`~ostiary.resource.InvalidToken` for every
+    token that must be refused and :class:`~ostiary.resource.IssuerUnavailable` when the issuer cannot
+    be reached and no keys are known.
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        algorithms: Sequence[str] = ("ES256", "RS256", "EdDSA"),
+        leeway: float = 30.0,
+        jwks_ttl: float = 300.0,
+        jwks_min_refetch_interval: float = 10.0,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
+        introspection: Introspection | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = float(leeway)
+        self._clock: Clock = clock or SystemClock()
+        self._introspection = introspection
+        self._http = http_client
+        self._ahttp = async_http_client
+        self._timeout = timeout
+        self.jwks = JwksCache(issuer, algorithms=algorithms, clock=self._clock, ttl=jwks_ttl,
+                              min_refetch_interval=jwks_min_refetch_interval, http_client=http_client,
+                              async_http_client=async_http_client, timeout=timeout)
+        self._cache = _TokenCache(cache_size)
+
+    def __repr__(self) -> str:
+        return f"TokenVerifier(issuer={self.issuer!r}, audience={self.audience!r})"
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def verify(self, token: str) -> AccessToken:
+        """Verify ``token`` (blocking; may fetch keys or call introspection)."""
+        key, cached = self._lookup(token)
+        if cached is not None:
+            return cached
+        if token.count(".") != 2:
+            return self._remember_introspected(key, self._introspect(token))
+        kid = _kid(token)
+        return self._check_jwt(token, key, kid, self.jwks.keys(kid))
+
+    async def averify(self, token: str) -> AccessToken:
+        """Verify ``token`` without blocking the event loop."""
+        key, cached = self._lookup(token)
+        if cached is not None:
+            return cached
+        if token.count(".") != 2:
+            return self._remember_introspected(key, await self._aintrospect(token))
+        kid = _kid(token)
+        return self._check_jwt(token, key, kid, await self.jwks.akeys(kid))
+
+    def close(self) -> None:
+        """Close the private HTTP client, if one was made."""
+        self.jwks.close()
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def _lookup(self, token: str) -> tuple[str, AccessToken | None]:
+        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
+            raise InvalidToken("token missing, too long or not ASCII")
+        key = sha256_b64url(token)
+        entry = self._cache.get(key)
+        if entry is None:
+            return key, None
+        now = self._clock.now()
+        if now >= entry.valid_until or (entry.via_jwks and not (
+                self.jwks.is_fresh(now) and self.jwks.has_kid(entry.kid))):
+            self._cache.drop(key)  # expired, or the key that verified it is gone (or due a re-check)
+            return key, None
+        return key, entry.token
+
+    # -- JWT (RFC 9068) ------------------------------------------------------------------------
+
+    def _check_jwt(self, token: str, key: str, kid: str | None, keys: Sequence[PublicJwk]) -> AccessToken:
+        now = self._clock.now()
+        try:
+            verified = verify_jwt(token, keys, issuer=self.issuer, audience=self.audience, typ="at+jwt",
+                                  leeway=self.leeway, now=now, require=_REQUIRED_CLAIMS)
+        except JoseError as exc:
+            raise InvalidToken(str(exc)) from None
+        claims = verified.claims
+        iat = claims["iat"]
+        if not isinstance(iat, int | float) or isinstance(iat, bool) or iat > now + self.leeway:
+            raise InvalidToken("iat is in the future")
+        access = AccessToken.from_claims(claims, key)
+        self._cache.put(key, _Entry(access, access.expires_at + self.leeway, verified.key.kid, True))
+        return access
+
+    # -- opaque tokens (RFC 7662) --------------------------------------------------------------
+
+    def _introspection_request(self, token: str, endpoint: str | None) -> tuple[str, dict[str, str],
+                                                                                  dict[str, str]]:
+        config = self._introspection
+        if config is None:
+            raise InvalidToken("opaque token and no introspection configured")
+        url = config.endpoint or endpoint
+        if url is None:
+            raise IssuerUnavailable("issuer metadata has no introspection_endpoint")
+        headers = {"Authorization": client_secret_basic(config.client_id, config.client_secret),
+                   "Accept": "application/json"}
+        return url, {"token": token, "token_type_hint": "access_token"}, headers
+
+    def _introspect(self, token: str) -> Mapping[str, Any]:
+        needs_metadata = self._introspection is not None and self._introspection.endpoint is None
+        try:
+            endpoint = self.jwks.metadata().introspection_endpoint if needs_metadata else None
+            url, form, headers = self._introspection_request(token, endpoint)
+            client = self._http or httpx.Client(timeout=self._timeout)
+            try:
+                response = client.post(url, data=form, headers=headers)
+            finally:
+                if self._http is None:
+                    client.close()
+        except httpx.HTTPError as exc:
+            raise IssuerUnavailable(f"introspection failed: {type(exc).__name__}") from None
+        return self._introspection_result(response)
+
+    async def _aintrospect(self, token: str) -> Mapping[str, Any]:
+        needs_metadata = self._introspection is not None and self._introspection.endpoint is None
+        try:
+            endpoint = (await self.jwks.ametadata()).introspection_endpoint if needs_metadata else None
+            url, form, headers = self._introspection_request(token, endpoint)
+            if self._ahttp is not None:
+                response = await self._ahttp.post(url, data=form, headers=headers)
+            else:
+                async with httpx.AsyncClient(timeout=self._timeout) as client:
+                    response = await client.post(url, data=form, headers=headers)
+        except httpx.HTTPError as exc:
+            raise IssuerUnavailable(f"introspection failed: {type(exc).__name__}") from None
+        return self._introspection_result(response)
+
+    def _introspection_result(self, response: httpx.Response) -> Mapping[str, Any]:
+        """RFC 7662 §2.2: only ``active: true`` counts; then apply the same checks as for a JWT."""
+        if response.status_code != 200:
+            raise IssuerUnavailable(f"introspection answered HTTP {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise IssuerUnavailable("introspection answer is not JSON") from None
+        if not isinstance(body, dict) or body.get("active") is not True:
+            raise InvalidToken("inactive token (introspection)")
+        now = self._clock.now()
+        if body.get("iss", self.issuer) != self.issuer:
+            raise InvalidToken("wrong issuer (introspection)")
+        aud = body.get("aud")
+        if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
+            raise InvalidToken("wrong audience (introspection)")
+        exp, nbf = body.get("exp"), body.get("nbf")
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= now:
+            raise InvalidToken("expired or no exp (introspection)")
+        if isinstance(nbf, int | float) and nbf > now + self.leeway:
+            raise InvalidToken("not yet valid (introspection)")
+        return body
+
+    def _remember_introspected(self, key: str, body: Mapping[str, Any]) -> AccessToken:
+        access = AccessToken.from_claims(body, key)
+        valid_until = access.expires_at
+        config = self._introspection
+        if config is not None and config.max_cache_seconds is not None:
+            valid_until = min(valid_until, self._clock.now() + config.max_cache_seconds)
+        self._cache.put(key, _Entry(access, valid_until, None, False))
+        return access
+
+
+def _kid(token: str) -> str | None:
+    """The ``kid`` of a compact JWS header, to pick (or refetch) the key. Nothing else is trusted here."""
+    try:
+        header = json.loads(b64url_decode(token.partition(".")[0]))
+    except ValueError:
+        raise InvalidToken("malformed JWT header") from None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidToken("kid is not a string")
+    return kid

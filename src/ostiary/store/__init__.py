@@ -1,0 +1,1 @@
+"""Storage: implementations of the Protocols declared in :mod:`ostiary.core.storage`."""

@@ -1,0 +1,52 @@
+"""A per-process cache in front of client look-ups, the hottest read on the token endpoint.
+
+Entries live ``ttl`` seconds; a change made through this process (CLI or admin API in the same process)
+invalidates at once, other processes see it within ``ttl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._clock import Clock
+from ..core.models import Client
+from ..core.storage import Store
+
+__all__ = ["CachedStore"]
+
+
+class CachedStore:
+    def __init__(self, inner: Store, clock: Clock, ttl: float, max_entries: int = 10_000) -> None:
+        self.inner = inner
+        self._clock = clock
+        self._ttl = ttl
+        self._max = max_entries
+        self._clients: dict[str, tuple[float, Client | None]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_client(self, client_id: str) -> Client | None:
+        if self._ttl <= 0:
+            return await self.inner.get_client(client_id)
+        now = self._clock.now()
+        hit = self._clients.get(client_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        client = await self.inner.get_client(client_id)
+        if len(self._clients) >= self._max:
+            self._clients.clear()
+        self._clients[client_id] = (now + self._ttl, client)
+        return client
+
+    async def add_client(self, client: Client) -> None:
+        self._clients.pop(client.client_id, None)
+        await self.inner.add_client(client)
+
+    async def update_client(self, client: Client) -> None:
+        self._clients.pop(client.client_id, None)
+        await self.inner.update_client(client)
+
+    async def delete_client(self, client_id: str) -> bool:
+        self._clients.pop(client_id, None)
+        return await self.inner.delete_client(client_id)

@@ -1,0 +1,85 @@
+"""In-memory reference store: the contract the SQL store must match, and the store for core tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..core.models import AuditEvent, Client, SigningKey
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.clients: dict[str, Client] = {}
+        self.keys: dict[str, SigningKey] = {}
+        self.revoked: dict[str, tuple[str, float]] = {}
+        self.replay: dict[tuple[str, str], float] = {}
+        self.events: list[AuditEvent] = []
+
+    async def get_client(self, client_id: str) -> Client | None:
+        return self.clients.get(client_id)
+
+    async def add_client(self, client: Client) -> None:
+        if client.client_id in self.clients:
+            raise ValueError(f"client {client.client_id!r} exists")
+        self.clients[client.client_id] = client
+
+    async def update_client(self, client: Client) -> None:
+        if client.client_id not in self.clients:
+            raise KeyError(client.client_id)
+        self.clients[client.client_id] = client
+
+    async def delete_client(self, client_id: str) -> bool:
+        return self.clients.pop(client_id, None) is not None
+
+    async def list_clients(self) -> list[Client]:
+        return sorted(self.clients.values(), key=lambda c: (c.created_at, c.client_id))
+
+    async def list_keys(self) -> list[SigningKey]:
+        return sorted(self.keys.values(), key=lambda k: (k.created_at, k.kid))
+
+    async def add_key(self, key: SigningKey) -> None:
+        self.keys[key.kid] = key
+
+    async def update_key(self, key: SigningKey) -> None:
+        self.keys[key.kid] = key
+
+    async def delete_key(self, kid: str) -> None:
+        self.keys.pop(kid, None)
+
+    async def revoke_access_token(self, jti: str, client_id: str, expires_at: float) -> None:
+        self.revoked[jti] = (client_id, expires_at)
+
+    async def is_access_token_revoked(self, jti: str) -> bool:
+        return jti in self.revoked
+
+    async def purge_expired(self, now: float) -> int:
+        old = [j for j, (_, exp) in self.revoked.items() if exp <= now]
+        for j in old:
+            del self.revoked[j]
+        stale = [k for k, exp in self.replay.items() if exp <= now]
+        for k in stale:
+            del self.replay[k]
+        return len(old) + len(stale)
+
+    async def use_once(self, namespace: str, value: str, expires_at: float, now: float) -> bool:
+        key = (namespace, value)
+        exp = self.replay.get(key)
+        if exp is not None and exp > now:
+            return False
+        self.replay[key] = expires_at
+        return True
+
+    async def record_events(self, events: Sequence[AuditEvent]) -> None:
+        self.events.extend(events)
+
+    async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]:
+        found = [e for e in reversed(self.events) if type_prefix is None or e.type.startswith(type_prefix)]
+        return found[:limit]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,198 @@
+"""The SQL implementation of the core storage Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ...core.models import AuditEvent, Client, ClientSecret, SigningKey
+from . import tables as t
+
+__all__ = ["SqlStore", "create_engine"]
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async engine. SQLite gets WAL and a busy timeout so several processes can share the file."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _client_row(c: Client) -> dict[str, Any]:
+    return {
+        "client_id": c.client_id, "name": c.name, "client_type": c.client_type,
+        "token_endpoint_auth_method": c.token_endpoint_auth_method,
+        "grant_types": sorted(c.grant_types), "scopes": sorted(c.scopes), "audiences": list(c.audiences),
+        "resource_audiences": list(c.resource_audiences), "redirect_uris": list(c.redirect_uris),
+        "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
+        "allowed_origins": list(c.allowed_origins),
+        "secrets": [{"hash": s.secret_hash, "created_at": s.created_at, "expires_at": s.expires_at}
+                    for s in c.secrets],
+        "jwks": dict(c.jwks) if c.jwks else None, "jwks_uri": c.jwks_uri, "first_party": c.first_party,
+        "created_at": c.created_at, "updated_at": c.updated_at,
+    }
+
+
+def _client(row: Any) -> Client:
+    m = row._mapping
+    return Client(
+        client_id=m["client_id"], name=m["name"], client_type=m["client_type"],
+        token_endpoint_auth_method=m["token_endpoint_auth_method"],
+        grant_types=frozenset(m["grant_types"]), scopes=frozenset(m["scopes"]),
+        audiences=tuple(m["audiences"]), resource_audiences=tuple(m["resource_audiences"]),
+        redirect_uris=tuple(m["redirect_uris"]), post_logout_redirect_uris=tuple(m["post_logout_redirect_uris"]),
+        allowed_origins=tuple(m["allowed_origins"]),
+        secrets=tuple(ClientSecret(s["hash"], s["created_at"], s["expires_at"]) for s in m["secrets"]),
+        jwks=m["jwks"], jwks_uri=m["jwks_uri"], first_party=bool(m["first_party"]),
+        created_at=m["created_at"], updated_at=m["updated_at"],
+    )
+
+
+def _key(row: Any) -> SigningKey:
+    m = row._mapping
+    return SigningKey(kid=m["kid"], alg=m["alg"], public_jwk=m["public_jwk"],
+                      encrypted_private_key=bytes(m["encrypted_private_key"]), created_at=m["created_at"],
+                      activates_at=m["activates_at"], retires_at=m["retires_at"])
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlStore:
+        return cls(create_engine(url))
+
+    # clients
+    async def get_client(self, client_id: str) -> Client | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.clients).where(t.clients.c.client_id == client_id))).first()
+        return _client(row) if row else None
+
+    async def add_client(self, client: Client) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(t.clients.insert().values(**_client_row(client)))
+        except IntegrityError as exc:
+            raise ValueError(f"client {client.client_id!r} exists") from exc
+
+    async def update_client(self, client: Client) -> None:
+        row = _client_row(client)
+        async with self.engine.begin() as conn:
+            res = await conn.execute(t.clients.update().where(t.clients.c.client_id == client.client_id)
+                                     .values(**row))
+            if res.rowcount != 1:
+                raise KeyError(client.client_id)
+
+    async def delete_client(self, client_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(t.clients.delete().where(t.clients.c.client_id == client_id))
+        return bool(res.rowcount)
+
+    async def list_clients(self) -> list[Client]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(t.clients).order_by(t.clients.c.created_at, t.clients.c.client_id))
+            return [_client(r) for r in rows]
+
+    # keys
+    async def list_keys(self) -> list[SigningKey]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(t.signing_keys)
+                                      .order_by(t.signing_keys.c.created_at, t.signing_keys.c.kid))
+            return [_key(r) for r in rows]
+
+    async def add_key(self, key: SigningKey) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(t.signing_keys.insert().values(
+                kid=key.kid, alg=key.alg, public_jwk=dict(key.public_jwk),
+                encrypted_private_key=key.encrypted_private_key, created_at=key.created_at,
+                activates_at=key.activates_at, retires_at=key.retires_at))
+
+    async def update_key(self, key: SigningKey) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(t.signing_keys.update().where(t.signing_keys.c.kid == key.kid)
+                               .values(activates_at=key.activates_at, retires_at=key.retires_at))
+
+    async def delete_key(self, kid: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(t.signing_keys.delete().where(t.signing_keys.c.kid == kid))
+
+    # revocation
+    async def revoke_access_token(self, jti: str, client_id: str, expires_at: float) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(t.revoked_tokens.insert().values(jti=jti, client_id=client_id,
+                                                                    expires_at=expires_at))
+        except IntegrityError:
+            return  # already revoked
+
+    async def is_access_token_revoked(self, jti: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti))).first()
+        return row is not None
+
+    async def purge_expired(self, now: float) -> int:
+        async with self.engine.begin() as conn:
+            a = await conn.execute(t.revoked_tokens.delete().where(t.revoked_tokens.c.expires_at <= now))
+            b = await conn.execute(t.replay_cache.delete().where(t.replay_cache.c.expires_at <= now))
+        return int(a.rowcount or 0) + int(b.rowcount or 0)
+
+    async def use_once(self, namespace: str, value: str, expires_at: float, now: float) -> bool:
+        """Insert; on conflict, take over only an expired entry. Atomic on SQLite and PostgreSQL."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(t.replay_cache.insert().values(namespace=namespace, value=value,
+                                                                  expires_at=expires_at))
+            return True
+        except IntegrityError:
+            pass
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                t.replay_cache.update()
+                .where(t.replay_cache.c.namespace == namespace, t.replay_cache.c.value == value,
+                       t.replay_cache.c.expires_at <= now)
+                .values(expires_at=expires_at))
+        return bool(res.rowcount == 1)
+
+    # audit
+    async def record_events(self, events: Sequence[AuditEvent]) -> None:
+        if not events:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(t.audit_events.insert(), [
+                {"type": e.type, "outcome": e.outcome, "at": e.at, "client_id": e.client_id,
+                 "subject": e.subject, "grant_type": e.grant_type, "jti": e.jti, "ip": e.ip,
+                 "detail": dict(e.detail)} for e in events])
+
+    async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]:
+        q = sa.select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
+        if type_prefix:
+            q = q.where(t.audit_events.c.type.startswith(type_prefix))
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(q)
+            return [AuditEvent(type=m["type"], outcome=m["outcome"], at=m["at"], client_id=m["client_id"],
+                               subject=m["subject"], grant_type=m["grant_type"], jti=m["jti"], ip=m["ip"],
+                               detail=m["detail"] or {}) for m in (r._mapping for r in rows)]
+
+    async def ping(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,1 @@
+"""The thin ASGI layer: HTTP in, core request objects; core results out, HTTP responses."""

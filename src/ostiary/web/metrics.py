@@ -1,0 +1,36 @@
+"""Prometheus metrics. With several workers, ``ostiary serve`` sets PROMETHEUS_MULTIPROC_DIR so /metrics
+aggregates every process."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "RATE_LIMITED", "REQUESTS", "TOKENS", "latency", "render"]
+
+REQUESTS = Counter("ostiary_http_requests_total", "HTTP requests", ["route", "status"])
+LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5))
+TOKENS = Counter("ostiary_tokens_issued_total", "Tokens issued", ["grant_type"])
+AUTH_FAILURES = Counter("ostiary_client_auth_failures_total", "Failed client authentications")
+RATE_LIMITED = Counter("ostiary_rate_limited_total", "Requests refused by a rate limit", ["scope"])
+
+
+def latency(route: str) -> Histogram:
+    return LATENCY.labels(route)  # type: ignore[no-any-return]
+
+
+def render() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)  # type: ignore[no-any-return]
+    return generate_latest()  # type: ignore[no-any-return]

@@ -1,0 +1,105 @@
+"""Rate limits: token buckets per client and per IP, and a lock-out counter for failed client authentication.
+
+Backed by Redis when ``redis_url`` is set (shared by every process), by process memory otherwise
+(each worker then enforces the limit on its own share of the traffic).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Protocol
+
+__all__ = ["MemoryLimiter", "RateLimiter", "RedisLimiter"]
+
+
+class RateLimiter(Protocol):
+    async def take(self, key: str, rate: float, burst: int) -> float:
+        """Take one token; 0 if allowed, else the seconds to wait."""
+        ...
+
+    async def failures(self, key: str) -> int: ...
+    async def record_failure(self, key: str, window: int) -> int: ...
+    async def close(self) -> None: ...
+
+
+class MemoryLimiter:
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._fails: dict[str, tuple[int, float]] = {}
+        self._max = max_keys
+
+    async def take(self, key: str, rate: float, burst: int) -> float:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * rate)
+        if tokens >= 1.0:
+            if len(self._buckets) >= self._max:
+                self._buckets.clear()
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / rate
+
+    async def failures(self, key: str) -> int:
+        count, until = self._fails.get(key, (0, 0.0))
+        return count if until > time.monotonic() else 0
+
+    async def record_failure(self, key: str, window: int) -> int:
+        now = time.monotonic()
+        count, until = self._fails.get(key, (0, 0.0))
+        count = count + 1 if until > now else 1
+        if len(self._fails) >= self._max:
+            self._fails.clear()
+        self._fails[key] = (count, now + window)
+        return count
+
+    async def close(self) -> None:
+        return None
+
+
+_BUCKET_LUA = """
+local key = KEYS[1]
+local rate = tonumber(ARGV[1]); local burst = tonumber(ARGV[2])
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local v = redis.call('HMGET', key, 'tokens', 'ts')
+local tokens = tonumber(v[1]) or burst; local ts = tonumber(v[2]) or now
+tokens = math.min(burst, tokens + (now - ts) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', key, 'tokens', tokens, 'ts', now)
+redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
+return tostring(wait)
+"""
+
+
+class RedisLimiter:
+    def __init__(self, url: str, prefix: str = "ostiary:rl:") -> None:
+        import redis.asyncio as aioredis
+
+        self._redis: Any = aioredis.from_url(url)
+        self._prefix = prefix
+        self._script: Any = self._redis.register_script(_BUCKET_LUA)
+
+    async def take(self, key: str, rate: float, burst: int) -> float:
+        wait = await self._script(keys=[self._prefix + "b:" + key], args=[rate, burst])
+        return float(wait)
+
+    async def failures(self, key: str) -> int:
+        v = await self._redis.get(self._prefix + "f:" + key)
+        return int(v or 0)
+
+    async def record_failure(self, key: str, window: int) -> int:
+        k = self._prefix + "f:" + key
+        pipe = self._redis.pipeline()
+        pipe.incr(k)
+        pipe.expire(k, window)
+        count, _ = await pipe.execute()
+        return int(count)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def retry_after(wait: float) -> int:
+    return max(1, math.ceil(wait))

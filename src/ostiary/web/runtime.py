@@ -1,0 +1,120 @@
+"""Everything a server process holds: settings, store, key ring, limiter, engine. Built at start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+
+from .._clock import Clock, SystemClock
+from .._secrets import derive_key
+from ..config import Settings
+from ..core import keys as core_keys
+from ..core.context import EngineContext
+from ..core.endpoints.introspection import IntrospectionEndpoint, RevocationEndpoint
+from ..core.endpoints.metadata import server_metadata
+from ..core.endpoints.token import TokenEndpoint
+from ..core.grants import default_grants
+from ..core.keys import KeyRing
+from ..store.cache import CachedStore
+from ..store.sql import SqlStore, check_schema
+from .audit import BatchingAuditSink
+from .jwks_fetch import HttpJwksFetcher
+from .ratelimit import MemoryLimiter, RateLimiter, RedisLimiter
+
+__all__ = ["Runtime", "StartupError"]
+
+log = logging.getLogger("ostiary.server")
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says what to run or set."""
+
+
+def master_keys(settings: Settings) -> tuple[bytes, bytes, bytes]:
+    master = settings.master_secret()
+    return (derive_key(master, "signing-key-encryption"), derive_key(master, "client-secret-hash"),
+            derive_key(master, "admin-token-hash"))
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.policy = settings.policy()
+        self.clock: Clock = clock or SystemClock()
+        self.kek, self.secret_hash_key, self.admin_hash_key = master_keys(settings)
+        self.raw_store = SqlStore.from_url(settings.database_url)
+        self.store = CachedStore(self.raw_store, self.clock, settings.clients.cache_ttl)
+        self.audit = BatchingAuditSink(self.raw_store)
+        self.limiter: RateLimiter = RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
+        self.jwks_fetcher = HttpJwksFetcher()
+        self._keyring: KeyRing | None = None
+        self._key_fingerprint: tuple[Any, ...] = ()
+        self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,  # type: ignore[arg-type]
+                                 clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
+                                 jwks_fetcher=self.jwks_fetcher)
+        self.grants = default_grants()
+        self.token = TokenEndpoint(self.ctx, self.grants)
+        self.introspection = IntrospectionEndpoint(self.ctx)
+        self.revocation = RevocationEndpoint(self.ctx)
+        self.metadata = server_metadata(self.policy, self.grants)
+        self.metadata_bytes = orjson.dumps(self.metadata)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def keyring(self) -> KeyRing:
+        if self._keyring is None:
+            raise core_keys.KeyRingError("keys not loaded")
+        return self._keyring
+
+    @property
+    def ready(self) -> bool:
+        return self._keyring is not None and self._keyring.signer is not None
+
+    async def start(self) -> None:
+        status = await check_schema(self.settings.database_url)
+        if status.state != "current":
+            raise StartupError(status.message)
+        await core_keys.ensure_signing_key(self.raw_store, self.policy, self.kek, self.clock)
+        await self.reload_keys(force=True)
+        self.audit.start()
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="ostiary-maintenance"))
+
+    async def reload_keys(self, *, force: bool = False) -> None:
+        keys = await self.raw_store.list_keys()
+        fingerprint = tuple((k.kid, k.activates_at, k.retires_at) for k in keys)
+        now = self.clock.now()
+        stale = self._keyring is None or now >= self._keyring.stale_at
+        if force or stale or fingerprint != self._key_fingerprint:
+            self._keyring = KeyRing(keys, self.kek, now, self.policy.max_token_lifetime)
+            self._key_fingerprint = fingerprint
+            log.info("signing keys loaded", extra={"signer": self._keyring.signer.kid if self._keyring.signer
+                                                   else None, "published": len(self._keyring.jwks["keys"])})
+
+    async def _maintenance(self) -> None:
+        interval = self.settings.keys.refresh_interval
+        ticks = 0
+        while True:
+            await asyncio.sleep(interval)
+            ticks += 1
+            try:
+                if ticks % max(1, int(60 / interval)) == 0:
+                    if await core_keys.maybe_auto_rotate(self.raw_store, self.policy, self.kek, self.clock):
+                        log.info("signing key rotated on schedule")
+                    await core_keys.purge_expired_keys(self.raw_store, self.policy, self.clock)
+                    await self.raw_store.purge_expired(self.clock.now())
+                await self.reload_keys()
+            except Exception:
+                log.exception("maintenance failed; retrying")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.audit.stop()
+        await self.limiter.close()
+        await self.jwks_fetcher.close()
+        await self.raw_store.close()
