@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["constant_time_equals", "derive_key", "new_token", "token_hash", "b64url", "b64url_decode", "sha256_b64url"]
+__all__ = ["b64url", "b64url_decode", "constant_time_equals", "derive_key", "new_token", "sha256_b64url", "token_hash"]
 
 
 def b64url(data: bytes) -> str:

@@ -62,7 +62,7 @@ def admin_route(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
         rt: Runtime = request.app.state.runtime
         if not await _authorized(request, rt):
             return _problem(401, "invalid_token", "an admin token or a token with the admin scope is required")
-        service = AdminService(rt.store, rt.policy, rt.clock, rt.secret_hash_key, rt.kek)  # type: ignore[arg-type]
+        service = AdminService(rt.store, rt.policy, rt.clock, rt.secret_hash_key, rt.kek)
         try:
             resp = await fn(request, service)
         except NotFound as exc:
@@ -160,8 +160,10 @@ def openapi(issuer: str) -> dict[str, Any]:
     ok = {"description": "OK", "content": {"application/json": {}}}
     err = {"$ref": "#/components/responses/Error"}
     client_id = [{"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    body = lambda name: {"required": True, "content": {"application/json": {  # noqa: E731
-        "schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+    def body(name: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "Ostiary admin API", "version": "1"},

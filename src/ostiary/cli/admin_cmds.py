@@ -176,8 +176,8 @@ def client_delete(client_id: str, yes: bool = typer.Option(False, "--yes", help=
 @client_app.command("rotate-secret")
 def client_rotate_secret(
     client_id: str,
-    overlap: str | None = typer.Option(None, "--overlap",
-                                       help="How long old secrets stay valid (e.g. 1h; default clients.secret_overlap)."),
+    overlap: str | None = typer.Option(
+        None, "--overlap", help="How long old secrets stay valid (e.g. 1h; default clients.secret_overlap)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Issue a new secret. The old one keeps working for the overlap, for a zero-downtime rollout."""

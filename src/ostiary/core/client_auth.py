@@ -21,8 +21,13 @@ from .models import AuthMethod, Client
 from .policy import ServerPolicy
 from .storage import ClientRepository, JwksFetcher, ReplayRepository
 
-__all__ = ["ASSERTION_TYPE", "AuthenticatedClient", "ClientAuthenticator", "ClientAuthContext",
-           "authenticate_client"]
+__all__ = [
+    "ASSERTION_TYPE",
+    "AuthenticatedClient",
+    "ClientAuthContext",
+    "ClientAuthenticator",
+    "authenticate_client",
+]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -89,18 +94,18 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
             raise InvalidRequest("client_id in the body differs from the Authorization header")
         return await _secret(client_id, secret, "client_secret_basic", ctx, basic=True)
     if has_post:
-        client_id = params.get("client_id")
-        if not client_id:
+        post_id = params.get("client_id")
+        if not post_id:
             raise _invalid(False, "client_secret without client_id")
-        return await _secret(client_id, params["client_secret"], "client_secret_post", ctx, basic=False)
+        return await _secret(post_id, params["client_secret"], "client_secret_post", ctx, basic=False)
     if has_jwt:
         return await _private_key_jwt(params, ctx)
-    client_id = params.get("client_id")
-    if client_id is None:
+    public_id = params.get("client_id")
+    if public_id is None:
         return None
-    client = await ctx.clients.get_client(client_id)
+    client = await ctx.clients.get_client(public_id)
     if client is None or client.token_endpoint_auth_method != "none":
-        raise _invalid(False, f"client {client_id!r} unknown or not public")
+        raise _invalid(False, f"client {public_id[:64]!r} unknown or not public")
     return AuthenticatedClient(client, "none")
 
 

@@ -23,10 +23,10 @@ __all__ = [
     "ServerError",
     "SlowDown",
     "TemporarilyUnavailable",
+    "TooManyRequests",
     "UnauthorizedClient",
     "UnsupportedGrantType",
     "UnsupportedResponseType",
-    "TooManyRequests",
     "UnsupportedTokenType",
 ]
 

@@ -23,8 +23,8 @@ __all__ = [
     "ASYMMETRIC_ALGS",
     "JoseError",
     "PrivateKey",
-    "PublicKey",
     "PublicJwk",
+    "PublicKey",
     "SigningAlg",
     "VerifiedJwt",
     "decode_unverified",
@@ -244,13 +244,13 @@ def verify_jwt(
 def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequence[str] | None,
             leeway: float, options: dict[str, Any], now: float | None) -> dict[str, Any]:
     if now is None:
-        return cast(dict[str, Any], jwt.decode(token, key.key, algorithms=[key.alg], issuer=issuer,
-                                                 audience=audience, leeway=leeway, options=options))
+        return jwt.decode(token, key.key, algorithms=[key.alg], issuer=issuer, audience=audience, leeway=leeway,
+                          options=cast(Any, options))
     # PyJWT reads the system clock; shift the leeway-checked times by decoding without time checks
     # and applying them here with the injected clock.
     opts = dict(options, verify_exp=False, verify_nbf=False, verify_iat=False)
-    claims = cast(dict[str, Any], jwt.decode(token, key.key, algorithms=[key.alg], issuer=issuer,
-                                              audience=audience, options=opts))
+    claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=[key.alg], issuer=issuer, audience=audience,
+                                        options=cast(Any, opts))
     for name in options.get("require", ()):
         if name not in claims:
             raise jwt.MissingRequiredClaimError(name)

@@ -55,6 +55,7 @@ class JwksCache:
         self._fetched_at = -math.inf
         self._attempted_at = -math.inf
         self._attempts = 0
+        self._in_flight = False
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -70,10 +71,20 @@ class JwksCache:
         """How many JWKS fetches were attempted (for metrics and tests)."""
         return self._attempts
 
-    def _should_fetch(self, kid: str | None, now: float) -> bool:
-        if now - self._attempted_at < self._min_interval:
-            return False
+    def _wanted(self, kid: str | None, now: float) -> bool:
         return not self.is_fresh(now) or kid not in self._kids
+
+    def _allowed(self, now: float) -> bool:
+        return now - self._attempted_at >= self._min_interval
+
+    def _must_wait(self, kid: str | None) -> bool:
+        """Fetch (or wait for the fetch in flight) when the keys are stale or ``kid`` is unknown."""
+        now = self._clock.now()
+        return self._wanted(kid, now) and (self._in_flight or self._allowed(now))
+
+    def _may_fetch(self, kid: str | None, seen: int) -> bool:
+        now = self._clock.now()
+        return self._attempts == seen and self._wanted(kid, now) and self._allowed(now)
 
     def _usable(self) -> tuple[PublicJwk, ...]:
         if not self._keys:
@@ -92,6 +103,7 @@ class JwksCache:
         self._keys, self._kids, self._fetched_at = keys, frozenset(k.kid for k in keys), now
 
     def _begin(self) -> float:
+        self._in_flight = True  # before _attempted_at: a caller that sees the new time also sees this
         now = self._clock.now()
         self._attempted_at = now
         self._attempts += 1
@@ -114,10 +126,10 @@ class JwksCache:
 
     def keys(self, kid: str | None) -> tuple[PublicJwk, ...]:
         """The current keys, refetched first if stale or if ``kid`` is unknown (and a fetch is allowed)."""
-        if self._should_fetch(kid, self._clock.now()):
+        if self._must_wait(kid):
             seen = self._attempts
             with self._fetch_lock:
-                if self._attempts == seen and self._should_fetch(kid, self._clock.now()):
+                if self._may_fetch(kid, seen):
                     self._fetch()
         return self._usable()
 
@@ -132,6 +144,8 @@ class JwksCache:
             self._install(response.json(), now)
         except Exception as exc:  # any failure keeps the keys we have
             log.warning("fetching the JWKS of %s failed: %s", self.issuer, type(exc).__name__)
+        finally:
+            self._in_flight = False
 
     def close(self) -> None:
         if self._own_http is not None:
@@ -152,12 +166,11 @@ class JwksCache:
 
     async def akeys(self, kid: str | None) -> tuple[PublicJwk, ...]:
         """Like :meth:`keys`, without blocking the event loop."""
-        if self._should_fetch(kid, self._clock.now()):
+        if self._must_wait(kid):
             seen = self._attempts
-            loop = asyncio.get_running_loop()
-            lock = self._async_locks.setdefault(loop, asyncio.Lock())
+            lock = self._async_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
             async with lock:
-                if self._attempts == seen and self._should_fetch(kid, self._clock.now()):
+                if self._may_fetch(kid, seen):
                     await self._afetch()
         return self._usable()
 
@@ -174,5 +187,7 @@ class JwksCache:
                     response = await client.get(jwks_uri, headers={"Accept": "application/json"})
             response.raise_for_status()
             self._install(response.json(), now)
-        except Exception as exc:
+        except Exception as exc:  # any failure keeps the keys we have
             log.warning("fetching the JWKS of %s failed: %s", self.issuer, type(exc).__name__)
+        finally:
+            self._in_flight = False

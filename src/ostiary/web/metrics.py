@@ -25,12 +25,12 @@ RATE_LIMITED = Counter("ostiary_rate_limited_total", "Requests refused by a rate
 
 
 def latency(route: str) -> Histogram:
-    return LATENCY.labels(route)  # type: ignore[no-any-return]
+    return LATENCY.labels(route)
 
 
 def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)  # type: ignore[no-any-return]
-    return generate_latest()  # type: ignore[no-any-return]
+        return generate_latest(registry)
+    return generate_latest()

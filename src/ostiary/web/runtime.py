@@ -53,7 +53,7 @@ class Runtime:
         self.jwks_fetcher = HttpJwksFetcher()
         self._keyring: KeyRing | None = None
         self._key_fingerprint: tuple[Any, ...] = ()
-        self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,  # type: ignore[arg-type]
+        self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
                                  clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
                                  jwks_fetcher=self.jwks_fetcher)
         self.grants = default_grants()

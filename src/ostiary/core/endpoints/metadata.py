@@ -26,7 +26,7 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str]) -> dict[st
         "revocation_endpoint": policy.revocation_endpoint,
         "grant_types_supported": grants,
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": AUTH_METHODS + ["none"],
+        "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
