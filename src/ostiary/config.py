@@ -134,6 +134,15 @@ class Settings(_Section):
             raise ValueError("database_url must be sqlite:///PATH or postgresql://USER@HOST/DB")
         return v
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v is not None and urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("redis_url must be redis://HOST:PORT/DB, rediss://… or unix://…")
+        if v is not None and urlsplit(v).query:
+            raise ValueError("redis_url must not carry query options")
+        return v
+
     def policy(self) -> ServerPolicy:
         return ServerPolicy(
             issuer=self.issuer, access_token_ttl=self.access_token_ttl,

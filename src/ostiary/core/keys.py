@@ -9,7 +9,7 @@ restart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._clock import Clock
@@ -102,13 +102,14 @@ async def rotate_keys(repo: KeyRepository, policy: ServerPolicy, kek: bytes, clo
 
 
 def _replace_retire(key: SigningKey, at: float) -> SigningKey:
-    from dataclasses import replace
-
     return replace(key, retires_at=at)
 
 
 async def retire_key(repo: KeyRepository, policy: ServerPolicy, kid: str, clock: Clock) -> SigningKey:
-    """Stop signing with ``kid`` now; it stays published until the tokens it signed have expired."""
+    """Stop signing with ``kid`` now; it stays published until the tokens it signed have expired.
+
+    A pending key is withdrawn instead (it never signed), and the key it was to replace keeps signing.
+    """
     now = clock.now()
     keys = await repo.list_keys()
     target = next((k for k in keys if k.kid == kid), None)
@@ -117,6 +118,13 @@ async def retire_key(repo: KeyRepository, policy: ServerPolicy, kid: str, clock:
     state = target.state(now, policy.max_token_lifetime)
     if state in ("retired", "expired"):
         raise KeyRingError(f"key {kid} is already {state}")
+    if state == "pending":
+        # it never signed anything: withdraw it, and keep the keys it was to replace signing
+        await repo.delete_key(kid)
+        for key in keys:
+            if key.kid != kid and key.retires_at == target.activates_at:
+                await repo.update_key(replace(key, retires_at=None))
+        return replace(target, retires_at=now)
     others = [k for k in keys if k.kid != kid and k.state(now, policy.max_token_lifetime) == "active"]
     if state == "active" and not others:
         raise KeyRingError(

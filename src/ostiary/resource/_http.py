@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from .errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken, ResourceError
 
-__all__ = ["bearer_token", "render_error"]
+__all__ = ["bearer_from_scope", "bearer_token", "render_error"]
 
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
 
@@ -36,6 +36,12 @@ def bearer_token(authorization: Sequence[str], query_string: str) -> str:
     if not _B64TOKEN.fullmatch(token):
         raise InvalidToken("malformed bearer token")
     return token
+
+
+def bearer_from_scope(scope: Mapping[str, Any]) -> str:
+    """:func:`bearer_token` for an ASGI ``scope``."""
+    authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+    return bearer_token(authorization, scope.get("query_string", b"").decode("latin-1"))
 
 
 def _quoted(value: str) -> str:

@@ -15,13 +15,12 @@ dependencies reuse its ``request.state.access_token`` instead of verifying again
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
 
-from fastapi import FastAPI, Request, Response, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Request, Response
+from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
-from ._http import bearer_token, render_error
+from ._http import bearer_from_scope, render_error
 from .errors import ResourceError
 from .token import AccessToken
 from .verifier import TokenVerifier
@@ -29,7 +28,6 @@ from .verifier import TokenVerifier
 __all__ = ["BearerError", "install", "require_scopes", "require_service", "require_token", "require_user"]
 
 STATE_KEY = "ostiary_token_verifier"
-_bearer_scheme = HTTPBearer(auto_error=False, description="An access token from the issuer (RFC 6750).")
 
 
 class BearerError(HTTPException):
@@ -54,44 +52,45 @@ def install(app: FastAPI, verifier: TokenVerifier) -> None:
     app.add_exception_handler(BearerError, _render)
 
 
-def _dependency(scopes: tuple[str, ...], user: bool, service: bool) -> Callable[..., Awaitable[AccessToken]]:
-    async def dependency(
-        request: Request,
-        _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
-    ) -> AccessToken:
+class _RequireToken(HTTPBearer):
+    """The dependency itself is an ``HTTPBearer`` scheme, so OpenAPI documents the bearer requirement
+    without a second dependency per request."""
+
+    def __init__(self, scopes: tuple[str, ...], user: bool, service: bool) -> None:
+        super().__init__(scheme_name="BearerToken", auto_error=False,
+                         description="An access token from the issuer (RFC 6750).")
+        self._scopes, self._user, self._service = scopes, user, service
+
+    async def __call__(self, request: Request) -> AccessToken:  # type: ignore[override]
         try:
-            token: AccessToken | None = getattr(request.state, "access_token", None)
-            if token is None:
+            token: AccessToken | None = request.scope.get("state", {}).get("access_token")
+            if token is None:  # not verified by BearerAuthMiddleware
                 verifier: TokenVerifier | None = getattr(request.app.state, STATE_KEY, None)
                 if verifier is None:
                     raise RuntimeError("call ostiary.resource.fastapi.install(app, verifier) first")
-                raw = bearer_token(request.headers.getlist("authorization"),
-                                   request.scope.get("query_string", b"").decode("latin-1"))
-                token = await verifier.averify(raw)
-                request.state.access_token = token
-            token.require(scopes, user=user, service=service)
+                token = await verifier.averify(bearer_from_scope(request.scope))
+                request.scope.setdefault("state", {})["access_token"] = token
+            token.require(self._scopes, user=self._user, service=self._service)
         except ResourceError as exc:
             raise BearerError(exc) from None
         return token
 
-    return dependency
 
-
-def require_token() -> Callable[..., Awaitable[AccessToken]]:
+def require_token() -> Callable[[Request], Awaitable[AccessToken]]:
     """Any valid access token for this API."""
-    return _dependency((), False, False)
+    return _RequireToken((), False, False)
 
 
-def require_scopes(*scopes: str) -> Callable[..., Awaitable[AccessToken]]:
+def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[AccessToken]]:
     """A valid token carrying all of ``scopes`` (403 ``insufficient_scope`` otherwise)."""
-    return _dependency(scopes, False, False)
+    return _RequireToken(scopes, False, False)
 
 
-def require_user(*scopes: str) -> Callable[..., Awaitable[AccessToken]]:
+def require_user(*scopes: str) -> Callable[[Request], Awaitable[AccessToken]]:
     """A token issued on behalf of a user (403 for service tokens), with all of ``scopes``."""
-    return _dependency(scopes, True, False)
+    return _RequireToken(scopes, True, False)
 
 
-def require_service(*scopes: str) -> Callable[..., Awaitable[AccessToken]]:
+def require_service(*scopes: str) -> Callable[[Request], Awaitable[AccessToken]]:
     """A token issued to a service (client credentials or federation), with all of ``scopes``."""
-    return _dependency(scopes, False, True)
+    return _RequireToken(scopes, False, True)

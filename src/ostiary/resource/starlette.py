@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._http import bearer_token, render_error
+from ._http import bearer_from_scope, render_error
 from .errors import MissingToken, ResourceError
 from .token import AccessToken
 from .verifier import TokenVerifier
@@ -41,11 +41,9 @@ class BearerAuthMiddleware:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
         access: AccessToken | None = None
         try:
-            access = await self.verifier.averify(
-                bearer_token(authorization, scope.get("query_string", b"").decode("latin-1")))
+            access = await self.verifier.averify(bearer_from_scope(scope))
         except MissingToken as exc:
             if self.required:
                 await self._reject(exc, scope, send)

@@ -266,13 +266,27 @@ class TokenVerifier:
         return access
 
 
+_kids_by_header: dict[str, str | None] = {}  # header segment → kid; a few issuer keys, so tiny
+
+
 def _kid(token: str) -> str | None:
-    """The ``kid`` of a compact JWS header, to pick (or refetch) the key. Nothing else is trusted here."""
+    """The ``kid`` of a compact JWS header, to pick (or refetch) the key. Nothing else is trusted here.
+
+    Tokens signed by one key share one header segment, so the parsed ``kid`` is memoised (bounded).
+    """
+    segment = token.partition(".")[0]
     try:
-        header = json.loads(b64url_decode(token.partition(".")[0]))
+        return _kids_by_header[segment]
+    except KeyError:
+        pass
+    try:
+        header = json.loads(b64url_decode(segment))
     except ValueError:
         raise InvalidToken("malformed JWT header") from None
     kid = header.get("kid") if isinstance(header, dict) else None
     if kid is not None and not isinstance(kid, str):
         raise InvalidToken("kid is not a string")
+    if len(_kids_by_header) >= 256:
+        _kids_by_header.clear()
+    _kids_by_header[segment] = kid
     return kid

@@ -6,11 +6,14 @@ Backed by Redis when ``redis_url`` is set (shared by every process), by process 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any, Protocol
 
 __all__ = ["MemoryLimiter", "RateLimiter", "RedisLimiter"]
+
+log = logging.getLogger("ostiary.ratelimit")
 
 
 class RateLimiter(Protocol):
@@ -74,27 +77,49 @@ return tostring(wait)
 
 
 class RedisLimiter:
+    """Shared limits in Redis. If Redis is unreachable the limiter fails open (logged): an outage of the
+    limiter's store must not take the token endpoint down with it."""
+
     def __init__(self, url: str, prefix: str = "ostiary:rl:") -> None:
         import redis.asyncio as aioredis
 
         self._redis: Any = aioredis.from_url(url)
         self._prefix = prefix
         self._script: Any = self._redis.register_script(_BUCKET_LUA)
+        self._last_error = -1e9
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_error > 60:
+            self._last_error = now
+            log.exception("rate limiter: Redis unavailable; limits are not enforced until it is back")
 
     async def take(self, key: str, rate: float, burst: int) -> float:
-        wait = await self._script(keys=[self._prefix + "b:" + key], args=[rate, burst])
+        try:
+            wait = await self._script(keys=[self._prefix + "b:" + key], args=[rate, burst])
+        except Exception:
+            self._failed()
+            return 0.0
         return float(wait)
 
     async def failures(self, key: str) -> int:
-        v = await self._redis.get(self._prefix + "f:" + key)
+        try:
+            v = await self._redis.get(self._prefix + "f:" + key)
+        except Exception:
+            self._failed()
+            return 0
         return int(v or 0)
 
     async def record_failure(self, key: str, window: int) -> int:
         k = self._prefix + "f:" + key
-        pipe = self._redis.pipeline()
-        pipe.incr(k)
-        pipe.expire(k, window)
-        count, _ = await pipe.execute()
+        try:
+            pipe = self._redis.pipeline()
+            pipe.incr(k)
+            pipe.expire(k, window)
+            count, _ = await pipe.execute()
+        except Exception:
+            self._failed()
+            return 0
         return int(count)
 
     async def close(self) -> None:

@@ -47,8 +47,27 @@ class SchemaStatus:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Upgrade the schema (sync; runs its own event loop inside Alembic's env.py)."""
-    command.upgrade(alembic_config(url), revision)
+    """Upgrade the schema. Alembic's env.py runs its own event loop, so from async code this runs in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(alembic_config(url), revision)
+        return
+    import threading
+
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            command.upgrade(alembic_config(url), revision)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
 
 
 async def check_schema(url: str) -> SchemaStatus:

@@ -1,0 +1,123 @@
+"""private_key_jwt client authentication (RFC 7523 §2.2, §3) over HTTP."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import ECKey
+
+from ..support import LiveServer
+
+API = "https://api.example.com"
+ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _assertion(key: ECKey, client_id: str, aud: str, *, lifetime: int = 60, jti: str | None = None,
+               iat: int | None = None) -> str:
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": aud, "iat": iat or now, "exp": now + lifetime,
+              "jti": jti or secrets.token_urlsafe(16)}
+    return jose_jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
+
+
+def _post(server: LiveServer, assertion: str, **extra: str) -> httpx.Response:
+    return httpx.post(server.base_url + "/token", data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION,
+                                                        "client_assertion": assertion, **extra})
+
+
+@pytest.fixture
+def key() -> ECKey:
+    return ECKey.generate_key("P-256", parameters={"kid": secrets.token_hex(4)})
+
+
+def _register(server: LiveServer, key: ECKey, **kw: object) -> str:
+    if "jwks_uri" not in kw:
+        kw["jwks"] = {"keys": [key.as_dict(private=False)]}
+    client = server.create_client(audiences=[API], token_endpoint_auth_method="private_key_jwt", **kw)
+    assert "client_secret" not in client
+    return str(client["client_id"])
+
+
+def test_signed_assertion_authenticates_and_jti_is_single_use(server: LiveServer, key: ECKey) -> None:
+    cid = _register(server, key)
+    assertion = _assertion(key, cid, server.issuer + "/token")
+    r = _post(server, assertion)
+    assert r.status_code == 200, r.text
+    replay = _post(server, assertion)
+    assert replay.status_code == 401 and replay.json()["error"] == "invalid_client"
+    assert _post(server, _assertion(key, cid, server.issuer)).status_code == 200  # issuer as aud is fine too
+
+
+@pytest.mark.parametrize("case", ["wrong_aud", "too_long", "other_key", "expired", "future_iat", "no_jti", "secret_too"])
+def test_bad_assertions_are_refused(server: LiveServer, key: ECKey, case: str) -> None:
+    cid = _register(server, key)
+    aud = server.issuer + "/token"
+    if case == "wrong_aud":
+        a = _assertion(key, cid, "https://elsewhere.example.com/token")
+    elif case == "too_long":
+        a = _assertion(key, cid, aud, lifetime=3600)
+    elif case == "other_key":
+        other = ECKey.generate_key("P-256", parameters={"kid": key.kid})
+        a = _assertion(other, cid, aud)
+    elif case == "expired":
+        a = _assertion(key, cid, aud, lifetime=-120)
+    elif case == "future_iat":
+        a = _assertion(key, cid, aud, iat=int(time.time()) + 600)
+    elif case == "no_jti":
+        now = int(time.time())
+        a = jose_jwt.encode({"alg": "ES256", "kid": key.kid},
+                            {"iss": cid, "sub": cid, "aud": aud, "exp": now + 60}, key)
+    else:
+        r = _post(server, _assertion(key, cid, aud), client_secret="x", client_id=cid)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+        return
+    r = _post(server, a)
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "invalid_client"
+
+
+@pytest.fixture
+def jwks_host() -> Iterator[tuple[str, dict]]:
+    state: dict = {"jwks": {"keys": []}, "hits": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            state["hits"] += 1
+            body = json.dumps(state["jwks"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json", state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_jwks_uri_is_fetched_and_refetched_on_an_unknown_kid(server: LiveServer, key: ECKey, jwks_host) -> None:
+    uri, state = jwks_host
+    state["jwks"] = {"keys": [key.as_dict(private=False)]}
+    cid = _register(server, key, jwks_uri=uri)
+    assert _post(server, _assertion(key, cid, server.issuer + "/token")).status_code == 200
+    # the client rotates its key: the server refetches its JWKS when it sees the new kid
+    new = ECKey.generate_key("P-256", parameters={"kid": "rotated-" + secrets.token_hex(3)})
+    state["jwks"] = {"keys": [key.as_dict(private=False), new.as_dict(private=False)]}
+    time.sleep(0)  # no wait needed: an unknown kid forces a refetch (rate-limited per 10 s)
+    r = _post(server, _assertion(new, cid, server.issuer + "/token"))
+    assert r.status_code == 200, r.text
+    assert state["hits"] >= 2
