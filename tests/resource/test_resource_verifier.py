@@ -370,3 +370,19 @@ def test_access_token_is_frozen(issuer: StandInIssuer, verifier: TokenVerifier) 
     with pytest.raises(AttributeError):
         access.subject = "admin"  # type: ignore[misc]
     assert isinstance(access, AccessToken)
+
+
+def test_cold_start_callers_wait_for_the_fetch_in_flight(issuer: StandInIssuer, verifier: TokenVerifier) -> None:
+    issuer.state.jwks_delay = 0.3
+    tokens = [issuer.mint() for _ in range(40)]
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(verifier.verify, tokens))
+    assert all(r.subject == "user-1" for r in results)
+    assert issuer.state.counts["jwks"] == 1
+
+
+async def test_cold_start_asyncio(issuer: StandInIssuer, verifier: TokenVerifier) -> None:
+    issuer.state.jwks_delay = 0.3
+    results = await asyncio.gather(*(verifier.averify(issuer.mint()) for _ in range(40)))
+    assert all(r.subject == "user-1" for r in results)
+    assert issuer.state.counts["jwks"] == 1

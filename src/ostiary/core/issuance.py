@@ -37,6 +37,7 @@ class TokenResponse:
     refresh_token: str | None = field(default=None, repr=False)
     id_token: str | None = field(default=None, repr=False)
     issued_token_type: str | None = None
+    grant_type: str = field(default="", compare=False)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"access_token": self.access_token, "token_type": self.token_type,

@@ -103,6 +103,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 def protocol_route(name: str) -> Callable[[Handler], Handler]:
     """Render ``OAuthError`` as RFC 6749 §5.2 JSON; anything else becomes a logged ``server_error``."""
     hist = metrics.latency(name)
+    counters: dict[int, Any] = {}
 
     def deco(fn: Handler) -> Handler:
         async def route(request: Request) -> Response:
@@ -117,7 +118,10 @@ def protocol_route(name: str) -> Callable[[Handler], Handler]:
                 log.exception("unhandled error in %s", name)
                 resp = error_response(ServerError("the server could not handle this request"))
             hist.observe(perf_counter() - start)
-            metrics.REQUESTS.labels(name, str(resp.status_code)).inc()
+            counter = counters.get(resp.status_code)
+            if counter is None:
+                counter = counters[resp.status_code] = metrics.REQUESTS.labels(name, str(resp.status_code))
+            counter.inc()
             return resp
 
         route.__name__ = fn.__name__

@@ -22,9 +22,9 @@ class HttpJwksFetcher:
     async def fetch(self, jwks_uri: str, *, force: bool = False) -> dict[str, Any]:
         now = time.monotonic()
         hit = self._cache.get(jwks_uri)
-        if hit is not None and now < hit[0]:
-            if not force or now - self._last_forced.get(jwks_uri, -1e9) < self._min_refetch:
-                return hit[1]
+        recently_forced = now - self._last_forced.get(jwks_uri, -1e9) < self._min_refetch
+        if hit is not None and now < hit[0] and (not force or recently_forced):
+            return hit[1]
         if force:
             self._last_forced[jwks_uri] = now
         resp = await self._client.get(jwks_uri, headers={"Accept": "application/json"})

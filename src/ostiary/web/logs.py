@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
+
+import orjson
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
@@ -25,7 +26,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             out["exc_type"] = record.exc_info[0].__name__
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return orjson.dumps(out, default=str).decode()
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
@@ -39,4 +40,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     root.propagate = False
     root._ostiary_configured = True  # type: ignore[attr-defined]
+    # the server never logs file/line, thread or process names: skip collecting them on every record
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.Formatter.converter = time.gmtime

@@ -4,6 +4,7 @@ aggregates every process."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,7 +15,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "RATE_LIMITED", "REQUESTS", "TOKENS", "latency", "render"]
+__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "RATE_LIMITED", "REQUESTS", "TOKENS", "latency", "render",
+           "tokens_issued"]
 
 REQUESTS = Counter("ostiary_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"],
@@ -22,6 +24,16 @@ LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"]
 TOKENS = Counter("ostiary_tokens_issued_total", "Tokens issued", ["grant_type"])
 AUTH_FAILURES = Counter("ostiary_client_auth_failures_total", "Failed client authentications")
 RATE_LIMITED = Counter("ostiary_rate_limited_total", "Requests refused by a rate limit", ["scope"])
+
+
+_token_counters: dict[str, Any] = {}
+
+
+def tokens_issued(grant_type: str) -> None:
+    counter = _token_counters.get(grant_type)
+    if counter is None:
+        counter = _token_counters[grant_type] = TOKENS.labels(grant_type)
+    counter.inc()
 
 
 def latency(route: str) -> Histogram:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from ..client_auth import authenticate_client
 from ..context import EngineContext
@@ -50,10 +51,11 @@ class TokenEndpoint:
         if client is not None and grant_type not in client.client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         try:
-            return await grant.handle(GrantRequest(request=request, params=params, client=client), ctx)
+            response = await grant.handle(GrantRequest(request=request, params=params, client=client), ctx)
         except OAuthError as exc:
             ctx.audit.emit(AuditEvent(type="token.refused", outcome="failure", at=ctx.clock.now(),
                                       client_id=client.client.client_id if client else None,
                                       grant_type=grant_type, ip=request.client_ip,
                                       detail={"error": exc.error, "reason": (exc.debug or exc.description)[:200]}))
             raise
+        return response if response.grant_type else replace(response, grant_type=grant_type)

@@ -60,4 +60,5 @@ class ClientCredentialsGrant:
                                   client_id=client.client_id, subject=client.client_id,
                                   grant_type=self.grant_type, jti=at.jti, ip=req.request.client_ip,
                                   detail={"aud": list(audience), "scope": at.scope, "exp": at.expires_at}))
-        return TokenResponse(access_token=at.token, expires_in=at.expires_in, scope=at.scope or None)
+        return TokenResponse(access_token=at.token, expires_in=at.expires_in, scope=at.scope or None,
+                             grant_type=self.grant_type)

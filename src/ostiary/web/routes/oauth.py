@@ -62,7 +62,7 @@ async def token(request: Request) -> Response:
     except InvalidClient:
         await _record_failure(rt, req)
         raise
-    metrics.TOKENS.labels(req.single().get("grant_type", "")).inc()
+    metrics.tokens_issued(result.grant_type)
     return json_response(result.body(), headers=NO_STORE)
 
 

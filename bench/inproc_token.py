@@ -1,0 +1,69 @@
+"""CPU cost per /token request inside the ASGI app (no HTTP server, no network), with a profile.
+
+Usage: .venv/bin/python bench/inproc_token.py [--n 5000] [--profile]
+Needs OSTIARY_* settings of a migrated database and BENCH_CLIENT_ID / BENCH_CLIENT_SECRET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import cProfile
+import os
+import pstats
+import time
+from typing import Any
+
+from ostiary.config import load_settings
+from ostiary.web.app import create_app
+
+
+async def main(n: int, profile: bool, path: str) -> None:
+    app = create_app(load_settings())
+    auth = base64.b64encode(f"{os.environ['BENCH_CLIENT_ID']}:{os.environ['BENCH_CLIENT_SECRET']}".encode())
+    body = b"grant_type=client_credentials&scope=api%3Aread"
+    method = "POST" if path == "/token" else "GET"
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/x-www-form-urlencoded"),
+                    (b"content-length", str(len(body)).encode()), (b"authorization", b"Basic " + auth)],
+        "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8000),
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body if method == "POST" else b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async with app.router.lifespan_context(app):
+        for _ in range(200):
+            await app(dict(scope), receive, send)
+        prof = cProfile.Profile() if profile else None
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        if prof:
+            prof.enable()
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+        if prof:
+            prof.disable()
+        cpu = time.process_time() - c0
+        wall = time.perf_counter() - t0
+    assert set(statuses) == {200}, set(statuses)
+    print(f"{path}: {n} requests, {cpu / n * 1e6:.1f} us CPU each, {wall / n * 1e6:.1f} us wall each")
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--path", default="/token")
+    a = ap.parse_args()
+    asyncio.run(main(a.n, a.profile, a.path))
