@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 services:
 	@bash scripts/ensure-services.sh
+	@bash scripts/ensure-chromium.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
