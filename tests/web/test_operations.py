@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import httpx
 
@@ -37,7 +38,8 @@ def test_sigterm_flushes_every_audit_event_to_the_database(make_server) -> None:
         http.post("/token", data={"grant_type": "client_credentials"}, auth=(client["client_id"], "wrong"))
     procs = list(srv.procs)
     srv.stop()  # SIGTERM right away: the batch writer must flush before the process exits
-    assert [p.returncode for p in procs] == [0]
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status reports the signal
+    assert [p.returncode for p in procs] in ([0], [-signal.SIGTERM])
     events = _events(srv.env["OSTIARY_DATABASE_URL"])
     issued = {e.jti for e in events if e.type == "token.issued" and e.client_id == client["client_id"]}
     assert jtis <= issued
