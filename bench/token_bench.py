@@ -68,6 +68,7 @@ ALL_SYSTEMS = (
     "healthz-granian",
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+MANUAL_MARKER = "<!-- hand-written below: kept when token_bench.py rewrites this file -->"
 
 
 def log(msg: str) -> None:
@@ -159,7 +160,7 @@ class Server:
         log(f"starting {self.name}: {shlex.join(self.argv)} (log {self.log_path})")
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                self.argv,
+                [*NICE, *self.argv],
                 cwd=self.cwd,
                 env={**os.environ, **self.env},
                 stdout=out,
@@ -167,6 +168,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        set_autogroup_nice(self.proc.pid)
         wait_port(self.port, up=True, timeout=60, proc=self.proc)
 
     @property
@@ -289,6 +291,9 @@ class Sample:
     wrk_cpu: float  # % of one core
     machine_idle: float  # % of all cores idle during the run
     machine_steal: float
+    other_cpu: float  # % of one core used by processes other than this server and wrk (noise)
+    busy_before: float = 0.0  # % of one core busy on the machine in the second before the cell
+    attempts: int = 1
 
 
 def read_proc_stat() -> list[int]:
@@ -296,8 +301,23 @@ def read_proc_stat() -> list[int]:
     return [int(x) for x in first[1:]]
 
 
+NICE: list[str] = []  # ["nice", "-n", "N"] with --nice: servers and wrk start with that niceness
+
+
+def set_autogroup_nice(pid: int) -> None:
+    """With --nice, also give the process's scheduler autogroup (its session) that niceness.
+
+    Linux's autogroup scheduling shares CPU fairly between sessions first, so a plain ``nice`` only
+    matters inside one session; each server (and each wrk) runs in its own session.
+    """
+    if NICE and Path(f"/proc/{pid}/autogroup").exists():
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(NICE[-1])
+
+
 def wrk_command(target: Target, conc: int, duration: float, threads: int) -> list[str]:
     return [
+        *NICE,
         "wrk",
         f"-t{min(threads, conc)}",
         f"-c{conc}",
@@ -318,8 +338,13 @@ def run_wrk(target: Target, conc: int, duration: float, threads: int, run: int) 
     stat0 = read_proc_stat()
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        argv, env={**os.environ, **target.wrk_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        argv,
+        env={**os.environ, **target.wrk_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=bool(NICE),
     )
+    set_autogroup_nice(proc.pid)
     assert proc.stdout is not None
     out = proc.stdout.read().decode(errors="replace")
     _, status, rusage = os.wait4(proc.pid, 0)
@@ -341,6 +366,8 @@ def run_wrk(target: Target, conc: int, duration: float, threads: int, run: int) 
     delta = [b - a for a, b in zip(stat0, stat1, strict=True)]
     total = sum(delta[:8]) or 1  # user nice system idle iowait irq softirq steal
     errors = {k[4:]: int(v) for k, v in doc.items() if k.startswith("err_") and v}
+    wrk_cpu = 100.0 * (rusage.ru_utime + rusage.ru_stime) / wall
+    busy = 100.0 * (os.cpu_count() or 1) * (1 - (delta[3] + delta[4] + delta[7]) / total)  # % of one core
     return Sample(
         target=target.name,
         conc=conc,
@@ -351,7 +378,8 @@ def run_wrk(target: Target, conc: int, duration: float, threads: int, run: int) 
         requests=doc["requests"],
         errors=errors,
         proc_cpu=proc_cpu,
-        wrk_cpu=100.0 * (rusage.ru_utime + rusage.ru_stime) / wall,
+        wrk_cpu=wrk_cpu,
+        other_cpu=max(0.0, busy - sum(c for _, c in proc_cpu) - wrk_cpu),
         machine_idle=100.0 * (delta[3] + delta[4]) / total,
         machine_steal=100.0 * delta[7] / total,
     )
@@ -373,9 +401,7 @@ def ostiary_env(db_url: str, port: int, secret_key: str) -> dict[str, str]:
 
 
 def run_cli(argv: list[str], env: dict[str, str]) -> str:
-    res = subprocess.run(
-        argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
+    res = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, cwd=ROOT)
     if res.returncode != 0:
         raise RuntimeError(f"{shlex.join(argv)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res.stdout
@@ -515,16 +541,12 @@ class Bench:
             srv,
             *self.args.ostiary_serve_arg,
         ]
-        server = Server(
-            f"ostiary-{db}-{srv}", argv, env, port, ROOT, self.workdir / f"ostiary-{db}-{srv}.log"
-        )
+        server = Server(f"ostiary-{db}-{srv}", argv, env, port, ROOT, self.workdir / f"ostiary-{db}-{srv}.log")
         self.servers.append(server)
         server.start()
         self.setup_commands.append(f"{prefix} {shlex.join(['ostiary', *argv[1:]])}")
         if f"ostiary-{db}-{srv}" in wanted:
-            self.targets.append(
-                Target(f"ostiary-{db}-{srv}", server, "/token", "token", client_id, client_secret)
-            )
+            self.targets.append(Target(f"ostiary-{db}-{srv}", server, "/token", "token", client_id, client_secret))
         if f"healthz-{srv}" in wanted and db == self.args.healthz_db:
             self.targets.append(Target(f"healthz-{srv}", server, self.args.healthz_path, "healthz"))
 
@@ -558,14 +580,20 @@ class Bench:
                 order = self.targets[shift:] + self.targets[:shift]  # rotate so no system is always first
                 for t in order:
                     n += 1
-                    s = run_wrk(t, conc, self.args.duration, self.args.threads, run)
+                    for attempt in range(1, self.args.retries + 2):
+                        busy_before = wait_cell_quiet(self.args.max_busy, self.args.cell_wait)
+                        s = run_wrk(t, conc, self.args.duration, self.args.threads, run)
+                        s.busy_before, s.attempts = busy_before, attempt
+                        errs = f" errors={s.errors}" if s.errors else ""
+                        log(
+                            f"[{n}/{cells}] run {run} c={conc:<3} {t.name:<24} {s.rps:9.0f}/s"
+                            f"  p50 {s.p50_ms:7.2f} ms  p99 {s.p99_ms:7.2f} ms"
+                            f"  cpu {fmt_cpu(s.proc_cpu)}  other {s.other_cpu:.0f}%{errs}"
+                        )
+                        if s.other_cpu <= self.args.max_other or attempt > self.args.retries:
+                            break
+                        log(f"  other processes used {s.other_cpu:.0f}% of a core meanwhile; measuring again")
                     samples.append(s)
-                    errs = f" errors={s.errors}" if s.errors else ""
-                    log(
-                        f"[{n}/{cells}] run {run} c={conc:<3} {t.name:<24} {s.rps:9.0f}/s"
-                        f"  p50 {s.p50_ms:7.2f} ms  p99 {s.p99_ms:7.2f} ms"
-                        f"  cpu {fmt_cpu(s.proc_cpu)}  idle {s.machine_idle:.0f}%{errs}"
-                    )
                     if self.args.pause:
                         time.sleep(self.args.pause)
         return samples
@@ -592,6 +620,10 @@ def machine_info() -> dict[str, str]:
                 break
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
+    code = head.stdout.strip() or "?"
+    changed = len(dirty.stdout.splitlines())
     return {
         "nproc": str(os.cpu_count()),
         "cpu": model,
@@ -600,7 +632,26 @@ def machine_info() -> dict[str, str]:
         "node": node,
         "wrk": wrk_version[0] if wrk_version else "?",
         "mem": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB",
+        "code": f"commit {code}" + (f" with {changed} uncommitted changed files" if changed else ""),
     }
+
+
+def machine_busy(interval: float = 1.0) -> float:
+    """CPU busy on the whole machine over ``interval`` seconds, in % of one core."""
+    a = read_proc_stat()
+    time.sleep(interval)
+    d = [y - x for x, y in zip(a, read_proc_stat(), strict=True)]
+    total = sum(d[:8]) or 1
+    return 100.0 * (os.cpu_count() or 1) * (1 - (d[3] + d[4] + d[7]) / total)
+
+
+def wait_cell_quiet(max_busy: float, max_wait: float) -> float:
+    """Before a cell: wait (at most ``max_wait`` s) until the machine is nearly idle; return the last probe."""
+    deadline = time.monotonic() + max_wait
+    busy = machine_busy()
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = machine_busy(2.0)
+    return busy
 
 
 def wait_quiet(max_load: float, max_wait: float) -> str:
@@ -690,12 +741,28 @@ def report(
         f"- {info['nproc']} CPUs, {info['cpu']}, {info['mem']} RAM, Linux {info['kernel']}; "
         f"Python {info['python']}, Node {info['node']}, {info['wrk']}"
     )
+    w(f"- Ostiary code: {info['code']} (when the servers started)")
+    if args.nice:
+        w(
+            f"- every server and wrk ran with niceness {args.nice}, also as the nice value of its scheduler "
+            "autogroup (`--nice`), the rest of the machine at 0"
+        )
     w(f"- loadavg before the run: **{load_before}** (1, 5, 15 min)")
     idle = med([s.machine_idle for s in samples])
     steal = med([s.machine_steal for s in samples])
+    other = med([s.other_cpu for s in samples])
     w(
-        f"- during timed runs: median machine idle {idle:.0f} %, median steal {steal:.1f} % "
-        "(all servers, wrk and the harness share the same cores)"
+        f"- during timed runs: median machine idle {idle:.0f} %, median steal {steal:.1f} %, "
+        f"median CPU of processes other than the measured server and wrk {other:.0f} % of one core "
+        "(*other CPU* column: the noise from the rest of the machine)"
+    )
+    retried = sum(1 for s in samples if s.attempts > 1)
+    noisy = sum(1 for s in samples if s.other_cpu > args.max_other)
+    w(
+        f"- noise control: before each cell the harness waited (≤ {args.cell_wait:g} s) for the machine to use "
+        f"≤ {args.max_busy:g} % of one core; a cell during which other processes used > {args.max_other:g} % of "
+        f"one core was measured again (≤ {args.retries} times): {retried} of {len(samples)} cells were "
+        f"re-measured, {noisy} stayed above the threshold"
     )
     w("")
     w("## Results")
@@ -706,28 +773,28 @@ def report(
         "*vs peer* = Ostiary tokens/s ÷ peer tokens/s at the same concurrency. *CPU per process* is the "
         "median run's CPU of each process of the server's tree with ≥ 2 % (100 % = one core); "
         "*top share* is the busiest process's share of the server's CPU (≈ 0.5 when 2 workers are balanced, "
-        "1.0 when one worker serves every connection)."
+        "1.0 when one worker serves every connection); "
+        "*other CPU* = CPU used meanwhile by everything else on the machine."
     )
     w("")
     w(
         "| system | c | tokens/s | p50 ms | p99 ms | vs peer | runs (tokens/s) | errors / requests "
-        "| CPU per process | top share | wrk CPU |"
+        "| CPU per process | top share | wrk CPU | other CPU |"
     )
-    w("|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|")
+    w("|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|")
     for conc in args.concurrency:
         peer = cells.get(("peer", conc))
         for name in targets:
             cell = cells.get((name, conc))
             if cell is None:
                 continue
-            ratio = (
-                f"{cell.rps / peer.rps:.2f}" if peer and name != "peer" and name.startswith("ostiary") else ""
-            )
+            ratio = f"{cell.rps / peer.rps:.2f}" if peer and name != "peer" and name.startswith("ostiary") else ""
             ms = cell.median_sample
             w(
                 f"| {name} | {conc} | {cell.rps:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {ratio} | "
                 f"{', '.join(f'{s.rps:,.0f}' for s in cell.samples)} | {cell.errors} / {cell.requests:,} | "
-                f"{fmt_cpu(ms.proc_cpu)} | {worker_imbalance(ms.proc_cpu):.2f} | {ms.wrk_cpu:.0f}% |"
+                f"{fmt_cpu(ms.proc_cpu)} | {worker_imbalance(ms.proc_cpu):.2f} | {ms.wrk_cpu:.0f}% | "
+                f"{ms.other_cpu:.0f}% |"
             )
     w("")
     w("### Ratios")
@@ -761,8 +828,7 @@ def report(
             u, g = cells.get((f"ostiary-{db}-uvicorn", conc)), cells.get((f"ostiary-{db}-granian", conc))
             if u and g:
                 servers_cmp.append(
-                    f"{db} c={conc}: Granian/Uvicorn = {g.rps / u.rps:.2f} "
-                    f"({g.rps:,.0f} vs {u.rps:,.0f} tokens/s)"
+                    f"{db} c={conc}: Granian/Uvicorn = {g.rps / u.rps:.2f} ({g.rps:,.0f} vs {u.rps:,.0f} tokens/s)"
                 )
     if servers_cmp:
         w("### Uvicorn or Granian")
@@ -770,11 +836,7 @@ def report(
         for line in servers_cmp:
             w(f"- {line}")
         w("")
-    imbalanced = [
-        s
-        for s in samples
-        if s.conc > 1 and worker_imbalance(s.proc_cpu) > 0.75 and sum(1 for _, c in s.proc_cpu if c >= 0) > 1
-    ]
+    imbalanced = [s for s in samples if args.workers > 1 and s.conc > 1 and worker_imbalance(s.proc_cpu) > 0.75]
     w("### Worker balance")
     w("")
     if imbalanced:
@@ -799,8 +861,8 @@ def report(
     )
     w("")
     w("```sh")
-    for c in bench.setup_commands:
-        w(c)
+    for cmd in bench.setup_commands:
+        w(cmd)
     w("```")
     w("")
     w(
@@ -811,11 +873,7 @@ def report(
     w("```sh")
     for t in bench.targets:
         env = " ".join(f"{k}=…" for k in t.wrk_env)
-        w(
-            f"{env} {shlex.join(wrk_command(t, 64, args.duration, args.threads))}".strip().replace(
-                str(ROOT) + "/", ""
-            )
-        )
+        w(f"{env} {shlex.join(wrk_command(t, 64, args.duration, args.threads))}".strip().replace(str(ROOT) + "/", ""))
     w("```")
     w("")
     w("## Notes")
@@ -849,20 +907,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(ALL_SYSTEMS),
         help=f"comma-separated subset of: {', '.join(ALL_SYSTEMS)} (default: all)",
     )
-    p.add_argument(
-        "--concurrency", default="1,16,64", help="comma-separated wrk connection counts (default 1,16,64)"
-    )
+    p.add_argument("--concurrency", default="1,16,64", help="comma-separated wrk connection counts (default 1,16,64)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per timed cell (default 10)")
     p.add_argument("--runs", type=int, default=3, help="runs per cell; the median is reported (default 3)")
-    p.add_argument(
-        "--warmup", type=float, default=3.0, help="warm-up seconds per system before timing (default 3)"
-    )
-    p.add_argument(
-        "--threads", type=int, default=1, help="wrk threads (default 1, capped at the concurrency)"
-    )
-    p.add_argument(
-        "--workers", type=int, default=2, help="server workers for Ostiary and the peer (default 2)"
-    )
+    p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per system before timing (default 3)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, capped at the concurrency)")
+    p.add_argument("--workers", type=int, default=2, help="server workers for Ostiary and the peer (default 2)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds between cells (default 1)")
     p.add_argument(
         "--base-port",
@@ -883,11 +933,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="extra argument for `ostiary serve` (repeatable)",
     )
+    p.add_argument("--max-load", type=float, default=0.5, help="wait until 1-min loadavg ≤ this (default 0.5)")
+    p.add_argument("--max-wait", type=float, default=120.0, help="…but at most this many seconds (default 120)")
     p.add_argument(
-        "--max-load", type=float, default=0.5, help="wait until 1-min loadavg ≤ this (default 0.5)"
+        "--max-busy",
+        type=float,
+        default=30.0,
+        help="before each cell wait until the machine uses ≤ this %% of one core (default 30)",
     )
+    p.add_argument("--cell-wait", type=float, default=60.0, help="…but at most this many seconds (default 60)")
     p.add_argument(
-        "--max-wait", type=float, default=120.0, help="…but at most this many seconds (default 120)"
+        "--max-other",
+        type=float,
+        default=40.0,
+        help="measure a cell again when other processes used > this %% of one core during it (default 40)",
+    )
+    p.add_argument("--retries", type=int, default=2, help="…at most this many times (default 2)")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="start every server and wrk with this niceness (e.g. -5 on a machine shared with other work, so "
+        "single-threaded servers are not starved more than multi-threaded ones; default 0)",
     )
     p.add_argument(
         "--output",
@@ -895,9 +962,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=BENCH_DIR / "RESULTS-token.md",
         help="markdown file to write (default bench/RESULTS-token.md; '-' for none)",
     )
-    p.add_argument(
-        "--keep-workdir", action="store_true", help="keep the temp dir with server logs and SQLite files"
-    )
+    p.add_argument("--keep-workdir", action="store_true", help="keep the temp dir with server logs and SQLite files")
     args = p.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(ALL_SYSTEMS)
@@ -924,6 +989,8 @@ def signals_as_exit() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.nice:
+        NICE[:] = ["nice", "-n", str(args.nice)]
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -936,15 +1003,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     with signals_as_exit():
         try:
+            info = machine_info()
             bench.setup()
             load_before = wait_quiet(args.max_load, args.max_wait)
             log(f"loadavg before timing: {load_before}")
-            info = machine_info()
             samples = bench.measure()
             md = report(bench, samples, info, load_before, started, time.monotonic() - t0)
             for server in bench.servers:
                 text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
-                bad = [ln for ln in text.splitlines() if re.search(r"Traceback|ERROR|Exception|CRITICAL", ln)]
+                bad = [
+                    ln
+                    for ln in text.splitlines()
+                    if re.search(r'Traceback|"level": "(error|critical)"|\[(ERROR|CRITICAL)\]', ln)
+                ]
                 if bad:
                     md += f"- {server.name}'s log has {len(bad)} error lines; first: `{bad[0][:200]}`\n"
         finally:
@@ -955,6 +1026,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shutil.rmtree(workdir, ignore_errors=True)
     print(md)
     if str(args.output) != "-":
+        # Hand-written notes after the marker (e.g. the profiling summary) survive a rerun.
+        if args.output.exists() and MANUAL_MARKER in (old := args.output.read_text()):
+            md += "\n" + old[old.index(MANUAL_MARKER) :]
         args.output.write_text(md)
         log(f"wrote {args.output}")
     return 0

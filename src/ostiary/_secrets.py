@@ -28,7 +28,10 @@ def new_token(nbytes: int = 32, prefix: str = "") -> str:
     """A fresh random token of ``nbytes`` bytes of entropy (default 256 bits), URL-safe."""
     if nbytes < 16:
         raise ValueError("tokens carry at least 128 bits of entropy")
-    return prefix + secrets.token_urlsafe(nbytes)
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if value[0] != "-":  # ids are passed on command lines, where a leading dash reads as an option
+            return prefix + value
 
 
 def token_hash(value: str, key: bytes) -> str:

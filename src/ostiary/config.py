@@ -85,6 +85,30 @@ class RateLimitSettings(_Section):
     failed_auth_window: Duration = Field(300, ge=1)
 
 
+class SessionSettings(_Section):
+    ttl: Duration = Field(7 * 86400, ge=300, le=90 * 86400, description="browser sign-in lifetime (absolute)")
+    idle_ttl: Duration = Field(86400, ge=300, le=90 * 86400, description="sign-in ends when unused this long")
+
+
+class LoginSettings(_Section):
+    max_failures_per_account: int = Field(5, ge=1, le=1000, description="failed logins per account per window")
+    max_failures_per_ip: int = Field(50, ge=1, le=100000, description="failed logins per IP address per window")
+    failure_window: Duration = Field(900, ge=60, le=86400, description="throttling window for failed logins")
+
+
+class DeviceSettings(_Section):
+    """RFC 8628 device flow; the attempt limits guard the 34.6-bit user codes (docs/device-flow.md)."""
+
+    expires_in: Duration = Field(600, ge=5, le=1800, description="device code lifetime")
+    interval: int = Field(5, ge=1, le=60, description="seconds between polls (slow_down adds 5)")
+    max_attempts_per_code: int = Field(5, ge=1, le=20, description="wrong codes sharing a code's first half "
+                                                                   "before that code is locked")
+    attempts_per_ip: int = Field(20, ge=1, description="user-code attempts per IP per window")
+    attempts_per_session: int = Field(10, ge=1, description="user-code attempts per browser session per window")
+    attempts_global: int = Field(1000, ge=1, description="user-code attempts per window, all users together")
+    attempt_window: Duration = Field(900, ge=10, le=86400, description="window of the attempt limits")
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -108,6 +132,9 @@ class Settings(_Section):
     keys: KeySettings = KeySettings()
     clients: ClientSettings = ClientSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    sessions: SessionSettings = SessionSettings()
+    login: LoginSettings = LoginSettings()
+    device: DeviceSettings = DeviceSettings()
     server: ServerSettings = ServerSettings()
 
     @field_validator("issuer")

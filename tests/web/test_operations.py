@@ -69,3 +69,15 @@ def test_readyz_fails_when_the_database_is_gone(make_server) -> None:
     assert r.status_code == 503
     assert r.json()["checks"]["database"] is False
     assert httpx.get(srv.base_url + "/healthz").status_code == 200
+
+
+def test_granian_serves_the_same_app(make_server) -> None:
+    srv = make_server("postgres", server="granian", workers=2)
+    client = srv.create_client(audiences=[API])
+    r = httpx.post(srv.base_url + "/token", data={"grant_type": "client_credentials"},
+                   auth=(client["client_id"], client["client_secret"]))
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    assert httpx.get(srv.base_url + "/readyz").json()["status"] == "ready"
+    srv.stop()  # graceful: the audit batch is flushed
+    assert any(e.type == "token.issued" and e.client_id == client["client_id"]
+               for e in _events(srv.env["OSTIARY_DATABASE_URL"]))

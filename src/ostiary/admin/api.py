@@ -7,6 +7,7 @@ token of an admin client).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,14 +19,17 @@ from starlette.routing import Route
 
 from .._secrets import constant_time_equals, token_hash
 from ..core import jose
-from ..core.keys import KeyRingError
+from ..core.keys import KeyNotFound, KeyRingError
 from ..web.http import NO_STORE, json_response
 from ..web.runtime import Runtime
+from .federation import openapi_paths as federation_paths
+from .federation import openapi_schemas as federation_schemas
 from .service import AdminError, AdminService, ClientCreate, ClientUpdate, NotFound, client_view, key_view
 
 __all__ = ["ADMIN_SCOPE", "openapi", "routes"]
 
 ADMIN_SCOPE = "admin"
+log = logging.getLogger("ostiary.admin")
 Handler = Callable[[Request, AdminService], Awaitable[Response]]
 
 
@@ -65,13 +69,18 @@ def admin_route(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
         service = AdminService(rt.store, rt.policy, rt.clock, rt.secret_hash_key, rt.kek)
         try:
             resp = await fn(request, service)
-        except NotFound as exc:
+        except BadBody as exc:
+            return _problem(exc.status, "invalid_request", str(exc))
+        except (NotFound, KeyNotFound) as exc:
             return _problem(404, "not_found", str(exc))
         except (AdminError, KeyRingError) as exc:
             return _problem(409, "conflict", str(exc))
         except ValidationError as exc:
             msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
             return _problem(422, "invalid_request", msgs[:2000])
+        except Exception:
+            log.exception("unhandled error in admin API %s", fn.__name__)
+            return _problem(500, "server_error", "the server could not handle this request")
         if request.method != "GET":
             await rt.reload_keys()
         return resp
@@ -80,14 +89,20 @@ def admin_route(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
     return route
 
 
+class BadBody(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 async def _json_body(request: Request) -> Any:
     body = await request.body()
     if len(body) > 256 * 1024:
-        raise AdminError("body too large")
+        raise BadBody("body too large (256 KiB at most)", 413)
     try:
         return orjson.loads(body or b"{}")
     except orjson.JSONDecodeError as exc:
-        raise AdminError("the body must be JSON") from exc
+        raise BadBody("the body must be JSON") from exc
 
 
 @admin_route
@@ -156,6 +171,12 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
+def _user_paths() -> dict[str, Any]:
+    from .users_api import openapi_paths  # imports this module: loaded lazily
+
+    return openapi_paths()
+
+
 def openapi(issuer: str) -> dict[str, Any]:
     ok = {"description": "OK", "content": {"application/json": {}}}
     err = {"$ref": "#/components/responses/Error"}
@@ -198,10 +219,13 @@ def openapi(issuer: str) -> dict[str, Any]:
                 "summary": "Stop signing with a key; it stays published until its tokens expire",
                 "parameters": [{"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": ok, "401": err, "404": err, "409": err}}},
+            **federation_paths(),
+            **_user_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"ClientCreate": _schema(ClientCreate), "ClientUpdate": _schema(ClientUpdate)},
+            "schemas": {"ClientCreate": _schema(ClientCreate), "ClientUpdate": _schema(ClientUpdate),
+                        **federation_schemas()},
             "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"error": {"type": "string"},
                                                  "error_description": {"type": "string"}}}}}}},

@@ -40,6 +40,24 @@ def _check_uri(value: str, what: str) -> str:
     return value
 
 
+def _check_code_flow(grants: list[str], redirect_uris: list[str], post_logout: list[str], origins: list[str]) -> None:
+    """Authorization-code clients need a redirect URI (https, http loopback, or a private-use scheme; RFC 8252);
+    browser origins are ``scheme://host[:port]`` only."""
+    from ..core.redirect_uri import validate_redirect_uri
+
+    if "authorization_code" in grants and not redirect_uris:
+        raise ValueError("authorization_code clients need at least one --redirect-uri")
+    for uri in redirect_uris:
+        validate_redirect_uri(uri)
+    for uri in post_logout:
+        validate_redirect_uri(uri)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if (parts.scheme not in ("https", "http") or not parts.hostname or parts.path or parts.query
+                or parts.fragment or "@" in parts.netloc or origin.endswith("/")):
+            raise ValueError(f"allowed origins are scheme://host[:port] without a path: {origin!r}")
+
+
 class ClientCreate(BaseModel):
     """Registration metadata (RFC 7591 §2 names where they exist)."""
 
@@ -111,6 +129,7 @@ class ClientCreate(BaseModel):
                 raise ValueError(str(exc)) from exc
         if self.jwks_uri is not None:
             _check_uri(self.jwks_uri, "jwks_uri")
+        _check_code_flow(self.grant_types, self.redirect_uris, self.post_logout_redirect_uris, self.allowed_origins)
         return self
 
     def auth_method(self) -> AuthMethod:

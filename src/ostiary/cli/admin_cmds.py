@@ -15,7 +15,6 @@ from rich.table import Table
 from .._clock import SystemClock
 from ..admin.service import AdminError, AdminService, ClientCreate, ClientUpdate, client_view, key_view
 from ..core.keys import KeyRingError
-from ..store.sql import SqlStore, check_schema
 from ._common import console, fail, print_json, run, settings
 
 T = TypeVar("T")
@@ -26,6 +25,7 @@ keys_app = typer.Typer(help="List, rotate and retire signing keys (no restart ne
 
 def _with_service(fn: Callable[[AdminService], Awaitable[T]]) -> T:
     s = settings()
+    from ..store.sql import SqlStore, check_schema
     from ..web.runtime import master_keys
 
     async def go() -> T:
@@ -88,6 +88,11 @@ def client_create(
     serves: list[str] = typer.Option([], "--serves",
                                      help="Audience this client serves as a resource server (may introspect)."),
     redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="Registered redirect URI (repeat)."),
+    post_logout_redirect_uri: list[str] = typer.Option([], "--post-logout-redirect-uri",
+                                                       help="Where RP-initiated logout may return (repeat)."),
+    allowed_origin: list[str] = typer.Option([], "--allowed-origin",
+                                             help="Browser origin allowed by CORS, e.g. https://app.example.com."),
+    first_party: bool = typer.Option(False, "--first-party", help="Your own app: users are not asked to consent."),
     jwks_file: Path | None = typer.Option(None, "--jwks", help="File with the client's public JWKS."),
     jwks_uri: str | None = typer.Option(None, "--jwks-uri", help="URL of the client's public JWKS."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),
@@ -96,7 +101,9 @@ def client_create(
     spec = dict(name=name, client_id=client_id, client_type="public" if public else "confidential",
                 token_endpoint_auth_method=auth_method, grant_types=grant_type,
                 scopes=[s for item in scope for s in item.split()], audiences=audience,
-                resource_audiences=serves, redirect_uris=redirect_uri, jwks=_jwks(jwks_file), jwks_uri=jwks_uri)
+                resource_audiences=serves, redirect_uris=redirect_uri, jwks=_jwks(jwks_file), jwks_uri=jwks_uri,
+                post_logout_redirect_uris=post_logout_redirect_uri, allowed_origins=allowed_origin,
+                first_party=first_party)
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
         client, secret = await svc.create_client(ClientCreate.model_validate(spec))

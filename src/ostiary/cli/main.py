@@ -10,6 +10,9 @@ import typer
 
 from ._common import console, err_console, fail, print_json, run, set_config, settings
 from .admin_cmds import client_app, keys_app
+from .federation_cmds import federation_app
+from .login_cmds import login, logout, whoami
+from .user_cmds import user_app
 
 app = typer.Typer(
     name="ostiary",
@@ -21,6 +24,10 @@ app = typer.Typer(
 )
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
+app.add_typer(user_app, name="user")
+app.add_typer(federation_app, name="federation")
+for _cmd in (login, whoami, logout):  # the device-flow login toolkit's reference commands
+    app.command()(_cmd)
 
 
 @app.callback()
@@ -128,16 +135,20 @@ def demo(
             await store.close()
 
     client_id, secret = run(setup)
+    from .demo_users import print_demo_users, setup_demo_users
+
+    demo_users = run(lambda: setup_demo_users(s))
     info: dict[str, Any] = {"issuer": s.issuer, "client_id": client_id, "client_secret": secret}
     console.rule("[bold]Ostiary demo")
     console.print(f"Issuer:     {s.issuer}")
     console.print(f"Discovery:  {s.issuer}/.well-known/openid-configuration")
     console.print(f"Client:     {info['client_id']}")
     console.print(f"Secret:     {info['client_secret']}  (new on every `make demo`; stored only as a hash)")
-    console.print("\nGet a service token (Client Credentials), then introspect it:\n")
+    console.print("\nGet a service token (Client Credentials):\n")
     console.print(f"  curl -s -u '{client_id}:{secret}' -d grant_type=client_credentials "
                   f"-d scope=api:read {s.issuer}/token", soft_wrap=True)
     console.print(f"  curl -s {s.issuer}/jwks", soft_wrap=True)
+    print_demo_users(s.issuer, demo_users)
     console.print("\nData lives in .demo/ (delete it to start afresh). Ctrl-C stops the server.")
     console.rule()
     if not no_serve:

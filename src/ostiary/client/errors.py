@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["ClientError", "DiscoveryError", "OAuthError", "TokenEndpointUnavailable"]
+__all__ = [
+    "AccessDenied",
+    "ClientError",
+    "DiscoveryError",
+    "Expired",
+    "LoginCancelled",
+    "LoginRequired",
+    "NoKeyringError",
+    "OAuthError",
+    "TokenEndpointUnavailable",
+    "TokenStoreError",
+]
 
 
 class ClientError(Exception):
@@ -29,3 +40,27 @@ class OAuthError(ClientError):
 
 class TokenEndpointUnavailable(ClientError):
     """The token endpoint kept failing (5xx or network errors) after all retry attempts."""
+
+
+class AccessDenied(ClientError):
+    """The user chose Deny on the verification page (RFC 8628 §3.5 ``access_denied``)."""
+
+
+class Expired(ClientError):
+    """The device code expired before anyone approved it (RFC 8628 §3.5 ``expired_token``)."""
+
+
+class LoginCancelled(ClientError):
+    """The person at the terminal stopped the login (Ctrl-C)."""
+
+
+class LoginRequired(ClientError):
+    """No usable tokens: never logged in, logged out, or the refresh token was refused. Log in again."""
+
+
+class TokenStoreError(ClientError):
+    """Tokens could not be read from or written to their store."""
+
+
+class NoKeyringError(TokenStoreError):
+    """No secure OS keyring is available (typically a headless Linux machine without Secret Service)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Registered client ids use this alphabet; anything else is unknown without a look-up.
+CLIENT_ID = re.compile(r"[A-Za-z0-9._:~-]{1,256}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
     public_id = params.get("client_id")
     if public_id is None:
         return None
-    client = await ctx.clients.get_client(public_id)
+    client = await ctx.clients.get_client(public_id) if CLIENT_ID.fullmatch(public_id) else None
     if client is None or client.token_endpoint_auth_method != "none":
         raise _invalid(False, f"client {public_id[:64]!r} unknown or not public")
     return AuthenticatedClient(client, "none")
@@ -112,7 +115,7 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
 async def _secret(client_id: str, secret: str, method: AuthMethod, ctx: ClientAuthContext, *,
                   basic: bool) -> AuthenticatedClient:
     presented = token_hash(secret, ctx.secret_hash_key)
-    client = await ctx.clients.get_client(client_id) if len(client_id) <= 256 else None
+    client = await ctx.clients.get_client(client_id) if CLIENT_ID.fullmatch(client_id) else None
     now = ctx.clock.now()
     ok = False
     if client is not None:
@@ -138,6 +141,8 @@ async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) ->
     client_id = unverified.get("iss")
     if not isinstance(client_id, str) or unverified.get("sub") != client_id:
         raise _invalid(False, "assertion iss/sub missing or different")
+    if not CLIENT_ID.fullmatch(client_id):
+        raise _invalid(False, "assertion iss is not a client id")
     if "client_id" in params and params["client_id"] != client_id:
         raise _invalid(False, "client_id differs from the assertion's iss")
     client = await ctx.clients.get_client(client_id)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from .._clock import Clock
 from .client_auth import ClientAuthContext
+from .device import PollTracker
+from .federation import ExternalKeys
 from .issuance import TokenIssuer
 from .keys import KeyRing
 from .policy import ServerPolicy
@@ -24,6 +26,8 @@ class EngineContext:
     audit: AuditSink
     secret_hash_key: bytes = field(repr=False)
     jwks_fetcher: JwksFetcher | None = None
+    external_keys: ExternalKeys | None = None
+    poll_tracker: PollTracker | None = None  # RFC 8628 §3.5 slow_down, kept out of the database
 
     @property
     def issuer(self) -> TokenIssuer:

@@ -28,6 +28,7 @@ __all__ = [
     "UnsupportedGrantType",
     "UnsupportedResponseType",
     "UnsupportedTokenType",
+    "safe_description",
 ]
 
 
@@ -46,11 +47,17 @@ class OAuthError(Exception):
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.error}
         if self.description:
-            out["error_description"] = self.description
+            out["error_description"] = safe_description(self.description)
         return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.description!r})"
+
+
+def safe_description(text: str) -> str:
+    """RFC 6749 §5.2: ``error_description`` is limited to %x20-21 / %x23-5B / %x5D-7E; anything else
+    (which can only come from echoed input) is replaced."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text[:500])
 
 
 class InvalidRequest(OAuthError):

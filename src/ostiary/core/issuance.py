@@ -77,3 +77,33 @@ class TokenIssuer:
         token = self._keyring().sign(claims, ACCESS_TOKEN_TYP)
         return IssuedAccessToken(token=token, jti=jti, expires_in=ttl, expires_at=now + ttl, scope=scope,
                                  audience=tuple(audience))
+
+    def id_token(self, *, subject: str, client_id: str, auth_time: float, nonce: str | None = None,
+                 amr: Sequence[str] = (), acr: str | None = None, access_token: str | None = None,
+                 sid: str | None = None, claims: Mapping[str, Any] | None = None) -> str:
+        """OIDC Core §2 ID Token, with ``at_hash`` (§3.1.3.6) computed with the signing algorithm's hash."""
+        import hashlib
+
+        from .._secrets import b64url
+
+        ring = self._keyring()
+        alg = ring.signer.alg if ring.signer is not None else self._policy.signing_alg
+        now = int(self._clock.now())
+        body: dict[str, Any] = {"iss": self._policy.issuer, "sub": subject, "aud": client_id, "iat": now,
+                                "exp": now + self._policy.access_token_ttl, "auth_time": int(auth_time)}
+        if nonce is not None:
+            body["nonce"] = nonce
+        if amr:
+            body["amr"] = list(amr)
+        if acr:
+            body["acr"] = acr
+        if sid:
+            body["sid"] = sid
+        if access_token is not None:
+            digest = {"ES384": hashlib.sha384, "ES512": hashlib.sha512, "RS384": hashlib.sha384,
+                      "RS512": hashlib.sha512, "PS384": hashlib.sha384, "PS512": hashlib.sha512,
+                      "EdDSA": hashlib.sha512}.get(alg, hashlib.sha256)(access_token.encode("ascii")).digest()
+            body["at_hash"] = b64url(digest[: len(digest) // 2])
+        if claims:
+            body.update({k: v for k, v in claims.items() if k not in body})
+        return ring.sign(body, "JWT")

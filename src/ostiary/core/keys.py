@@ -19,12 +19,16 @@ from .models import SigningKey
 from .policy import ServerPolicy
 from .storage import KeyRepository
 
-__all__ = ["KeyRing", "KeyRingError", "ensure_signing_key", "maybe_auto_rotate", "purge_expired_keys",
+__all__ = ["KeyNotFound", "KeyRing", "KeyRingError", "ensure_signing_key", "maybe_auto_rotate", "purge_expired_keys",
            "retire_key", "rotate_keys"]
 
 
 class KeyRingError(Exception):
     """A key operation was refused; the message says what to do instead."""
+
+
+class KeyNotFound(KeyRingError):
+    """No key has that kid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,7 @@ async def retire_key(repo: KeyRepository, policy: ServerPolicy, kid: str, clock:
     keys = await repo.list_keys()
     target = next((k for k in keys if k.kid == kid), None)
     if target is None:
-        raise KeyRingError(f"no key with kid {kid!r}; see `ostiary keys list`")
+        raise KeyNotFound(f"no key with kid {kid[:64]!r}; see `ostiary keys list`")
     state = target.state(now, policy.max_token_lifetime)
     if state in ("retired", "expired"):
         raise KeyRingError(f"key {kid} is already {state}")

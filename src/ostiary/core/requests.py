@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ __all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "scope_set", "single
 #: Parameters that may legitimately repeat (RFC 8707 §2 ``resource``, RFC 8693 §2.1 ``audience``).
 MULTI_VALUED = frozenset({"resource", "audience"})
 MAX_PARAM_LENGTH = 8192
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +43,19 @@ def single_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     seen: set[str] = set()
     for name, value in pairs:
         if len(value) > MAX_PARAM_LENGTH:
-            raise InvalidRequest(f"parameter '{name[:40]}' is too long")
+            raise InvalidRequest(f"parameter {_shown(name)} is too long")
         if name in seen and name not in MULTI_VALUED:
-            raise InvalidRequest(f"parameter '{name[:40]}' is repeated")
+            raise InvalidRequest(f"parameter {_shown(name)} is repeated")
         seen.add(name)
         if value == "" or name in MULTI_VALUED:
             continue
         out[name] = value
     return out
+
+
+def _shown(name: str) -> str:
+    """A parameter name safe to echo in an error description, or a neutral phrase."""
+    return f"'{name}'" if _PARAM_NAME.fullmatch(name) else "(an unusual name)"
 
 
 def scope_set(value: str | None) -> frozenset[str]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .device import DeviceAuthorizationRepository
+from .federation import TrustPolicyRepository
 from .models import AuditEvent, Client, SigningKey
+from .tokens import AuthorizationCodeRepository, RefreshTokenRepository
+from .users import ConsentRepository, SessionRepository, UserRepository
 
 __all__ = ["AuditRepository", "AuditSink", "ClientRepository", "JwksFetcher", "KeyRepository", "ReplayRepository",
            "RevocationRepository", "Store"]
@@ -44,7 +48,8 @@ class AuditRepository(Protocol):
 
 
 class Store(ClientRepository, KeyRepository, RevocationRepository, ReplayRepository, AuditRepository,
-            Protocol):
+            UserRepository, SessionRepository, ConsentRepository, AuthorizationCodeRepository,
+            RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core.models import AuditEvent, Client, SigningKey
+from .memory_device import MemoryDeviceMixin
+from .memory_federation import MemoryFederationMixin
+from .memory_users import MemoryUsersMixin
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(MemoryUsersMixin, MemoryFederationMixin, MemoryDeviceMixin):
     def __init__(self) -> None:
         self.clients: dict[str, Client] = {}
         self.keys: dict[str, SigningKey] = {}

@@ -10,8 +10,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._clock import Clock
 from ..config import Settings, load_settings
+from .cors import Cors
 from .logs import configure_logging
 from .runtime import Runtime
+from .user_routes import user_routes
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -47,6 +49,8 @@ class SecurityHeaders:
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
     from ..admin.api import routes as admin_routes
+    from ..admin.federation_api import routes as federation_routes
+    from .routes.device import routes as device_routes
     from .routes.oauth import routes as oauth_routes
 
     configure_logging(settings.log_level, settings.log_format)
@@ -60,9 +64,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         finally:
             await runtime.stop()
 
-    app = Starlette(routes=[*oauth_routes, *admin_routes], lifespan=lifespan)
+    app = Starlette(routes=[*oauth_routes, *admin_routes, *federation_routes, *user_routes(), *device_routes],
+                    lifespan=lifespan)
     app.state.runtime = runtime
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Cors, ttl=float(settings.clients.cache_ttl))
     return app
 
 

@@ -21,7 +21,10 @@ from ..core.grants import default_grants
 from ..core.keys import KeyRing
 from ..store.cache import CachedStore
 from ..store.sql import SqlStore, check_schema
+from .accounts import UserFlows
 from .audit import BatchingAuditSink
+from .device_poll import device_endpoints, make_poll_tracker
+from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
 from .ratelimit import MemoryLimiter, RateLimiter, RedisLimiter
 
@@ -51,16 +54,20 @@ class Runtime:
         self.audit = BatchingAuditSink(self.raw_store)
         self.limiter: RateLimiter = RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
         self.jwks_fetcher = HttpJwksFetcher()
+        self.external_keys = HttpExternalKeys()
         self._keyring: KeyRing | None = None
         self._key_fingerprint: tuple[Any, ...] = ()
         self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
                                  clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
-                                 jwks_fetcher=self.jwks_fetcher)
+                                 jwks_fetcher=self.jwks_fetcher, external_keys=self.external_keys,
+                                 poll_tracker=make_poll_tracker(settings.redis_url))
         self.grants = default_grants()
         self.token = TokenEndpoint(self.ctx, self.grants)
         self.introspection = IntrospectionEndpoint(self.ctx)
         self.revocation = RevocationEndpoint(self.ctx)
+        self.flows = UserFlows(settings, self.ctx, self.limiter)
         self.metadata = server_metadata(self.policy, self.grants)
+        self.device = device_endpoints(self.ctx, settings)
         self.metadata_bytes = orjson.dumps(self.metadata)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -105,6 +112,7 @@ class Runtime:
                         log.info("signing key rotated on schedule")
                     await core_keys.purge_expired_keys(self.raw_store, self.policy, self.clock)
                     await self.raw_store.purge_expired(self.clock.now())
+                    await self.raw_store.purge_device_authorizations(self.clock.now())
                 await self.reload_keys()
             except Exception:
                 log.exception("maintenance failed; retrying")
@@ -116,5 +124,7 @@ class Runtime:
                 await task
         await self.audit.stop()
         await self.limiter.close()
+        await self.device.close()
         await self.jwks_fetcher.close()
+        await self.external_keys.close()
         await self.raw_store.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._secrets import token_hash
 from ..client_auth import AuthenticatedClient, authenticate_client
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidRequest, UnsupportedTokenType
 from ..jose import JoseError, verify_jwt
 from ..models import AuditEvent
 from ..requests import EndpointRequest, form_value
+from .refresh_introspection import REFRESH_TOKEN_PREFIX, introspect_refresh_token, revoke_refresh_token
 
 __all__ = ["IntrospectionEndpoint", "RevocationEndpoint"]
 
@@ -17,7 +19,8 @@ INACTIVE: dict[str, Any] = {"active": False}
 KNOWN_HINTS = frozenset({"access_token", "refresh_token"})
 
 
-async def _require_client(request: EndpointRequest, ctx: EngineContext) -> tuple[AuthenticatedClient, dict[str, str]]:
+async def _require_client(request: EndpointRequest, ctx: EngineContext, *, allow_public: bool = False
+                          ) -> tuple[AuthenticatedClient, dict[str, str]]:
     params = request.single()
     try:
         client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint))
@@ -28,7 +31,7 @@ async def _require_client(request: EndpointRequest, ctx: EngineContext) -> tuple
         raise
     if client is None:
         raise InvalidClient("client authentication required")
-    if client.method == "none":
+    if client.method == "none" and not allow_public:
         raise InvalidClient("public clients cannot use this endpoint")
     return client, params
 
@@ -51,6 +54,8 @@ class IntrospectionEndpoint:
     async def handle(self, request: EndpointRequest) -> dict[str, Any]:
         client, params = await _require_client(request, self.ctx)
         token = form_value(params, "token")
+        if token.startswith(REFRESH_TOKEN_PREFIX):
+            return await introspect_refresh_token(token, client.client, self.ctx)
         claims = _verify_own(token, self.ctx)
         if claims is None:
             return INACTIVE
@@ -68,6 +73,13 @@ class IntrospectionEndpoint:
         return out
 
 
+async def _own_refresh_token(token: str, client: AuthenticatedClient, ctx: EngineContext) -> bool:
+    if not token.startswith(REFRESH_TOKEN_PREFIX) or len(token) > 512:
+        return False
+    rt = await ctx.store.get_refresh_token(token_hash(token, ctx.secret_hash_key))
+    return rt is not None and rt.client_id == client.client.client_id
+
+
 class RevocationEndpoint:
     """RFC 7009 §2: revoke a token issued to the calling client. Unknown tokens answer 200 all the same."""
 
@@ -75,13 +87,20 @@ class RevocationEndpoint:
         self.ctx = ctx
 
     async def handle(self, request: EndpointRequest) -> None:
-        client, params = await _require_client(request, self.ctx)
+        client, params = await _require_client(request, self.ctx, allow_public=True)
         token = form_value(params, "token")
+        if client.method == "none" and not await _own_refresh_token(token, client, self.ctx):
+            # a public client (a CLI logging out, RFC 7009 §2.1) proves itself with one of its own refresh
+            # tokens, as at the token endpoint; anything else is refused
+            raise InvalidClient("public clients may only revoke their own refresh tokens")
         hint = params.get("token_type_hint")
         if hint is not None and hint not in KNOWN_HINTS:
             raise UnsupportedTokenType("token_type_hint must be access_token or refresh_token")
         if len(token) > 16_384:
             raise InvalidRequest("token is too long")
+        if token.startswith(REFRESH_TOKEN_PREFIX):
+            await revoke_refresh_token(token, client.client, self.ctx, request.client_ip)
+            return
         claims = _verify_own(token, self.ctx)
         if claims is None or claims.get("client_id") != client.client.client_id:
             return  # RFC 7009 §2.2: invalid tokens do not cause an error; others' tokens are left alone

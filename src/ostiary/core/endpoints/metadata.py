@@ -25,11 +25,39 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str]) -> dict[st
         "introspection_endpoint": policy.introspection_endpoint,
         "revocation_endpoint": policy.revocation_endpoint,
         "grant_types_supported": grants,
-        "response_types_supported": [],
+        **oidc_metadata(policy),
         "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+        **({"device_authorization_endpoint": policy.issuer + "/device_authorization"}
+           if "urn:ietf:params:oauth:grant-type:device_code" in grants else {}),
+    }
+
+
+def oidc_metadata(policy: ServerPolicy) -> dict[str, Any]:
+    """Authorization Code + PKCE and OpenID Connect (OIDC Discovery §3; RFC 9207 §3; RFC 7636 §6.2)."""
+    from .authorize import ACR_MFA, ACR_PWD, PROMPT_VALUES, RESPONSE_MODES
+    from .userinfo import CLAIMS_SUPPORTED, SCOPES_SUPPORTED
+
+    return {
+        "authorization_endpoint": policy.issuer + "/authorize",
+        "userinfo_endpoint": policy.issuer + "/userinfo",
+        "end_session_endpoint": policy.issuer + "/logout",
+        "response_types_supported": ["code"],
+        "response_modes_supported": list(RESPONSE_MODES),
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": list(SCOPES_SUPPORTED),
+        "claims_supported": list(CLAIMS_SUPPORTED),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(dict.fromkeys([policy.signing_alg, "ES256", "RS256",
+                                                                      "EdDSA"])),
+        "acr_values_supported": [ACR_PWD, ACR_MFA],
+        "prompt_values_supported": list(PROMPT_VALUES),
+        "authorization_response_iss_parameter_supported": True,
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
     }

@@ -7,7 +7,15 @@ from dataclasses import replace
 
 from ..client_auth import authenticate_client
 from ..context import EngineContext
-from ..errors import InvalidClient, InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedGrantType
+from ..errors import (
+    AuthorizationPending,
+    InvalidClient,
+    InvalidRequest,
+    OAuthError,
+    SlowDown,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
 from ..grants import GrantRequest, TokenGrant
 from ..issuance import TokenResponse
 from ..models import AuditEvent
@@ -52,6 +60,8 @@ class TokenEndpoint:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         try:
             response = await grant.handle(GrantRequest(request=request, params=params, client=client), ctx)
+        except (AuthorizationPending, SlowDown):
+            raise  # RFC 8628 polling: routine, not audited (a waiting device must cost no database write)
         except OAuthError as exc:
             ctx.audit.emit(AuditEvent(type="token.refused", outcome="failure", at=ctx.clock.now(),
                                       client_id=client.client.client_id if client else None,

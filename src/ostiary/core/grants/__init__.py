@@ -30,7 +30,14 @@ class TokenGrant(Protocol):
 
 
 def default_grants() -> dict[str, TokenGrant]:
+    from .authorization_code import AuthorizationCodeGrant
     from .client_credentials import ClientCredentialsGrant
+    from .refresh_token import RefreshTokenGrant
+    from .token_exchange import TokenExchangeGrant
 
-    grants: list[TokenGrant] = [ClientCredentialsGrant()]
+    grants: list[TokenGrant] = [ClientCredentialsGrant(), TokenExchangeGrant()]
+    grants += [AuthorizationCodeGrant(), RefreshTokenGrant()]
+    from .device_code import DeviceCodeGrant  # RFC 8628
+
+    grants.append(DeviceCodeGrant())
     return {g.grant_type: g for g in grants}

@@ -12,11 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.models import AuditEvent, Client, ClientSecret, SigningKey
 from . import tables as t
+from .device import SqlDeviceMixin
+from .federation import SqlFederationMixin
+from .users import SqlUsersMixin
 
 __all__ = ["SqlStore", "create_engine"]
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     """An async engine. SQLite gets WAL and a busy timeout so several processes can share the file."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -31,6 +34,17 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _storable(value: str) -> bool:
+    """Text PostgreSQL and SQLite can both compare: no NUL, no lone surrogates. Other ids exist nowhere."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _client_row(c: Client) -> dict[str, Any]:
@@ -70,7 +84,7 @@ def _key(row: Any) -> SigningKey:
                       activates_at=m["activates_at"], retires_at=m["retires_at"])
 
 
-class SqlStore:
+class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
@@ -80,6 +94,8 @@ class SqlStore:
 
     # clients
     async def get_client(self, client_id: str) -> Client | None:
+        if not _storable(client_id):
+            return None
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(t.clients).where(t.clients.c.client_id == client_id))).first()
         return _client(row) if row else None
@@ -100,6 +116,8 @@ class SqlStore:
                 raise KeyError(client.client_id)
 
     async def delete_client(self, client_id: str) -> bool:
+        if not _storable(client_id):
+            return False
         async with self.engine.begin() as conn:
             res = await conn.execute(t.clients.delete().where(t.clients.c.client_id == client_id))
         return bool(res.rowcount)

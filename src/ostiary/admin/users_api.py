@@ -1,0 +1,127 @@
+"""``/admin/api/users``: the admin API for users (same rules as ``ostiary user …``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..web.http import NO_STORE, json_response
+from .api import _json_body, admin_route
+from .service import AdminError, AdminService
+from .users import UserAdmin, UserCreate, UserUpdate, user_view
+
+__all__ = ["openapi_paths", "routes"]
+
+
+class UserCreateWithPassword(UserCreate):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    password: str
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    password: str
+
+
+def _users(svc: AdminService) -> UserAdmin:
+    return UserAdmin(svc.store, svc.clock)
+
+
+@admin_route
+async def list_users(request: Request, svc: AdminService) -> Response:
+    return json_response([user_view(u) for u in await _users(svc).list_users()], headers=NO_STORE)
+
+
+@admin_route
+async def create_user(request: Request, svc: AdminService) -> Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise AdminError("the body must be a JSON object")
+    spec = UserCreateWithPassword.model_validate(body)
+    user = await _users(svc).create_user(UserCreate(**spec.model_dump(exclude={"password"})), spec.password)
+    return json_response(user_view(user), 201, NO_STORE)
+
+
+@admin_route
+async def get_user(request: Request, svc: AdminService) -> Response:
+    return json_response(user_view(await _users(svc).get_user(request.path_params["ref"])), headers=NO_STORE)
+
+
+@admin_route
+async def update_user(request: Request, svc: AdminService) -> Response:
+    changes = UserUpdate.model_validate(await _json_body(request))
+    user = await _users(svc).update_user(request.path_params["ref"], changes)
+    return json_response(user_view(user), headers=NO_STORE)
+
+
+@admin_route
+async def delete_user(request: Request, svc: AdminService) -> Response:
+    await _users(svc).delete_user(request.path_params["ref"])
+    return Response(status_code=204)
+
+
+@admin_route
+async def set_password(request: Request, svc: AdminService) -> Response:
+    change = PasswordChange.model_validate(await _json_body(request))
+    user = await _users(svc).set_password(request.path_params["ref"], change.password)
+    return json_response(user_view(user), headers=NO_STORE)
+
+
+@admin_route
+async def reset_totp(request: Request, svc: AdminService) -> Response:
+    user = await _users(svc).reset_totp(request.path_params["ref"])
+    return json_response(user_view(user), headers=NO_STORE)
+
+
+def openapi_paths() -> dict[str, Any]:
+    ok = {"description": "OK", "content": {"application/json": {}}}
+    err = {"$ref": "#/components/responses/Error"}
+    ref = [{"name": "ref", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "user id, username or email"}]
+
+    def body(model: type[BaseModel]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+
+    return {
+        "/users": {
+            "get": {"summary": "List users", "responses": {"200": ok, "401": err}},
+            "post": {"summary": "Create a user (password hashed with argon2id)",
+                     "requestBody": body(UserCreateWithPassword),
+                     "responses": {"201": ok, "401": err, "409": err, "422": err}},
+        },
+        "/users/{ref}": {
+            "parameters": ref,
+            "get": {"summary": "Show a user", "responses": {"200": ok, "401": err, "404": err}},
+            "patch": {"summary": "Change a user (disabled=true signs them out everywhere)",
+                      "requestBody": body(UserUpdate), "responses": {"200": ok, "401": err, "404": err, "422": err}},
+            "delete": {"summary": "Delete a user and revoke their tokens",
+                       "responses": {"204": {"description": "deleted"}, "401": err, "404": err}},
+        },
+        "/users/{ref}/password": {
+            "parameters": ref,
+            "post": {"summary": "Set the password (ends the user's sessions)", "requestBody": body(PasswordChange),
+                     "responses": {"200": ok, "401": err, "404": err, "409": err}},
+        },
+        "/users/{ref}/reset-totp": {
+            "parameters": ref,
+            "post": {"summary": "Remove the user's second factor and recovery codes",
+                     "responses": {"200": ok, "401": err, "404": err}},
+        },
+    }
+
+
+routes = [
+    Route("/admin/api/users", list_users, methods=["GET"]),
+    Route("/admin/api/users", create_user, methods=["POST"]),
+    Route("/admin/api/users/{ref}", get_user, methods=["GET"]),
+    Route("/admin/api/users/{ref}", update_user, methods=["PATCH"]),
+    Route("/admin/api/users/{ref}", delete_user, methods=["DELETE"]),
+    Route("/admin/api/users/{ref}/password", set_password, methods=["POST"]),
+    Route("/admin/api/users/{ref}/reset-totp", reset_totp, methods=["POST"]),
+]

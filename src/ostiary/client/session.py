@@ -1,0 +1,233 @@
+"""A logged-in user's tokens, kept valid: :class:`TokenSession` and the :class:`TokenSessionAuth` for httpx.
+
+The access token is refreshed when it is about to expire (RFC 6749 §6). Refresh tokens rotate (OAuth 2.1
+§4.3.1): the new one is saved to the store *before* the new access token is handed out, so a crash between
+the two can never leave the store holding a spent refresh token. Refreshes are serialised within the process
+(a lock) and across processes (an exclusive lock file beside the user's cache), because presenting a spent
+refresh token makes the server revoke the whole family. When the refresh token is refused, the tokens are
+removed and :class:`~ostiary.client.errors.LoginRequired` asks for a new login.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .._clock import Clock, SystemClock
+from ..core import jose
+from .device_login import tokens_from_response
+from .discovery import ServerMetadata, discover
+from .errors import DiscoveryError, LoginRequired, OAuthError, TokenEndpointUnavailable
+from .service_token import client_secret_basic
+from .token_store import StoredTokens, TokenStore
+
+__all__ = ["TokenSession", "TokenSessionAuth"]
+
+
+def _lock_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ostiary-locks"
+
+
+@contextlib.contextmanager
+def _process_lock(name: str) -> Iterator[None]:
+    """An exclusive advisory lock shared by the user's processes (POSIX ``flock``; a no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the in-process lock still applies
+        yield
+        return
+    directory = _lock_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+class TokenSession:
+    """Valid access tokens for the account logged in with ``DeviceLogin`` (or any flow that saved
+    :class:`StoredTokens`). ``refresh_margin``: refresh this many seconds before expiry."""
+
+    def __init__(self, issuer: str, client_id: str, store: TokenStore, *, account: str | None = None,
+                 client_secret: str | None = None, http_client: httpx.Client | None = None,
+                 clock: Clock | None = None, refresh_margin: float = 60.0, timeout: float = 15.0) -> None:
+        self.issuer = issuer.rstrip("/")
+        self.client_id = client_id
+        self.store = store
+        self.account = account
+        self._secret = client_secret
+        self._http = http_client
+        self._own_http: httpx.Client | None = None
+        self._clock: Clock = clock or SystemClock()
+        self._margin = refresh_margin
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._metadata: ServerMetadata | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenSession(issuer={self.issuer!r}, client_id={self.client_id!r}, account={self.account!r})"
+
+    def _client(self) -> httpx.Client:
+        if self._http is not None:
+            return self._http
+        if self._own_http is None:
+            self._own_http = httpx.Client(timeout=self._timeout)
+        return self._own_http
+
+    def close(self) -> None:
+        if self._own_http is not None:
+            self._own_http.close()
+            self._own_http = None
+
+    def metadata(self) -> ServerMetadata:
+        if self._metadata is None:
+            self._metadata = discover(self.issuer, self._client())
+        return self._metadata
+
+    def _login_required(self) -> LoginRequired:
+        return LoginRequired(f"You are not logged in to {self.issuer} (or your login expired). Log in again.")
+
+    # -- tokens ------------------------------------------------------------------------------------
+
+    def tokens(self) -> StoredTokens:
+        """The stored tokens (possibly expired). Raises :class:`LoginRequired` when there are none."""
+        tokens = self.store.load(self.issuer, self.client_id, self.account)
+        if tokens is None:
+            raise self._login_required()
+        return tokens
+
+    def _fresh(self, tokens: StoredTokens) -> bool:
+        return self._clock.now() < tokens.expires_at - self._margin
+
+    def access_token(self) -> str:
+        """A valid access token, refreshed first when it expires within ``refresh_margin`` seconds."""
+        tokens = self.tokens()
+        if self._fresh(tokens):
+            return tokens.access_token
+        return self.refresh(stale=tokens.access_token).access_token
+
+    def refresh(self, *, stale: str | None = None) -> StoredTokens:
+        """Use the refresh token now (serialised across threads and processes) and save the rotation.
+
+        ``stale``: the access token the caller found unusable; if another thread or process already replaced
+        it, the replacement is returned without a second refresh.
+        """
+        with self._lock, _process_lock(f"{self.issuer}|{self.client_id}"):
+            current = self.tokens()
+            if stale is not None and current.access_token != stale and self._fresh(current):
+                return current  # someone else refreshed meanwhile
+            if not current.refresh_token:
+                raise self._login_required()
+            new = self._refresh_request(current)
+            self.store.save(new)  # the rotated refresh token is stored before the access token is used
+            self.account = new.account
+            return new
+
+    def _refresh_request(self, current: StoredTokens) -> StoredTokens:
+        endpoint = self.metadata().token_endpoint
+        if endpoint is None:
+            raise DiscoveryError("the issuer's metadata has no token_endpoint")
+        assert current.refresh_token is not None
+        form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
+        headers = {"Accept": "application/json"}
+        if self._secret is not None:
+            headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
+        else:
+            form["client_id"] = self.client_id
+        started = self._clock.now()
+        try:
+            response = self._client().post(endpoint, data=form, headers=headers)
+        except httpx.TransportError as exc:
+            raise TokenEndpointUnavailable(f"cannot reach {self.issuer}: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise TokenEndpointUnavailable(f"the token endpoint answered HTTP {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            error = body.get("error") if isinstance(body, dict) else None
+            if error in ("invalid_grant", "invalid_client", "unauthorized_client"):
+                self.store.delete(self.issuer, self.client_id, current.account)
+                raise self._login_required()
+            desc = body.get("error_description") if isinstance(body, dict) else None
+            raise OAuthError(error if isinstance(error, str) else "invalid_response",
+                             desc if isinstance(desc, str) else None, response.status_code)
+        return tokens_from_response(self.issuer, self.client_id, body, started, previous=current)
+
+    # -- who and logout ----------------------------------------------------------------------------
+
+    def claims(self) -> dict[str, Any]:
+        """The current access token's claims, unverified (for display: the server verifies them)."""
+        _, claims = jose.decode_unverified(self.tokens().access_token)
+        return claims
+
+    def userinfo(self) -> dict[str, Any] | None:
+        """OIDC Core §5.3 UserInfo, when the issuer has the endpoint and ``openid`` was granted."""
+        endpoint = self.metadata().raw.get("userinfo_endpoint")
+        tokens = self.tokens()
+        if not isinstance(endpoint, str) or "openid" not in (tokens.scope or "").split():
+            return None
+        response = self._client().get(endpoint, auth=self.auth())
+        if response.status_code != 200:
+            raise OAuthError("userinfo_failed", f"the userinfo endpoint answered HTTP {response.status_code}",
+                             response.status_code)
+        data: dict[str, Any] = response.json()
+        return data
+
+    def logout(self) -> bool:
+        """Revoke the refresh token at the server (RFC 7009) and remove the tokens from the store.
+        Returns whether the server confirmed the revocation (the local tokens are removed either way)."""
+        tokens = self.store.load(self.issuer, self.client_id, self.account)
+        if tokens is None:
+            return False
+        revoked = False
+        try:
+            endpoint = self.metadata().raw.get("revocation_endpoint")
+            if isinstance(endpoint, str) and tokens.refresh_token:
+                form = {"token": tokens.refresh_token, "token_type_hint": "refresh_token"}
+                headers = {}
+                if self._secret is not None:
+                    headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
+                else:
+                    form["client_id"] = self.client_id
+                revoked = self._client().post(endpoint, data=form, headers=headers).status_code == 200
+        except (httpx.HTTPError, DiscoveryError):
+            revoked = False
+        finally:
+            self.store.delete(self.issuer, self.client_id, tokens.account)
+        return revoked
+
+    def auth(self) -> TokenSessionAuth:
+        return TokenSessionAuth(self)
+
+
+class TokenSessionAuth(httpx.Auth):
+    """``Authorization: Bearer`` from a :class:`TokenSession`; on a 401 the token is refreshed and the
+    request retried once. Blocking (a refresh is one HTTP request): meant for CLIs and scripts."""
+
+    def __init__(self, session: TokenSession) -> None:
+        self._session = session
+
+    def __repr__(self) -> str:
+        return f"TokenSessionAuth({self._session!r})"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        sent = self._session.access_token()
+        request.headers["Authorization"] = f"Bearer {sent}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self._session.refresh(stale=sent).access_token}"
+            yield request

@@ -1,0 +1,327 @@
+"""The authorization endpoint (RFC 6749 §3.1, §4.1; OAuth 2.1 §4.1; OIDC Core §3.1.2): ``response_type=code``
+with PKCE S256, nothing else.
+
+The web layer hands in a frozen :class:`AuthorizationRequest` (the parameters, the browser's login session
+if any, and the user's consent decision when it comes from the consent form) and renders the typed outcome:
+
+* :class:`ErrorPage` — the client or redirect URI cannot be trusted: show an error, never redirect;
+* :class:`AuthorizationResponse` — redirect to the client (``error`` set for an error, RFC 6749 §4.1.2.1),
+  always with ``state`` and ``iss`` (RFC 9207);
+* :class:`NeedLogin` / :class:`NeedConsent` — show the login or consent page, then call again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlencode
+
+from ..._secrets import new_token, token_hash
+from ..context import EngineContext
+from ..errors import InvalidRequest, InvalidScope, OAuthError, UnauthorizedClient, UnsupportedResponseType
+from ..grants.client_credentials import resolve_audience
+from ..models import AuditEvent, Client
+from ..pkce import check_code_challenge
+from ..redirect_uri import match_redirect_uri
+from ..requests import scope_set, single_params
+from ..tokens import AuthorizationCode
+from ..users import Consent
+
+__all__ = [
+    "ACR_MFA",
+    "ACR_PWD",
+    "CODE_TTL",
+    "PROMPT_VALUES",
+    "RESPONSE_MODES",
+    "SCOPE_DESCRIPTIONS",
+    "AuthorizationRequest",
+    "AuthorizationResponse",
+    "AuthorizeEndpoint",
+    "ErrorPage",
+    "NeedConsent",
+    "NeedLogin",
+    "SessionInfo",
+    "acr_for",
+]
+
+#: RFC 6749 §4.1.2 recommends at most ten minutes; we allow one.
+CODE_TTL = 60
+RESPONSE_MODES = ("query", "form_post")
+PROMPT_VALUES = ("none", "login", "consent")
+ACR_PWD = "pwd"
+ACR_MFA = "mfa"
+IMPLICIT_REFUSED = ("response_type={rt} is not supported: the implicit and hybrid flows are removed in OAuth 2.1. "
+                    "Use the Authorization Code flow with PKCE (response_type=code, code_challenge_method=S256)")
+#: What each scope lets the application do, in plain words for the consent page.
+SCOPE_DESCRIPTIONS: Mapping[str, str] = {
+    "openid": "Sign you in and know who you are (a stable, anonymous account identifier)",
+    "profile": "See your name and username",
+    "email": "See your email address",
+    "offline_access": "Keep access while you are away (until you revoke it on your account page)",
+}
+_MAX_AGE = re.compile(r"^\d{1,10}$")
+
+
+def acr_for(amr: tuple[str, ...] | list[str]) -> str:
+    return ACR_MFA if "otp" in amr else ACR_PWD
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """The signed-in user of the browser, as far as the web layer knows it."""
+
+    user_id: str
+    session_id: str
+    auth_time: float
+    amr: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    params: tuple[tuple[str, str], ...] = field(repr=False)
+    session: SessionInfo | None = None
+    #: the user signed in during this very request (login or second-factor form): prompt=login,
+    #: max_age and acr_values are satisfied
+    fresh_login: bool = False
+    consent: Literal["allow", "deny"] | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPage:
+    """Unknown client or unregistered redirect URI: tell the user, never redirect (RFC 6749 §4.1.2.1)."""
+
+    error: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationResponse:
+    """Back to the client: a code (RFC 6749 §4.1.2) or an error (§4.1.2.1), with ``iss`` (RFC 9207)."""
+
+    redirect_uri: str
+    response_mode: str
+    params: tuple[tuple[str, str], ...] = field(repr=False)
+    error: str | None = None
+
+    def location(self) -> str:
+        sep = "&" if "?" in self.redirect_uri else "?"
+        return self.redirect_uri + sep + urlencode(self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class NeedLogin:
+    client: Client
+    redirect_uri: str
+    #: the parameters to send back with the login form
+    params: tuple[tuple[str, str], ...] = field(repr=False)
+    reason: str = "login"
+    login_hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NeedConsent:
+    client: Client
+    redirect_uri: str
+    user_id: str
+    scopes: tuple[str, ...]
+    new_scopes: tuple[str, ...]
+    #: the parameters to send back with the consent form (prompt=login already satisfied is dropped)
+    params: tuple[tuple[str, str], ...] = field(repr=False)
+
+
+Outcome = ErrorPage | AuthorizationResponse | NeedLogin | NeedConsent
+
+
+class _Redirect(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+@dataclass(frozen=True, slots=True)
+class _Valid:
+    client: Client
+    redirect_uri: str
+    response_mode: str
+    state: str | None
+    scopes: frozenset[str]
+    challenge: str
+    nonce: str | None
+    prompt: frozenset[str]
+    max_age: int | None
+    acr_values: tuple[str, ...]
+    login_hint: str | None
+    audience: tuple[str, ...]
+
+
+class AuthorizeEndpoint:
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    async def handle(self, req: AuthorizationRequest) -> Outcome:
+        ctx = self.ctx
+        try:
+            params = single_params(req.params)
+        except InvalidRequest as exc:
+            return ErrorPage("invalid_request", exc.description)
+        client_id = params.get("client_id")
+        if not client_id:
+            return ErrorPage("invalid_request", "the request has no client_id")
+        client = await ctx.store.get_client(client_id) if len(client_id) <= 256 else None
+        if client is None:
+            return ErrorPage("invalid_client", "this application is not registered here")
+        scope_hint = params.get("scope", "")
+        redirect_uri = params.get("redirect_uri")
+        if redirect_uri is None:
+            if len(client.redirect_uris) != 1 or "openid" in scope_hint.split(" "):
+                return ErrorPage("invalid_request", "the request has no redirect_uri")
+            redirect_uri = client.redirect_uris[0]
+        if not match_redirect_uri(redirect_uri, client.redirect_uris):
+            return ErrorPage("invalid_request", "the redirect_uri is not registered for this application")
+        state = params.get("state")
+        mode = params.get("response_mode", "query")
+        if mode not in RESPONSE_MODES:
+            return self._redirect(redirect_uri, "query", state, "invalid_request",
+                                  "response_mode must be query or form_post")
+        try:
+            valid = await self._validate(params, req, client, redirect_uri, mode, state)
+            return await self._decide(valid, params, req)
+        except _Redirect as exc:
+            return self._redirect(redirect_uri, mode, state, exc.error, exc.description)
+        except OAuthError as exc:
+            return self._redirect(redirect_uri, mode, state, exc.error, exc.description)
+
+    def _redirect(self, redirect_uri: str, mode: str, state: str | None, error: str,
+                  description: str) -> AuthorizationResponse:
+        out = [("error", error), ("error_description", description)]
+        if state is not None:
+            out.append(("state", state))
+        out.append(("iss", self.ctx.policy.issuer))
+        return AuthorizationResponse(redirect_uri, mode, tuple(out), error=error)
+
+    async def _validate(self, params: dict[str, str], req: AuthorizationRequest, client: Client,
+                        redirect_uri: str, mode: str, state: str | None) -> _Valid:
+        if "request" in params:
+            raise _Redirect("request_not_supported", "request objects are not supported")
+        if "request_uri" in params:
+            raise _Redirect("request_uri_not_supported", "request_uri is not supported")
+        response_type = params.get("response_type")
+        if not response_type:
+            raise InvalidRequest("response_type is required (use response_type=code)")
+        if response_type != "code":
+            raise UnsupportedResponseType(IMPLICIT_REFUSED.format(rt=response_type[:40]))
+        if "authorization_code" not in client.grant_types:
+            raise UnauthorizedClient("this application may not use the authorization code flow")
+        challenge = check_code_challenge(params.get("code_challenge"), params.get("code_challenge_method"))
+        scopes = scope_set(params.get("scope")) or client.scopes
+        extra = scopes - client.scopes
+        if extra:
+            raise InvalidScope("scope not allowed for this client: " + " ".join(sorted(extra))[:200])
+        if not scopes:
+            raise InvalidScope("no scope requested and the client has none")
+        nonce = params.get("nonce")
+        if "openid" in scopes and client.is_public and not nonce:
+            raise InvalidRequest("nonce is required for public clients requesting openid")
+        prompt = frozenset(params.get("prompt", "").split())
+        unknown = prompt - set(PROMPT_VALUES)
+        if unknown:
+            raise InvalidRequest("unsupported prompt value: " + " ".join(sorted(unknown))[:100])
+        if "none" in prompt and len(prompt) > 1:
+            raise InvalidRequest("prompt=none cannot be combined with other values")
+        max_age: int | None = None
+        if "max_age" in params:
+            if not _MAX_AGE.match(params["max_age"]):
+                raise InvalidRequest("max_age must be a non-negative integer")
+            max_age = int(params["max_age"])
+        resources = [v for k, v in req.params if k == "resource"]
+        if resources or client.audiences:
+            audience: tuple[str, ...] = resolve_audience(client, resources)
+        else:
+            audience = ()
+        if "openid" in scopes:
+            audience = (*audience, self.ctx.policy.issuer + "/userinfo")
+        return _Valid(client=client, redirect_uri=redirect_uri, response_mode=mode, state=state, scopes=scopes,
+                      challenge=challenge, nonce=nonce, prompt=prompt, max_age=max_age,
+                      acr_values=tuple(params.get("acr_values", "").split()),
+                      login_hint=params.get("login_hint"), audience=audience or (client.client_id,))
+
+    async def _decide(self, v: _Valid, params: dict[str, str], req: AuthorizationRequest) -> Outcome:
+        ctx = self.ctx
+        now = ctx.clock.now()
+        s = req.session
+        reason: str | None = None
+        if s is None:
+            reason = "login"
+        elif not req.fresh_login:
+            if "login" in v.prompt:
+                reason = "prompt=login"
+            elif v.max_age is not None and now - s.auth_time > v.max_age:
+                reason = "max_age"
+            elif ACR_MFA in v.acr_values and "otp" not in s.amr:
+                reason = "mfa"
+        user = await ctx.store.get_user(s.user_id) if s is not None else None
+        if s is not None and (user is None or user.disabled):
+            reason = "login"
+        if reason is not None or s is None:
+            if "none" in v.prompt:
+                raise _Redirect("login_required", "the user must sign in")
+            return NeedLogin(v.client, v.redirect_uri, req.params, reason or "login", v.login_hint)
+        if req.consent == "deny":
+            raise _Redirect("access_denied", "the user denied the request")
+        onward = _onward(req.params, fresh=req.fresh_login)
+        if req.consent == "allow":
+            old = await ctx.store.get_consent(s.user_id, v.client.client_id)
+            await ctx.store.save_consent(Consent(
+                user_id=s.user_id, client_id=v.client.client_id, scopes=v.scopes | (old.scopes if old else frozenset()),
+                granted_at=old.granted_at if old else now, updated_at=now))
+            ctx.audit.emit(AuditEvent(type="consent.granted", outcome="success", at=now,
+                                      client_id=v.client.client_id, subject=s.user_id, ip=req.client_ip,
+                                      detail={"scope": " ".join(sorted(v.scopes))}))
+        elif not v.client.first_party:
+            consent = await ctx.store.get_consent(s.user_id, v.client.client_id)
+            granted = consent.scopes if consent else frozenset()
+            if "consent" in v.prompt or not v.scopes <= granted:
+                if "none" in v.prompt:
+                    raise _Redirect("consent_required", "the user must approve this application")
+                return NeedConsent(v.client, v.redirect_uri, s.user_id, tuple(sorted(v.scopes)),
+                                   tuple(sorted(v.scopes - granted)), onward)
+        return await self._issue_code(v, s, req)
+
+    async def _issue_code(self, v: _Valid, s: SessionInfo, req: AuthorizationRequest) -> AuthorizationResponse:
+        ctx = self.ctx
+        now = ctx.clock.now()
+        code = new_token(32)
+        await ctx.store.add_code(AuthorizationCode(
+            code_hash=token_hash(code, ctx.secret_hash_key), client_id=v.client.client_id,
+            redirect_uri=v.redirect_uri, code_challenge=v.challenge, scopes=v.scopes, user_id=s.user_id,
+            session_id=s.session_id, auth_time=s.auth_time, amr=s.amr, family_id=new_token(16),
+            created_at=now, expires_at=now + CODE_TTL, nonce=v.nonce, acr=acr_for(s.amr), audience=v.audience))
+        ctx.audit.emit(AuditEvent(type="authorization.code_issued", outcome="success", at=now,
+                                  client_id=v.client.client_id, subject=s.user_id, ip=req.client_ip,
+                                  detail={"scope": " ".join(sorted(v.scopes))}))
+        out = [("code", code)]
+        if v.state is not None:
+            out.append(("state", v.state))
+        out.append(("iss", ctx.policy.issuer))
+        return AuthorizationResponse(v.redirect_uri, v.response_mode, tuple(out))
+
+
+def _onward(params: tuple[tuple[str, str], ...], *, fresh: bool) -> tuple[tuple[str, str], ...]:
+    """The parameters to continue with after consent: a login that just happened satisfied prompt=login,
+    max_age and acr_values, so they are not asked again."""
+    if not fresh:
+        return params
+    out: list[tuple[str, str]] = []
+    for k, val in params:
+        if k in ("max_age", "acr_values"):
+            continue
+        if k == "prompt":
+            val = " ".join(p for p in val.split() if p != "login")
+            if not val:
+                continue
+        out.append((k, val))
+    return tuple(out)

@@ -1,0 +1,67 @@
+"""The UserInfo endpoint (OIDC Core §5.3): claims about the user, by scope (§5.4), for a Bearer access token
+sent in the Authorization header only (RFC 6750 §2.1; query-string tokens are refused, §2.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import EngineContext
+from ..errors import InvalidRequest, InvalidToken, OAuthError
+from ..jose import JoseError, verify_jwt
+
+__all__ = ["CLAIMS_SUPPORTED", "SCOPES_SUPPORTED", "InsufficientScope", "UserinfoEndpoint", "claims_for"]
+
+SCOPES_SUPPORTED = ("openid", "profile", "email", "offline_access")
+CLAIMS_SUPPORTED = ("sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "sid",
+                    "name", "preferred_username", "updated_at", "email", "email_verified")
+
+
+class InsufficientScope(OAuthError):
+    """RFC 6750 §3.1."""
+
+    error = "insufficient_scope"
+    status = 403
+
+
+def _bearer_error(exc_type: type[OAuthError], description: str) -> OAuthError:
+    header = f'Bearer realm="ostiary", error="{exc_type.error}", error_description="{description}"'
+    return exc_type(description, headers={"WWW-Authenticate": header})
+
+
+def claims_for(user: Any, scopes: frozenset[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"sub": user.user_id}
+    if "profile" in scopes:
+        out.update({"name": user.name, "preferred_username": user.username, "updated_at": int(user.updated_at)})
+    if "email" in scopes and user.email:
+        out.update({"email": user.email, "email_verified": user.email_verified})
+    return out
+
+
+class UserinfoEndpoint:
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    async def handle(self, authorization: str | None, *, token_elsewhere: bool = False) -> dict[str, Any]:
+        ctx = self.ctx
+        if token_elsewhere:
+            raise _bearer_error(InvalidRequest, "send the access token in the Authorization header only")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("a Bearer access token is required",
+                               headers={"WWW-Authenticate": 'Bearer realm="ostiary"'})
+        try:
+            verified = verify_jwt(token.strip(), ctx.keyring().verification_keys, issuer=ctx.policy.issuer,
+                                  audience=ctx.policy.issuer + "/userinfo", typ="at+jwt", now=ctx.clock.now(),
+                                  leeway=ctx.policy.leeway, require=("exp", "jti", "sub", "client_id"))
+        except JoseError as exc:
+            raise _bearer_error(InvalidToken, "the access token is invalid or expired") from exc
+        claims = verified.claims
+        if await ctx.store.is_access_token_revoked(str(claims["jti"])):
+            raise _bearer_error(InvalidToken, "the access token is revoked")
+        scopes = frozenset(str(claims.get("scope", "")).split())
+        if "openid" not in scopes:
+            raise _bearer_error(InsufficientScope, "the access token lacks the openid scope")
+        user = await ctx.store.get_user(str(claims["sub"]))
+        if user is None or user.disabled:
+            raise _bearer_error(InvalidToken, "the user no longer exists or is disabled")
+        return claims_for(user, scopes)

@@ -1,0 +1,98 @@
+"""What the authorization-code and refresh-token grants share: minting a user's tokens within a family, and
+revoking a whole family (RFC 6749 §4.1.2 code replay; RFC 9700 §4.14.2 refresh-token reuse)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..._secrets import new_token, token_hash
+from ..context import EngineContext
+from ..issuance import TokenResponse
+from ..models import AuditEvent, Client
+from ..storage import Store
+from ..tokens import RefreshToken, TokenFamily
+from ..users import User
+
+__all__ = ["REFRESH_TOKEN_PREFIX", "MintedTokens", "mint_user_tokens", "revoke_family", "revoke_user_families",
+           "store_minted", "wants_refresh_token"]
+
+REFRESH_TOKEN_PREFIX = "ost_rt_"
+
+
+@dataclass(frozen=True, slots=True)
+class MintedTokens:
+    response: TokenResponse
+    jti: str
+    access_expires_at: int
+    refresh: RefreshToken | None = field(default=None, repr=False)
+
+
+def wants_refresh_token(client: Client, scopes: frozenset[str]) -> bool:
+    """Refresh tokens go to clients allowed the grant; with OpenID Connect only for ``offline_access``
+    (OIDC Core §11)."""
+    return "refresh_token" in client.grant_types and ("offline_access" in scopes or "openid" not in scopes)
+
+
+def mint_user_tokens(ctx: EngineContext, client: Client, family: TokenFamily, user: User,
+                     scopes: frozenset[str], *, nonce: str | None, parent_hash: str | None) -> MintedTokens:
+    """An access token (RFC 9068), an id_token when ``openid`` was granted (OIDC Core §3.1.3.3), and a new
+    refresh token when the client may have one. Nothing is stored here."""
+    now = ctx.clock.now()
+    at = ctx.issuer.access_token(subject=user.user_id, client_id=client.client_id, audience=family.audience,
+                                 scopes=sorted(scopes), extra_claims={"auth_time": int(family.auth_time)})
+    id_token = None
+    if "openid" in scopes:
+        id_token = ctx.issuer.id_token(subject=user.user_id, client_id=client.client_id,
+                                       auth_time=family.auth_time, nonce=nonce, amr=family.amr, acr=family.acr,
+                                       access_token=at.token, sid=family.session_id)
+    refresh_plain: str | None = None
+    refresh: RefreshToken | None = None
+    if wants_refresh_token(client, family.scopes):
+        refresh_plain = new_token(32, REFRESH_TOKEN_PREFIX)
+        expires = min(family.expires_at, now + ctx.policy.refresh_token_idle_ttl)
+        refresh = RefreshToken(token_hash=token_hash(refresh_plain, ctx.secret_hash_key),
+                               family_id=family.family_id, client_id=client.client_id, user_id=user.user_id,
+                               scopes=family.scopes, created_at=now, expires_at=expires, parent_hash=parent_hash,
+                               dpop_jkt=family.dpop_jkt)
+    response = TokenResponse(access_token=at.token, expires_in=at.expires_in, scope=at.scope or None,
+                             refresh_token=refresh_plain, id_token=id_token)
+    return MintedTokens(response=response, jti=at.jti, access_expires_at=at.expires_at, refresh=refresh)
+
+
+async def store_minted(ctx: EngineContext, family: TokenFamily, minted: MintedTokens) -> None:
+    await ctx.store.add_family_jti(family.family_id, minted.jti, minted.access_expires_at)
+    if minted.refresh is not None:
+        await ctx.store.add_refresh_token(minted.refresh)
+
+
+async def revoke_family(ctx: EngineContext, family_id: str, *, event: str, client_id: str | None,
+                        ip: str | None) -> None:
+    """Kill every refresh token of the family and mark every access token it produced revoked, so that
+    introspection reports them inactive. Records a security event."""
+    now = ctx.clock.now()
+    family = await ctx.store.get_family(family_id)
+    await ctx.store.revoke_family(family_id, now)
+    owner = family.client_id if family is not None else (client_id or "")
+    jtis = await ctx.store.family_jtis(family_id)
+    for jti, exp in jtis:
+        if exp > now:
+            await ctx.store.revoke_access_token(jti, owner, exp)
+    ctx.audit.emit(AuditEvent(type=event, outcome="failure" if event.startswith("security.") else "success",
+                              at=now, client_id=owner or None,
+                              subject=family.user_id if family is not None else None, ip=ip,
+                              detail={"family_id": family_id, "access_tokens_revoked": len(jtis)}))
+
+
+async def revoke_user_families(store: Store, user_id: str, now: float, client_id: str | None = None) -> int:
+    """Revoke every live family of a user (for one client, or all): the account page's "revoke access",
+    and what disabling or deleting a user does."""
+    count = 0
+    for family in await store.list_families(user_id):
+        if client_id is not None and family.client_id != client_id:
+            continue
+        if await store.revoke_family(family.family_id, now):
+            count += 1
+        for jti, exp in await store.family_jtis(family.family_id):
+            if exp > now:
+                await store.revoke_access_token(jti, family.client_id, exp)
+    return count

@@ -1,0 +1,67 @@
+"""RFC 6749 §4.1.3 Authorization Code grant with PKCE (RFC 7636 §4.5-4.6) and OpenID Connect (OIDC Core §3.1.3)."""
+
+from __future__ import annotations
+
+from ..._secrets import token_hash
+from ..context import EngineContext
+from ..errors import InvalidGrant, InvalidRequest
+from ..issuance import TokenResponse
+from ..models import AuditEvent
+from ..pkce import verify_code_verifier
+from ..requests import form_value
+from ..tokens import TokenFamily
+from . import GrantRequest
+from ._user_tokens import mint_user_tokens, revoke_family, store_minted
+
+__all__ = ["AuthorizationCodeGrant"]
+
+_INVALID = "the authorization code is invalid or expired, or was issued to another client"
+
+
+class AuthorizationCodeGrant:
+    grant_type = "authorization_code"
+    requires_client = True
+
+    async def handle(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
+        assert req.client is not None
+        client = req.client.client
+        params = req.params
+        code = form_value(params, "code")
+        if "refresh_token" in params:
+            raise InvalidRequest("unexpected parameter refresh_token")
+        code_hash = token_hash(code, ctx.secret_hash_key)
+        record = await ctx.store.get_code(code_hash) if len(code) <= 512 else None
+        if record is None or record.client_id != client.client_id:
+            raise InvalidGrant(_INVALID, debug="unknown code or another client's code")
+        now = ctx.clock.now()
+        if record.used_at is not None:
+            await self._replayed(ctx, record.family_id, client.client_id, req)
+        if now >= record.expires_at:
+            raise InvalidGrant(_INVALID, debug="code expired")
+        if params.get("redirect_uri") != record.redirect_uri:
+            raise InvalidGrant("redirect_uri must be the one used in the authorization request")
+        verify_code_verifier(params.get("code_verifier"), record.code_challenge)
+        user = await ctx.store.get_user(record.user_id)
+        if user is None or user.disabled:
+            raise InvalidGrant(_INVALID, debug="user gone or disabled")
+        if not await ctx.store.use_code(code_hash, now):
+            await self._replayed(ctx, record.family_id, client.client_id, req)
+        family = TokenFamily(family_id=record.family_id, client_id=client.client_id, user_id=user.user_id,
+                             scopes=record.scopes, audience=record.audience, created_at=now,
+                             expires_at=now + ctx.policy.refresh_token_ttl, auth_time=record.auth_time,
+                             amr=record.amr, acr=record.acr, session_id=record.session_id)
+        await ctx.store.add_family(family)
+        minted = mint_user_tokens(ctx, client, family, user, record.scopes, nonce=record.nonce, parent_hash=None)
+        await store_minted(ctx, family, minted)
+        ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=now, client_id=client.client_id,
+                                  subject=user.user_id, grant_type=self.grant_type, jti=minted.jti,
+                                  ip=req.request.client_ip,
+                                  detail={"scope": minted.response.scope or "", "family_id": family.family_id,
+                                          "refresh_token": minted.refresh is not None}))
+        return minted.response
+
+    async def _replayed(self, ctx: EngineContext, family_id: str, client_id: str, req: GrantRequest) -> None:
+        """RFC 6749 §4.1.2: a code used twice is refused, and the tokens issued from it are revoked."""
+        await revoke_family(ctx, family_id, event="security.authorization_code_replay", client_id=client_id,
+                            ip=req.request.client_ip)
+        raise InvalidGrant("the authorization code was already used; the tokens issued from it are revoked")

@@ -1,0 +1,78 @@
+"""RFC 8628 §3.4-3.5 Device Access Token Request: polling for the user's decision.
+
+A poll that finds the authorization still pending writes nothing: poll timing lives in the
+:class:`~ostiary.core.device.PollTracker` (Redis or process memory), the row is only read. The only writes
+are the user's decision and the single ``approved → consumed`` transition that releases the tokens.
+"""
+
+from __future__ import annotations
+
+from ..._secrets import new_token, token_hash
+from ..context import EngineContext
+from ..device import GRANT_DEVICE_CODE, DeviceAuthorization
+from ..endpoints.authorize import acr_for
+from ..errors import AccessDenied, AuthorizationPending, ExpiredToken, InvalidGrant, InvalidRequest, SlowDown
+from ..issuance import TokenResponse
+from ..models import AuditEvent
+from ..requests import form_value
+from ..tokens import TokenFamily
+from . import GrantRequest
+from ._user_tokens import mint_user_tokens, store_minted
+
+__all__ = ["DeviceCodeGrant"]
+
+_INVALID = "the device code is invalid or was issued to another client"
+
+
+class DeviceCodeGrant:
+    grant_type = GRANT_DEVICE_CODE
+    requires_client = True
+
+    async def handle(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
+        assert req.client is not None
+        client = req.client.client
+        device_code = form_value(req.params, "device_code")
+        if "code" in req.params or "refresh_token" in req.params:
+            raise InvalidRequest("unexpected parameter for the device_code grant")
+        code_hash = token_hash(device_code, ctx.secret_hash_key)
+        auth = await ctx.store.get_device_authorization(code_hash) if len(device_code) <= 512 else None
+        if auth is None or auth.client_id != client.client_id:
+            raise InvalidGrant(_INVALID, debug="unknown device code or another client's")
+        now = ctx.clock.now()
+        if auth.status == "consumed":
+            raise InvalidGrant("the device code was already used", debug="device code reused")
+        if auth.expired(now):
+            raise ExpiredToken("the device code expired; start again")
+        if auth.status == "denied":
+            raise AccessDenied("the user denied the request")
+        if auth.status == "pending":
+            if ctx.poll_tracker is not None and await ctx.poll_tracker.poll(
+                    code_hash, auth.interval, now, auth.expires_at) == "slow_down":
+                raise SlowDown("polling too fast: wait 5 seconds longer between requests")
+            raise AuthorizationPending("waiting for the user to approve")
+        return await self._redeem(req, ctx, auth)
+
+    async def _redeem(self, req: GrantRequest, ctx: EngineContext, auth: DeviceAuthorization) -> TokenResponse:
+        assert req.client is not None
+        client = req.client.client
+        now = ctx.clock.now()
+        user = await ctx.store.get_user(auth.user_id) if auth.user_id else None
+        if user is None or user.disabled:
+            raise AccessDenied("the account that approved this request is not available", debug="user gone")
+        if not await ctx.store.consume_device_authorization(auth.device_code_hash, now):
+            raise InvalidGrant("the device code was already used", debug="lost the consume race")
+        if ctx.poll_tracker is not None:
+            await ctx.poll_tracker.forget(auth.device_code_hash)
+        family = TokenFamily(family_id=new_token(16), client_id=client.client_id, user_id=user.user_id,
+                             scopes=auth.scopes, audience=auth.audience, created_at=now,
+                             expires_at=now + ctx.policy.refresh_token_ttl, auth_time=auth.auth_time or now,
+                             amr=auth.amr, acr=acr_for(auth.amr), session_id=auth.session_id)
+        await ctx.store.add_family(family)
+        minted = mint_user_tokens(ctx, client, family, user, auth.scopes, nonce=None, parent_hash=None)
+        await store_minted(ctx, family, minted)
+        ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=now, client_id=client.client_id,
+                                  subject=user.user_id, grant_type=self.grant_type, jti=minted.jti,
+                                  ip=req.request.client_ip,
+                                  detail={"scope": minted.response.scope or "", "family_id": family.family_id,
+                                          "refresh_token": minted.refresh is not None}))
+        return minted.response

@@ -1,0 +1,119 @@
+"""Tables for users, sessions, consents, authorization codes and refresh-token families (migration 0003).
+
+Codes, refresh tokens, session cookies and recovery codes appear only as keyed hashes.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .tables import metadata
+
+__all__ = ["authorization_codes", "consents", "family_tokens", "login_sessions", "recovery_codes",
+           "refresh_tokens", "token_families", "users"]
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(200), nullable=False, unique=True),
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("email_verified", sa.Boolean, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("password_hash", sa.String(300), nullable=False),
+    sa.Column("totp_secret", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+recovery_codes = sa.Table(
+    "recovery_codes", metadata,
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("used_at", sa.Double, nullable=True),
+)
+
+login_sessions = sa.Table(
+    "login_sessions", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("last_seen", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),
+    sa.Column("auth_time", sa.Double, nullable=False),
+    sa.Column("amr", sa.JSON, nullable=False),
+    sa.Column("mfa_pending", sa.Boolean, nullable=False),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(300), nullable=True),
+)
+
+consents = sa.Table(
+    "consents", metadata,
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("client_id", sa.String(256), primary_key=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("granted_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+authorization_codes = sa.Table(
+    "authorization_codes", metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(256), nullable=False),
+    sa.Column("redirect_uri", sa.String(2000), nullable=False),
+    sa.Column("code_challenge", sa.String(128), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("auth_time", sa.Double, nullable=False),
+    sa.Column("amr", sa.JSON, nullable=False),
+    sa.Column("family_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),
+    sa.Column("nonce", sa.String(512), nullable=True),
+    sa.Column("acr", sa.String(64), nullable=True),
+    sa.Column("audience", sa.JSON, nullable=False),
+    sa.Column("used_at", sa.Double, nullable=True),
+)
+
+token_families = sa.Table(
+    "token_families", metadata,
+    sa.Column("family_id", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(256), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("audience", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),
+    sa.Column("auth_time", sa.Double, nullable=False),
+    sa.Column("amr", sa.JSON, nullable=False),
+    sa.Column("acr", sa.String(64), nullable=True),
+    sa.Column("session_id", sa.String(64), nullable=True),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+    sa.Column("dpop_jkt", sa.String(64), nullable=True),
+)
+
+family_tokens = sa.Table(
+    "family_tokens", metadata,
+    sa.Column("family_id", sa.String(64), primary_key=True),
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("family_id", sa.String(64), nullable=False, index=True),
+    sa.Column("client_id", sa.String(256), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),
+    sa.Column("parent_hash", sa.String(64), nullable=True),
+    sa.Column("used_at", sa.Double, nullable=True),
+    sa.Column("request_fp", sa.String(64), nullable=True),
+    sa.Column("successor_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("dpop_jkt", sa.String(64), nullable=True),
+)

@@ -1,0 +1,315 @@
+"""Property-based fuzzing of POST /token, /introspect and /revoke on a live server (SQLite).
+
+Whatever arrives (random forms, repeated keys, unicode and control characters, very long values, random
+Authorization headers, content types and raw bytes, with valid grant types and client credentials mixed
+in), the server answers with JSON and never a 5xx; errors carry an RFC error code; tokens verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote_plus, urlencode
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
+
+from ..support import LiveServer, start_server
+
+API = "https://api.example.com"
+FORM = "application/x-www-form-urlencoded"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+RFC_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                        "unsupported_grant_type", "invalid_scope", "invalid_target", "unsupported_token_type",
+                        "slow_down"})
+#: RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
+DESCRIPTION_CHARSET = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")
+
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+
+
+class Target:
+    """The live server, one HTTP client, a registered client, a valid token and the published keys."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.server = server
+        self.http = httpx.Client(base_url=server.base_url, timeout=30)
+        self.client = server.create_client(scopes=["api:read", "api:write"], audiences=[API, "urn:x:aud"],
+                                           resource_audiences=[API])
+        self.post_client = server.create_client(scopes=["api:read"], audiences=[API],
+                                                token_endpoint_auth_method="client_secret_post")
+        r = self.http.post("/token", data={"grant_type": "client_credentials"},
+                           auth=(self.client["client_id"], self.client["client_secret"]))
+        assert r.status_code == 200, r.text
+        self.token: str = r.json()["access_token"]
+        self.jwks = self.http.get("/jwks").json()
+        self.kid = self.jwks["keys"][0]["kid"]
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    # failed authentications would lock the fuzzed client out after 10 tries; keep the deeper paths reachable
+    srv = start_server(f"sqlite+aiosqlite:///{tmp / 'fuzz.db'}", tmp,
+                       extra_env={"OSTIARY_RATE_LIMITS__FAILED_AUTH_MAX": "1000000"})
+    t = Target(srv)
+    try:
+        yield t
+    finally:
+        t.http.close()
+        srv.stop()
+    assert "Traceback" not in srv.log()
+
+
+# ---------------------------------------------------------------- strategies
+
+NAMES = ["grant_type", "scope", "resource", "audience", "client_id", "client_secret", "client_assertion",
+         "client_assertion_type", "token", "token_type_hint", "code", "refresh_token", "redirect_uri",
+         "code_verifier", "device_code", "username", "password", "subject_token", "requested_token_type"]
+GRANTS = ["client_credentials", "password", "implicit", "authorization_code", "refresh_token",
+          "urn:ietf:params:oauth:grant-type:device_code", "urn:ietf:params:oauth:grant-type:token-exchange",
+          "urn:ietf:params:oauth:grant-type:jwt-bearer", "CLIENT_CREDENTIALS", "client_credentials "]
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
+
+# unicode including NUL and lone surrogates (they survive JSON's \\u escapes inside a JWT; st.text drops them)
+any_text = st.text(max_size=40) | st.lists(st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\x00"])
+                                           | st.characters(max_codepoint=0x1F) | st.characters(),
+                                           max_size=8).map("".join)
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False),
+                        any_text)
+json_value = st.recursive(json_scalar, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(any_text, kids,
+                                                                                                 max_size=3),
+                          max_leaves=6)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@st.composite
+def forged_jwts(draw: st.DrawFn, target: Target) -> str:
+    """JWT-shaped strings: plausible headers and claims (ours, the client's, random) with a bad signature."""
+    header: dict[str, Any] = {"alg": draw(st.sampled_from(["ES256", "RS256", "EdDSA", "none", "HS256", "PS256"])),
+                              "typ": draw(st.sampled_from(["at+jwt", "JWT", "application/at+jwt", "x"]))}
+    if draw(st.booleans()):
+        header["kid"] = draw(st.sampled_from([target.kid, "nope"]) | json_value)
+    header.update(draw(st.dictionaries(st.sampled_from(["crit", "jku", "x5u", "b64", "zip", "cty"]), json_value,
+                                       max_size=2)))
+    cid = target.client["client_id"]
+    claims: dict[str, Any] = {
+        "iss": draw(st.sampled_from([target.server.issuer, cid]) | any_text | json_value),
+        "sub": draw(st.sampled_from([cid]) | any_text | json_value),
+        "aud": draw(st.sampled_from([target.server.issuer, target.server.issuer + "/token", API]) | json_value),
+        "client_id": cid,
+    }
+    if draw(st.booleans()):
+        claims["sub"] = claims["iss"]  # RFC 7523 §3: a client assertion has iss == sub
+    claims.update(draw(st.dictionaries(st.sampled_from(["exp", "iat", "nbf", "jti", "scope", "act", "cnf"]),
+                                       json_value, max_size=4)))
+    h = b64url(json.dumps(header).encode())
+    p = b64url(json.dumps(claims).encode())
+    sig = draw(st.sampled_from(["", "AAAA", target.token.split(".")[2]]) | st.text(B64URL, max_size=90))
+    return f"{h}.{p}.{sig}"
+
+
+def values(target: Target) -> st.SearchStrategy[str]:
+    cid, secret = target.client["client_id"], target.client["client_secret"]
+    known = st.sampled_from([*GRANTS, cid, secret, target.post_client["client_id"],
+                             target.post_client["client_secret"], API, "urn:x:aud", "api:read", "api:read api:write",
+                             "admin", "access_token", "refresh_token", "bogus", ASSERTION_TYPE, target.token,
+                             target.token + "x", "", " ", "https://evil.example/#frag"])
+    return st.one_of(
+        known, known, known,
+        st.text(max_size=60),
+        st.text(st.characters(max_codepoint=0x1F), max_size=10),              # control characters, NUL included
+        st.builds(lambda c, n: c * n, st.characters(), st.integers(8000, 9000)),  # around the per-value limit
+        forged_jwts(target),
+        st.lists(st.text(B64URL, max_size=40), min_size=1, max_size=4).map(".".join),
+    )
+
+
+@st.composite
+def form_bodies(draw: st.DrawFn, target: Target) -> bytes:
+    names = st.sampled_from(NAMES) | st.text(max_size=20)
+    pairs = draw(st.lists(st.tuples(names, values(target)), max_size=12))
+    if draw(st.booleans()):  # repeat some of them
+        pairs += draw(st.lists(st.sampled_from(pairs), max_size=3)) if pairs else []
+    body = urlencode(pairs, quote_via=quote_plus)
+    if draw(st.integers(0, 4)) == 0:  # splice in raw escapes and separators
+        junk = draw(st.lists(st.sampled_from(["%", "%f", "%ff", "%00", "%c3", "%e2%80", "&", "=", "+", ";", "&&",
+                                              "%26", "%3D", "\x00", "\u00e9", "%ED%A0%80"]), max_size=6))
+        at = draw(st.integers(0, len(body)))
+        body = body[:at] + "".join(junk) + body[at:]
+    return body.encode("utf-8", "surrogatepass")
+
+
+def bodies(target: Target) -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        form_bodies(target), form_bodies(target), form_bodies(target),
+        st.binary(max_size=300),
+        st.integers(60 * 1024, 70 * 1024).map(lambda n: b"grant_type=client_credentials&pad=" + b"a" * n),
+        st.integers(150, 260).map(lambda n: "&".join(f"p{i}=v" for i in range(n)).encode()),
+    )
+
+
+header_text = st.text(ASCII + " ", max_size=80).map(str.strip)
+
+
+def authorizations(target: Target) -> st.SearchStrategy[str | None]:
+    cid, secret = target.client["client_id"], target.client["client_secret"]
+
+    def basic(raw: bytes) -> str:
+        return "Basic " + base64.b64encode(raw).decode()
+
+    return st.one_of(
+        st.none(), st.none(),
+        st.just(basic(f"{cid}:{secret}".encode())),
+        st.builds(lambda s: basic(f"{cid}:{s}".encode()), st.text(max_size=40)),
+        st.builds(lambda u, p: basic(u.encode("utf-8", "surrogatepass") + b":" + p.encode()), any_text,
+                  st.text(max_size=20)),
+        st.binary(max_size=60).map(basic),
+        st.builds(lambda scheme, v: f"{scheme} {v}".strip(),
+                  st.sampled_from(["Basic", "basic", "BASIC", "Bearer", "DPoP", "Digest", "Negotiate"])
+                  | st.text(ASCII, min_size=1, max_size=10), header_text),
+        st.just(f"Bearer {target.token}"),
+    )
+
+
+content_types = st.one_of(
+    st.just(FORM), st.just(FORM), st.just(FORM), st.just(FORM),
+    st.sampled_from([FORM + "; charset=utf-8", FORM + "; charset=latin-1", FORM + ";",
+                     "APPLICATION/X-WWW-FORM-URLENCODED", "application/json", "multipart/form-data; boundary=x",
+                     "text/plain", "*/*", ""]),
+    header_text,
+    st.none(),
+)
+
+
+# ---------------------------------------------------------------- the properties
+
+def check_response(target: Target, path: str, r: httpx.Response, authorization: str | None) -> None:
+    assert r.status_code < 500, f"{r.status_code} {r.text}"
+    assert "Traceback" not in r.text
+    if path == "/revoke" and r.status_code == 200:
+        assert r.content == b""  # RFC 7009 §2.2: 200 with no content
+        assert r.headers["cache-control"] == "no-store"
+        return
+    assert r.headers["content-type"].split(";")[0].strip() == "application/json", r.headers
+    body = r.json()
+    assert isinstance(body, dict), body
+    if r.status_code >= 400:
+        assert r.status_code in (400, 401, 413, 415, 429), f"{r.status_code} {r.text}"
+        assert isinstance(body.get("error"), str) and body["error"] in RFC_ERRORS, body
+        assert set(body) <= {"error", "error_description", "error_uri"}, body
+        desc = body.get("error_description", "")
+        assert isinstance(desc, str) and DESCRIPTION_CHARSET.match(desc), desc
+        assert r.headers["cache-control"] == "no-store"
+        if r.status_code == 429:
+            assert body["error"] == "slow_down"
+            assert r.headers["retry-after"].isdigit() and int(r.headers["retry-after"]) >= 1
+        if r.status_code == 401:
+            assert body["error"] == "invalid_client"
+            if authorization is not None and authorization.lower().startswith("basic "):
+                assert r.headers["www-authenticate"].lower().startswith("basic")
+        return
+    assert r.status_code == 200, f"{r.status_code} {r.text}"
+    assert r.headers["cache-control"] == "no-store"
+    if path == "/token":
+        assert body["token_type"] == "Bearer"
+        assert isinstance(body["expires_in"], int) and body["expires_in"] > 0
+        token = jose_jwt.decode(body["access_token"], KeySet.import_key_set(target.jwks), algorithms=["ES256"])
+        assert token.header["typ"] == "at+jwt"
+        assert token.claims["iss"] == target.server.issuer
+        assert token.claims["client_id"] in (target.client["client_id"], target.post_client["client_id"])
+    else:
+        assert isinstance(body.get("active"), bool), body
+        if body["active"]:
+            assert body["iss"] == target.server.issuer
+            assert body["client_id"] == target.client["client_id"]
+
+
+def send(target: Target, path: str, body: bytes, content_type: str | None, authorization: str | None
+         ) -> httpx.Response:
+    headers = {}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if authorization:
+        headers["Authorization"] = authorization  # already stripped: HTTP trims field values (RFC 9110 §5.5)
+    return target.http.post(path, content=body, headers=headers)
+
+
+@pytest.fixture(params=["/token", "/introspect", "/revoke"])
+def path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@FUZZ
+@given(data=st.data())
+def test_random_requests_get_rfc_answers(target: Target, path: str, data: st.DataObject) -> None:
+    body = data.draw(bodies(target), label="body")
+    content_type = data.draw(content_types, label="content_type")
+    authorization = data.draw(authorizations(target).map(lambda a: a and a.strip()), label="authorization")
+    r = send(target, path, body, content_type, authorization)
+    check_response(target, path, r, authorization)
+
+
+@settings(FUZZ, max_examples=75)
+@given(data=st.data())
+def test_random_forms_with_valid_client_authentication(target: Target, path: str, data: st.DataObject) -> None:
+    """The client authenticates correctly; everything else in the form is random."""
+    body = data.draw(form_bodies(target), label="body")
+    cid, secret = target.client["client_id"], target.client["client_secret"]
+    authorization = "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    r = send(target, path, body, FORM, authorization)
+    check_response(target, path, r, authorization)
+
+
+@settings(FUZZ, max_examples=75)
+@given(scope=st.one_of(st.sampled_from(["api:read", "api:write", "api:read api:write", "admin"]),
+                       st.text(max_size=30)),
+       resources=st.lists(st.sampled_from([API, "urn:x:aud", "https://evil.example", "x"]) | st.text(max_size=20),
+                          max_size=3),
+       extra=st.lists(st.tuples(st.sampled_from(NAMES) | st.text(max_size=10), st.text(max_size=30)), max_size=3))
+def test_client_credentials_variations(target: Target, scope: str, resources: list[str],
+                                       extra: list[tuple[str, str]]) -> None:
+    """A valid client-credentials request with random scope, resources and extra parameters."""
+    pairs = [("grant_type", "client_credentials"), ("scope", scope), *(("resource", r) for r in resources), *extra]
+    authorization = "Basic " + base64.b64encode(
+        f"{target.client['client_id']}:{target.client['client_secret']}".encode()).decode()
+    r = send(target, "/token", urlencode(pairs, quote_via=quote_plus).encode(), FORM, authorization)
+    check_response(target, "/token", r, authorization)
+    if r.status_code == 200:
+        claims = jose_jwt.decode(r.json()["access_token"], KeySet.import_key_set(target.jwks),
+                                 algorithms=["ES256"]).claims
+        granted = set(claims["scope"].split())
+        assert granted <= {"api:read", "api:write"}
+        assert set(scope.split()) == granted or not scope.strip(" ")
+        aud = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        assert set(aud) <= {API, "urn:x:aud"}
+
+
+@settings(FUZZ, max_examples=75)
+@given(data=st.data())
+def test_random_client_assertions(target: Target, path: str, data: st.DataObject) -> None:
+    """private_key_jwt (RFC 7523 §2.2) with forged assertions: always invalid_client, never a crash."""
+    pairs = [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", data.draw(forged_jwts(target)))]
+    if path == "/token":
+        pairs.append(("grant_type", data.draw(st.sampled_from(GRANTS), label="grant_type")))
+    else:
+        pairs.append(("token", data.draw(st.sampled_from([target.token, "x"]), label="token")))
+    if data.draw(st.booleans(), label="with client_id"):
+        pairs.append(("client_id", data.draw(st.sampled_from([target.client["client_id"]]) | any_text)))
+    body = urlencode(pairs, quote_via=quote_plus, encoding="utf-8", errors="surrogatepass").encode()
+    r = send(target, path, body, FORM, None)
+    check_response(target, path, r, None)
+    assert r.status_code in (400, 401), r.text
