@@ -15,7 +15,7 @@ log = logging.getLogger("ostiary.audit")
 
 
 class BatchingAuditSink:
-    def __init__(self, repo: AuditRepository, *, interval: float = 0.5, max_batch: int = 1000,
+    def __init__(self, repo: AuditRepository, *, interval: float = 0.5, max_batch: int = 250,
                  max_queue: int = 100_000) -> None:
         self._repo = repo
         self._interval = interval
@@ -48,6 +48,7 @@ class BatchingAuditSink:
             except Exception:
                 log.exception("could not write %d audit events; they remain in the log", len(batch))
                 return
+            await asyncio.sleep(0)  # small batches, and requests in between: no long stall of the event loop
 
     async def stop(self) -> None:
         if self._task:

@@ -19,7 +19,7 @@ from .users import SqlUsersMixin
 __all__ = ["SqlStore", "create_engine"]
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine. SQLite gets WAL and a busy timeout so several processes can share the file."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -33,7 +33,9 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it doubles the round trips of every read. A connection the server dropped raises a
+    # disconnect error once, SQLAlchemy invalidates it, and the pool replaces it; recycling bounds its age.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def _storable(value: str) -> bool:

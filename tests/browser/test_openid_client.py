@@ -1,0 +1,121 @@
+"""The code flow driven by an independent relying party: panva's openid-client v6 (Node) does discovery, PKCE
+S256, state and nonce, the code exchange (with its own checks of state, nonce, PKCE and RFC 9207 ``iss``),
+userinfo and a refresh; Chromium plays the person who signs in and consents."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..support import LiveServer
+from ..web._codeflow import new_user
+from ._flow import RelyingParty, register, sign_in, verify_id_token
+
+pytestmark = pytest.mark.browser
+
+RP_DIR = Path(__file__).resolve().parent.parent / "rp_node"
+
+
+@pytest.fixture(scope="module")
+def node_rp() -> Path:
+    """``npm install`` once (idempotent: only when node_modules is missing)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("node and npm are needed for the openid-client test (apt-get install nodejs npm)")
+    if not (RP_DIR / "node_modules" / "openid-client").is_dir():
+        subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=RP_DIR, check=True, capture_output=True,
+                       timeout=300)
+    return RP_DIR / "rp.mjs"
+
+
+@pytest.fixture
+def rp_process(node_rp: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(["node", str(node_rp), *args], cwd=RP_DIR, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
+    assert proc.stdout is not None
+    with ThreadPoolExecutor(1) as pool:
+        line = pool.submit(proc.stdout.readline).result(timeout=timeout)
+    if not line:
+        proc.wait(timeout=10)
+        err = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"rp.mjs exited ({proc.returncode}) without output:\n{err}")
+    out: dict[str, Any] = json.loads(line)
+    return out
+
+
+def test_openid_client_signs_a_user_in(live: LiveServer, rp: RelyingParty, page: Any, rp_process: Any) -> None:
+    client = register(live, rp, name="Node RP")
+    user = new_user(live, name="Node User")
+    proc = rp_process(live.issuer, client["client_id"], rp.callback)
+    start = _read_line(proc)
+    url = start["authorization_url"]
+    assert url.startswith(live.base_url + "/authorize?") and "code_challenge_method=S256" in url
+    page.goto(url)
+    sign_in(page, user)
+    page.wait_for_selector("#consent-form")
+    assert page.text_content("#consent-client").strip() == "Node RP"
+    page.click("#consent-allow")
+    page.wait_for_selector("#rp-callback")
+    callback = page.url
+    q = rp.last()
+    assert q["state"] == start["state"] and q["iss"] == live.issuer
+    assert proc.stdin is not None
+    proc.stdin.write(callback + "\n")
+    proc.stdin.flush()
+    result = _read_line(proc)
+    assert proc.wait(timeout=30) == 0
+    assert result["issuer"] == live.issuer
+    assert result["token_type"].lower() == "bearer"
+    assert set(result["scope"].split()) == {"openid", "profile", "email", "offline_access"}
+    claims = result["claims"]
+    assert claims["sub"] == user["id"] and claims["nonce"] == start["nonce"]
+    assert claims["aud"] == client["client_id"] and claims["iss"] == live.issuer
+    assert verify_id_token(live, result["id_token"]) == claims
+    assert result["userinfo"]["sub"] == user["id"] and result["userinfo"]["name"] == "Node User"
+    assert result["userinfo"]["email"] == user["email"]
+    assert result["refresh_rotated"] is True and result["refreshed_access_token"] is True
+    assert result["end_session_url"].startswith(live.base_url + "/logout?")
+
+
+def test_openid_client_rejects_a_callback_with_the_wrong_state(live: LiveServer, rp: RelyingParty, page: Any,
+                                                               rp_process: Any) -> None:
+    """The relying party's own checks run: a callback from another authorization request is refused."""
+    client = register(live, rp)
+    user = new_user(live)
+    proc = rp_process(live.issuer, client["client_id"], rp.callback)
+    start = _read_line(proc)
+    page.goto(start["authorization_url"].replace("state=" + start["state"], "state=someone-else"))
+    sign_in(page, user)
+    page.wait_for_selector("#consent-form")
+    page.click("#consent-allow")
+    page.wait_for_selector("#rp-callback")
+    assert rp.last()["state"] == "someone-else"
+    assert proc.stdin is not None
+    proc.stdin.write(page.url + "\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=30) != 0
+    assert proc.stderr is not None and "state" in proc.stderr.read().lower()
