@@ -108,3 +108,10 @@ class RefreshTokenRepository(Protocol):
                                 successor_sealed: bytes | None) -> bool:
         """Spend the token: True for exactly one caller (``UPDATE … WHERE used_at IS NULL``)."""
         ...
+
+    async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
+                                   successor_sealed: bytes | None, family_id: str, jti: str,
+                                   access_expires_at: float, successor: RefreshToken | None) -> bool:
+        """One unit of work: spend the token and, only if this caller spent it, record the new access
+        token's jti in the family and store the successor. False (and nothing written) for the loser."""
+        ...

@@ -176,3 +176,13 @@ class MemoryUsersMixin:
         self._u.refresh[token_hash] = replace(rt, used_at=now, request_fp=request_fp,
                                               successor_sealed=successor_sealed)
         return True
+
+    async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
+                                   successor_sealed: bytes | None, family_id: str, jti: str,
+                                   access_expires_at: float, successor: RefreshToken | None) -> bool:
+        if not await self.use_refresh_token(token_hash, now, request_fp, successor_sealed):
+            return False
+        await self.add_family_jti(family_id, jti, access_expires_at)
+        if successor is not None:
+            await self.add_refresh_token(successor)
+        return True

@@ -25,7 +25,7 @@ from ..requests import form_value, scope_set
 from ..sealing import SealError, seal, sealing_key, unseal
 from ..tokens import RefreshToken
 from . import GrantRequest
-from ._user_tokens import mint_user_tokens, revoke_family, store_minted
+from ._user_tokens import mint_user_tokens, revoke_family
 
 __all__ = ["RefreshTokenGrant"]
 
@@ -78,14 +78,14 @@ class RefreshTokenGrant:
         sealed = None
         if ctx.policy.refresh_token_reuse_window > 0:
             sealed = seal(json.dumps(minted.response.body()).encode(), key, rt_hash)
-        if not await ctx.store.use_refresh_token(rt_hash, now, fp, sealed):
+        if not await ctx.store.rotate_refresh_token(rt_hash, now, fp, sealed, family.family_id, minted.jti,
+                                                    minted.access_expires_at, minted.refresh):
             # a concurrent request with the same token won the race: this one is a reuse like any other
             latest = await ctx.store.get_refresh_token(rt_hash)
             again = self._within_window(ctx, latest, fp, now, key, rt_hash) if latest is not None else None
             if again is not None:
                 return again
             return await self._reused(ctx, rt.family_id, client.client_id, req)
-        await store_minted(ctx, family, minted)
         ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=now, client_id=client.client_id,
                                   subject=user.user_id, grant_type=self.grant_type, jti=minted.jti,
                                   ip=req.request.client_ip,

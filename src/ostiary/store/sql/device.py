@@ -29,6 +29,7 @@ class SqlDeviceMixin:
     """Mixed into :class:`~ostiary.store.sql.SqlStore`; implements ``DeviceAuthorizationRepository``."""
 
     engine: AsyncEngine
+    reader: AsyncEngine
 
     async def add_device_authorization(self, auth: DeviceAuthorization) -> None:
         try:
@@ -44,12 +45,12 @@ class SqlDeviceMixin:
             raise ValueError("user code taken") from exc
 
     async def get_device_authorization(self, device_code_hash: str) -> DeviceAuthorization | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(sa.select(da).where(da.c.device_code_hash == device_code_hash))).first()
         return _auth(row) if row else None
 
     async def find_device_authorizations(self, locator: str, now: float) -> list[DeviceAuthorization]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(sa.select(da).where(da.c.locator == locator, da.c.status == "pending",
                                                           da.c.expires_at > now))
             return [_auth(r) for r in rows]

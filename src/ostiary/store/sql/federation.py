@@ -41,9 +41,10 @@ class SqlFederationMixin:
     """Mixed into :class:`~ostiary.store.sql.SqlStore`; implements ``TrustPolicyRepository``."""
 
     engine: AsyncEngine
+    reader: AsyncEngine
 
     async def get_trust_policy(self, policy_id: str) -> TrustPolicy | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(sa.select(trust_policies)
                                       .where(trust_policies.c.policy_id == policy_id))).first()
         return _policy(row) if row else None
@@ -52,7 +53,7 @@ class SqlFederationMixin:
         q = sa.select(trust_policies).order_by(trust_policies.c.policy_id)
         if issuer is not None:
             q = q.where(trust_policies.c.issuer == issuer)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return [_policy(r) for r in await conn.execute(q)]
 
     async def add_trust_policy(self, policy: TrustPolicy) -> None:
@@ -76,7 +77,7 @@ class SqlFederationMixin:
 
     async def replay_seen(self, namespace: str, value: str, now: float) -> bool:
         rc = t.replay_cache
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(sa.select(rc.c.expires_at).where(
                 rc.c.namespace == namespace, rc.c.value == value, rc.c.expires_at > now))).first()
         return row is not None

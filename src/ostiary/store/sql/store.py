@@ -89,6 +89,8 @@ def _key(row: Any) -> SigningKey:
 class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # single-statement reads need no transaction: no BEGIN/ROLLBACK round trips around every SELECT
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def from_url(cls, url: str) -> SqlStore:
@@ -98,7 +100,7 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
     async def get_client(self, client_id: str) -> Client | None:
         if not _storable(client_id):
             return None
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(sa.select(t.clients).where(t.clients.c.client_id == client_id))).first()
         return _client(row) if row else None
 
@@ -125,13 +127,13 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
         return bool(res.rowcount)
 
     async def list_clients(self) -> list[Client]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(sa.select(t.clients).order_by(t.clients.c.created_at, t.clients.c.client_id))
             return [_client(r) for r in rows]
 
     # keys
     async def list_keys(self) -> list[SigningKey]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(sa.select(t.signing_keys)
                                       .order_by(t.signing_keys.c.created_at, t.signing_keys.c.kid))
             return [_key(r) for r in rows]
@@ -162,7 +164,7 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
             return  # already revoked
 
     async def is_access_token_revoked(self, jti: str) -> bool:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(sa.select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti))).first()
         return row is not None
 
@@ -203,14 +205,14 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
         q = sa.select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
         if type_prefix:
             q = q.where(t.audit_events.c.type.startswith(type_prefix))
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(q)
             return [AuditEvent(type=m["type"], outcome=m["outcome"], at=m["at"], client_id=m["client_id"],
                                subject=m["subject"], grant_type=m["grant_type"], jti=m["jti"], ip=m["ip"],
                                detail=m["detail"] or {}) for m in (r._mapping for r in rows)]
 
     async def ping(self) -> bool:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
         return True
 

@@ -82,15 +82,24 @@ def _refresh(row: Any) -> RefreshToken:
         successor_sealed=bytes(sealed) if sealed is not None else None, dpop_jkt=m["dpop_jkt"])
 
 
+def _refresh_row(token: RefreshToken) -> dict[str, Any]:
+    return {"token_hash": token.token_hash, "family_id": token.family_id, "client_id": token.client_id,
+            "user_id": token.user_id, "scopes": sorted(token.scopes), "created_at": token.created_at,
+            "expires_at": token.expires_at, "parent_hash": token.parent_hash, "used_at": token.used_at,
+            "request_fp": token.request_fp, "successor_sealed": token.successor_sealed,
+            "dpop_jkt": token.dpop_jkt}
+
+
 class SqlUsersMixin:
     engine: AsyncEngine
+    reader: AsyncEngine
 
     async def _one(self, query: Any) -> Any:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return (await conn.execute(query)).first()
 
     async def _all(self, query: Any) -> list[Any]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return list(await conn.execute(query))
 
     async def _write(self, stmt: Any) -> int:
@@ -255,11 +264,7 @@ class SqlUsersMixin:
         return [(r[0], float(r[1])) for r in rows]
 
     async def add_refresh_token(self, token: RefreshToken) -> None:
-        await self._write(tu.refresh_tokens.insert().values(
-            token_hash=token.token_hash, family_id=token.family_id, client_id=token.client_id,
-            user_id=token.user_id, scopes=sorted(token.scopes), created_at=token.created_at,
-            expires_at=token.expires_at, parent_hash=token.parent_hash, used_at=token.used_at,
-            request_fp=token.request_fp, successor_sealed=token.successor_sealed, dpop_jkt=token.dpop_jkt))
+        await self._write(tu.refresh_tokens.insert().values(**_refresh_row(token)))
 
     async def get_refresh_token(self, token_hash: str) -> RefreshToken | None:
         rt = tu.refresh_tokens
@@ -272,3 +277,18 @@ class SqlUsersMixin:
         return await self._write(rt.update().where(rt.c.token_hash == token_hash, rt.c.used_at.is_(None))
                                  .values(used_at=now, request_fp=request_fp,
                                          successor_sealed=successor_sealed)) == 1
+
+    async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
+                                   successor_sealed: bytes | None, family_id: str, jti: str,
+                                   access_expires_at: float, successor: RefreshToken | None) -> bool:
+        rt = tu.refresh_tokens
+        async with self.engine.begin() as conn:
+            res = await conn.execute(rt.update().where(rt.c.token_hash == token_hash, rt.c.used_at.is_(None))
+                                     .values(used_at=now, request_fp=request_fp, successor_sealed=successor_sealed))
+            if res.rowcount != 1:
+                return False
+            await conn.execute(tu.family_tokens.insert().values(family_id=family_id, jti=jti,
+                                                                expires_at=access_expires_at))
+            if successor is not None:
+                await conn.execute(rt.insert().values(**_refresh_row(successor)))
+        return True
