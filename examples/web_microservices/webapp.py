@@ -13,7 +13,8 @@ Sign-in, step by step:
    the ``code_verifier``.
 3. It verifies the id token (OpenID Connect Core §3.1.3.7): signature with a key from the issuer's JWKS
    (``ostiary.resource.JwksCache``: discovery, caching, refetch on rotation), ``iss``, ``aud`` (this
-   client), ``exp``/``iat``, and the ``nonce`` it sent. Only then is a *new* session created (the pre-login
+   client), ``exp``/``iat``, the ``nonce`` it sent and ``at_hash``; reads the person's name from the
+   userinfo endpoint (whose ``sub`` must match). Only then is a *new* session created (the pre-login
    session id is dropped, so a planted cookie cannot be promoted: no session fixation).
 
 ``/orders`` calls the orders API with the session's access token (refreshed with the refresh token when
@@ -212,16 +213,17 @@ class WebApp:
             "grant_type": "authorization_code", "code": params["code"], "redirect_uri": self.redirect_uri,
             "code_verifier": pending["verifier"]})
         if r.status_code != 200:
-            return self.page("error.html", 400, user=None,
-                             message=f"The code exchange failed ({r.json().get('error')}).")
+            error = r.json().get("error") if r.headers.get("content-type", "").startswith("application/json") else None
+            return self.page("error.html", 400, user=None, message=f"The code exchange failed ({error}).")
         tokens = r.json()
         try:
             claims = await self.verify_id_token(tokens["id_token"], pending["nonce"], tokens["access_token"])
         except (JoseError, KeyError) as exc:
             return self.page("error.html", 400, user=None, message=f"The id token was refused: {exc}.")
+        profile = await self.userinfo(tokens["access_token"], claims["sub"])
         # A new session for the signed-in person (the old id may have been planted: session fixation).
         self.drop_session(request)
-        signed_in = Session(user=str(claims.get("name") or claims.get("preferred_username") or claims["sub"]),
+        signed_in = Session(user=str(profile.get("name") or profile.get("preferred_username") or claims["sub"]),
                             subject=str(claims["sub"]), id_token=tokens["id_token"])
         self._keep_tokens(signed_in, tokens)
         response = RedirectResponse(pending["next"], status_code=303)
@@ -243,6 +245,15 @@ class WebApp:
         if at_hash is not None and verified.key.alg in ("ES256", "RS256") and at_hash != _at_hash(access_token):
             raise JoseError("at_hash does not match the access token")
         return claims
+
+    async def userinfo(self, access_token: str, subject: str) -> dict[str, Any]:
+        """The person's profile claims (OpenID Connect Core §5.3; its ``sub`` must be the id token's, §5.3.4)."""
+        endpoint = (await self.metadata()).get("userinfo_endpoint")
+        if not endpoint:
+            return {}
+        r = await self.http.get(endpoint, headers={"Authorization": f"Bearer {access_token}"})
+        profile = r.json() if r.status_code == 200 else {}
+        return profile if isinstance(profile, dict) and profile.get("sub") == subject else {}
 
     def _keep_tokens(self, session: Session, tokens: dict[str, Any]) -> None:
         session.access_token = tokens["access_token"]
