@@ -113,7 +113,7 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
-    implementation: Literal["uvicorn", "granian"] = "granian"
+    implementation: Literal["uvicorn", "granian"] = "uvicorn"
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -88,6 +89,10 @@ class Runtime:
         await self.reload_keys(force=True)
         self.audit.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="ostiary-maintenance"))
+        # Everything loaded so far lives as long as the process: move it out of the cyclic collector's
+        # reach, so full collections under load walk only per-request garbage (shorter pauses, lower p99).
+        gc.collect()
+        gc.freeze()
 
     async def reload_keys(self, *, force: bool = False) -> None:
         keys = await self.raw_store.list_keys()

@@ -1,0 +1,68 @@
+"""The per-process client cache: single flight on expiry, answers from the cache while refreshing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from ostiary._clock import FixedClock
+from ostiary.core.models import Client
+from ostiary.store.cache import CachedStore
+from ostiary.store.memory import MemoryStore
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def get_client(self, client_id: str) -> Client | None:
+        self.lookups += 1
+        await self.gate.wait()
+        return await super().get_client(client_id)
+
+
+def _client(name: str = "n") -> Client:
+    return Client(client_id="c1", name=name, client_type="confidential",
+                  token_endpoint_auth_method="client_secret_basic", grant_types=frozenset(), scopes=frozenset())
+
+
+async def test_concurrent_misses_cause_one_lookup() -> None:
+    inner, clock = CountingStore(), FixedClock()
+    await inner.add_client(_client())
+    cache = CachedStore(inner, clock, ttl=5)
+    inner.gate.clear()
+    waiters = [asyncio.create_task(cache.get_client("c1")) for _ in range(50)]
+    await asyncio.sleep(0)
+    inner.gate.set()
+    results = await asyncio.gather(*waiters)
+    assert inner.lookups == 1
+    assert all(r is not None and r.name == "n" for r in results)
+
+
+async def test_expired_entry_is_served_while_one_refresh_runs_then_replaced() -> None:
+    inner, clock = CountingStore(), FixedClock()
+    await inner.add_client(_client("old"))
+    cache = CachedStore(inner, clock, ttl=5)
+    assert (await cache.get_client("c1")).name == "old"  # type: ignore[union-attr]
+    await inner.update_client(replace(_client("new")))  # changed by another process
+    clock.advance(6)
+    inner.gate.clear()
+    stale = await asyncio.gather(*(cache.get_client("c1") for _ in range(20)))
+    assert [c.name for c in stale if c] == ["old"] * 20  # nobody waited on the database
+    assert inner.lookups == 2  # the first load and one refresh
+    inner.gate.set()
+    await asyncio.sleep(0.01)
+    assert (await cache.get_client("c1")).name == "new"  # type: ignore[union-attr]
+
+
+async def test_an_entry_older_than_two_ttls_is_not_served() -> None:
+    inner, clock = CountingStore(), FixedClock()
+    await inner.add_client(_client("old"))
+    cache = CachedStore(inner, clock, ttl=5)
+    await cache.get_client("c1")
+    await inner.delete_client("c1")
+    clock.advance(11)
+    assert await cache.get_client("c1") is None  # a deleted client stops working within 2 x ttl
