@@ -2,7 +2,7 @@
 
 Entries live ``ttl`` seconds, then are refreshed by one look-up while requests keep being answered from the
 entry for at most another ``ttl``; a change made through this process (admin API) invalidates at once,
-other processes see it within ``2 × ttl``.
+other processes see it within twice ``ttl``.
 """
 
 from __future__ import annotations
