@@ -23,6 +23,7 @@ class BatchingAuditSink:
         self._max_queue = max_queue
         self._queue: list[AuditEvent] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.dropped = 0
 
     def emit(self, event: AuditEvent) -> None:
@@ -36,8 +37,10 @@ class BatchingAuditSink:
         self._task = asyncio.create_task(self._run(), name="ostiary-audit")
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        # never cancelled: a cancellation in the middle of an insert would lose that batch
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
             await self.flush()
 
     async def flush(self) -> None:
@@ -46,13 +49,13 @@ class BatchingAuditSink:
             try:
                 await self._repo.record_events(batch)
             except Exception:
-                log.exception("could not write %d audit events; they remain in the log", len(batch))
+                log.exception("could not write %d audit events; retrying at the next flush", len(batch))
+                self._queue[:0] = batch
                 return
             await asyncio.sleep(0)  # small batches, and requests in between: no long stall of the event loop
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await self._task
         await self.flush()
