@@ -209,7 +209,9 @@ def main() -> None:
     load_before = loadavg()
     name, url = create_pg_database()
     tmp = Path(tempfile.mkdtemp(prefix="ost-refresh-bench-"))
-    srv = start_server(url, tmp, workers=args.workers)
+    # the test harness turns caches off so tests see changes at once; the benchmark runs the production defaults
+    srv = start_server(url, tmp, workers=args.workers,
+                       extra_env={"OSTIARY_CLIENTS__CACHE_TTL": "5", "OSTIARY_KEYS__REFRESH_INTERVAL": "5"})
     try:
         client = web_client(srv, name="bench rotations")
         user = new_user(srv)
