@@ -216,6 +216,9 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     if as_json:
         print_json(views)
         return
+    if not views:
+        console.print("no signing keys yet: the server creates one when it first starts (`ostiary serve`)")
+        return
     table = Table("kid", "alg", "state", "created", "signs from", "retires", "unpublished")
     for v in views:
         table.add_row(v["kid"], v["alg"], v["state"], _ts(v["created_at"]), _ts(v["activates_at"]),
