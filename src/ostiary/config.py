@@ -97,7 +97,7 @@ class LoginSettings(_Section):
 
 
 class DeviceSettings(_Section):
-    """RFC 8628 device flow; the attempt limits guard the 34.6-bit user codes (docs/device-flow.md)."""
+    """RFC 8628 device flow; the attempt limits guard the 34.6-bit user codes (README: "Guessing user codes")."""
 
     expires_in: Duration = Field(600, ge=5, le=1800, description="device code lifetime")
     interval: int = Field(5, ge=1, le=60, description="seconds between polls (slow_down adds 5)")
