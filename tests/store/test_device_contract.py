@@ -8,8 +8,6 @@ import pytest
 
 from ostiary.core.device import DeviceAuthorization, new_user_code
 
-from .test_contract import sql_urls, store  # noqa: F401  (the shared fixtures)
-
 NOW = 1_800_000_000.0
 
 

@@ -5,39 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
 
 from ostiary.core.tokens import AuthorizationCode, RefreshToken, TokenFamily
 from ostiary.core.users import Consent, LoginSession, User
-from ostiary.store.memory import MemoryStore
-from ostiary.store.sql import SqlStore, upgrade
-
-from ..support import create_pg_database, drop_pg_database
 
 RACERS = 8
 
 
-@pytest.fixture(scope="module")
-def sql_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    sqlite = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('users-store') / 'contract.db'}"
-    name, pg = create_pg_database()
-    for url in (sqlite, pg):
-        upgrade(url)
-    yield {"sqlite": sqlite, "postgres": pg}
-    drop_pg_database(name)
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, sql_urls: dict[str, str]) -> AsyncIterator[object]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    s = SqlStore.from_url(sql_urls[request.param])
-    yield s
-    await s.close()
 
 
 def _hex(n: int = 6) -> str:

@@ -6,12 +6,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from ..config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from ..store.sql import SqlStore
 
 T = TypeVar("T")
 console = Console(stderr=False, highlight=False)
@@ -42,3 +45,33 @@ def print_json(data: Any) -> None:
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(fn())  # type: ignore[arg-type]
+
+
+def with_store(fn: Callable[[Settings, SqlStore], Awaitable[T]]) -> T:
+    """Run ``fn`` against the configured database, once it is known to be migrated; refusals and invalid
+    input are printed as errors (exit status 1)."""
+    from pydantic import ValidationError
+
+    from ..admin.service import AdminError
+    from ..core.keys import KeyRingError
+    from ..store.sql import SqlStore as Store
+    from ..store.sql.migrate import check_schema
+
+    s = settings()
+
+    async def go() -> T:
+        status = await check_schema(s.database_url)
+        if status.state != "current":
+            fail(status.message)
+        store = Store.from_url(s.database_url)
+        try:
+            return await fn(s, store)
+        finally:
+            await store.close()
+
+    try:
+        return run(go)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()))
+    except (AdminError, KeyRingError) as exc:
+        fail(str(exc))

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from .._clock import SystemClock
-from ..admin.service import AdminError, AdminService, ClientCreate, ClientUpdate, client_view, key_view
-from ..core.keys import KeyRingError
-from ._common import console, fail, print_json, run, settings
+from ..admin.service import AdminService, ClientCreate, ClientUpdate, client_view, key_view
+from ..config import Settings
+from ..store.sql import SqlStore
+from ._common import console, fail, print_json, with_store
 
 T = TypeVar("T")
 
@@ -24,27 +24,13 @@ keys_app = typer.Typer(help="List, rotate and retire signing keys (no restart ne
 
 
 def _with_service(fn: Callable[[AdminService], Awaitable[T]]) -> T:
-    s = settings()
-    from ..store.sql import SqlStore, check_schema
     from ..web.runtime import master_keys
 
-    async def go() -> T:
-        status = await check_schema(s.database_url)
-        if status.state != "current":
-            fail(status.message)
-        store = SqlStore.from_url(s.database_url)
+    def service(s: Settings, store: SqlStore) -> Awaitable[T]:
         kek, secret_hash_key, _ = master_keys(s)
-        try:
-            return await fn(AdminService(store, s.policy(), SystemClock(), secret_hash_key, kek))
-        finally:
-            await store.close()
+        return fn(AdminService(store, s.policy(), SystemClock(), secret_hash_key, kek))
 
-    try:
-        return run(go)
-    except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()))
-    except (AdminError, KeyRingError) as exc:
-        fail(str(exc))
+    return with_store(service)
 
 
 def _ts(v: int | None) -> str:

@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from .._clock import SystemClock
 from ..admin.federation import FederationService, TrustPolicyCreate, trust_policy_view
-from ..admin.service import AdminError
 from ..core.federation import TOKEN_EXCHANGE_GRANT, Check, FederationReport
-from ..store.sql import SqlStore
-from ._common import console, fail, print_json, run, settings
+from ._common import console, fail, print_json, with_store
 
 T = TypeVar("T")
 
@@ -33,26 +30,7 @@ federation_app.add_typer(trust_app, name="trust")
 
 
 def _with_service(fn: Callable[[FederationService], Awaitable[T]]) -> T:
-    s = settings()
-
-    async def go() -> T:
-        from ..store.sql.migrate import check_schema
-
-        status = await check_schema(s.database_url)
-        if status.state != "current":
-            fail(status.message)
-        store = SqlStore.from_url(s.database_url)
-        try:
-            return await fn(FederationService(store, s.policy(), SystemClock()))
-        finally:
-            await store.close()
-
-    try:
-        return run(go)
-    except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()))
-    except AdminError as exc:
-        fail(str(exc))
+    return with_store(lambda s, store: fn(FederationService(store, s.policy(), SystemClock())))
 
 
 def _pairs(values: list[str], op: str) -> list[dict[str, str]]:

@@ -13,10 +13,8 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from .._clock import SystemClock
-from ..admin.service import AdminError
 from ..admin.users import UserAdmin, UserCreate, UserUpdate, user_view
-from ..store.sql import SqlStore
-from ._common import console, fail, print_json, run, settings
+from ._common import console, fail, print_json, with_store
 
 T = TypeVar("T")
 
@@ -24,26 +22,7 @@ user_app = typer.Typer(help="Create and manage users (people who sign in).", no_
 
 
 def _with_users(fn: Callable[[UserAdmin], Awaitable[T]]) -> T:
-    s = settings()
-
-    async def go() -> T:
-        from ..store.sql.migrate import check_schema
-
-        status = await check_schema(s.database_url)
-        if status.state != "current":
-            fail(status.message)
-        store = SqlStore.from_url(s.database_url)
-        try:
-            return await fn(UserAdmin(store, SystemClock()))
-        finally:
-            await store.close()
-
-    try:
-        return run(go)
-    except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()))
-    except AdminError as exc:
-        fail(str(exc))
+    return with_store(lambda s, store: fn(UserAdmin(store, SystemClock())))
 
 
 def read_password(from_stdin: bool) -> str:
