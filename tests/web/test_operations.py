@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import os
 import signal
+import socket
+import time
 
 import httpx
+import pytest
 
 from ostiary.store.sql import SqlStore
 
@@ -25,8 +30,9 @@ def _events(db_url: str) -> list:
     return asyncio.run(go())
 
 
-def test_sigterm_flushes_every_audit_event_to_the_database(make_server) -> None:
-    srv = make_server("postgres")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_flushes_every_audit_event_to_the_database(make_server, workers: int) -> None:
+    srv = make_server("postgres", workers=workers)
     client = srv.create_client(audiences=[API])
     jtis = set()
     with httpx.Client(base_url=srv.base_url) as http:
@@ -81,3 +87,91 @@ def test_granian_serves_the_same_app(make_server) -> None:
     srv.stop()  # graceful: the audit batch is flushed
     assert any(e.type == "token.issued" and e.client_id == client["client_id"]
                for e in _events(srv.env["OSTIARY_DATABASE_URL"]))
+
+
+def _children(pid: int) -> list[int]:
+    """The server's worker processes (not multiprocessing's resource tracker)."""
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{p}/cmdline", "rb") as fh:
+                worker = b"spawn_main" in fh.read()
+        except OSError:
+            continue
+        if parent == pid and worker:
+            out.append(int(p))
+    return out
+
+
+def _established_per_process(port: int, pids: list[int]) -> collections.Counter[int]:
+    """How many established TCP connections to ``port`` each process holds (from /proc)."""
+    owner = {}
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owner[target[8:-1]] = pid
+    count: collections.Counter[int] = collections.Counter()
+    with open("/proc/net/tcp") as fh:
+        for line in fh.read().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].split(":")[1], 16) == port and f[3] == "01" and f[9] in owner:  # 01 = ESTABLISHED
+                count[owner[f[9]]] += 1
+    return count
+
+
+def test_keep_alive_connections_opened_at_once_spread_over_every_worker(make_server) -> None:
+    # Uvicorn's shared listening socket let the first worker to wake take a whole burst of connections;
+    # with one SO_REUSEPORT socket per worker the kernel spreads them (all 32 on one of 2: p = 2^-31).
+    srv = make_server(workers=2)
+    port = int(srv.base_url.rsplit(":", 1)[1])
+    workers = _children(srv.procs[0].pid)
+    assert len(workers) == 2
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+    try:
+        for c in conns:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for c in conns:
+            assert c.recv(4096).startswith(b"HTTP/1.1 200")
+        spread = _established_per_process(port, workers)
+        assert sum(spread.values()) == 32
+        assert len(spread) == 2 and min(spread.values()) >= 4, spread
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_worker_that_dies_is_replaced(make_server) -> None:
+    srv = make_server(workers=2)
+    before = _children(srv.procs[0].pid)
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = _children(srv.procs[0].pid)
+        if len(now) == 2 and before[0] not in now:
+            break
+        time.sleep(0.1)
+    assert len(now) == 2 and before[0] not in now
+    for _ in range(10):  # new connections: whichever worker takes them answers
+        assert httpx.get(srv.base_url + "/readyz").status_code == 200
+    assert "starting another" in srv.log()
+
+
+def test_several_workers_on_a_new_database_create_one_signing_key(make_server) -> None:
+    srv = make_server("postgres", workers=2)
+    keys = {k["kid"] for _ in range(10) for k in httpx.get(srv.base_url + "/jwks").json()["keys"]}
+    assert len(keys) == 1
+
+
+def test_serve_refuses_a_port_that_is_already_served(make_server) -> None:
+    srv = make_server(workers=2)
+    port = srv.base_url.rsplit(":", 1)[1]
+    proc = srv.cli("serve", "--port", port, "--workers", "2", check=False)
+    assert proc.returncode == 1
+    assert "already answers" in proc.stderr
+    assert httpx.get(srv.base_url + "/readyz").status_code == 200

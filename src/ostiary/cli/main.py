@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ..config import Settings
 from ._common import console, err_console, fail, print_json, run, set_config, settings
 from .admin_cmds import client_app, keys_app
 from .federation_cmds import federation_app
@@ -56,6 +57,19 @@ def migrate(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
         console.print(f"database at revision {after.current} (was {before.current or 'empty'})")
 
 
+async def _first_signing_key(s: Settings) -> None:
+    from .._clock import SystemClock
+    from ..core.keys import ensure_signing_key
+    from ..store.sql import SqlStore
+    from ..web.runtime import master_keys
+
+    store = SqlStore.from_url(s.database_url)
+    try:
+        await ensure_signing_key(store, s.policy(), master_keys(s)[0], SystemClock())
+    finally:
+        await store.close()
+
+
 def _serve(host: str, port: int, workers: int, server: str) -> None:
     from ..store.sql import check_schema
 
@@ -64,6 +78,7 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
     if status.state != "current":
         fail(status.message)
     s.master_secret()  # create the development key file once, before workers race for it
+    run(lambda: _first_signing_key(s))  # likewise the first signing key: two workers would each create one
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ostiary-metrics-")
     target = "ostiary.web.app:app_from_env"
@@ -78,8 +93,14 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
     else:
         import uvicorn
 
-        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, log_config=None,
-                    access_log=False, timeout_graceful_shutdown=10, server_header=False)
+        from ..web.workers import reuse_port_supported, serve_uvicorn_workers
+
+        options: dict[str, Any] = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 10,
+                                   "server_header": False}
+        if workers > 1 and reuse_port_supported():
+            # one listening socket per worker, so the kernel spreads connections (see web/workers.py)
+            raise typer.Exit(serve_uvicorn_workers(target, host, port, workers, options))
+        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, **options)
 
 
 @app.command()
