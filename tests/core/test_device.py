@@ -36,9 +36,9 @@ POLICY = DevicePolicy(verification_uri=ISSUER + "/device", expires_in=600, inter
 class Device:
     """The engine with a poll tracker, a public device client and a user."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, answers_pending: bool = False) -> None:
         self.engine = engine
-        self.tracker = MemoryPollTracker()
+        self.tracker = MemoryPollTracker(answers_pending=answers_pending)
         self.client_id = ""
 
     @property
@@ -71,9 +71,10 @@ class Device:
                                               auth_time=self.engine.clock.now(), amr=("pwd", "otp"))
 
 
-@pytest.fixture
-async def dev(engine: Engine) -> Device:
-    d = Device(engine)
+@pytest.fixture(params=["reads the row", "answers pending polls"])
+async def dev(engine: Engine, request: pytest.FixtureRequest) -> Device:
+    # every rule holds whether pending polls read the database or the tracker answers them (Redis)
+    d = Device(engine, answers_pending=request.param == "answers pending polls")
     d.client_id, _ = await engine.client(client_type="public", grant_types=[GRANT_DEVICE_CODE, "refresh_token"],
                                          scopes=["openid", "offline_access", "api:read"],
                                          audiences=["https://api.example.com"])
@@ -237,3 +238,40 @@ async def test_code_locks_after_wrong_tries(dev: Device, engine: Engine) -> None
 async def test_user_code_in_other_formats_finds_the_authorization(dev: Device) -> None:
     body = await dev.start()
     assert await dev.verification.lookup(body["user_code"].lower().replace("-", " ")) is not None
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny", "lock"])
+async def test_a_tracker_that_answers_pending_polls_hears_every_decision(engine: Engine, decision: str) -> None:
+    dev = Device(engine, answers_pending=True)
+    dev.client_id, _ = await engine.client(client_type="public", grant_types=[GRANT_DEVICE_CODE],
+                                           scopes=["openid"])
+    await engine.store.add_user(User(user_id="u1", username="alice", name="Alice", password_hash="x"))
+    reads = 0
+    real = engine.store.get_device_authorization
+
+    async def counting(device_code_hash: str):
+        nonlocal reads
+        reads += 1
+        return await real(device_code_hash)
+
+    engine.store.get_device_authorization = counting  # type: ignore[method-assign]
+    body = await dev.start(scope="openid")
+    for _ in range(4):
+        engine.clock.advance(5)
+        with pytest.raises(AuthorizationPending):
+            await dev.poll(body["device_code"])
+    assert reads == 1  # the first poll read the row; the tracker answered the next three
+    if decision == "lock":
+        code = normalise_user_code(body["user_code"])
+        assert code is not None
+        for c in [c for c in USER_CODE_ALPHABET if c != code[-1]][:5]:
+            assert await dev.verification.lookup(code[:7] + c) is None
+    else:
+        assert await dev.decide(body["user_code"], approve=decision == "approve")
+    engine.clock.advance(5)
+    if decision == "approve":
+        assert (await dev.poll(body["device_code"])).access_token
+    else:
+        with pytest.raises(AccessDenied):
+            await dev.poll(body["device_code"])
+    assert reads == 2

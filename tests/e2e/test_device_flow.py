@@ -169,3 +169,41 @@ def test_slow_down_is_observed_and_honoured(make_server) -> None:
     assert tokens.access_token
     assert "slow_down" in seen and seen[-1] == "tokens"
     assert seen.count("tokens") == 1
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_with_redis_pending_polls_skip_the_database_and_decisions_arrive_at_once(make_server, decision: str) -> None:
+    import time
+
+    import redis
+
+    srv = make_server("postgres", extra_env={"OSTIARY_REDIS_URL": "redis://127.0.0.1:6379/0",
+                                             "OSTIARY_DEVICE__INTERVAL": "1"})
+    client = device_client(srv)
+    user = new_user(srv)
+    r = httpx.post(srv.base_url + "/device_authorization", data={"client_id": client["client_id"], "scope": "openid"})
+    code = r.json()
+    form = {"grant_type": DEVICE_GRANT, "device_code": code["device_code"], "client_id": client["client_id"]}
+
+    def poll() -> httpx.Response:
+        time.sleep(1.05)
+        return httpx.post(srv.base_url + "/token", data=form)
+
+    assert poll().json()["error"] == "authorization_pending"  # this one read the row
+    rds = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    keys = [k for k in rds.scan_iter("ostiary:poll:*") if rds.hget(k, "client") == client["client_id"].encode()]
+    assert len(keys) == 1
+    read_at = rds.hget(keys[0], "read")
+    for _ in range(3):
+        assert poll().json()["error"] == "authorization_pending"
+    # answered from Redis: the poll times moved on, the time the row was last read did not
+    assert rds.hget(keys[0], "read") == read_at
+    assert float(rds.hget(keys[0], "last")) >= float(read_at) + 3
+    with chromium() as browser:
+        decide_in_browser(browser, code["verification_uri_complete"], user, decision)
+    answer = poll()  # the very next poll sees the decision
+    if decision == "approve":
+        assert answer.status_code == 200 and answer.json()["access_token"]
+    else:
+        assert answer.json()["error"] == "access_denied"
+    rds.close()

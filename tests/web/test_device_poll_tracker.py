@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from ostiary.core.device import PENDING_RECHECK
 from ostiary.web.device_poll import MemoryPollTracker, RedisPollTracker
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -13,7 +14,8 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture(params=["memory", "redis"])
 async def tracker(request: pytest.FixtureRequest):
-    t = MemoryPollTracker() if request.param == "memory" else RedisPollTracker(REDIS, prefix="ost-test:")
+    t = (MemoryPollTracker(answers_pending=True) if request.param == "memory"
+         else RedisPollTracker(REDIS, prefix="ost-test:"))
     yield t
     if isinstance(t, RedisPollTracker):
         await t.close()
@@ -37,11 +39,52 @@ async def test_slow_down_and_the_growing_interval(tracker) -> None:
     assert await tracker.poll(other, 5, now, exp) == "ok"  # devices are tracked separately
 
 
+async def test_a_pending_poll_is_answered_without_the_database_until_something_changes(tracker) -> None:
+    h = secrets.token_hex(8)
+    now, exp = 1_800_000_000.0, 1_800_000_600.0
+    assert await tracker.poll_pending(h, "cli", now) is None  # never read: the caller reads the row
+    assert await tracker.poll(h, 5, now, exp, "cli") == "ok"  # the row was read as pending for "cli"
+    assert await tracker.poll_pending(h, "cli", now + 5) == "ok"
+    assert await tracker.poll_pending(h, "cli", now + 7) == "slow_down"  # timing still enforced
+    assert await tracker.interval(h, 5) == 10
+    assert await tracker.poll_pending(h, "other-client", now + 20) is None  # another client's code
+    assert await tracker.poll_pending(h, "cli", now + PENDING_RECHECK + 1) is None  # read too long ago
+    assert await tracker.poll(h, 5, now + 70, exp, "cli") == "ok"
+    assert await tracker.poll_pending(h, "cli", now + 80) == "ok"
+    assert await tracker.poll_pending(h, "cli", exp) is None  # expired: the row says expired_token
+
+
+async def test_after_a_decision_every_poll_reads_the_database(tracker) -> None:
+    h = secrets.token_hex(8)
+    now, exp = 1_800_000_000.0, 1_800_000_600.0
+    assert await tracker.poll(h, 5, now, exp, "cli") == "ok"
+    await tracker.decided(h, exp)
+    assert await tracker.poll_pending(h, "cli", now + 5) is None
+    # a poll that read the row just before the decision was stored records its poll afterwards:
+    # that must not make the authorization look pending again
+    assert await tracker.poll(h, 5, now + 10, exp, "cli") == "ok"
+    assert await tracker.poll_pending(h, "cli", now + 15) is None
+    # a decision on a device this tracker never saw
+    other = secrets.token_hex(8)
+    await tracker.decided(other, exp)
+    assert await tracker.poll(other, 5, now, exp, "cli") == "ok"
+    assert await tracker.poll_pending(other, "cli", now + 5) is None
+
+
+async def test_the_servers_memory_tracker_never_answers_for_the_database() -> None:
+    # several workers: a decision taken in another process would go unseen, so every poll reads the row
+    t = MemoryPollTracker()
+    assert await t.poll("h", 5, 0.0, 600.0, "cli") == "ok"
+    assert await t.poll_pending("h", "cli", 5.0) is None
+
+
 async def test_redis_unreachable_fails_open() -> None:
     t = RedisPollTracker("redis://127.0.0.1:1/0")
     try:
         assert await t.poll("h", 5, 0.0, 600.0) == "ok"
         assert await t.poll("h", 5, 0.1, 600.0) == "ok"
         assert await t.interval("h", 5) == 5
+        assert await t.poll_pending("h", "cli", 0.2) is None  # the database answers
+        await t.decided("h", 600.0)  # logged, not raised
     finally:
         await t.close()

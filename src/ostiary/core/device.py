@@ -133,13 +133,33 @@ class DeviceAuthorizationRepository(Protocol):
         ...
 
 
+#: A tracker that answers pending polls re-reads the row at least this often (seconds), in case a decision's
+#: notice (``PollTracker.decided``) was lost.
+PENDING_RECHECK = 60.0
+
+
 class PollTracker(Protocol):
     """When each device last polled and at which interval (RFC 8628 §3.5 ``slow_down``), outside the
-    database: a poll that finds nothing new must not write."""
+    database: a poll that finds nothing new must not write. A tracker shared by every process (Redis) also
+    remembers which authorizations are still pending, so a pending poll need not read the database either."""
 
-    async def poll(self, device_code_hash: str, interval: int, now: float, expires_at: float) -> PollResult:
-        """Record a poll. ``slow_down`` when it came sooner than the device's current interval after the
-        previous one; the interval then grows by 5 seconds for this and every later poll."""
+    async def poll(self, device_code_hash: str, interval: int, now: float, expires_at: float,
+                   client_id: str = "") -> PollResult:
+        """Record a poll of an authorization just read as pending (for ``client_id``). ``slow_down`` when it
+        came sooner than the device's current interval after the previous one; the interval then grows by
+        5 seconds for this and every later poll."""
+        ...
+
+    async def poll_pending(self, device_code_hash: str, client_id: str, now: float) -> PollResult | None:
+        """Answer a poll without the database, if possible: when this tracker read the authorization as
+        pending for ``client_id`` less than ``PENDING_RECHECK`` seconds ago, nobody decided it since, and it
+        has not expired, record the poll and return its result. Otherwise ``None``: the caller reads the row
+        (and then calls ``poll``)."""
+        ...
+
+    async def decided(self, device_code_hash: str, expires_at: float) -> None:
+        """The user approved or denied it, or it locked: later polls must read the database. Called after
+        the decision is stored."""
         ...
 
     async def interval(self, device_code_hash: str, default: int) -> int:

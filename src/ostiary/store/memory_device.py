@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
-from ..core.device import DeviceAuthorization, PollResult, poll_decision, user_code_locator
+from ..core.device import PENDING_RECHECK, DeviceAuthorization, PollResult, poll_decision, user_code_locator
 
 __all__ = ["MemoryDeviceMixin", "MemoryPollTracker"]
 
@@ -73,19 +74,45 @@ class MemoryDeviceMixin:
 
 class MemoryPollTracker:
     """Poll timing in process memory (each worker tracks the devices that poll it). Entries go away when
-    their device authorization expires."""
+    their device authorization expires.
 
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self._entries: dict[str, tuple[float, int, float]] = {}  # hash -> (last poll, interval, expires_at)
+    ``answers_pending`` is off in the server: a decision made in another worker (or on another host) would
+    go unseen here, so every poll reads the row. Turn it on only where one process sees every decision."""
+
+    def __init__(self, max_entries: int = 200_000, *, answers_pending: bool = False) -> None:
+        # hash -> [last poll (None before the first), interval, expires_at, client_id read as pending,
+        #          read at, decided]; "decided" survives a later poll(): a poll that read the row before the
+        #          decision was stored must not make it look pending again
+        self._entries: dict[str, list[Any]] = {}
         self._max = max_entries
+        self._answers = answers_pending
 
-    async def poll(self, device_code_hash: str, interval: int, now: float, expires_at: float) -> PollResult:
-        last, current, _ = self._entries.get(device_code_hash, (None, interval, expires_at))
-        result, current = poll_decision(last, max(current, interval), now)
-        if len(self._entries) >= self._max and device_code_hash not in self._entries:
-            self._sweep(now)
-        self._entries[device_code_hash] = (now, current, expires_at)
+    def _entry(self, device_code_hash: str, interval: int, expires_at: float, now: float) -> list[Any]:
+        entry = self._entries.get(device_code_hash)
+        if entry is None:
+            if len(self._entries) >= self._max:
+                self._sweep(now)
+            entry = self._entries[device_code_hash] = [None, interval, expires_at, "", 0.0, False]
+        return entry
+
+    async def poll(self, device_code_hash: str, interval: int, now: float, expires_at: float,
+                   client_id: str = "") -> PollResult:
+        entry = self._entry(device_code_hash, interval, expires_at, now)
+        result, entry[1] = poll_decision(entry[0], max(entry[1], interval), now)
+        entry[0], entry[2], entry[3], entry[4] = now, expires_at, client_id, now
         return result
+
+    async def poll_pending(self, device_code_hash: str, client_id: str, now: float) -> PollResult | None:
+        entry = self._entries.get(device_code_hash)
+        if (not self._answers or entry is None or entry[5] or not entry[3] or entry[3] != client_id
+                or now >= entry[2] or now - entry[4] > PENDING_RECHECK):
+            return None
+        result, entry[1] = poll_decision(entry[0], entry[1], now)
+        entry[0] = now
+        return result
+
+    async def decided(self, device_code_hash: str, expires_at: float) -> None:
+        self._entry(device_code_hash, 0, expires_at, 0.0)[5] = True
 
     async def interval(self, device_code_hash: str, default: int) -> int:
         entry = self._entries.get(device_code_hash)
@@ -95,7 +122,7 @@ class MemoryPollTracker:
         self._entries.pop(device_code_hash, None)
 
     def _sweep(self, now: float) -> None:
-        for h in [h for h, (_, _, exp) in self._entries.items() if exp <= now]:
+        for h in [h for h, entry in self._entries.items() if entry[2] <= now]:
             del self._entries[h]
         if len(self._entries) >= self._max:
             self._entries.clear()

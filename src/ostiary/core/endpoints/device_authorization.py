@@ -138,6 +138,8 @@ class DeviceVerification:
             count = await ctx.store.record_user_code_failure(cand.device_code_hash,
                                                              self.policy.max_attempts_per_code, now)
             if count == self.policy.max_attempts_per_code:
+                if ctx.poll_tracker is not None:  # locked = denied: the device must hear it
+                    await ctx.poll_tracker.decided(cand.device_code_hash, cand.expires_at)
                 ctx.audit.emit(AuditEvent(type="security.device_code_locked", outcome="failure", at=now,
                                           client_id=cand.client_id, grant_type=GRANT_DEVICE_CODE, ip=ip,
                                           detail={"failed_attempts": count}))
@@ -151,6 +153,8 @@ class DeviceVerification:
         ok = await ctx.store.decide_device_authorization(auth.device_code_hash, approve, user_id, session_id,
                                                          auth_time, amr, now)
         if ok:
+            if ctx.poll_tracker is not None:  # the device's next poll reads the decision from the database
+                await ctx.poll_tracker.decided(auth.device_code_hash, auth.expires_at)
             ctx.audit.emit(AuditEvent(type="device.approved" if approve else "device.denied", outcome="success",
                                       at=now, client_id=auth.client_id, subject=user_id,
                                       grant_type=GRANT_DEVICE_CODE, ip=ip,

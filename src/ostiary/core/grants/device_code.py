@@ -1,8 +1,9 @@
 """RFC 8628 §3.4-3.5 Device Access Token Request: polling for the user's decision.
 
 A poll that finds the authorization still pending writes nothing: poll timing lives in the
-:class:`~ostiary.core.device.PollTracker` (Redis or process memory), the row is only read. The only writes
-are the user's decision and the single ``approved → consumed`` transition that releases the tokens.
+:class:`~ostiary.core.device.PollTracker` (Redis or process memory), the row is only read, and not even read
+when the tracker knows it is still pending (Redis). The only writes are the user's decision and the single
+``approved → consumed`` transition that releases the tokens.
 """
 
 from __future__ import annotations
@@ -34,11 +35,20 @@ class DeviceCodeGrant:
         device_code = form_value(req.params, "device_code")
         if "code" in req.params or "refresh_token" in req.params:
             raise InvalidRequest("unexpected parameter for the device_code grant")
+        if len(device_code) > 512:
+            raise InvalidGrant(_INVALID, debug="device code too long")
         code_hash = token_hash(device_code, ctx.secret_hash_key)
-        auth = await ctx.store.get_device_authorization(code_hash) if len(device_code) <= 512 else None
+        now = ctx.clock.now()
+        tracker = ctx.poll_tracker
+        if tracker is not None:  # known pending, not decided since: answered without the database
+            known = await tracker.poll_pending(code_hash, client.client_id, now)
+            if known == "slow_down":
+                raise SlowDown("polling too fast: wait 5 seconds longer between requests")
+            if known == "ok":
+                raise AuthorizationPending("waiting for the user to approve")
+        auth = await ctx.store.get_device_authorization(code_hash)
         if auth is None or auth.client_id != client.client_id:
             raise InvalidGrant(_INVALID, debug="unknown device code or another client's")
-        now = ctx.clock.now()
         if auth.status == "consumed":
             raise InvalidGrant("the device code was already used", debug="device code reused")
         if auth.expired(now):
@@ -46,8 +56,8 @@ class DeviceCodeGrant:
         if auth.status == "denied":
             raise AccessDenied("the user denied the request")
         if auth.status == "pending":
-            if ctx.poll_tracker is not None and await ctx.poll_tracker.poll(
-                    code_hash, auth.interval, now, auth.expires_at) == "slow_down":
+            if tracker is not None and await tracker.poll(
+                    code_hash, auth.interval, now, auth.expires_at, auth.client_id) == "slow_down":
                 raise SlowDown("polling too fast: wait 5 seconds longer between requests")
             raise AuthorizationPending("waiting for the user to approve")
         return await self._redeem(req, ctx, auth)
