@@ -14,11 +14,12 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from ._secrets import derive_key
 from .core.policy import ServerPolicy
 
 __all__ = ["ConfigError", "Settings", "is_loopback_url", "load_settings"]
@@ -199,6 +200,19 @@ class Settings(_Section):
         with os.fdopen(fd, "wb") as fh:
             fh.write(secrets.token_urlsafe(48).encode())
         return path.read_bytes().strip()
+
+    def master_keys(self) -> MasterKeys:
+        master = self.master_secret()
+        return MasterKeys(derive_key(master, "signing-key-encryption"), derive_key(master, "client-secret-hash"),
+                          derive_key(master, "admin-token-hash"))
+
+
+class MasterKeys(NamedTuple):
+    """Keys derived (HKDF) from the master secret, one per purpose."""
+
+    key_encryption: bytes  # AES-256-GCM key of the signing keys at rest
+    client_secret_hash: bytes  # HMAC key of client-secret hashes
+    admin_token_hash: bytes  # HMAC key of the admin token's comparison
 
 
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:

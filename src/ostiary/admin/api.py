@@ -95,7 +95,7 @@ class BadBody(Exception):
         self.status = status
 
 
-async def _json_body(request: Request) -> Any:
+async def json_body(request: Request) -> Any:
     body = await request.body()
     if len(body) > 256 * 1024:
         raise BadBody("body too large (256 KiB at most)", 413)
@@ -113,7 +113,7 @@ async def list_clients(request: Request, svc: AdminService) -> Response:
 
 @admin_route
 async def create_client(request: Request, svc: AdminService) -> Response:
-    spec = ClientCreate.model_validate(await _json_body(request))
+    spec = ClientCreate.model_validate(await json_body(request))
     client, secret = await svc.create_client(spec)
     out = client_view(client, svc.clock.now())
     if secret is not None:
@@ -129,7 +129,7 @@ async def get_client(request: Request, svc: AdminService) -> Response:
 
 @admin_route
 async def update_client(request: Request, svc: AdminService) -> Response:
-    changes = ClientUpdate.model_validate(await _json_body(request))
+    changes = ClientUpdate.model_validate(await json_body(request))
     client = await svc.update_client(request.path_params["client_id"], changes)
     return json_response(client_view(client, svc.clock.now()), headers=NO_STORE)
 

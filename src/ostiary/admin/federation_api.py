@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from ..web.http import NO_STORE, json_response
 from ..web.runtime import Runtime
-from .api import _json_body, admin_route
+from .api import admin_route, json_body
 from .federation import ExplainRequest, FederationService, TrustPolicyCreate, trust_policy_view
 from .service import AdminService
 
@@ -27,7 +27,7 @@ async def list_trust(request: Request, svc: AdminService) -> Response:
 
 @admin_route
 async def add_trust(request: Request, svc: AdminService) -> Response:
-    spec = TrustPolicyCreate.model_validate(await _json_body(request))
+    spec = TrustPolicyCreate.model_validate(await json_body(request))
     policy = await _svc(svc).add(spec)
     return json_response(trust_policy_view(policy), 201, NO_STORE)
 
@@ -46,7 +46,7 @@ async def remove_trust(request: Request, svc: AdminService) -> Response:
 
 @admin_route
 async def explain(request: Request, svc: AdminService) -> Response:
-    body = ExplainRequest.model_validate(await _json_body(request))
+    body = ExplainRequest.model_validate(await json_body(request))
     rt: Runtime = request.app.state.runtime
     report = await _svc(svc).explain(body.token, rt.external_keys, client_id=body.client_id, scope=body.scope,
                                      audiences=body.audience)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..web.http import NO_STORE, json_response
-from .api import _json_body, admin_route
+from .api import admin_route, json_body
 from .service import AdminError, AdminService
 from .users import UserAdmin, UserCreate, UserUpdate, user_view
 
@@ -40,7 +40,7 @@ async def list_users(request: Request, svc: AdminService) -> Response:
 
 @admin_route
 async def create_user(request: Request, svc: AdminService) -> Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise AdminError("the body must be a JSON object")
     spec = UserCreateWithPassword.model_validate(body)
@@ -55,7 +55,7 @@ async def get_user(request: Request, svc: AdminService) -> Response:
 
 @admin_route
 async def update_user(request: Request, svc: AdminService) -> Response:
-    changes = UserUpdate.model_validate(await _json_body(request))
+    changes = UserUpdate.model_validate(await json_body(request))
     user = await _users(svc).update_user(request.path_params["ref"], changes)
     return json_response(user_view(user), headers=NO_STORE)
 
@@ -68,7 +68,7 @@ async def delete_user(request: Request, svc: AdminService) -> Response:
 
 @admin_route
 async def set_password(request: Request, svc: AdminService) -> Response:
-    change = PasswordChange.model_validate(await _json_body(request))
+    change = PasswordChange.model_validate(await json_body(request))
     user = await _users(svc).set_password(request.path_params["ref"], change.password)
     return json_response(user_view(user), headers=NO_STORE)
 

@@ -24,10 +24,9 @@ keys_app = typer.Typer(help="List, rotate and retire signing keys (no restart ne
 
 
 def _with_service(fn: Callable[[AdminService], Awaitable[T]]) -> T:
-    from ..web.runtime import master_keys
 
     def service(s: Settings, store: SqlStore) -> Awaitable[T]:
-        kek, secret_hash_key, _ = master_keys(s)
+        kek, secret_hash_key, _ = s.master_keys()
         return fn(AdminService(store, s.policy(), SystemClock(), secret_hash_key, kek))
 
     return with_store(service)

@@ -11,7 +11,6 @@ from ..admin.service import AdminError, AdminService, ClientCreate
 from ..admin.users import UserAdmin, UserCreate
 from ..config import Settings
 from ..store.sql import SqlStore
-from ..web.runtime import master_keys
 from ._common import console
 
 __all__ = ["DEMO_REDIRECT", "print_demo_users", "setup_demo_users"]
@@ -22,7 +21,7 @@ DEMO_REDIRECT = "http://127.0.0.1:8765/callback"
 async def setup_demo_users(s: Settings) -> dict[str, Any]:
     """User ``demo`` with a fresh random password (printed once), and public client ``demo-web``."""
     store = SqlStore.from_url(s.database_url)
-    kek, hash_key, _ = master_keys(s)
+    kek, hash_key, _ = s.master_keys()
     clock = SystemClock()
     password = new_token(16)
     try:

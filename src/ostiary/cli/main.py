@@ -61,11 +61,10 @@ async def _first_signing_key(s: Settings) -> None:
     from .._clock import SystemClock
     from ..core.keys import ensure_signing_key
     from ..store.sql import SqlStore
-    from ..web.runtime import master_keys
 
     store = SqlStore.from_url(s.database_url)
     try:
-        await ensure_signing_key(store, s.policy(), master_keys(s)[0], SystemClock())
+        await ensure_signing_key(store, s.policy(), s.master_keys().key_encryption, SystemClock())
     finally:
         await store.close()
 
@@ -127,7 +126,6 @@ def demo(
     """Set up a local server on SQLite with a demo client, print how to try it, and serve."""
     from ..admin.service import AdminError, AdminService, ClientCreate
     from ..store.sql import SqlStore, upgrade
-    from ..web.runtime import master_keys
 
     os.makedirs(".demo", exist_ok=True)
     os.environ.setdefault("OSTIARY_ISSUER", f"http://127.0.0.1:{port}")
@@ -141,7 +139,7 @@ def demo(
         from .._clock import SystemClock
 
         store = SqlStore.from_url(s.database_url)
-        kek, hash_key, _ = master_keys(s)
+        kek, hash_key, _ = s.master_keys()
         svc = AdminService(store, s.policy(), SystemClock(), hash_key, kek)
         try:
             try:

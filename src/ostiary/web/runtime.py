@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 
 from .._clock import Clock, SystemClock
-from .._secrets import derive_key
 from ..config import Settings
 from ..core import keys as core_keys
 from ..core.context import EngineContext
@@ -38,18 +37,12 @@ class StartupError(Exception):
     """The server cannot start; the message says what to run or set."""
 
 
-def master_keys(settings: Settings) -> tuple[bytes, bytes, bytes]:
-    master = settings.master_secret()
-    return (derive_key(master, "signing-key-encryption"), derive_key(master, "client-secret-hash"),
-            derive_key(master, "admin-token-hash"))
-
-
 class Runtime:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.policy = settings.policy()
         self.clock: Clock = clock or SystemClock()
-        self.kek, self.secret_hash_key, self.admin_hash_key = master_keys(settings)
+        self.kek, self.secret_hash_key, self.admin_hash_key = settings.master_keys()
         self.raw_store = SqlStore.from_url(settings.database_url)
         self.store = CachedStore(self.raw_store, self.clock, settings.clients.cache_ttl)
         self.audit = BatchingAuditSink(self.raw_store)
