@@ -15,8 +15,10 @@
    parameters (``ostiary._passwords``) and subtracted, and reported separately. A ``GET /healthz`` round
    trip is reported as the HTTP floor of the same client and server.
 
-The load generator is Python (httpx, asyncio) on the same machine: it takes CPU from the server, so the
-rotation figures are a lower bound of what the server alone can do on this machine.
+The load generator is Python on the same machine: the rotations go over raw HTTP/1.1 keep-alive connections
+(``bench/_rawhttp.py``, one per family; httpx with 64 concurrent requests on one client cost milliseconds of CPU
+per request and was the bottleneck); it still takes some CPU from the server, so the rotation figures are a
+lower bound of what the server alone can do on this machine.
 
     .venv/bin/python bench/refresh_bench.py                  # c=16,64, 10 s x 3 runs, 30 flows
     .venv/bin/python bench/refresh_bench.py --duration 2 --runs 1 --flows 3 --output -   # smoke test
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import re
@@ -39,12 +42,14 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _rawhttp import RawConnection, token_request  # noqa: E402  (bench/ is on sys.path: this script's folder)
 from tests.support import LiveServer, create_pg_database, drop_pg_database, ensure_services, start_server  # noqa: E402
 from tests.web._codeflow import Browser, auth_params, exchange, forms, get_code, new_user, pkce, query, web_client  # noqa: E402
 
@@ -101,38 +106,47 @@ async def rotate(srv: LiveServer, client_id: str, tokens: list[str], conc: int, 
                  warmup: float) -> dict[str, Any]:
     """Coroutine i < conc rotates tokens[i] in a loop; tokens[i] is updated in place (the next run goes on
     from the latest token of each family)."""
-    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     state = {"measuring": False, "stop": False}
+    url = urlsplit(srv.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
 
-    async with httpx.AsyncClient(base_url=srv.base_url, limits=limits, timeout=30) as http:
-        async def worker(i: int) -> None:
+    # one raw keep-alive connection per family (httpx with 64 concurrent requests was the bottleneck)
+    async def worker(i: int) -> None:
+        conn = RawConnection(host, port)
+        await conn.connect()
+        try:
             while not state["stop"]:
+                payload = token_request(host, port, {"grant_type": "refresh_token", "refresh_token": tokens[i],
+                                                     "client_id": client_id})
+                if not conn.usable():
+                    await conn.connect()
                 t0 = time.perf_counter()
-                r = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens[i],
-                                                    "client_id": client_id})
+                status, body = await conn.request(payload)
                 dt = time.perf_counter() - t0
-                if r.status_code != 200:
-                    key = f"{r.status_code} {r.text[:80]}"
+                if status != 200:
+                    key = f"{status} {body[:80]!r}"
                     errors[key] = errors.get(key, 0) + 1
                     state["stop"] = True  # a lost family cannot continue
                     return
-                tokens[i] = r.json()["refresh_token"]
+                tokens[i] = json.loads(body)["refresh_token"]
                 if state["measuring"]:
                     latencies.append(dt)
+        finally:
+            conn.close()
 
-        tasks = [asyncio.create_task(worker(i)) for i in range(conc)]
-        await asyncio.sleep(warmup)
-        s0, c0 = await asyncio.to_thread(token_hist, srv)
-        state["measuring"] = True
-        t0 = time.perf_counter()
-        await asyncio.sleep(duration)
-        state["measuring"] = False
-        elapsed = time.perf_counter() - t0
-        s1, c1 = await asyncio.to_thread(token_hist, srv)
-        state["stop"] = True
-        await asyncio.gather(*tasks)
+    tasks = [asyncio.create_task(worker(i)) for i in range(conc)]
+    await asyncio.sleep(warmup)
+    s0, c0 = await asyncio.to_thread(token_hist, srv)
+    state["measuring"] = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(duration)
+    state["measuring"] = False
+    elapsed = time.perf_counter() - t0
+    s1, c1 = await asyncio.to_thread(token_hist, srv)
+    state["stop"] = True
+    await asyncio.gather(*tasks)
     n = len(latencies)
     return {"rps": n / elapsed, "n": n, "p50": pct(latencies, 50) * 1000, "p99": pct(latencies, 99) * 1000,
             "server_ms": (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else float("nan"), "errors": errors}
@@ -255,10 +269,10 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
         "## Machine", "",
         f"* nproc {os.cpu_count()}, CPU {cpu_model()}, Python {platform.python_version()}, "
         f"kernel {platform.release()}",
-        f"* loadavg before {load_before}, after {load_after}. **The machine is shared and was loaded while "
-        "measuring** (other engineers' test suites); absolute figures are indicative only.",
+        f"* loadavg before {load_before}, after {load_after} (the machine is shared: compare figures of one run).",
         f"* server: `ostiary serve --workers {args.workers}` (Uvicorn) on PostgreSQL (local, 127.0.0.1:5432); "
-        "load generator: Python httpx/asyncio in one process on the same machine (it competes for the CPU).", "",
+        "load generator: one Python process on the same machine (it competes for the CPU): rotations over raw "
+        "HTTP/1.1 keep-alive connections, one per family (bench/_rawhttp.py); the code flows through httpx.", "",
         "## Command", "",
         "```sh",
         f".venv/bin/python bench/refresh_bench.py --concurrency {args.concurrency} --duration {args.duration:g} "
