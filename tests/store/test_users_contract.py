@@ -261,3 +261,41 @@ async def test_concurrent_family_revocation_reports_once(store) -> None:  # type
     await store.add_family(fam)
     results = await asyncio.gather(*(store.revoke_family(fam.family_id, 40.0) for _ in range(RACERS)))
     assert results.count(True) == 1
+
+
+async def test_purge_deletes_only_what_can_no_longer_be_used(store) -> None:  # type: ignore[no-untyped-def]
+    now, grace = 1_000_000_000.0, 86_400.0
+    uid = "user-" + _hex()
+    await store.add_user(_user(user_id=uid))
+    old_family, live_family = _family(uid, expires_at=now - grace - 1), _family(uid, expires_at=now + 1000)
+    await store.add_family(old_family)
+    await store.add_family(live_family)
+    old_rt, live_rt = _refresh(old_family, expires_at=now - grace - 1), _refresh(live_family, expires_at=now + 1000)
+    await store.add_refresh_token(old_rt)
+    await store.add_refresh_token(live_rt)
+    await store.add_family_jti(old_family.family_id, "jti-old-family", now + 100)  # goes with its family
+    await store.add_family_jti(live_family.family_id, "jti-expired", now - 1)  # that access token expired
+    await store.add_family_jti(live_family.family_id, "jti-live", now + 100)
+    old_session = _session(uid, expires_at=now - grace - 1)
+    recent_session = _session(uid, expires_at=now - 10)  # expired, but within the grace period
+    live_session = _session(uid, expires_at=now + 3600)
+    for s in (old_session, recent_session, live_session):
+        await store.add_session(s)
+    old_code, live_code = _code(live_family, expires_at=now - grace - 1), _code(live_family, expires_at=now + 60)
+    await store.add_code(old_code)
+    await store.add_code(live_code)
+
+    assert await store.purge_user_flows(now, grace) >= 6
+
+    assert await store.get_family(old_family.family_id) is None
+    assert await store.get_family(live_family.family_id) == live_family
+    assert await store.get_refresh_token(old_rt.token_hash) is None
+    assert await store.get_refresh_token(live_rt.token_hash) == live_rt
+    assert await store.family_jtis(old_family.family_id) == []
+    assert await store.family_jtis(live_family.family_id) == [("jti-live", now + 100)]
+    assert await store.get_session(old_session.token_hash) is None
+    assert await store.get_session(recent_session.token_hash) == recent_session
+    assert await store.get_session(live_session.token_hash) == live_session
+    assert await store.get_code(old_code.code_hash) is None
+    assert await store.get_code(live_code.code_hash) == live_code
+    assert await store.purge_user_flows(now, grace) == 0  # nothing more to do

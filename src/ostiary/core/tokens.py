@@ -109,6 +109,13 @@ class RefreshTokenRepository(Protocol):
         """Spend the token: True for exactly one caller (``UPDATE … WHERE used_at IS NULL``)."""
         ...
 
+    async def purge_user_flows(self, now: float, grace: float) -> int:
+        """Delete what can no longer be used: login sessions, authorization codes and token families (with
+        their refresh tokens and access-token ids) that expired more than ``grace`` seconds ago (a replayed
+        code or refresh token is still recognised as such until then), and the ids of access tokens that
+        have expired (a family revocation only needs the live ones). Returns how many rows went."""
+        ...
+
     async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
                                    successor_sealed: bytes | None, family_id: str, jti: str,
                                    access_expires_at: float, successor: RefreshToken | None) -> bool:

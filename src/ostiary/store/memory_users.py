@@ -162,6 +162,27 @@ class MemoryUsersMixin:
     async def family_jtis(self, family_id: str) -> list[tuple[str, float]]:
         return sorted(self._u.family_jtis.get(family_id, {}).items())
 
+    async def purge_user_flows(self, now: float, grace: float) -> int:
+        cutoff, u, n = now - grace, self._u, 0
+        for table in (u.sessions, u.codes):
+            for key in [k for k, v in table.items() if v.expires_at <= cutoff]:
+                del table[key]
+                n += 1
+        gone = {f for f, fam in u.families.items() if fam.expires_at <= cutoff}
+        for key in [k for k, t in u.refresh.items() if t.family_id in gone]:
+            del u.refresh[key]
+            n += 1
+        for family_id, jtis in list(u.family_jtis.items()):
+            for jti in [j for j, exp in jtis.items() if exp <= now or family_id in gone]:
+                del jtis[jti]
+                n += 1
+            if not jtis:
+                del u.family_jtis[family_id]
+        for family_id in gone:
+            del u.families[family_id]
+            n += 1
+        return n
+
     async def add_refresh_token(self, token: RefreshToken) -> None:
         self._u.refresh[token.token_hash] = token
 

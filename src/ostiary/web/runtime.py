@@ -37,6 +37,11 @@ class StartupError(Exception):
     """The server cannot start; the message says what to run or set."""
 
 
+#: Expired sessions, codes and token families are kept this long before they are deleted, so a replayed code
+#: or refresh token is still recognised (and its family revoked) for a day after it expired.
+PURGE_GRACE = 86_400.0
+
+
 class Runtime:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -111,6 +116,7 @@ class Runtime:
                     await core_keys.purge_expired_keys(self.raw_store, self.policy, self.clock)
                     await self.raw_store.purge_expired(self.clock.now())
                     await self.raw_store.purge_device_authorizations(self.clock.now())
+                    await self.raw_store.purge_user_flows(self.clock.now(), PURGE_GRACE)
                 await self.reload_keys()
             except Exception:
                 log.exception("maintenance failed; retrying")

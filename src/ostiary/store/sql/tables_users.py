@@ -99,7 +99,7 @@ family_tokens = sa.Table(
     "family_tokens", metadata,
     sa.Column("family_id", sa.String(64), primary_key=True),
     sa.Column("jti", sa.String(64), primary_key=True),
-    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),  # migration 0005: the purge
 )
 
 refresh_tokens = sa.Table(

@@ -278,6 +278,22 @@ class SqlUsersMixin:
                                  .values(used_at=now, request_fp=request_fp,
                                          successor_sealed=successor_sealed)) == 1
 
+    async def purge_user_flows(self, now: float, grace: float) -> int:
+        cutoff, tf = now - grace, tu.token_families
+        gone = sa.select(tf.c.family_id).where(tf.c.expires_at <= cutoff)
+        n = 0
+        async with self.engine.begin() as conn:
+            for stmt in (
+                tu.login_sessions.delete().where(tu.login_sessions.c.expires_at <= cutoff),
+                tu.authorization_codes.delete().where(tu.authorization_codes.c.expires_at <= cutoff),
+                tu.family_tokens.delete().where(tu.family_tokens.c.expires_at <= now),
+                tu.family_tokens.delete().where(tu.family_tokens.c.family_id.in_(gone)),
+                tu.refresh_tokens.delete().where(tu.refresh_tokens.c.family_id.in_(gone)),
+                tf.delete().where(tf.c.expires_at <= cutoff),
+            ):
+                n += int((await conn.execute(stmt)).rowcount or 0)
+        return n
+
     async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
                                    successor_sealed: bytes | None, family_id: str, jti: str,
                                    access_expires_at: float, successor: RefreshToken | None) -> bool:
