@@ -19,9 +19,9 @@ import httpx
 
 from .._clock import Clock, SystemClock
 from ..core import jose
-from .discovery import ServerMetadata, discover, require_https
+from .discovery import require_https
 from .errors import AccessDenied, DiscoveryError, Expired, LoginCancelled, OAuthError, TokenEndpointUnavailable
-from .service_token import client_secret_basic
+from .issuer import IssuerClient
 from .token_store import StoredTokens
 
 __all__ = ["DEVICE_GRANT", "DeviceCode", "DeviceLogin", "account_of", "tokens_from_response"]
@@ -88,7 +88,7 @@ def _error(response: httpx.Response) -> OAuthError:
     return OAuthError(body["error"], desc if isinstance(desc, str) else None, response.status_code)
 
 
-class DeviceLogin:
+class DeviceLogin(IssuerClient):
     """One device-flow login for ``client_id`` at ``issuer``.
 
     ``run()`` does everything and returns :class:`StoredTokens` (save them in a
@@ -101,55 +101,16 @@ class DeviceLogin:
                  http_client: httpx.Client | None = None, clock: Clock | None = None,
                  sleep: Callable[[float], None] = time.sleep, console: Any | None = None, show_qr: bool = True,
                  timeout: float = 15.0) -> None:
-        self.issuer = issuer.rstrip("/")
-        self.client_id = client_id
+        super().__init__(issuer, client_id, client_secret=client_secret, http_client=http_client, timeout=timeout)
         self.scope = scope
         self.resource = resource
-        self._secret = client_secret
-        self._http = http_client
-        self._own_http: httpx.Client | None = None
         self._clock: Clock = clock or SystemClock()
         self._sleep = sleep
         self._console = console
         self._show_qr = show_qr
-        self._timeout = timeout
-        self._metadata: ServerMetadata | None = None
 
     def __repr__(self) -> str:
         return f"DeviceLogin(issuer={self.issuer!r}, client_id={self.client_id!r}, scope={self.scope!r})"
-
-    # -- plumbing ----------------------------------------------------------------------------------
-
-    def _client(self) -> httpx.Client:
-        if self._http is not None:
-            return self._http
-        if self._own_http is None:
-            self._own_http = httpx.Client(timeout=self._timeout)
-        return self._own_http
-
-    def close(self) -> None:
-        if self._own_http is not None:
-            self._own_http.close()
-            self._own_http = None
-
-    def metadata(self) -> ServerMetadata:
-        if self._metadata is None:
-            self._metadata = discover(self.issuer, self._client())
-        return self._metadata
-
-    def _endpoint(self, name: str) -> str:
-        value = self.metadata().raw.get(name)
-        if not isinstance(value, str):
-            raise DiscoveryError(f"the issuer does not offer {name.replace('_', ' ')}")
-        return require_https(value, name)
-
-    def _post(self, url: str, form: dict[str, str]) -> httpx.Response:
-        headers = {"Accept": "application/json"}
-        if self._secret is not None:
-            headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
-        else:
-            form = {**form, "client_id": self.client_id}
-        return self._client().post(url, data=form, headers=headers)
 
     # -- RFC 8628 ------------------------------------------------------------------------------------
 

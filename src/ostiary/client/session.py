@@ -23,9 +23,8 @@ import httpx
 from .._clock import Clock, SystemClock
 from ..core import jose
 from .device_login import tokens_from_response
-from .discovery import ServerMetadata, discover
 from .errors import DiscoveryError, LoginRequired, OAuthError, TokenEndpointUnavailable
-from .service_token import client_secret_basic
+from .issuer import IssuerClient
 from .token_store import StoredTokens, TokenStore
 
 __all__ = ["TokenSession", "TokenSessionAuth"]
@@ -56,45 +55,22 @@ def _process_lock(name: str) -> Iterator[None]:
         os.close(fd)
 
 
-class TokenSession:
+class TokenSession(IssuerClient):
     """Valid access tokens for the account logged in with ``DeviceLogin`` (or any flow that saved
     :class:`StoredTokens`). ``refresh_margin``: refresh this many seconds before expiry."""
 
     def __init__(self, issuer: str, client_id: str, store: TokenStore, *, account: str | None = None,
                  client_secret: str | None = None, http_client: httpx.Client | None = None,
                  clock: Clock | None = None, refresh_margin: float = 60.0, timeout: float = 15.0) -> None:
-        self.issuer = issuer.rstrip("/")
-        self.client_id = client_id
+        super().__init__(issuer, client_id, client_secret=client_secret, http_client=http_client, timeout=timeout)
         self.store = store
         self.account = account
-        self._secret = client_secret
-        self._http = http_client
-        self._own_http: httpx.Client | None = None
         self._clock: Clock = clock or SystemClock()
         self._margin = refresh_margin
-        self._timeout = timeout
         self._lock = threading.Lock()
-        self._metadata: ServerMetadata | None = None
 
     def __repr__(self) -> str:
         return f"TokenSession(issuer={self.issuer!r}, client_id={self.client_id!r}, account={self.account!r})"
-
-    def _client(self) -> httpx.Client:
-        if self._http is not None:
-            return self._http
-        if self._own_http is None:
-            self._own_http = httpx.Client(timeout=self._timeout)
-        return self._own_http
-
-    def close(self) -> None:
-        if self._own_http is not None:
-            self._own_http.close()
-            self._own_http = None
-
-    def metadata(self) -> ServerMetadata:
-        if self._metadata is None:
-            self._metadata = discover(self.issuer, self._client())
-        return self._metadata
 
     def _login_required(self) -> LoginRequired:
         return LoginRequired(f"You are not logged in to {self.issuer} (or your login expired). Log in again.")
@@ -136,19 +112,11 @@ class TokenSession:
             return new
 
     def _refresh_request(self, current: StoredTokens) -> StoredTokens:
-        endpoint = self.metadata().token_endpoint
-        if endpoint is None:
-            raise DiscoveryError("the issuer's metadata has no token_endpoint")
+        endpoint = self._endpoint("token_endpoint")
         assert current.refresh_token is not None
-        form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
-        headers = {"Accept": "application/json"}
-        if self._secret is not None:
-            headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
-        else:
-            form["client_id"] = self.client_id
         started = self._clock.now()
         try:
-            response = self._client().post(endpoint, data=form, headers=headers)
+            response = self._post(endpoint, {"grant_type": "refresh_token", "refresh_token": current.refresh_token})
         except httpx.TransportError as exc:
             raise TokenEndpointUnavailable(f"cannot reach {self.issuer}: {type(exc).__name__}") from exc
         if response.status_code >= 500:
@@ -195,15 +163,10 @@ class TokenSession:
             return False
         revoked = False
         try:
-            endpoint = self.metadata().raw.get("revocation_endpoint")
-            if isinstance(endpoint, str) and tokens.refresh_token:
-                form = {"token": tokens.refresh_token, "token_type_hint": "refresh_token"}
-                headers = {}
-                if self._secret is not None:
-                    headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
-                else:
-                    form["client_id"] = self.client_id
-                revoked = self._client().post(endpoint, data=form, headers=headers).status_code == 200
+            if tokens.refresh_token:
+                endpoint = self._endpoint("revocation_endpoint")
+                revoked = self._post(endpoint, {"token": tokens.refresh_token,
+                                                "token_type_hint": "refresh_token"}).status_code == 200
         except (httpx.HTTPError, DiscoveryError):
             revoked = False
         finally:
