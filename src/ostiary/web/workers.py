@@ -7,7 +7,7 @@ connections across the workers by a hash of their addresses instead: all connect
 becomes as unlikely as a run of coin flips (2^-31 for 32 connections on 2 workers).
 
 The parent process only supervises: it starts the workers, restarts one that dies (except when a worker
-failed to start: that would fail again, so the server stops), and on SIGTERM/SIGINT asks every worker to
+failed to start: that would fail again, so the server stops), and on SIGTERM/SIGINT/SIGHUP asks every worker to
 shut down gracefully (Uvicorn finishes in-flight requests; Ostiary flushes its audit events) and waits.
 """
 
@@ -90,7 +90,8 @@ def serve_uvicorn_workers(target: str, host: str, port: int, workers: int, optio
     def on_signal(sig: int, _frame: Any) -> None:
         stopping.append(sig)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP too: a closed terminal must not kill the parent and leave its workers behind
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def start() -> multiprocessing.process.BaseProcess:
         proc = ctx.Process(target=_worker, args=(target, host, port, options), name="ostiary-worker")
