@@ -9,14 +9,45 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["MemoryLimiter", "RateLimiter", "RedisLimiter"]
+__all__ = ["Bucket", "Lockout", "MemoryLimiter", "RateLimiter", "RedisLimiter", "Refusal"]
 
 log = logging.getLogger("ostiary.ratelimit")
 
 
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst``; a request takes one."""
+
+    scope: str  # named in the refusal (and the metric): "ip", "client"
+    key: str
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """Refuses while ``key``'s failure count (``record_failure``) is at least ``max``; retry after ``window``."""
+
+    scope: str
+    key: str
+    max: int
+    window: int
+
+
+#: Which step refused, and the seconds to wait.
+Refusal = tuple[str, float]
+
+
 class RateLimiter(Protocol):
+    async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
+        """Run ``steps`` in order and stop at the first that refuses (the buckets before it have given their
+        token; the ones after it are untouched). One Redis round trip for all of them. None = admitted."""
+        ...
+
     async def take(self, key: str, rate: float, burst: int) -> float:
         """Take one token; 0 if allowed, else the seconds to wait."""
         ...
@@ -48,6 +79,16 @@ class MemoryLimiter:
         count, until = self._fails.get(key, (0, 0.0))
         return count if until > time.monotonic() else 0
 
+    async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
+        for step in steps:
+            if isinstance(step, Bucket):
+                wait = await self.take(step.key, step.rate, step.burst)
+                if wait:
+                    return step.scope, wait
+            elif await self.failures(step.key) >= step.max:
+                return step.scope, float(step.window)
+        return None
+
     async def record_failure(self, key: str, window: int) -> int:
         now = time.monotonic()
         count, until = self._fails.get(key, (0, 0.0))
@@ -76,6 +117,31 @@ return tostring(wait)
 """
 
 
+# KEYS[i] = step i's key; ARGV[3i-2 .. 3i] = 'b', rate, burst (a bucket) or 'f', max, window (a lockout).
+# Returns {0, '0'} when admitted, else {i, seconds to wait}. (All keys in one call: a Redis Cluster would need
+# them in one hash slot; Ostiary talks to a single Redis.)
+_ADMIT_LUA = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i = 1, #KEYS do
+  local key = KEYS[i]; local kind = ARGV[3 * i - 2]
+  local a = tonumber(ARGV[3 * i - 1]); local b = tonumber(ARGV[3 * i])
+  if kind == 'b' then
+    local v = redis.call('HMGET', key, 'tokens', 'ts')
+    local tokens = tonumber(v[1]) or b; local ts = tonumber(v[2]) or now
+    tokens = math.min(b, tokens + (now - ts) * a)
+    local wait = 0
+    if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / a end
+    redis.call('HSET', key, 'tokens', tokens, 'ts', now)
+    redis.call('EXPIRE', key, math.ceil(b / a) + 1)
+    if wait > 0 then return {i, tostring(wait)} end
+  elseif tonumber(redis.call('GET', key) or '0') >= a then
+    return {i, tostring(b)}
+  end
+end
+return {0, '0'}
+"""
+
+
 class RedisLimiter:
     """Shared limits in Redis. If Redis is unreachable the limiter fails open (logged): an outage of the
     limiter's store must not take the token endpoint down with it."""
@@ -86,6 +152,7 @@ class RedisLimiter:
         self._redis: Any = aioredis.from_url(url)
         self._prefix = prefix
         self._script: Any = self._redis.register_script(_BUCKET_LUA)
+        self._admit: Any = self._redis.register_script(_ADMIT_LUA)
         self._last_error = -1e9
 
     def _failed(self) -> None:
@@ -101,6 +168,26 @@ class RedisLimiter:
             self._failed()
             return 0.0
         return float(wait)
+
+    async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
+        if not steps:
+            return None
+        keys: list[str] = []
+        args: list[Any] = []
+        for step in steps:
+            if isinstance(step, Bucket):
+                keys.append(self._prefix + "b:" + step.key)
+                args += ["b", step.rate, step.burst]
+            else:
+                keys.append(self._prefix + "f:" + step.key)
+                args += ["f", step.max, step.window]
+        try:
+            index, wait = await self._admit(keys=keys, args=args)
+        except Exception:
+            self._failed()
+            return None
+        index = int(index)
+        return (steps[index - 1].scope, float(wait)) if index else None
 
     async def failures(self, key: str) -> int:
         try:
