@@ -48,10 +48,6 @@ class RateLimiter(Protocol):
         token; the ones after it are untouched). One Redis round trip for all of them. None = admitted."""
         ...
 
-    async def take(self, key: str, rate: float, burst: int) -> float:
-        """Take one token; 0 if allowed, else the seconds to wait."""
-        ...
-
     async def failures(self, key: str) -> int: ...
     async def record_failure(self, key: str, window: int) -> int: ...
     async def close(self) -> None: ...
@@ -63,7 +59,8 @@ class MemoryLimiter:
         self._fails: dict[str, tuple[int, float]] = {}
         self._max = max_keys
 
-    async def take(self, key: str, rate: float, burst: int) -> float:
+    def _take(self, key: str, rate: float, burst: int) -> float:
+        """Take one token; 0 if allowed, else the seconds to wait."""
         now = time.monotonic()
         tokens, last = self._buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
@@ -82,7 +79,7 @@ class MemoryLimiter:
     async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
         for step in steps:
             if isinstance(step, Bucket):
-                wait = await self.take(step.key, step.rate, step.burst)
+                wait = self._take(step.key, step.rate, step.burst)
                 if wait:
                     return step.scope, wait
             elif await self.failures(step.key) >= step.max:
@@ -100,21 +97,6 @@ class MemoryLimiter:
 
     async def close(self) -> None:
         return None
-
-
-_BUCKET_LUA = """
-local key = KEYS[1]
-local rate = tonumber(ARGV[1]); local burst = tonumber(ARGV[2])
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local v = redis.call('HMGET', key, 'tokens', 'ts')
-local tokens = tonumber(v[1]) or burst; local ts = tonumber(v[2]) or now
-tokens = math.min(burst, tokens + (now - ts) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', key, 'tokens', tokens, 'ts', now)
-redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
-return tostring(wait)
-"""
 
 
 # KEYS[i] = step i's key; ARGV[3i-2 .. 3i] = 'b', rate, burst (a bucket) or 'f', max, window (a lockout).
@@ -151,7 +133,6 @@ class RedisLimiter:
 
         self._redis: Any = aioredis.from_url(url)
         self._prefix = prefix
-        self._script: Any = self._redis.register_script(_BUCKET_LUA)
         self._admit: Any = self._redis.register_script(_ADMIT_LUA)
         self._last_error = -1e9
 
@@ -160,14 +141,6 @@ class RedisLimiter:
         if now - self._last_error > 60:
             self._last_error = now
             log.exception("rate limiter: Redis unavailable; limits are not enforced until it is back")
-
-    async def take(self, key: str, rate: float, burst: int) -> float:
-        try:
-            wait = await self._script(keys=[self._prefix + "b:" + key], args=[rate, burst])
-        except Exception:
-            self._failed()
-            return 0.0
-        return float(wait)
 
     async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
         if not steps:
