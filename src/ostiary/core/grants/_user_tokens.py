@@ -1,5 +1,6 @@
-"""What the authorization-code and refresh-token grants share: minting a user's tokens within a family, and
-revoking a whole family (RFC 6749 §4.1.2 code replay; RFC 9700 §4.14.2 refresh-token reuse)."""
+"""What the user-token grants (authorization code, device code, refresh token) share: minting a user's tokens
+within a family, the first tokens of a new family, and revoking a whole family (RFC 6749 §4.1.2 code replay;
+RFC 9700 §4.14.2 refresh-token reuse)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from ..storage import Store
 from ..tokens import RefreshToken, TokenFamily
 from ..users import User
 
-__all__ = ["REFRESH_TOKEN_PREFIX", "MintedTokens", "mint_user_tokens", "revoke_family", "revoke_user_families",
-           "store_minted", "wants_refresh_token"]
+__all__ = ["REFRESH_TOKEN_PREFIX", "MintedTokens", "issue_in_new_family", "mint_user_tokens", "revoke_family",
+           "revoke_user_families", "store_minted", "wants_refresh_token"]
 
 REFRESH_TOKEN_PREFIX = "ost_rt_"
 
@@ -63,6 +64,21 @@ async def store_minted(ctx: EngineContext, family: TokenFamily, minted: MintedTo
     await ctx.store.add_family_jti(family.family_id, minted.jti, minted.access_expires_at)
     if minted.refresh is not None:
         await ctx.store.add_refresh_token(minted.refresh)
+
+
+async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: Client, user: User, *,
+                              grant_type: str, nonce: str | None, ip: str | None) -> TokenResponse:
+    """The first tokens of a new family (a code exchanged, a device code redeemed): store the family, mint its
+    tokens, store them, record ``token.issued``."""
+    await ctx.store.add_family(family)
+    minted = mint_user_tokens(ctx, client, family, user, family.scopes, nonce=nonce, parent_hash=None)
+    await store_minted(ctx, family, minted)
+    ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=family.created_at,
+                              client_id=client.client_id, subject=user.user_id, grant_type=grant_type,
+                              jti=minted.jti, ip=ip,
+                              detail={"scope": minted.response.scope or "", "family_id": family.family_id,
+                                      "refresh_token": minted.refresh is not None}))
+    return minted.response
 
 
 async def revoke_family(ctx: EngineContext, family_id: str, *, event: str, client_id: str | None,

@@ -6,12 +6,11 @@ from ..._secrets import token_hash
 from ..context import EngineContext
 from ..errors import InvalidGrant, InvalidRequest
 from ..issuance import TokenResponse
-from ..models import AuditEvent
 from ..pkce import verify_code_verifier
 from ..requests import form_value
 from ..tokens import TokenFamily
 from . import GrantRequest
-from ._user_tokens import mint_user_tokens, revoke_family, store_minted
+from ._user_tokens import issue_in_new_family, revoke_family
 
 __all__ = ["AuthorizationCodeGrant"]
 
@@ -50,15 +49,8 @@ class AuthorizationCodeGrant:
                              scopes=record.scopes, audience=record.audience, created_at=now,
                              expires_at=now + ctx.policy.refresh_token_ttl, auth_time=record.auth_time,
                              amr=record.amr, acr=record.acr, session_id=record.session_id)
-        await ctx.store.add_family(family)
-        minted = mint_user_tokens(ctx, client, family, user, record.scopes, nonce=record.nonce, parent_hash=None)
-        await store_minted(ctx, family, minted)
-        ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=now, client_id=client.client_id,
-                                  subject=user.user_id, grant_type=self.grant_type, jti=minted.jti,
-                                  ip=req.request.client_ip,
-                                  detail={"scope": minted.response.scope or "", "family_id": family.family_id,
-                                          "refresh_token": minted.refresh is not None}))
-        return minted.response
+        return await issue_in_new_family(ctx, family, client, user, grant_type=self.grant_type, nonce=record.nonce,
+                                         ip=req.request.client_ip)
 
     async def _replayed(self, ctx: EngineContext, family_id: str, client_id: str, req: GrantRequest) -> None:
         """RFC 6749 §4.1.2: a code used twice is refused, and the tokens issued from it are revoked."""

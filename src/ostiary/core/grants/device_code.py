@@ -14,11 +14,10 @@ from ..device import GRANT_DEVICE_CODE, DeviceAuthorization
 from ..endpoints.authorize import acr_for
 from ..errors import AccessDenied, AuthorizationPending, ExpiredToken, InvalidGrant, InvalidRequest, SlowDown
 from ..issuance import TokenResponse
-from ..models import AuditEvent
 from ..requests import form_value
 from ..tokens import TokenFamily
 from . import GrantRequest
-from ._user_tokens import mint_user_tokens, store_minted
+from ._user_tokens import issue_in_new_family
 
 __all__ = ["DeviceCodeGrant"]
 
@@ -77,12 +76,5 @@ class DeviceCodeGrant:
                              scopes=auth.scopes, audience=auth.audience, created_at=now,
                              expires_at=now + ctx.policy.refresh_token_ttl, auth_time=auth.auth_time or now,
                              amr=auth.amr, acr=acr_for(auth.amr), session_id=auth.session_id)
-        await ctx.store.add_family(family)
-        minted = mint_user_tokens(ctx, client, family, user, auth.scopes, nonce=None, parent_hash=None)
-        await store_minted(ctx, family, minted)
-        ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=now, client_id=client.client_id,
-                                  subject=user.user_id, grant_type=self.grant_type, jti=minted.jti,
-                                  ip=req.request.client_ip,
-                                  detail={"scope": minted.response.scope or "", "family_id": family.family_id,
-                                          "refresh_token": minted.refresh is not None}))
-        return minted.response
+        return await issue_in_new_family(ctx, family, client, user, grant_type=self.grant_type, nonce=None,
+                                         ip=req.request.client_ip)
