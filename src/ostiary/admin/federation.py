@@ -30,7 +30,7 @@ from ..core.federation import (
 )
 from ..core.policy import ServerPolicy
 from ..core.storage import Store
-from .service import AdminError, NotFound
+from .service import AdminError, NotFound, scope_tokens
 
 __all__ = [
     "ConditionSpec",
@@ -114,10 +114,7 @@ class TrustPolicyCreate(BaseModel):
     @field_validator("scopes")
     @classmethod
     def _scopes(cls, v: list[str]) -> list[str]:
-        for s in v:
-            if not s or any(ord(c) < 0x21 or ord(c) > 0x7E or c in '"\\' for c in s):
-                raise ValueError(f"invalid scope token {s!r}")
-        return sorted(set(v))
+        return scope_tokens(v)
 
     @field_validator("audiences")
     @classmethod

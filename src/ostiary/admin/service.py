@@ -17,9 +17,11 @@ from ..core.endpoints.token import REFUSED_GRANTS
 from ..core.grants import default_grants
 from ..core.models import AuthMethod, Client, ClientSecret, SigningKey
 from ..core.policy import ServerPolicy
+from ..core.requests import is_scope_token
 from ..core.storage import Store
 
-__all__ = ["AdminError", "AdminService", "ClientCreate", "ClientUpdate", "NotFound", "client_view", "key_view"]
+__all__ = ["AdminError", "AdminService", "ClientCreate", "ClientUpdate", "NotFound", "client_view", "key_view",
+           "scope_tokens"]
 
 SECRET_PREFIX = "ost_cs_"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:~-]{3,128}$")
@@ -31,6 +33,14 @@ class AdminError(Exception):
 
 class NotFound(AdminError):
     pass
+
+
+def scope_tokens(v: list[str]) -> list[str]:
+    """Validate RFC 6749 §3.3 scope tokens for a pydantic model; sorted, without duplicates."""
+    for s in v:
+        if not is_scope_token(s):
+            raise ValueError(f"invalid scope token {s!r}")
+    return sorted(set(v))
 
 
 def _check_uri(value: str, what: str) -> str:
@@ -88,10 +98,7 @@ class ClientCreate(BaseModel):
     @field_validator("scopes")
     @classmethod
     def _scopes(cls, v: list[str]) -> list[str]:
-        for s in v:
-            if not s or any(ord(c) < 0x21 or ord(c) > 0x7E or c in '"\\' for c in s):
-                raise ValueError(f"invalid scope token {s!r}")
-        return sorted(set(v))
+        return scope_tokens(v)
 
     @field_validator("audiences", "resource_audiences", "redirect_uris", "post_logout_redirect_uris")
     @classmethod

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 
-__all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "scope_set", "single_params"]
+__all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "is_scope_token", "scope_set", "single_params"]
 
 #: Parameters that may legitimately repeat (RFC 8707 §2 ``resource``, RFC 8693 §2.1 ``audience``).
 MULTI_VALUED = frozenset({"resource", "audience"})
@@ -58,14 +58,18 @@ def _shown(name: str) -> str:
     return f"'{name}'" if _PARAM_NAME.fullmatch(name) else "(an unusual name)"
 
 
+def is_scope_token(tok: str) -> bool:
+    """RFC 6749 §3.3 scope-token: one or more NQCHAR (printable ASCII but space, ``"`` and ``\\``)."""
+    return bool(tok) and not any(c in '"\\' or ord(c) < 0x21 or ord(c) > 0x7E for c in tok)
+
+
 def scope_set(value: str | None) -> frozenset[str]:
     """RFC 6749 §3.3: space-delimited, case-sensitive scope tokens (NQCHAR)."""
     if not value:
         return frozenset()
     tokens = value.split(" ")
-    for tok in tokens:
-        if not tok or any(c in '"\\' or ord(c) < 0x21 or ord(c) > 0x7E for c in tok):
-            raise InvalidRequest("scope is malformed")
+    if not all(is_scope_token(tok) for tok in tokens):
+        raise InvalidRequest("scope is malformed")
     return frozenset(tokens)
 
 
