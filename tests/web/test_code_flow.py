@@ -457,3 +457,21 @@ def test_cors_only_for_registered_origins_and_never_on_authorize(server: LiveSer
     assert "access-control-allow-origin" not in r.headers
     r = httpx.options(server.base_url + "/authorize", headers=pre)
     assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.parametrize("action", ["/account/sessions/end", "/account/apps/revoke", "/account/totp/disable"])
+def test_account_forms_need_their_csrf_token_and_a_session(server: LiveServer, action: str) -> None:
+    user = new_user(server)
+    signed_in = Browser(server)
+    signed_out = Browser(server)
+    try:
+        signed_in.login(signed_in.http.get("/login"), user["username"], user["password"])
+        assert signed_in.http.get("/account").status_code == 200
+        assert signed_in.http.post(action, data={"session_id": "x", "client_id": "x"}).status_code == 403
+        csrf = forms(signed_out.http.get("/login").text)["login-form"]["fields"]["csrf_token"]
+        r = signed_out.http.post(action, data={"csrf_token": csrf, "session_id": "x", "client_id": "x"})
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+    finally:
+        signed_in.close()
+        signed_out.close()
+

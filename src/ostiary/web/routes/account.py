@@ -192,6 +192,18 @@ async def _signed_in(request: Request) -> tuple[UserFlows, LoginSession | None, 
     return f, session, user
 
 
+async def _account_post(request: Request) -> Response | tuple[UserFlows, LoginSession, User, dict[str, str]]:
+    """A form posted from the account page: refused without its CSRF token, sent to sign-in without a
+    session; otherwise who posted it, and the form."""
+    f, session, user = await _signed_in(request)
+    form = await form_of(request)
+    if not f.csrf_ok(request, form):
+        return error_page(request, "invalid_request", CSRF_FAILED, 403)
+    if session is None or user is None:
+        return RedirectResponse("/login", status_code=303)
+    return f, session, user, form
+
+
 def _ts(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -222,12 +234,10 @@ async def account(request: Request, notice: str | None = None) -> Response:
 
 
 async def end_session(request: Request) -> Response:
-    f, session, user = await _signed_in(request)
-    form = await form_of(request)
-    if not f.csrf_ok(request, form):
-        return error_page(request, "invalid_request", CSRF_FAILED, 403)
-    if session is None or user is None:
-        return RedirectResponse("/login", status_code=303)
+    posted = await _account_post(request)
+    if isinstance(posted, Response):
+        return posted
+    f, session, user, form = posted
     target = form.get("session_id", "")
     if any(s.session_id == target for s in await f.ctx.store.list_sessions(user.user_id)):
         await f.ctx.store.end_session(target)
@@ -238,12 +248,10 @@ async def end_session(request: Request) -> Response:
 
 
 async def revoke_app(request: Request) -> Response:
-    f, session, user = await _signed_in(request)
-    form = await form_of(request)
-    if not f.csrf_ok(request, form):
-        return error_page(request, "invalid_request", CSRF_FAILED, 403)
-    if session is None or user is None:
-        return RedirectResponse("/login", status_code=303)
+    posted = await _account_post(request)
+    if isinstance(posted, Response):
+        return posted
+    f, _session, user, form = posted
     client_id = form.get("client_id", "")[:256]
     await f.ctx.store.delete_consent(user.user_id, client_id)
     n = await revoke_user_families(f.ctx.store, user.user_id, f.ctx.clock.now(), client_id)
@@ -293,12 +301,10 @@ async def totp_enroll(request: Request) -> Response:
 
 
 async def totp_disable(request: Request) -> Response:
-    f, session, user = await _signed_in(request)
-    form = await form_of(request)
-    if not f.csrf_ok(request, form):
-        return error_page(request, "invalid_request", CSRF_FAILED, 403)
-    if session is None or user is None:
-        return RedirectResponse("/login", status_code=303)
+    posted = await _account_post(request)
+    if isinstance(posted, Response):
+        return posted
+    f, _session, user, _form = posted
     await f.ctx.store.update_user(replace(user, totp_secret=None, updated_at=f.ctx.clock.now()))
     await f.ctx.store.set_recovery_codes(user.user_id, [])
     _audit(f, "totp.disabled", "success", request, user.user_id)
