@@ -125,3 +125,17 @@ def test_device_authorization_requires_the_grant_and_a_known_client(server: Live
     meta = httpx.get(server.base_url + "/.well-known/openid-configuration").json()
     assert meta["device_authorization_endpoint"] == server.issuer + "/device_authorization"
     assert DEVICE_GRANT in meta["grant_types_supported"]
+
+
+def test_the_device_forms_need_their_csrf_token_and_a_live_code(make_server) -> None:
+    srv = make_server()
+    code = _start(srv, _client(srv))["user_code"]
+    b = Browser(srv)
+    try:
+        for action in ("/device/login", "/device/login/totp", "/device/confirm"):
+            r = b.http.post(action, data={"user_code": code, "username": "x", "password": "x", "decision": "approve"})
+            assert r.status_code == 403, action  # no CSRF token
+            r = b.http.post(action, data={"csrf_token": b.csrf, "user_code": "BCDF-GHJK"})
+            assert r.status_code == 400 and "not valid, or it has expired" in r.text, action  # no such code
+    finally:
+        b.http.close()

@@ -114,6 +114,19 @@ def _code_page(request: Request, f: UserFlows, user_code: str, *, signed_in: boo
                     status=status)
 
 
+async def _posted_code(request: Request, f: UserFlows, *, signed_in: bool
+                       ) -> Response | tuple[DeviceAuthorization, dict[str, str]]:
+    """A form posted from a page that carries the user code (sign-in, second factor, decision): refused without
+    its CSRF token; otherwise the authorization the code names and the form, or the code page saying why not."""
+    form = await form_of(request)
+    if not f.csrf_ok(request, form):
+        return _code_page(request, f, "", signed_in=signed_in, error=CSRF_FAILED, status=403)
+    auth, error = await _lookup(request, f, form.get("user_code", ""))
+    if auth is None:
+        return _code_page(request, f, "", signed_in=signed_in, error=error, status=_status(error))
+    return auth, form
+
+
 async def _confirm_page(request: Request, f: UserFlows, auth: DeviceAuthorization, session: LoginSession
                         ) -> Response:
     client = await f.ctx.store.get_client(auth.client_id)
@@ -160,12 +173,10 @@ async def device_submit(request: Request) -> Response:
 async def device_login(request: Request) -> Response:
     """Sign-in for the device flow, with the code-flow's password check, throttling and sessions."""
     f = flows(request)
-    form = await form_of(request)
-    if not f.csrf_ok(request, form):
-        return _code_page(request, f, "", signed_in=False, error=CSRF_FAILED, status=403)
-    auth, error = await _lookup(request, f, form.get("user_code", ""))
-    if auth is None:
-        return _code_page(request, f, "", signed_in=False, error=error, status=_status(error))
+    posted = await _posted_code(request, f, signed_in=False)
+    if isinstance(posted, Response):
+        return posted
+    auth, form = posted
     username = form.get("username", "")[:320]
     result = await f.check_password(username, form.get("password", ""), _ip(request))
     if result.user is None:
@@ -187,12 +198,10 @@ async def device_login(request: Request) -> Response:
 
 async def device_login_totp(request: Request) -> Response:
     f = flows(request)
-    form = await form_of(request)
-    if not f.csrf_ok(request, form):
-        return _code_page(request, f, "", signed_in=False, error=CSRF_FAILED, status=403)
-    auth, error = await _lookup(request, f, form.get("user_code", ""))
-    if auth is None:
-        return _code_page(request, f, "", signed_in=False, error=error, status=_status(error))
+    posted = await _posted_code(request, f, signed_in=False)
+    if isinstance(posted, Response):
+        return posted
+    auth, form = posted
     page = {"user_code": auth.user_code}
     session = await f.sessions.load(request, allow_pending=True)
     user = await f.ctx.store.get_user(session.user_id) if session is not None else None
@@ -215,13 +224,11 @@ async def device_login_totp(request: Request) -> Response:
 async def device_confirm(request: Request) -> Response:
     """The user's decision (RFC 8628 §3.3): approve or deny, once."""
     f = flows(request)
-    form = await form_of(request)
     session = await f.sessions.load(request)
-    if not f.csrf_ok(request, form):
-        return _code_page(request, f, "", signed_in=session is not None, error=CSRF_FAILED, status=403)
-    auth, error = await _lookup(request, f, form.get("user_code", ""))
-    if auth is None:
-        return _code_page(request, f, "", signed_in=session is not None, error=error, status=_status(error))
+    posted = await _posted_code(request, f, signed_in=session is not None)
+    if isinstance(posted, Response):
+        return posted
+    auth, form = posted
     if session is None:
         return await _login_page(request, f, auth, error="Your sign-in expired. Sign in again.", status=401)
     decision = form.get("decision")
