@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .._secrets import b64url, b64url_decode
+from . import sealing
 
 __all__ = [
     "ASYMMETRIC_ALGS",
@@ -324,22 +325,14 @@ def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequ
 
 def encrypt_private_key(pem: bytes, kek: bytes, kid: str) -> bytes:
     """Encrypt a private key at rest with AES-256-GCM under the key-encryption key; ``kid`` is bound as AAD."""
-    import os
-
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    nonce = os.urandom(12)
-    return b"v1" + nonce + AESGCM(kek).encrypt(nonce, pem, kid.encode())
+    return sealing.seal(pem, kek, kid, version=b"v1")
 
 
 def decrypt_private_key(blob: bytes, kek: bytes, kid: str) -> PrivateKey:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    if blob[:2] != b"v1":
-        raise JoseError("unknown key encryption format")
     try:
-        pem = AESGCM(kek).decrypt(blob[2:14], blob[14:], kid.encode())
-    except InvalidTag as exc:
+        pem = sealing.unseal(blob, kek, kid, version=b"v1")
+    except sealing.SealError as exc:
+        if blob[:2] != b"v1":
+            raise JoseError("unknown key encryption format") from exc
         raise JoseError("cannot decrypt signing key: wrong OSTIARY_SECRET_KEY?") from exc
     return key_from_pem(pem)

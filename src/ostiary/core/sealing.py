@@ -22,13 +22,14 @@ def sealing_key(master: bytes, purpose: str) -> bytes:
     return hmac.new(master, b"ostiary-seal:" + purpose.encode(), hashlib.sha256).digest()
 
 
-def seal(data: bytes, key: bytes, context: str) -> bytes:
+def seal(data: bytes, key: bytes, context: str, *, version: bytes = b"s1") -> bytes:
+    """``version`` (2 bytes) + 96-bit nonce + AES-256-GCM ciphertext and tag; ``context`` is the AAD."""
     nonce = os.urandom(12)
-    return b"s1" + nonce + AESGCM(key).encrypt(nonce, data, context.encode())
+    return version + nonce + AESGCM(key).encrypt(nonce, data, context.encode())
 
 
-def unseal(blob: bytes, key: bytes, context: str) -> bytes:
-    if blob[:2] != b"s1":
+def unseal(blob: bytes, key: bytes, context: str, *, version: bytes = b"s1") -> bytes:
+    if blob[:2] != version:
         raise SealError("unknown format")
     try:
         return AESGCM(key).decrypt(blob[2:14], blob[14:], context.encode())
