@@ -105,8 +105,9 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _established_per_process(port: int, pids: list[int]) -> collections.Counter[int]:
-    """How many established TCP connections to ``port`` each process holds (from /proc)."""
+def _sockets_per_process(port: int, pids: list[int], state: str) -> collections.Counter[int]:
+    """How many TCP sockets on local ``port`` in ``state`` (/proc/net/tcp: 01 established, 0A listening) each
+    process holds."""
     owner = {}
     for pid in pids:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -120,7 +121,7 @@ def _established_per_process(port: int, pids: list[int]) -> collections.Counter[
     with open("/proc/net/tcp") as fh:
         for line in fh.read().splitlines()[1:]:
             f = line.split()
-            if int(f[1].split(":")[1], 16) == port and f[3] == "01" and f[9] in owner:  # 01 = ESTABLISHED
+            if int(f[1].split(":")[1], 16) == port and f[3] == state and f[9] in owner:
                 count[owner[f[9]]] += 1
     return count
 
@@ -132,13 +133,17 @@ def test_keep_alive_connections_opened_at_once_spread_over_every_worker(make_ser
     port = int(srv.base_url.rsplit(":", 1)[1])
     workers = _children(srv.procs[0].pid)
     assert len(workers) == 2
+    # /readyz answers once one worker is up; wait until both listen (a starting worker gets no connections)
+    deadline = time.monotonic() + 30
+    while len(_sockets_per_process(port, workers, "0A")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
     try:
         for c in conns:
             c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         for c in conns:
             assert c.recv(4096).startswith(b"HTTP/1.1 200")
-        spread = _established_per_process(port, workers)
+        spread = _sockets_per_process(port, workers, "01")
         assert sum(spread.values()) == 32
         assert len(spread) == 2 and min(spread.values()) >= 4, spread
     finally:
