@@ -4,44 +4,40 @@ app's loopback redirect URI may use any port (RFC 8252 §7.3). ``localhost`` get
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 __all__ = ["is_loopback_redirect", "match_redirect_uri", "validate_redirect_uri"]
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
+#: ``http://`` in lower case (the comparison is of strings, RFC 9700 §4.1.3), a loopback IP literal, an optional
+#: port of ASCII digits, then nothing or a path or query; no userinfo, no fragment (RFC 8252 §7.3).
+_LOOPBACK = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?([/?][^#]*)?", re.ASCII | re.DOTALL)
 
 
-def _split_netloc(uri: str) -> tuple[str, str, str, str] | None:
-    """(scheme, host-without-port, rest-after-authority, userinfo-present) for http loopback URIs."""
-    if "#" in uri:
+def _loopback_parts(uri: str) -> tuple[str, str] | None:
+    """(host, everything after the port) of an http loopback URI, or None: the parts that must stay equal when
+    only the port may vary."""
+    m = _LOOPBACK.fullmatch(uri)
+    if m is None or (m.group(2) is not None and int(m.group(2)) > 65535):
         return None
-    parts = urlsplit(uri)
-    if parts.scheme != "http" or "@" in parts.netloc:
-        return None
-    netloc = parts.netloc
-    for host in _LOOPBACK_HOSTS:
-        if netloc == host or (netloc.startswith(host + ":") and netloc[len(host) + 1:].isdigit()):
-            rest = uri[len("http://") + len(netloc):]
-            return parts.scheme, host, rest, ""
-    return None
+    return m.group(1), m.group(3) or ""
 
 
 def is_loopback_redirect(uri: str) -> bool:
-    return _split_netloc(uri) is not None
+    return _loopback_parts(uri) is not None
 
 
 def match_redirect_uri(requested: str, registered: Iterable[str]) -> bool:
-    """True if ``requested`` equals a registered URI, or differs from a registered loopback URI only in the
-    port (RFC 8252 §7.3)."""
-    req_loop = _split_netloc(requested)
+    """RFC 9700 §4.1.3, OAuth 2.1 §2.3.1: ``requested`` equals a registered URI character for character (no
+    normalisation: not of case, dot segments, percent-encoding or a default port), or differs from a registered
+    loopback URI only in the port (RFC 8252 §7.3)."""
+    req_loop = _loopback_parts(requested)
     for uri in registered:
         if requested == uri:
             return True
-        if req_loop is not None:
-            reg_loop = _split_netloc(uri)
-            if reg_loop is not None and reg_loop[1] == req_loop[1] and reg_loop[2] == req_loop[2]:
-                return True
+        if req_loop is not None and _loopback_parts(uri) == req_loop:
+            return True
     return False
 
 
