@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._secrets import token_hash
 from ..client_auth import AuthenticatedClient, authenticate_client
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidRequest, UnsupportedTokenType
@@ -73,15 +72,13 @@ class IntrospectionEndpoint:
         return out
 
 
-async def _own_refresh_token(token: str, client: AuthenticatedClient, ctx: EngineContext) -> bool:
-    if not token.startswith(REFRESH_TOKEN_PREFIX) or len(token) > 512:
-        return False
-    rt = await ctx.store.get_refresh_token(token_hash(token, ctx.secret_hash_key))
-    return rt is not None and rt.client_id == client.client.client_id
-
-
 class RevocationEndpoint:
-    """RFC 7009 §2: revoke a token issued to the calling client. Unknown tokens answer 200 all the same."""
+    """RFC 7009 §2: revoke a token issued to the calling client, access or refresh. Unknown tokens and other
+    clients' tokens answer 200 all the same and are left alone (§2.2).
+
+    RFC 7009 §2.1 and §5: a confidential client authenticates; a public client (an SPA or a CLI logging out)
+    identifies itself with ``client_id`` and may revoke any token issued to it. Holding the token is what
+    lets anyone revoke it, so the client_id only decides whose tokens are in reach."""
 
     def __init__(self, ctx: EngineContext) -> None:
         self.ctx = ctx
@@ -89,10 +86,6 @@ class RevocationEndpoint:
     async def handle(self, request: EndpointRequest) -> None:
         client, params = await _require_client(request, self.ctx, allow_public=True)
         token = form_value(params, "token")
-        if client.method == "none" and not await _own_refresh_token(token, client, self.ctx):
-            # a public client (a CLI logging out, RFC 7009 §2.1) proves itself with one of its own refresh
-            # tokens, as at the token endpoint; anything else is refused
-            raise InvalidClient("public clients may only revoke their own refresh tokens")
         hint = params.get("token_type_hint")
         if hint is not None and hint not in KNOWN_HINTS:
             raise UnsupportedTokenType("token_type_hint must be access_token or refresh_token")
