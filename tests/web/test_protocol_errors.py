@@ -2,7 +2,9 @@
 
 Every refusal is an RFC 6749 §5.2 error response: JSON ``{"error": ..., "error_description": ...}``,
 ``Content-Type: application/json``, ``Cache-Control: no-store``, and the status the RFCs give
-(400, or 401 for ``invalid_client``; 413/415/429 for requests refused before the protocol starts).
+(400, or 401 for ``invalid_client``; 413/429 for requests refused before the protocol starts: a body of the
+wrong type, or none, is a 400 ``invalid_request``). At /authorize, a redirect URI that is not registered
+character for character shows an error page and never redirects.
 No request yields a 500 or a traceback.
 """
 
@@ -18,11 +20,15 @@ from typing import Any
 import httpx
 import pytest
 
+from ..core.test_redirect_uri import HTTPS, LOOPBACK, VARIANTS
 from ..support import LiveServer
+from ..web._codeflow import auth_params, pkce, web_client
 
 API = "https://api.example.com"
 OTHER = "https://other.example.com"
 ENDPOINTS = ["/token", "/introspect", "/revoke"]
+#: every endpoint that reads a form from a client (RFC 6749 §5.2, RFC 7662 §2.3, RFC 7009 §2.2.1, RFC 8628 §3.2)
+FORM_ENDPOINTS = [*ENDPOINTS, "/device_authorization"]
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 FORM = "application/x-www-form-urlencoded"
 #: RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
@@ -137,15 +143,19 @@ CONTENT_TYPES: dict[str, Callable[[httpx.Client, str], httpx.Response]] = {
     "missing": lambda http, path: post_form(http, path, valid_body(path), content_type=None),
     "latin1": lambda http, path: post_form(http, path, valid_body(path), content_type=FORM + "; charset=iso-8859-1"),
     "form-prefix": lambda http, path: post_form(http, path, valid_body(path), content_type=FORM + "x"),
+    "no-body": lambda http, path: http.post(path),
+    "no-body-json": lambda http, path: http.post(path, headers={"Content-Type": "application/json"}),
 }
 
 
-@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("path", FORM_ENDPOINTS)
 @pytest.mark.parametrize("kind", sorted(CONTENT_TYPES))
-def test_wrong_content_type_is_415(http: httpx.Client, path: str, kind: str) -> None:
-    """RFC 6749 §3.2: the body is application/x-www-form-urlencoded (UTF-8), nothing else."""
+def test_wrong_or_missing_content_type_is_400_invalid_request(http: httpx.Client, path: str, kind: str) -> None:
+    """RFC 6749 §3.2: the body is application/x-www-form-urlencoded (UTF-8), nothing else; anything else is a
+    malformed request, answered as RFC 6749 §5.2 / RFC 7662 §2.3 / RFC 7009 §2.2.1 say: 400 invalid_request
+    (never 415, which no OAuth client library expects)."""
     r = CONTENT_TYPES[kind](http, path)
-    assert_oauth_error(r, 415, "invalid_request")
+    assert_oauth_error(r, 400, "invalid_request")
 
 
 @pytest.mark.parametrize("ctype", [FORM + "; charset=UTF-8", FORM + '; charset="utf-8"',
@@ -342,8 +352,19 @@ def test_introspection_and_revocation_require_client_authentication(http: httpx.
     confidential = server.create_client(audiences=[API])
     assert_oauth_error(post_form(http, path, f"token=abc&client_id={confidential['client_id']}"),
                        401, "invalid_client")
+    if path == "/introspect":  # RFC 7662 §2.1: introspection is for authenticated clients only
+        public = server.create_client(client_type="public", grant_types=[])
+        assert_oauth_error(post_form(http, path, f"token=abc&client_id={public['client_id']}"), 401,
+                           "invalid_client")
+    # a client_id naming no client, or a confidential one, is not a public client's identification either
+    assert_oauth_error(post_form(http, path, "token=abc&client_id=" + _unique()), 401, "invalid_client")
+
+
+def test_a_public_client_identifies_itself_at_revoke_with_client_id(http: httpx.Client, server: LiveServer) -> None:
+    """RFC 7009 §2.1, §5: a public client sends its client_id; an unknown token is still 200 (§2.2)."""
     public = server.create_client(client_type="public", grant_types=[])
-    assert_oauth_error(post_form(http, path, f"token=abc&client_id={public['client_id']}"), 401, "invalid_client")
+    r = post_form(http, "/revoke", f"token=abc&client_id={public['client_id']}")
+    assert r.status_code == 200 and r.content == b"", r.text
 
 
 @pytest.mark.parametrize("path", ["/introspect", "/revoke"])
@@ -398,3 +419,37 @@ def test_lock_out_after_failed_authentication_is_429_with_retry_after(make_serve
             r = post_form(http, path, valid_body(path), headers=right)
             assert_oauth_error(r, 429, "slow_down")
             assert int(r.headers["retry-after"]) >= 1
+
+
+# ---------------------------------------------------------------- redirect URIs at /authorize (RFC 9700 §4.1.3)
+
+@pytest.fixture
+def two_redirects(server: LiveServer) -> dict[str, Any]:
+    return web_client(server, redirect_uris=[LOOPBACK, HTTPS])
+
+
+def _authorize(http: httpx.Client, client: dict[str, Any], redirect_uri: str) -> httpx.Response:
+    _, challenge = pkce()
+    return http.get("/authorize", params=auth_params(client, challenge, redirect_uri=redirect_uri))
+
+
+@pytest.mark.parametrize("kind", sorted(VARIANTS))
+def test_a_variant_of_a_registered_redirect_uri_shows_the_error_page(http: httpx.Client, two_redirects: dict[str, Any],
+                                                                    kind: str) -> None:
+    """Exact string comparison (OAuth 2.1 §2.3.1): no case folding of scheme, host or path, no trailing slash,
+    dot segments, percent-decoding or userinfo. Only a loopback URI's port may vary (RFC 8252 §7.3)."""
+    for variant in VARIANTS[kind]:
+        r = _authorize(http, two_redirects, variant)
+        assert r.status_code == 400, (variant, r.status_code, r.headers.get("location"))
+        assert "location" not in r.headers
+        assert "not registered" in r.text and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("redirect_uri", [LOOPBACK, HTTPS, LOOPBACK.replace(":8400", ":51234"),
+                                          LOOPBACK.replace(":8400", "")])
+def test_a_registered_redirect_uri_or_a_loopback_port_redirects(http: httpx.Client, two_redirects: dict[str, Any],
+                                                               redirect_uri: str) -> None:
+    """The same request with the registered URI (or another loopback port) goes on to sign-in: the error page
+    above is the redirect URI's doing."""
+    r = _authorize(http, two_redirects, redirect_uri)
+    assert r.status_code == 200 and "login-form" in r.text, r.text[:500]

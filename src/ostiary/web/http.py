@@ -30,7 +30,8 @@ class RequestTooLarge(InvalidRequest):
 
 
 class WrongContentType(InvalidRequest):
-    status = 415
+    """A body that is not a UTF-8 form, or none at all: ``invalid_request`` with 400, as RFC 6749 §5.2,
+    RFC 7662 §2.3 and RFC 7009 §2.2.1 say (not 415: a client library reads the RFC's error JSON)."""
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
