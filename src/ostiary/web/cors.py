@@ -1,6 +1,17 @@
-"""Response headers: security headers on every response, and CORS for browser-based clients: only on /token,
-/userinfo, /jwks and /.well-known/*, only for origins registered on some client (``allowed_origins``). Never on
-/authorize or the pages. One middleware, so a response passes through one ``send`` wrapper, not two."""
+"""Response headers: security headers on every response, and CORS for browser-based clients (one middleware,
+so a response passes through one ``send`` wrapper, not two).
+
+=================================  =====================================================================
+Path                               Which origins may read the answer from a browser
+=================================  =====================================================================
+``/.well-known/*``, ``/jwks``      any: ``Access-Control-Allow-Origin: *``, no credentials. Public
+                                   documents, for relying parties and resource servers of any origin.
+``/token``, ``/userinfo``,         the origins registered on some client (``allowed_origins``), echoed,
+``/revoke``                        with ``Vary: Origin``; a preflight from another origin gets 403.
+everything else (``/authorize``,   none: no CORS headers at all.
+``/introspect``, the pages)
+=================================  =====================================================================
+"""
 
 from __future__ import annotations
 
@@ -9,15 +20,32 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CORS_PATHS", "ResponseHeaders"]
+__all__ = ["CORS_PATHS", "PUBLIC_CORS_PATHS", "ResponseHeaders"]
 
-CORS_PATHS = ("/token", "/userinfo", "/jwks")
+#: registered origins only
+CORS_PATHS = ("/token", "/userinfo", "/revoke")
+#: any origin (``*``), besides everything under /.well-known/
+PUBLIC_CORS_PATHS = ("/jwks",)
 ALLOW_HEADERS = b"Authorization, Content-Type, DPoP"
 EXPOSE_HEADERS = b"WWW-Authenticate, DPoP-Nonce"
 
 
 def cors_path(path: str) -> bool:
-    return path in CORS_PATHS or path.startswith("/.well-known/")
+    return path in CORS_PATHS
+
+
+def public_cors_path(path: str) -> bool:
+    return path in PUBLIC_CORS_PATHS or path.startswith("/.well-known/")
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return scope["method"] == "OPTIONS" and any(k == b"origin" for k, _ in scope["headers"]) and any(
+        k == b"access-control-request-method" for k, _ in scope["headers"])
+
+
+async def _answer_preflight(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _secure(headers)})
+    await send({"type": "http.response.body", "body": b""})
 
 
 _SECURITY_HEADERS = (
@@ -36,8 +64,8 @@ def _secure(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
 
 
 class ResponseHeaders:
-    """Pure ASGI middleware, one wrapper for every response: security headers everywhere, and CORS on
-    ``CORS_PATHS`` for origins registered on some client (answering CORS preflights itself)."""
+    """Pure ASGI middleware, one wrapper for every response: security headers everywhere, CORS for any origin
+    on the public documents and for registered origins on ``CORS_PATHS`` (answering preflights itself)."""
 
     def __init__(self, app: ASGIApp, origins: Callable[[], Awaitable[frozenset[str]]] | None = None,
                  ttl: float = 5.0) -> None:
@@ -64,21 +92,26 @@ class ResponseHeaders:
             await self.app(scope, receive, send)
             return
         extra: list[tuple[bytes, bytes]] = []
-        if cors_path(scope["path"]):
+        path = scope["path"]
+        if public_cors_path(path):
+            if _is_preflight(scope):
+                await _answer_preflight(send, 204, [
+                    (b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET"),
+                    (b"access-control-allow-headers", b"Content-Type"), (b"access-control-max-age", b"600")])
+                return
+            extra.append((b"access-control-allow-origin", b"*"))
+        elif cors_path(path):
             origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
             allowed = origin is not None and await self._allowed(scope, origin)
-            if scope["method"] == "OPTIONS" and origin is not None and any(
-                    k == b"access-control-request-method" for k, _ in scope["headers"]):
+            if _is_preflight(scope):
                 headers = [(b"vary", b"Origin"), (b"cache-control", b"no-store")]
-                status = 403
-                if allowed:
-                    status = 204
-                    headers += [(b"access-control-allow-origin", origin.encode("latin-1")),
-                                (b"access-control-allow-methods", b"GET, POST"),
-                                (b"access-control-allow-headers", ALLOW_HEADERS),
-                                (b"access-control-max-age", b"600")]
-                await send({"type": "http.response.start", "status": status, "headers": _secure(headers)})
-                await send({"type": "http.response.body", "body": b""})
+                if not allowed or origin is None:
+                    await _answer_preflight(send, 403, headers)
+                    return
+                await _answer_preflight(send, 204, [
+                    *headers, (b"access-control-allow-origin", origin.encode("latin-1")),
+                    (b"access-control-allow-methods", b"GET, POST"),
+                    (b"access-control-allow-headers", ALLOW_HEADERS), (b"access-control-max-age", b"600")])
                 return
             extra.append((b"vary", b"Origin"))
             if allowed and origin is not None:
