@@ -33,6 +33,7 @@ __all__ = [
     "ACR_MFA",
     "ACR_PWD",
     "CODE_TTL",
+    "MAX_NONCE",
     "PROMPT_VALUES",
     "RESPONSE_MODES",
     "SCOPE_DESCRIPTIONS",
@@ -48,6 +49,8 @@ __all__ = [
 
 #: RFC 6749 §4.1.2 recommends at most ten minutes; we allow one.
 CODE_TTL = 60
+#: the longest ``nonce`` kept with a code (the stores' column is this wide)
+MAX_NONCE = 512
 RESPONSE_MODES = ("query", "form_post")
 PROMPT_VALUES = ("none", "login", "consent")
 ACR_PWD = "pwd"
@@ -223,9 +226,12 @@ class AuthorizeEndpoint:
             raise InvalidScope("scope not allowed for this client: " + " ".join(sorted(extra))[:200])
         if not scopes:
             raise InvalidScope("no scope requested and the client has none")
-        nonce = params.get("nonce")
-        if "openid" in scopes and client.is_public and not nonce:
-            raise InvalidRequest("nonce is required for public clients requesting openid")
+        # OIDC Core §3.1.2.1: nonce is optional in the code flow, and PKCE (required for every client here)
+        # already binds the code to this request. When one is sent it goes into the id_token, and the client
+        # checks it there. An empty value counts as absent (RFC 6749 §3.1).
+        nonce = params.get("nonce") or None
+        if nonce is not None and len(nonce) > MAX_NONCE:
+            raise InvalidRequest(f"nonce must be at most {MAX_NONCE} characters")
         prompt = frozenset(params.get("prompt", "").split())
         unknown = prompt - set(PROMPT_VALUES)
         if unknown:
