@@ -58,6 +58,7 @@ def test_public_documents_answer_any_preflight_with_a_wildcard(server: LiveServe
     r = _preflight(server, path, _origin(), "GET")
     assert r.status_code == 204, r.text
     assert _acao(r) == "*" and "GET" in r.headers["access-control-allow-methods"]
+    assert r.headers["access-control-allow-headers"] == "*"  # whatever headers a library adds
     assert "access-control-allow-credentials" not in r.headers
 
 

@@ -94,10 +94,10 @@ class ResponseHeaders:
         extra: list[tuple[bytes, bytes]] = []
         path = scope["path"]
         if public_cors_path(path):
-            if _is_preflight(scope):
+            if _is_preflight(scope):  # any request header: "*" is a wildcard when there are no credentials
                 await _answer_preflight(send, 204, [
                     (b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET"),
-                    (b"access-control-allow-headers", b"Content-Type"), (b"access-control-max-age", b"600")])
+                    (b"access-control-allow-headers", b"*"), (b"access-control-max-age", b"600")])
                 return
             extra.append((b"access-control-allow-origin", b"*"))
         elif cors_path(path):
