@@ -98,6 +98,8 @@ class LiveServer:
 
     def create_client(self, **spec: Any) -> dict[str, Any]:
         spec.setdefault("name", "test client " + secrets.token_hex(3))
+        if "client_credentials" in spec.get("grant_types", ["client_credentials"]):
+            spec.setdefault("audiences", ["https://api.test.example"])  # a service client names its API
         with self.admin() as c:
             r = c.post("/clients", json=spec)
         assert r.status_code == 201, r.text

@@ -25,6 +25,11 @@ from .core.policy import ServerPolicy
 __all__ = ["ConfigError", "Settings", "is_loopback_url", "load_settings"]
 
 ENV_PREFIX = "OSTIARY_"
+#: The client toolkit's own variables (``ostiary login``'s token file and passphrase): not server settings.
+CLIENT_ENV_PREFIX = "OSTIARY_TOOLKIT_"
+#: Names the client toolkit used before it had its own namespace, and what they are called now.
+_MOVED_CLIENT_ENV = {"OSTIARY_TOKEN_FILE": "OSTIARY_TOOLKIT_TOKEN_FILE",
+                     "OSTIARY_TOKEN_PASSPHRASE": "OSTIARY_TOOLKIT_PASSPHRASE"}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -116,6 +121,23 @@ class ServerSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     implementation: Literal["uvicorn", "granian"] = "uvicorn"
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    metrics_address: str | None = Field(None, description="HOST:PORT of a separate /metrics listener")
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
+        return v
+
+    def metrics_listener(self) -> tuple[str, int] | None:
+        if self.metrics_address is None:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class Settings(_Section):
@@ -218,8 +240,11 @@ class MasterKeys(NamedTuple):
 def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG" or name.startswith(CLIENT_ENV_PREFIX):
             continue
+        if name in _MOVED_CLIENT_ENV:
+            raise ConfigError(f"{name} is not a server setting: the client toolkit reads {_MOVED_CLIENT_ENV[name]} "
+                              f"now; rename it (export {_MOVED_CLIENT_ENV[name]}=\"${name}\"; unset {name})")
         path = name[len(ENV_PREFIX):].lower().split("__")
         node = tree
         for part in path[:-1]:

@@ -64,7 +64,7 @@ def test_keyring_round_trip_one_entry_per_issuer_client_account(file_keyring: Pl
 
 
 def test_configured_backend_is_used_by_default_store(file_keyring: PlaintextKeyring, monkeypatch) -> None:
-    monkeypatch.delenv("OSTIARY_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("OSTIARY_TOOLKIT_TOKEN_FILE", raising=False)
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")  # an explicit choice
     store = default_token_store()
     assert isinstance(store, KeyringTokenStore)
@@ -80,7 +80,7 @@ def test_no_keyring_is_a_clear_error_naming_the_alternative(monkeypatch) -> None
             KeyringTokenStore().load(ISS, "cli")
         message = str(info.value)
         assert "no secure OS keyring" in message
-        assert "OSTIARY_TOKEN_FILE" in message and "OSTIARY_TOKEN_PASSPHRASE" in message
+        assert "OSTIARY_TOOLKIT_TOKEN_FILE" in message and "OSTIARY_TOOLKIT_PASSPHRASE" in message
         assert "plain-text" in message
         with pytest.raises(NoKeyringError):
             KeyringTokenStore().save(tokens())
@@ -132,12 +132,33 @@ def test_encrypted_file_wrong_passphrase_or_tampering(tmp_path: Path) -> None:
 
 
 def test_encrypted_file_needs_a_passphrase(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("OSTIARY_TOKEN_PASSPHRASE", raising=False)
-    with pytest.raises(TokenStoreError, match="OSTIARY_TOKEN_PASSPHRASE"):
+    monkeypatch.delenv("OSTIARY_TOOLKIT_PASSPHRASE", raising=False)
+    with pytest.raises(TokenStoreError, match="OSTIARY_TOOLKIT_PASSPHRASE"):
         EncryptedFileTokenStore(tmp_path / "t.enc")
-    monkeypatch.setenv("OSTIARY_TOKEN_FILE", str(tmp_path / "t.enc"))
-    monkeypatch.setenv("OSTIARY_TOKEN_PASSPHRASE", "from the environment")
+    monkeypatch.setenv("OSTIARY_TOOLKIT_TOKEN_FILE", str(tmp_path / "t.enc"))
+    monkeypatch.setenv("OSTIARY_TOOLKIT_PASSPHRASE", "from the environment")
     store = default_token_store()
     assert isinstance(store, EncryptedFileTokenStore)
     store.save(tokens())
     assert store.load(ISS, "cli") is not None
+
+
+class _BrokenSecretService:
+    """A keyring backend that cannot start, as Secret Service does on a machine without a D-Bus session."""
+
+    priority = 5
+
+    def get_password(self, service: str, username: str) -> str | None:
+        raise ConnectionError("org.freedesktop.DBus.Error.ServiceUnknown: The name org.freedesktop.secrets "
+                              "was not provided by any .service files\n  (and forty more lines of trace)")
+
+    set_password = get_password
+
+
+def test_a_keyring_backend_that_cannot_start_is_one_line(monkeypatch) -> None:
+    with pytest.raises(NoKeyringError) as info:
+        KeyringTokenStore(_BrokenSecretService()).load(ISS, "cli")
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert "ConnectionError" in message and "ServiceUnknown" in message
+    assert "OSTIARY_TOOLKIT_TOKEN_FILE" in message

@@ -60,6 +60,8 @@ class Engine:
 
     async def client(self, **spec: object) -> tuple[str, str | None]:
         spec.setdefault("name", "c")
+        if "client_credentials" in spec.get("grant_types", ["client_credentials"]):  # type: ignore[operator]
+            spec.setdefault("audiences", ["https://api.test.example"])  # a service client names its API
         c, secret = await self.admin.create_client(ClientCreate.model_validate(spec))
         return c.client_id, secret
 

@@ -59,7 +59,7 @@ def test_login_shows_url_code_and_qr_then_whoami_and_logout(server: LiveServer, 
     child.expect("[▀▄█]{5,}")  # the QR code, drawn with half blocks
     child.expect("Waiting for approval")
     _approve(server, user_code, user.username, user.password)
-    child.expect("Logged in to")
+    child.expect_exact(f"Logged in to {server.issuer} as {user.username}.")  # the username, not the opaque sub
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0

@@ -73,10 +73,14 @@ def test_resource_parameter_selects_the_audience(server: LiveServer) -> None:
     assert r.status_code == 400 and r.json()["error"] == "invalid_target"
 
 
-def test_client_without_audience_gets_no_audienceless_token(server: LiveServer) -> None:
-    client = server.create_client(scopes=["x"])
-    r = _token(server, client)
-    assert r.status_code == 400 and r.json()["error"] == "invalid_target"
+def test_client_credentials_client_without_audience_is_refused_at_registration(server: LiveServer) -> None:
+    """A service token always names its API: a client that could only get invalid_target is never registered."""
+    with server.admin() as admin:
+        r = admin.post("/clients", json={"name": "no audience", "scopes": ["x"]})
+    assert r.status_code == 422, r.text  # the admin API's answer to invalid input
+    assert "audience" in r.text
+    r = server.cli("client", "create", "--name", "no audience", "--scope", "x", check=False)
+    assert r.returncode == 1 and "--audience" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_client_secret_post_works(server: LiveServer) -> None:

@@ -39,7 +39,8 @@ def scope_tokens(v: list[str]) -> list[str]:
     """Validate RFC 6749 §3.3 scope tokens for a pydantic model; sorted, without duplicates."""
     for s in v:
         if not is_scope_token(s):
-            raise ValueError(f"invalid scope token {s!r}")
+            raise ValueError(f"invalid scope token {s!r}: printable ASCII without spaces, quotes or backslashes, "
+                             "e.g. orders:read")
     return sorted(set(v))
 
 
@@ -126,6 +127,11 @@ class ClientCreate(BaseModel):
                 raise ValueError("public clients may not use client_credentials (they cannot keep a secret)")
         elif method == "none":
             raise ValueError("confidential clients must authenticate; use client_secret_basic or private_key_jwt")
+        if "client_credentials" in self.grant_types and not self.audiences:
+            # RFC 8707 / RFC 9068: a service token always names the API it is for; without one, /token would
+            # answer invalid_target on every request.
+            raise ValueError("a client_credentials client needs the audience its tokens are for: "
+                             "--audience https://api.example.com (admin API: audiences)")
         if method == "private_key_jwt" and not (self.jwks or self.jwks_uri):
             raise ValueError("private_key_jwt needs --jwks or --jwks-uri")
         if self.jwks is not None:

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from .._clock import SystemClock
 from ..admin.service import AdminService, ClientCreate, ClientUpdate, client_view, key_view
 from ..config import Settings
 from ..store.sql import SqlStore
-from ._common import console, fail, print_json, with_store
+from ._common import console, fail, id_table, print_json, with_store
 
 T = TypeVar("T")
 
@@ -111,7 +110,7 @@ def client_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     if as_json:
         print_json(views)
         return
-    table = Table("client_id", "name", "type", "auth", "grants", "scopes")
+    table = id_table("client_id", "name", "type", "auth", "grants", "scopes", ids=[v["client_id"] for v in views])
     for v in views:
         table.add_row(v["client_id"], v["name"], v["client_type"], v["token_endpoint_auth_method"],
                       " ".join(v["grant_types"]), " ".join(v["scopes"]))
@@ -204,7 +203,8 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     if not views:
         console.print("no signing keys yet: the server creates one when it first starts (`ostiary serve`)")
         return
-    table = Table("kid", "alg", "state", "created", "signs from", "retires", "unpublished")
+    table = id_table("kid", "alg", "state", "created", "signs from", "retires", "unpublished",
+                     ids=[v["kid"] for v in views])
     for v in views:
         table.add_row(v["kid"], v["alg"], v["state"], _ts(v["created_at"]), _ts(v["activates_at"]),
                       _ts(v["retires_at"]), _ts(v["unpublished_at"]))

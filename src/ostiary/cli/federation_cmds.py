@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from .._clock import SystemClock
 from ..admin.federation import FederationService, TrustPolicyCreate, trust_policy_view
 from ..core.federation import TOKEN_EXCHANGE_GRANT, Check, FederationReport
-from ._common import console, fail, print_json, with_store
+from ._common import console, fail, id_table, print_json, with_store
 
 T = TypeVar("T")
 
@@ -64,23 +63,27 @@ def _print_policy(v: dict[str, Any]) -> None:
     p("clients:          " + (", ".join(v["allowed_clients"]) or "any caller (no client authentication needed)"))
 
 
+REQ = "\\[required unless in --file] "
+
+
 @trust_app.command("add")
 def trust_add(
-    name: str | None = typer.Option(None, "--name", help="Display name (required unless in --file)."),
+    name: str | None = typer.Option(None, "--name", help=REQ + "Display name."),
     policy_id: str | None = typer.Option(None, "--id", help="Policy id (default: derived from the name)."),
     issuer: str | None = typer.Option(None, "--issuer",
-                                      help="External issuer, exactly as the tokens' iss, e.g. "
+                                      help=REQ + "External issuer, exactly as the tokens' iss, e.g. "
                                            "https://token.actions.githubusercontent.com or https://gitlab.com."),
     token_audience: str | None = typer.Option(None, "--token-audience",
-                                              help="The aud the external token must carry (what the CI job "
+                                              help=REQ + "The aud the external token must carry (what the CI job "
                                                    "requests, e.g. this server's issuer URL)."),
-    claim: list[str] = typer.Option([], "--claim", help="Exact claim condition CLAIM=VALUE (repeat), "
+    claim: list[str] = typer.Option([], "--claim", help=REQ + "(one --claim or --claim-glob) Exact claim condition "
+                                                        "CLAIM=VALUE (repeat), "
                                                         "e.g. repository=acme/api."),
     claim_glob: list[str] = typer.Option([], "--claim-glob",
                                          help="Glob claim condition CLAIM=PATTERN (repeat), e.g. "
                                               "ref=refs/heads/release/*  (* also matches /)."),
     subject: str | None = typer.Option(None, "--subject",
-                                       help="sub of the issued token, templated from claims, e.g. "
+                                       help=REQ + "sub of the issued token, templated from claims, e.g. "
                                             "'ci:{repository}@{environment}'."),
     scope: list[str] = typer.Option([], "--scope", help="Scope the issued token may have (repeat)."),
     audience: list[str] = typer.Option([], "--audience",
@@ -155,7 +158,8 @@ def trust_list(
     if as_json:
         print_json(views)
         return
-    table = Table("policy_id", "issuer", "conditions", "subject", "scopes", "lifetime")
+    table = id_table("policy_id", "issuer", "conditions", "subject", "scopes", "lifetime",
+                     ids=[v["policy_id"] for v in views])
     for v in views:
         table.add_row(v["policy_id"], v["issuer"], str(len(v["conditions"])), v["subject_template"],
                       " ".join(v["scopes"]), f"{v['max_lifetime']}s")

@@ -3,7 +3,9 @@
 Only the client toolkit is imported here: these commands work with the base install (no server extras).
 The last login's issuer, client and account (never a token) are remembered in ``$XDG_CONFIG_HOME/ostiary/
 login.json`` so ``whoami`` and ``logout`` need no arguments; tokens live in the OS keyring (or the encrypted
-file store when ``$OSTIARY_TOKEN_FILE`` is set).
+file store when ``$OSTIARY_TOOLKIT_TOKEN_FILE`` is set). On a machine without a keyring (a headless Linux
+server), a terminal user is offered the encrypted file ``$XDG_CONFIG_HOME/ostiary/tokens.enc`` and asked for its
+passphrase; a script gets a one-line error naming the two variables to set.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ..client import StoredTokens, TokenStore
 
 __all__ = ["login", "logout", "whoami"]
 
@@ -45,8 +50,73 @@ def _save_state(state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _token_file() -> Path:
+    return _state_path().with_name("tokens.enc")
+
+
+def _open_store(issuer: str, client_id: str, *, creating: bool) -> TokenStore:
+    """The configured token store, checked by one read. Without a keyring, a person at a terminal may use the
+    encrypted file instead (asked for its passphrase; twice when it is created); a script gets the error."""
+    from getpass import getpass
+
+    from ..client import EncryptedFileTokenStore, NoKeyringError, default_token_store
+
+    store = default_token_store()
+    try:
+        store.load(issuer, client_id)
+        return store
+    except NoKeyringError as exc:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise
+        path = _token_file()
+        if not creating and not path.exists():
+            raise
+        err.print(f"{exc}\n", soft_wrap=True)
+        if creating and not path.exists():
+            err.print(f"Tokens will be kept in {path}, encrypted with a passphrase you choose (at least 8 "
+                      "characters). Set OSTIARY_TOOLKIT_TOKEN_FILE and OSTIARY_TOOLKIT_PASSPHRASE to skip this "
+                      "question.", soft_wrap=True)
+            passphrase = getpass("New passphrase for the token file: ")
+            if getpass("Repeat it: ") != passphrase:
+                _die("the passphrases differ; nothing was stored")
+        else:
+            passphrase = getpass(f"Passphrase of {path}: ")
+        file_store = EncryptedFileTokenStore(path, passphrase)
+        file_store.load(issuer, client_id)  # a wrong passphrase fails here, before anything else
+        return file_store
+
+
+def _display_name(tokens: StoredTokens, store: TokenStore) -> str:
+    """What the user calls themselves (``preferred_username``, else ``name`` or ``email``) from the ID token or
+    userinfo, not the opaque ``sub``; the ``sub`` when neither says."""
+    from ..client import ClientError, TokenSession
+    from ..core import jose
+
+    claims: dict[str, object] = {}
+    if tokens.id_token:
+        try:
+            claims = dict(jose.decode_unverified(tokens.id_token)[1])
+        except jose.JoseError:
+            claims = {}
+    if not any(claims.get(k) for k in ("preferred_username", "name", "email")) and tokens.id_token:
+        session = TokenSession(tokens.issuer, tokens.client_id, store)
+        try:
+            claims.update(session.userinfo() or {})
+        except ClientError:
+            pass
+        finally:
+            session.close()
+    for key in ("preferred_username", "name", "email"):
+        value = claims.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return tokens.account
+
+
 def _die(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -72,11 +142,10 @@ def login(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (instructions go to stderr)."),
 ) -> None:
     """Log in from this terminal with the device flow (RFC 8628); tokens go to the OS keyring."""
-    from ..client import ClientError, DeviceLogin, LoginCancelled, default_token_store
+    from ..client import ClientError, DeviceLogin, LoginCancelled
 
     try:
-        store = default_token_store()
-        store.load(issuer.rstrip("/"), client_id)  # fail early (no keyring) before the user approves anything
+        store = _open_store(issuer.rstrip("/"), client_id, creating=True)  # fail early, before any approval
         tokens = DeviceLogin(issuer, client_id, scope=scope, console=err, show_qr=not no_qr).run()
         store.save(tokens)
     except (LoginCancelled, KeyboardInterrupt):
@@ -84,11 +153,12 @@ def login(
     except ClientError as exc:
         _die(str(exc))
     _save_state({"issuer": tokens.issuer, "client_id": tokens.client_id, "account": tokens.account})
+    name = _display_name(tokens, store)
     if as_json:
         sys.stdout.write(json.dumps({"issuer": tokens.issuer, "client_id": tokens.client_id,
-                                     "account": tokens.account, "scope": tokens.scope}) + "\n")
+                                     "account": tokens.account, "username": name, "scope": tokens.scope}) + "\n")
     else:
-        out.print(f"Logged in to {tokens.issuer} as {tokens.account}.", soft_wrap=True)
+        out.print(f"Logged in to {tokens.issuer} as {name}.", soft_wrap=True)
 
 
 def whoami(
@@ -97,10 +167,13 @@ def whoami(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show who you are logged in as (userinfo when openid was granted, else the token's claims)."""
-    from ..client import ClientError, TokenSession, default_token_store
+    from ..client import ClientError, TokenSession
 
     iss, cid = _target(issuer, client_id)
-    session = TokenSession(iss, cid, default_token_store())
+    try:
+        session = TokenSession(iss, cid, _open_store(iss, cid, creating=False))
+    except ClientError as exc:
+        _die(str(exc))
     try:
         session.access_token()  # refreshes when needed
         info = session.userinfo()
@@ -135,10 +208,13 @@ def logout(
     client_id: str | None = typer.Option(None, "--client-id", help="Default: the last login's client."),
 ) -> None:
     """Revoke the refresh token at the server and remove the tokens from the keyring."""
-    from ..client import ClientError, TokenSession, default_token_store
+    from ..client import ClientError, TokenSession
 
     iss, cid = _target(issuer, client_id)
-    session = TokenSession(iss, cid, default_token_store())
+    try:
+        session = TokenSession(iss, cid, _open_store(iss, cid, creating=False))
+    except ClientError as exc:
+        _die(str(exc))
     try:
         present = session.store.load(iss, cid) is not None
         revoked = session.logout()

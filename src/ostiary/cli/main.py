@@ -1,19 +1,37 @@
-"""``ostiary``: run the server, migrate the database, administer clients and keys."""
+"""``ostiary``: run the server, migrate the database, administer clients and keys.
+
+``login``, ``whoami`` and ``logout`` need only the base install (the client toolkit). Every other command is
+part of the server: without the ``server`` extra, each says so in one line instead of failing on an import.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
-from ..config import Settings
-from ._common import console, err_console, fail, print_json, run, set_config, settings
-from .admin_cmds import client_app, keys_app
-from .federation_cmds import federation_app
+from ._common import (
+    SERVER_EXTRA_HINT,
+    SERVER_MODULES,
+    console,
+    err_console,
+    fail,
+    print_json,
+    run,
+    set_config,
+    settings,
+)
 from .login_cmds import login, logout, whoami
-from .user_cmds import user_app
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 app = typer.Typer(
     name="ostiary",
@@ -23,17 +41,52 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(client_app, name="client")
-app.add_typer(keys_app, name="keys")
-app.add_typer(user_app, name="user")
-app.add_typer(federation_app, name="federation")
+_GROUPS = {"client": "Register and manage OAuth clients.", "keys": "Signing keys: list, rotate, retire.",
+           "user": "Users: create, list, reset passwords and second factors.",
+           "federation": "CI/CD federation: trust policies for external OIDC issuers."}
+
+
+def _server_missing(name: str, help_text: str) -> Callable[[typer.Context], None]:
+    def command(ctx: typer.Context) -> None:
+        fail(f"ostiary {name}: {SERVER_EXTRA_HINT}")
+
+    command.__doc__ = f"{help_text} (needs the server: pip install 'ostiary\\[server]')"
+    return command
+
+
+try:
+    from .admin_cmds import client_app, keys_app
+    from .federation_cmds import federation_app
+    from .user_cmds import user_app
+except ModuleNotFoundError as exc:  # the base install: the client toolkit without the server
+    if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+        raise
+    for _name, _help in _GROUPS.items():
+        app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                    add_help_option=False)(_server_missing(_name, _help))
+else:
+    app.add_typer(client_app, name="client")
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(user_app, name="user")
+    app.add_typer(federation_app, name="federation")
 for _cmd in (login, whoami, logout):  # the device-flow login toolkit's reference commands
     app.command()(_cmd)
 
 
+def _version(value: bool) -> None:
+    if value:
+        try:
+            console.print(f"ostiary {dist_version('ostiary')}")
+        except PackageNotFoundError:
+            console.print("ostiary (version unknown: not installed as a package)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(config: str | None = typer.Option(None, "--config", "-c", envvar="OSTIARY_CONFIG",
-                                             help="TOML settings file (environment variables override it).")
+                                             help="TOML settings file (environment variables override it)."),
+          _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                             help="Print the version and exit.")
           ) -> None:
     set_config(config)
     if config:
@@ -78,11 +131,20 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
         fail(status.message)
     s.master_secret()  # create the development key file once, before workers race for it
     run(lambda: _first_signing_key(s))  # likewise the first signing key: two workers would each create one
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    listener = s.server.metrics_listener() if s.metrics else None
+    if (workers > 1 or listener) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ostiary-metrics-")
+    if listener:
+        from ..web.metrics import start_listener  # after PROMETHEUS_MULTIPROC_DIR: prometheus_client reads it once
+
+        try:
+            start_listener(*listener)
+        except OSError as exc:
+            fail(f"cannot listen for metrics on {s.server.metrics_address} (server.metrics_address): {exc.strerror}")
     target = "ostiary.web.app:app_from_env"
     err_console.print(f"ostiary: serving {s.issuer} on http://{host}:{port} with {workers} {server} "
-                      f"worker(s); database {s.database_url.split('://')[0]}")
+                      f"worker(s); database {s.database_url.split('://')[0]}"
+                      + (f"; metrics on http://{s.server.metrics_address}/metrics" if listener else ""))
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces
@@ -175,7 +237,14 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        err_console.print(f"[bold red]error:[/] {escape(f'ostiary {command}: {SERVER_EXTRA_HINT}')}", soft_wrap=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from .._clock import SystemClock
 from ..admin.users import UserAdmin, UserCreate, UserUpdate, user_view
-from ._common import console, fail, print_json, with_store
+from ._common import console, fail, id_table, print_json, with_store
 
 T = TypeVar("T")
 
@@ -81,7 +80,7 @@ def user_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     if as_json:
         print_json(views)
         return
-    table = Table("id", "username", "name", "email", "disabled", "totp")
+    table = id_table("id", "username", "name", "email", "disabled", "totp", ids=[v["id"] for v in views])
     for v in views:
         table.add_row(v["id"], v["username"], v["name"], v["email"] or "-", str(v["disabled"]), str(v["totp"]))
     console.print(table)

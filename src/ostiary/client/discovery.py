@@ -7,6 +7,7 @@ Issuers and endpoints must use ``https``, except on loopback addresses (for deve
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,15 @@ from .errors import DiscoveryError
 
 __all__ = ["ServerMetadata", "adiscover", "discover", "metadata_urls", "require_https"]
 
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +44,12 @@ class ServerMetadata:
 def require_https(url: str, what: str) -> str:
     """Refuse non-``https`` URLs unless the host is a loopback address."""
     parts = urlsplit(url)
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
         return url
-    raise DiscoveryError(f"{what} must be an https URL")
+    if parts.scheme == "http":
+        raise DiscoveryError(f"{what} {url!r} uses http on a host that is not loopback: use https "
+                             "(http is accepted only for localhost, 127.0.0.0/8 and [::1])")
+    raise DiscoveryError(f"{what} {url!r} is not an http(s) URL: use https://host[:port][/path]")
 
 
 def metadata_urls(issuer: str) -> tuple[str, str]:
@@ -72,21 +84,37 @@ def _parse(issuer: str, response: httpx.Response) -> ServerMetadata:
                           introspection_endpoint=endpoint("introspection_endpoint"), raw=doc)
 
 
+def _why(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _not_fetched(issuer: str, tried: list[str]) -> str:
+    return (f"the metadata of issuer {issuer} could not be fetched ({'; '.join(tried)}). "
+            "Check --issuer: it must be the server's issuer URL, and the server must be running.")
+
+
 def discover(issuer: str, http_client: httpx.Client | None = None, timeout: float = 10.0) -> ServerMetadata:
     """Fetch and check the issuer's metadata (blocking)."""
     require_https(issuer, "issuer")
     client = http_client or httpx.Client(timeout=timeout)
     try:
         last: Exception | None = None
+        tried: list[str] = []
         for url in metadata_urls(issuer):
             try:
                 response = client.get(url, headers={"Accept": "application/json"})
             except httpx.HTTPError as exc:
                 last = exc
+                tried.append(f"{url}: {_why(exc)}")
                 continue
             if response.status_code == 200:
                 return _parse(issuer, response)
-        raise DiscoveryError("issuer metadata could not be fetched") from last
+            tried.append(f"{url}: HTTP {response.status_code}")
+        raise DiscoveryError(_not_fetched(issuer, tried)) from last
     finally:
         if http_client is None:
             client.close()
@@ -98,15 +126,18 @@ async def adiscover(issuer: str, http_client: httpx.AsyncClient | None = None) -
     client = http_client or httpx.AsyncClient(timeout=10.0)
     try:
         last: Exception | None = None
+        tried: list[str] = []
         for url in metadata_urls(issuer):
             try:
                 response = await client.get(url, headers={"Accept": "application/json"})
             except httpx.HTTPError as exc:
                 last = exc
+                tried.append(f"{url}: {_why(exc)}")
                 continue
             if response.status_code == 200:
                 return _parse(issuer, response)
-        raise DiscoveryError("issuer metadata could not be fetched") from last
+            tried.append(f"{url}: HTTP {response.status_code}")
+        raise DiscoveryError(_not_fetched(issuer, tried)) from last
     finally:
         if http_client is None:
             await client.aclose()

@@ -32,15 +32,17 @@ __all__ = [
     "default_token_store",
 ]
 
-#: Opt into the encrypted file store: its path, and the passphrase that protects it.
-TOKEN_FILE_ENV = "OSTIARY_TOKEN_FILE"
-PASSPHRASE_ENV = "OSTIARY_TOKEN_PASSPHRASE"
+#: Opt into the encrypted file store: its path, and the passphrase that protects it. The client toolkit's
+#: variables live under ``OSTIARY_TOOLKIT_``, a namespace the server's settings leave alone, so one shell can
+#: hold both the server's ``OSTIARY_*`` settings and these.
+TOKEN_FILE_ENV = "OSTIARY_TOOLKIT_TOKEN_FILE"
+PASSPHRASE_ENV = "OSTIARY_TOOLKIT_PASSPHRASE"
 _CURRENT = "@current"
 _NO_KEYRING_HELP = (
     "no secure OS keyring is available on this machine ({why}). Tokens are never written to a plain-text file. "
     f"Either install and unlock a keyring (GNOME Keyring / KWallet via Secret Service), or opt into the "
-    f"encrypted file store: set {TOKEN_FILE_ENV}=/path/to/tokens.enc and {PASSPHRASE_ENV} to a passphrase "
-    "(or pass EncryptedFileTokenStore(path, passphrase) in code)."
+    f"encrypted file store: set {TOKEN_FILE_ENV}=~/.config/ostiary/tokens.enc and {PASSPHRASE_ENV} to a "
+    "passphrase (or pass EncryptedFileTokenStore(path, passphrase) in code)."
 )
 
 
@@ -119,7 +121,8 @@ class KeyringTokenStore:
         import keyring
         from keyring.backends import fail
 
-        backend = keyring.get_keyring()
+        with self._errors():
+            backend = keyring.get_keyring()
         if isinstance(backend, fail.Keyring):
             raise NoKeyringError(_NO_KEYRING_HELP.format(why="the keyring library found no backend"))
         if _is_plaintext(backend) and not self._allow_plaintext:
@@ -128,15 +131,24 @@ class KeyringTokenStore:
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
-        from keyring.errors import KeyringError
+        from keyring.errors import KeyringError, KeyringLocked
         from keyring.errors import NoKeyringError as KrNoKeyring
 
         try:
             yield
+        except TokenStoreError:
+            raise
         except KrNoKeyring as exc:
-            raise NoKeyringError(_NO_KEYRING_HELP.format(why=str(exc) or "no backend")) from exc
+            raise NoKeyringError(_NO_KEYRING_HELP.format(why=_one_line(exc) or "no backend")) from exc
+        except KeyringLocked as exc:
+            raise TokenStoreError("the OS keyring is locked: unlock it and try again") from exc
         except KeyringError as exc:
             raise TokenStoreError(f"the OS keyring refused the operation: {type(exc).__name__}") from exc
+        except Exception as exc:
+            # A backend that cannot start (Secret Service without a D-Bus session, a dead daemon) raises its
+            # own exception types, not keyring's: one line that says what to do, never a traceback.
+            why = f"the keyring backend failed: {type(exc).__name__}: {_one_line(exc)}".rstrip(": ")
+            raise NoKeyringError(_NO_KEYRING_HELP.format(why=why)) from exc
 
     def load(self, issuer: str, client_id: str, account: str | None = None) -> StoredTokens | None:
         kr = self._kr()
@@ -178,6 +190,11 @@ class KeyringTokenStore:
         return found
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
 # -- encrypted file --------------------------------------------------------------------------------
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
@@ -193,7 +210,7 @@ class EncryptedFileTokenStore:
     from ``passphrase``. The file is created with mode 0600 and replaced atomically on every change.
 
     For machines without a keyring, by explicit choice: ``EncryptedFileTokenStore(path)`` reads the
-    passphrase from ``$OSTIARY_TOKEN_PASSPHRASE`` when none is given.
+    passphrase from ``$OSTIARY_TOOLKIT_PASSPHRASE`` when none is given.
     """
 
     def __init__(self, path: str | os.PathLike[str], passphrase: str | None = None) -> None:
@@ -293,8 +310,8 @@ class EncryptedFileTokenStore:
 
 
 def default_token_store() -> TokenStore:
-    """The encrypted file store when ``$OSTIARY_TOKEN_FILE`` is set (opt-in), else the OS keyring."""
+    """The encrypted file store when ``$OSTIARY_TOOLKIT_TOKEN_FILE`` is set (opt-in), else the OS keyring."""
     path = os.environ.get(TOKEN_FILE_ENV)
     if path:
-        return EncryptedFileTokenStore(path)
+        return EncryptedFileTokenStore(os.path.expanduser(path))
     return KeyringTokenStore()

@@ -40,6 +40,20 @@ def latency(route: str) -> Histogram:
     return LATENCY.labels(route)
 
 
+def start_listener(host: str, port: int) -> None:
+    """Serve ``/metrics`` on its own address (a daemon thread of the calling process), so the public port
+    need not expose it. Run by ``ostiary serve`` in the process that starts the workers; with
+    PROMETHEUS_MULTIPROC_DIR set it reports every worker."""
+    from prometheus_client import start_http_server
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(port, host, registry=registry)
+    else:
+        start_http_server(port, host)
+
+
 def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

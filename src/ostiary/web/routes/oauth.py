@@ -121,6 +121,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_route(request: Request) -> Response:
+    settings = _rt(request).settings
+    if not settings.metrics or settings.server.metrics_address:  # off, or served on its own listener
+        return json_response({"error": "not_found"}, 404)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
