@@ -150,7 +150,7 @@ def spawn(srv: LiveServer, port: int, workers: int = 1, server: str = "uvicorn")
     return proc
 
 
-def wait_ready(base_url: str, proc: subprocess.Popen[bytes], srv: LiveServer, timeout: float = 30) -> None:
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], srv: LiveServer, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
