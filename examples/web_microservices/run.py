@@ -6,9 +6,9 @@ clients and a demo user with the CLI, then starts:
 * ``webapp.py``     a backend-for-frontend web app: signs people in (Authorization Code + PKCE + OIDC) and
                     keeps their tokens server-side; the browser only holds an HttpOnly session cookie;
 * ``orders.py``     an API that accepts only user tokens for ``https://orders.example.com`` (``orders:read``)
-                    and calls inventory with its own client-credentials token;
-* ``inventory.py``  an API that accepts only service tokens for ``https://inventory.example.com``
-                    (``inventory:read``).
+                    and calls inventory for that user with a token it gets by token exchange (RFC 8693);
+* ``inventory.py``  an API that accepts only a user's token for ``https://inventory.example.com``
+                    (``inventory:read``) exchanged by orders (its ``act`` names ``orders-service``).
 
 It prints the URL to open and the demo user's credentials and waits; Ctrl-C stops everything and removes
 the temporary files.
@@ -45,6 +45,7 @@ ORDERS_AUDIENCE = "https://orders.example.com"
 INVENTORY_AUDIENCE = "https://inventory.example.com"
 WEBAPP_CLIENT_ID = "webapp"
 ORDERS_CLIENT_ID = "orders-service"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEMO_USER = "demo"
 
 
@@ -62,9 +63,11 @@ class Stack:
     password: str = field(repr=False)
     workdir: str
     env: dict[str, str] = field(repr=False)
+    orders_client_id: str = ORDERS_CLIENT_ID
+    orders_client_secret: str = field(default="", repr=False)
 
     def public(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "env"}
+        return {k: v for k, v in asdict(self).items() if k not in ("env", "orders_client_secret")}
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(self.env, list(args), input=input, echo=False)
@@ -145,13 +148,15 @@ def start_all(*, verbose: bool = False, extra_env: dict[str, str] | None = None)
         webapp = json.loads(cli([
             "client", "create", "--name", "Acme Shop", "--client-id", WEBAPP_CLIENT_ID,
             "--grant-type", "authorization_code", "--grant-type", "refresh_token",
-            "--scope", "openid profile offline_access orders:read", "--audience", ORDERS_AUDIENCE,
+            "--scope", "openid profile offline_access orders:read inventory:read", "--audience", ORDERS_AUDIENCE,
             "--redirect-uri", url["webapp"] + "/callback", "--post-logout-redirect-uri", url["webapp"] + "/",
             "--json"]).stdout)
+        # orders serves the orders API (the people's tokens are sent to it) and may exchange them, on their
+        # behalf, for inventory's audience (RFC 8693): scope at most inventory:read
         orders = json.loads(cli([
             "client", "create", "--name", "orders service", "--client-id", ORDERS_CLIENT_ID,
-            "--grant-type", "client_credentials", "--scope", "inventory:read", "--audience", INVENTORY_AUDIENCE,
-            "--json"]).stdout)
+            "--grant-type", TOKEN_EXCHANGE, "--scope", "inventory:read", "--serves", ORDERS_AUDIENCE,
+            "--may-exchange-for", INVENTORY_AUDIENCE, "--json"]).stdout)
         password = secrets.token_urlsafe(12)
         cli(["user", "create", DEMO_USER, "--name", "Demo User", "--password-stdin"], input=password + "\n")
         say("(client secrets are kept in memory and passed to each app in its environment only)")
@@ -160,7 +165,8 @@ def start_all(*, verbose: bool = False, extra_env: dict[str, str] | None = None)
         processes = [
             ("ostiary", [ostiary_bin(), "serve", "--port", str(ports["ostiary"])], {}, "/readyz"),
             ("inventory", [sys.executable, str(HERE / "inventory.py"), "--issuer", url["ostiary"],
-                           "--audience", INVENTORY_AUDIENCE, "--port", str(ports["inventory"])], {}, "/healthz"),
+                           "--audience", INVENTORY_AUDIENCE, "--caller", ORDERS_CLIENT_ID,
+                           "--port", str(ports["inventory"])], {}, "/healthz"),
             ("orders", [sys.executable, str(HERE / "orders.py"), "--issuer", url["ostiary"],
                         "--audience", ORDERS_AUDIENCE, "--client-id", ORDERS_CLIENT_ID,
                         "--inventory-url", url["inventory"], "--inventory-audience", INVENTORY_AUDIENCE,
@@ -179,7 +185,7 @@ def start_all(*, verbose: bool = False, extra_env: dict[str, str] | None = None)
 
         yield Stack(issuer=url["ostiary"], webapp=url["webapp"], orders=url["orders"], inventory=url["inventory"],
                     orders_audience=ORDERS_AUDIENCE, inventory_audience=INVENTORY_AUDIENCE, username=DEMO_USER,
-                    password=password, workdir=tmp, env=env)
+                    password=password, workdir=tmp, env=env, orders_client_secret=orders["client_secret"])
 
 
 def main() -> int:

@@ -53,7 +53,7 @@ from ostiary.core.jose import JoseError, decode_unverified, verify_jwt
 from ostiary.resource import JwksCache
 
 COOKIE = "webapp_session"
-SCOPE = "openid profile offline_access orders:read"
+SCOPE = "openid profile offline_access orders:read inventory:read"
 SESSION_IDLE = 8 * 3600  # seconds
 PENDING_LOGINS = 5  # sign-ins started in other tabs that may still come back
 
@@ -77,11 +77,12 @@ PAGES = {
 <ul id="orders">
 {% for o in orders %}<li id="{{ o.id }}" data-order-id="{{ o.id }}" data-sku="{{ o.sku }}">
 <span class="item">{{ o.item }}</span>, quantity <span class="quantity">{{ o.quantity }}</span>:
-<span class="stock" data-stock="{{ o.stock }}">{{ o.stock }} in stock</span>
+<span class="stock" data-stock="{{ o.stock }}" data-for="{{ o.inventory_saw.sub }}"
+data-actor="{{ o.inventory_saw.act.sub }}">{{ o.stock }} in stock</span>
 (<span class="warehouse">{{ o.warehouse }}</span>)</li>
 {% endfor %}</ul>
 <p class="muted">Fetched by this server from the orders service, which asked the inventory service for stock
-with its own service token.</p>
+on your behalf, with a token it exchanged yours for.</p>
 {% endblock %}""",
     "error.html": """{% extends "base.html" %}{% block title %}Error{% endblock %}{% block content %}
 <h1 id="error-title">Sign-in failed</h1><p id="error-description">{{ message }}</p>

@@ -1,10 +1,12 @@
 """examples/web_microservices end to end: a real browser signs in through the web app, whose server calls
-orders, which calls inventory with its own service token; then every service is attacked over real HTTP.
+orders, which calls inventory for the user with a token it got by token exchange (RFC 8693: same ``sub``,
+``act`` naming orders); then every service is attacked over real HTTP.
 
 Everything starts once per module through the example's own ``start_all()`` (Ostiary on SQLite, the three
 apps as uvicorn processes). Tokens for the negative tests come from the real issuer: user tokens by the
 Authorization Code flow driven over HTTP (a first-party test client, so no consent page), service tokens by
-client credentials; the test clients are registered through the admin API.
+client credentials, tokens on a user's behalf by token exchange with the orders service's own credentials;
+the test clients are registered through the admin API.
 
 Expired and not-yet-valid tokens cannot be minted with the real issuer's key (which never leaves it), so
 those two cases run against a second pair of orders and inventory processes, started from the same files,
@@ -53,6 +55,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 CALLBACK = "http://127.0.0.1:9/callback"  # nothing listens: the code is read from the Location header
 EXPECTED_STOCK = {"SKU-KBD-01": "42", "SKU-MUG-07": "7", "SKU-LMP-13": "0"}  # inventory.py's data
 
@@ -105,6 +109,14 @@ class Env:
         assert r.status_code == 200, r.text
         return str(r.json()["access_token"])
 
+    def exchange(self, user_token: str, client: tuple[str, str] | None = None) -> httpx.Response:
+        """RFC 8693 token exchange of a user's token for inventory, by orders (or by ``client``)."""
+        stack = self.stack
+        return httpx.post(stack.issuer + "/token", timeout=30,
+                          auth=client or (stack.orders_client_id, stack.orders_client_secret), data={
+                              "grant_type": TOKEN_EXCHANGE, "subject_token": user_token,
+                              "subject_token_type": ACCESS_TOKEN_TYPE, "audience": stack.inventory_audience})
+
     def user_token(self, scope: str, audience: str) -> str:
         """Authorization Code + PKCE over plain HTTP, signing in as the demo user (first party: no consent)."""
         c = self.client(grant_types=["authorization_code"], scopes=scope.split(), audiences=[audience],
@@ -141,21 +153,26 @@ def env() -> Iterator[Env]:
 class Tokens:
     user_orders: str            # user, aud orders, orders:read: what the web app holds
     user_orders_no_scope: str   # user, aud orders, without orders:read
-    user_inventory: str         # user, aud inventory, inventory:read
-    service_inventory: str      # service, aud inventory, inventory:read: what orders holds
-    service_inventory_no_scope: str
+    user_inventory: str         # user, aud inventory, inventory:read, used first-hand (no act)
+    user_inventory_no_scope: str
+    delegated_inventory: str    # user_orders exchanged by orders: aud inventory, act orders: what orders sends
+    service_inventory: str      # service (client credentials), aud inventory, inventory:read
     service_orders: str         # service, aud orders, orders:read
 
 
 @pytest.fixture(scope="module")
 def tokens(env: Env) -> Tokens:
     orders, inventory = env.stack.orders_audience, env.stack.inventory_audience
+    user_orders = env.user_token("openid orders:read inventory:read", orders)
+    delegated = env.exchange(user_orders)
+    assert delegated.status_code == 200, delegated.text
     return Tokens(
-        user_orders=env.user_token("openid orders:read", orders),
+        user_orders=user_orders,
         user_orders_no_scope=env.user_token("openid profile", orders),
         user_inventory=env.user_token("openid inventory:read", inventory),
+        user_inventory_no_scope=env.user_token("openid profile", inventory),
+        delegated_inventory=delegated.json()["access_token"],
         service_inventory=env.service_token("inventory:read", inventory),
-        service_inventory_no_scope=env.service_token("inventory:audit", inventory),
         service_orders=env.service_token("orders:read", orders),
     )
 
@@ -197,8 +214,11 @@ def test_sign_in_through_the_web_app_and_see_orders_with_stock(env: Env) -> None
             assert rows.count() == 3
             stock = {rows.nth(i).get_attribute("data-sku"): rows.nth(i).locator(".stock").get_attribute("data-stock")
                      for i in range(3)}
-            assert stock == EXPECTED_STOCK  # fetched by orders from inventory with orders' own token
+            assert stock == EXPECTED_STOCK  # fetched by orders from inventory, for this user
             assert page.text_content("#ord-1001 .warehouse") == "Lyon"
+            # inventory saw the user's sub, with orders as the actor (RFC 8693 act)
+            assert page.get_attribute("#ord-1001 .stock", "data-actor") == "orders-service"
+            assert page.get_attribute("#ord-1001 .stock", "data-for")
 
             # The browser holds no token: no JWT in the page, no web storage, and only session cookies.
             assert not JWT.search(page.content())
@@ -257,18 +277,46 @@ def _target(env: Env, tokens: Tokens, service: str) -> tuple[str, str, dict[str,
     """(base URL, path, query, a token the service accepts)."""
     if service == "orders":
         return env.stack.orders, "/orders", {}, tokens.user_orders
-    return env.stack.inventory, "/stock", {"sku": "SKU-KBD-01"}, tokens.service_inventory
+    return env.stack.inventory, "/stock", {"sku": "SKU-KBD-01"}, tokens.delegated_inventory
 
 
-def test_orders_accepts_the_users_token_and_calls_inventory_as_itself(env: Env, tokens: Tokens) -> None:
+def _claims(token: str) -> dict[str, Any]:
+    return _unb64json(token.split(".")[1])
+
+
+def test_orders_accepts_the_users_token_and_calls_inventory_for_that_user(env: Env, tokens: Tokens) -> None:
     r = _get(env.stack.orders, "/orders", tokens.user_orders)
     assert r.status_code == 200, r.text
-    assert {o["sku"]: str(o["stock"]) for o in r.json()["orders"]} == EXPECTED_STOCK
+    orders = r.json()["orders"]
+    assert {o["sku"]: str(o["stock"]) for o in orders} == EXPECTED_STOCK
+    # what reached inventory: the user's sub, and act naming orders (RFC 8693 §4.1)
+    user = _claims(tokens.user_orders)["sub"]
+    assert r.json()["customer"] == user
+    assert all(o["inventory_saw"] == {"sub": user, "act": {"sub": "orders-service"}} for o in orders)
 
 
-def test_inventory_accepts_a_service_token(env: Env, tokens: Tokens) -> None:
-    r = _get(env.stack.inventory, "/stock", tokens.service_inventory, sku="SKU-MUG-07")
+def test_the_exchanged_token_keeps_the_user_and_is_bounded_by_the_users_token(env: Env, tokens: Tokens) -> None:
+    user, delegated = _claims(tokens.user_orders), _claims(tokens.delegated_inventory)
+    assert delegated["sub"] == user["sub"] and delegated["client_id"] == "orders-service"
+    assert delegated["act"] == {"sub": "orders-service"}
+    assert delegated["aud"] == env.stack.inventory_audience and delegated["scope"] == "inventory:read"
+    assert delegated["exp"] <= user["exp"]
+    r = _get(env.stack.inventory, "/stock", tokens.delegated_inventory, sku="SKU-MUG-07")
     assert r.status_code == 200 and r.json()["available"] == 7
+    # orders cannot exchange a token that was not sent to it, nor widen the scope
+    refused = env.exchange(tokens.user_inventory)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+
+
+def test_inventory_refuses_a_token_exchanged_by_another_service(env: Env, tokens: Tokens) -> None:
+    other = env.client(grant_types=[TOKEN_EXCHANGE], scopes=["inventory:read"],
+                       resource_audiences=[env.stack.orders_audience],
+                       may_exchange_for=[env.stack.inventory_audience])
+    r = env.exchange(tokens.user_orders, (other["client_id"], other["client_secret"]))
+    assert r.status_code == 200, r.text
+    refused = _get(env.stack.inventory, "/stock", r.json()["access_token"], sku="SKU-KBD-01")
+    assert refused.status_code == 403 and refused.json()["error"] == "wrong_token_kind"
+    assert "another service" in refused.json()["error_description"]
 
 
 def _forge_unknown_kid(token: str, issuer: str) -> str:
@@ -360,17 +408,18 @@ def test_orders_refuses_a_service_token(env: Env, tokens: Tokens) -> None:
     assert r.json()["error"] == "wrong_token_kind"
 
 
-def test_inventory_refuses_a_user_token(env: Env, tokens: Tokens) -> None:
-    r = _get(env.stack.inventory, "/stock", tokens.user_inventory, sku="SKU-KBD-01")
-    assert r.status_code == 403, r.text
-    assert r.json()["error"] == "wrong_token_kind"
+def test_inventory_refuses_a_user_token_used_first_hand_and_a_service_token(env: Env, tokens: Tokens) -> None:
+    for token in (tokens.user_inventory, tokens.service_inventory):  # right audience and scope, no act
+        r = _get(env.stack.inventory, "/stock", token, sku="SKU-KBD-01")
+        assert r.status_code == 403, r.text
+        assert r.json()["error"] == "wrong_token_kind"
 
 
 @pytest.mark.parametrize("service", ["orders", "inventory"])
 def test_token_without_the_scope_is_refused(env: Env, tokens: Tokens, service: str) -> None:
     base, path, query, _ = _target(env, tokens, service)
     token, scope = ((tokens.user_orders_no_scope, "orders:read") if service == "orders"
-                    else (tokens.service_inventory_no_scope, "inventory:read"))
+                    else (tokens.user_inventory_no_scope, "inventory:read"))
     r = _get(base, path, token, **query)
     assert r.status_code == 403, r.text
     assert r.headers["www-authenticate"] == f'Bearer error="insufficient_scope", scope="{scope}"'
@@ -422,7 +471,10 @@ class StandIn:
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         form = dict(parse_qsl((await request.body()).decode()))
         client_id = self._client[0]
-        token = self.mint(sub=client_id, client_id=client_id, aud=form["resource"], scope=form["scope"])
+        # RFC 8693 token exchange, as a stand-in: the subject token is one this issuer minted for orders
+        subject = _unb64json(form["subject_token"].split(".")[1])
+        token = self.mint(sub=subject["sub"], client_id=client_id, aud=form["audience"], scope=form["scope"],
+                          act={"sub": client_id}, auth_time=subject.get("auth_time"))
         return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": 300})
 
 
@@ -449,7 +501,8 @@ def stand_in_services(env: Env, stand_in: StandIn, tmp_path_factory: pytest.Temp
     child_env = dict(env.stack.env, ORDERS_CLIENT_SECRET=stand_in._client[1])
     commands = {
         "inventory": [sys.executable, str(EXAMPLE / "inventory.py"), "--issuer", stand_in.url,
-                      "--audience", env.stack.inventory_audience, "--port", str(ports["inventory"])],
+                      "--audience", env.stack.inventory_audience, "--caller", "orders-service",
+                      "--port", str(ports["inventory"])],
         "orders": [sys.executable, str(EXAMPLE / "orders.py"), "--issuer", stand_in.url,
                    "--audience", env.stack.orders_audience, "--client-id", "orders-service",
                    "--inventory-url", url["inventory"], "--inventory-audience", env.stack.inventory_audience,
@@ -480,8 +533,8 @@ def _stand_in_target(env: Env, stand_in: StandIn, services: StandInServices, ser
         return services.orders, "/orders", {}, {"sub": "user-7", "client_id": "webapp", "auth_time": int(time.time()),
                                                 "aud": env.stack.orders_audience, "scope": "openid orders:read"}
     return services.inventory, "/stock", {"sku": "SKU-KBD-01"}, {
-        "sub": "orders-service", "client_id": "orders-service", "aud": env.stack.inventory_audience,
-        "scope": "inventory:read"}
+        "sub": "user-7", "client_id": "orders-service", "act": {"sub": "orders-service"},
+        "aud": env.stack.inventory_audience, "scope": "inventory:read", "auth_time": int(time.time())}
 
 
 @pytest.mark.parametrize("service", ["orders", "inventory"])
@@ -490,7 +543,7 @@ def test_stand_in_issuer_control_token_is_accepted(env: Env, stand_in: StandIn,
     base, path, query, claims = _stand_in_target(env, stand_in, stand_in_services, service)
     r = _get(base, path, stand_in.mint(**claims), **query)
     assert r.status_code == 200, r.text
-    if service == "orders":  # orders got its own service token from the stand-in and inventory accepted it
+    if service == "orders":  # orders exchanged the user's token at the stand-in and inventory accepted it
         assert {o["sku"]: str(o["stock"]) for o in r.json()["orders"]} == EXPECTED_STOCK
 
 

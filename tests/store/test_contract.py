@@ -19,6 +19,7 @@ def _client(**kw: object) -> Client:
     base = dict(client_id="c-" + secrets.token_hex(6), name="n", client_type="confidential",
                 token_endpoint_auth_method="client_secret_basic", grant_types=frozenset({"client_credentials"}),
                 scopes=frozenset({"a", "b"}), audiences=("https://api.example.com",),
+                resource_audiences=("urn:example:orders",), may_exchange_for=("https://inventory.example.com",),
                 secrets=(ClientSecret("h1", 1.0, None), ClientSecret("h0", 0.5, 99.0)),
                 jwks={"keys": []}, created_at=10.0, updated_at=11.0)
     base.update(kw)

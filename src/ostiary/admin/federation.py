@@ -30,7 +30,7 @@ from ..core.federation import (
 )
 from ..core.policy import ServerPolicy
 from ..core.storage import Store
-from .service import AdminError, NotFound, scope_tokens
+from .service import AdminError, NotFound, audience_uris, scope_tokens
 
 __all__ = [
     "ConditionSpec",
@@ -119,11 +119,7 @@ class TrustPolicyCreate(BaseModel):
     @field_validator("audiences")
     @classmethod
     def _audiences(cls, v: list[str]) -> list[str]:
-        for a in v:
-            parts = urlsplit(a)
-            if not parts.scheme or not parts.netloc or parts.fragment:
-                raise ValueError(f"each audience must be an absolute URI without a fragment: {a!r}")
-        return list(dict.fromkeys(v))
+        return audience_uris(v)
 
     @field_validator("subject_template")
     @classmethod

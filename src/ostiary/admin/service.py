@@ -14,14 +14,15 @@ from .._secrets import new_token, token_hash
 from ..core import jose
 from ..core import keys as core_keys
 from ..core.endpoints.token import REFUSED_GRANTS
+from ..core.federation import TOKEN_EXCHANGE_GRANT
 from ..core.grants import default_grants
 from ..core.models import AuthMethod, Client, ClientSecret, SigningKey
 from ..core.policy import ServerPolicy
-from ..core.requests import is_scope_token
+from ..core.requests import is_audience_uri, is_scope_token
 from ..core.storage import Store
 
-__all__ = ["AdminError", "AdminService", "ClientCreate", "ClientUpdate", "NotFound", "client_view", "key_view",
-           "scope_tokens"]
+__all__ = ["AdminError", "AdminService", "ClientCreate", "ClientUpdate", "NotFound", "audience_uris", "client_view",
+           "key_view", "scope_tokens"]
 
 SECRET_PREFIX = "ost_cs_"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:~-]{3,128}$")
@@ -42,6 +43,16 @@ def scope_tokens(v: list[str]) -> list[str]:
             raise ValueError(f"invalid scope token {s!r}: printable ASCII without spaces, quotes or backslashes, "
                              "e.g. orders:read")
     return sorted(set(v))
+
+
+def audience_uris(v: list[str]) -> list[str]:
+    """Validate audiences (resource indicators) for a pydantic model, for clients and trust policies alike:
+    each an absolute URI without a fragment (RFC 3986 §4.3, RFC 8707 §2); order kept, duplicates dropped."""
+    for a in v:
+        if not is_audience_uri(a):
+            raise ValueError(f"each audience must be an absolute URI without a fragment, such as "
+                             f"https://api.example.com or urn:example:api: {a[:200]!r}")
+    return list(dict.fromkeys(v))
 
 
 def _check_uri(value: str, what: str) -> str:
@@ -82,6 +93,9 @@ class ClientCreate(BaseModel):
     scopes: list[str] = Field(default_factory=list)
     audiences: list[str] = Field(default_factory=list)
     resource_audiences: list[str] = Field(default_factory=list)
+    may_exchange_for: list[str] = Field(
+        default_factory=list, description="audiences this client may exchange the user tokens it receives for "
+                                          "(RFC 8693 token exchange on a user's behalf)")
     redirect_uris: list[str] = Field(default_factory=list)
     post_logout_redirect_uris: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
@@ -101,7 +115,12 @@ class ClientCreate(BaseModel):
     def _scopes(cls, v: list[str]) -> list[str]:
         return scope_tokens(v)
 
-    @field_validator("audiences", "resource_audiences", "redirect_uris", "post_logout_redirect_uris")
+    @field_validator("audiences", "resource_audiences", "may_exchange_for")
+    @classmethod
+    def _audiences(cls, v: list[str]) -> list[str]:
+        return audience_uris(v)
+
+    @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod
     def _uris(cls, v: list[str]) -> list[str]:
         return [_check_uri(x, "each audience or URI") for x in dict.fromkeys(v)]
@@ -143,6 +162,9 @@ class ClientCreate(BaseModel):
         if self.jwks_uri is not None:
             _check_uri(self.jwks_uri, "jwks_uri")
         _check_code_flow(self.grant_types, self.redirect_uris, self.post_logout_redirect_uris, self.allowed_origins)
+        if self.may_exchange_for and TOKEN_EXCHANGE_GRANT not in self.grant_types:
+            raise ValueError("may_exchange_for needs the token exchange grant: add --grant-type "
+                             + TOKEN_EXCHANGE_GRANT)
         return self
 
     def auth_method(self) -> AuthMethod:
@@ -159,6 +181,7 @@ class ClientUpdate(BaseModel):
     scopes: list[str] | None = None
     audiences: list[str] | None = None
     resource_audiences: list[str] | None = None
+    may_exchange_for: list[str] | None = None
     redirect_uris: list[str] | None = None
     post_logout_redirect_uris: list[str] | None = None
     allowed_origins: list[str] | None = None
@@ -173,8 +196,8 @@ def client_view(c: Client, now: float) -> dict[str, Any]:
         "client_id": c.client_id, "name": c.name, "client_type": c.client_type,
         "token_endpoint_auth_method": c.token_endpoint_auth_method, "grant_types": sorted(c.grant_types),
         "scopes": sorted(c.scopes), "audiences": list(c.audiences),
-        "resource_audiences": list(c.resource_audiences), "redirect_uris": list(c.redirect_uris),
-        "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
+        "resource_audiences": list(c.resource_audiences), "may_exchange_for": list(c.may_exchange_for),
+        "redirect_uris": list(c.redirect_uris), "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
         "allowed_origins": list(c.allowed_origins), "jwks_uri": c.jwks_uri, "has_jwks": c.jwks is not None,
         "first_party": c.first_party,
         "secrets": [{"created_at": int(s.created_at),
@@ -215,8 +238,8 @@ class AdminService:
             client_id=spec.client_id or new_token(16), name=spec.name, client_type=spec.client_type,
             token_endpoint_auth_method=method, grant_types=frozenset(spec.grant_types),
             scopes=frozenset(spec.scopes), audiences=tuple(spec.audiences),
-            resource_audiences=tuple(spec.resource_audiences), redirect_uris=tuple(spec.redirect_uris),
-            post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
+            resource_audiences=tuple(spec.resource_audiences), may_exchange_for=tuple(spec.may_exchange_for),
+            redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), secrets=secrets, jwks=spec.jwks,
             jwks_uri=spec.jwks_uri, first_party=spec.first_party, created_at=now, updated_at=now)
         try:
@@ -241,7 +264,7 @@ class AdminService:
             "token_endpoint_auth_method": current.token_endpoint_auth_method,
             "grant_types": sorted(current.grant_types), "scopes": sorted(current.scopes),
             "audiences": list(current.audiences), "resource_audiences": list(current.resource_audiences),
-            "redirect_uris": list(current.redirect_uris),
+            "may_exchange_for": list(current.may_exchange_for), "redirect_uris": list(current.redirect_uris),
             "post_logout_redirect_uris": list(current.post_logout_redirect_uris),
             "allowed_origins": list(current.allowed_origins),
             "jwks": dict(current.jwks) if current.jwks else None, "jwks_uri": current.jwks_uri,
@@ -252,6 +275,7 @@ class AdminService:
         updated = replace(
             current, name=spec.name, grant_types=frozenset(spec.grant_types), scopes=frozenset(spec.scopes),
             audiences=tuple(spec.audiences), resource_audiences=tuple(spec.resource_audiences),
+            may_exchange_for=tuple(spec.may_exchange_for),
             redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), jwks=spec.jwks, jwks_uri=spec.jwks_uri,
             first_party=spec.first_party, updated_at=self.clock.now())

@@ -38,7 +38,7 @@ def _ts(v: int | None) -> str:
 def _show_client(view: dict[str, Any], secret: str | None) -> None:
     for key in ("client_id", "name", "client_type", "token_endpoint_auth_method"):
         console.print(f"[bold]{key}[/]: {view[key]}")
-    for key in ("grant_types", "scopes", "audiences", "resource_audiences", "redirect_uris"):
+    for key in ("grant_types", "scopes", "audiences", "resource_audiences", "may_exchange_for", "redirect_uris"):
         if view[key]:
             console.print(f"[bold]{key}[/]: {' '.join(view[key])}")
     if secret:
@@ -71,6 +71,9 @@ def client_create(
                                        help="Allowed audience/resource URI (repeat); the first is the default aud."),
     serves: list[str] = typer.Option([], "--serves",
                                      help="Audience this client serves as a resource server (may introspect)."),
+    may_exchange_for: list[str] = typer.Option(
+        [], "--may-exchange-for", help="Audience for which this client may exchange the user tokens it receives "
+                                       "(RFC 8693; repeat; needs the token-exchange grant)."),
     redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="Registered redirect URI (repeat)."),
     post_logout_redirect_uri: list[str] = typer.Option([], "--post-logout-redirect-uri",
                                                        help="Where RP-initiated logout may return (repeat)."),
@@ -85,7 +88,8 @@ def client_create(
     spec = dict(name=name, client_id=client_id, client_type="public" if public else "confidential",
                 token_endpoint_auth_method=auth_method, grant_types=grant_type,
                 scopes=[s for item in scope for s in item.split()], audiences=audience,
-                resource_audiences=serves, redirect_uris=redirect_uri, jwks=_jwks(jwks_file), jwks_uri=jwks_uri,
+                resource_audiences=serves, may_exchange_for=may_exchange_for, redirect_uris=redirect_uri,
+                jwks=_jwks(jwks_file), jwks_uri=jwks_uri,
                 post_logout_redirect_uris=post_logout_redirect_uri, allowed_origins=allowed_origin,
                 first_party=first_party)
 
@@ -135,6 +139,8 @@ def client_update(
     scope: list[str] | None = typer.Option(None, "--scope", help="Replace the allowed scopes."),
     audience: list[str] | None = typer.Option(None, "--audience", help="Replace the allowed audiences."),
     serves: list[str] | None = typer.Option(None, "--serves", help="Replace the served audiences."),
+    may_exchange_for: list[str] | None = typer.Option(None, "--may-exchange-for",
+                                                      help="Replace the audiences it may exchange user tokens for."),
     redirect_uri: list[str] | None = typer.Option(None, "--redirect-uri", help="Replace the redirect URIs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -142,7 +148,7 @@ def client_update(
     changes = ClientUpdate(name=name, grant_types=grant_type or None,
                            scopes=[s for item in scope for s in item.split()] if scope else None,
                            audiences=audience or None, resource_audiences=serves or None,
-                           redirect_uris=redirect_uri or None)
+                           may_exchange_for=may_exchange_for or None, redirect_uris=redirect_uri or None)
 
     async def go(svc: AdminService) -> dict[str, Any]:
         return client_view(await svc.update_client(client_id, changes), svc.clock.now())

@@ -49,6 +49,9 @@ class Client:
     scopes: frozenset[str]
     audiences: tuple[str, ...] = ()
     resource_audiences: tuple[str, ...] = ()
+    #: RFC 8693 delegation: the audiences this client may exchange a user's token (one whose ``aud`` names
+    #: one of ``resource_audiences``) for, to call them on that user's behalf.
+    may_exchange_for: tuple[str, ...] = ()
     redirect_uris: tuple[str, ...] = ()
     post_logout_redirect_uris: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 
-__all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "is_scope_token", "scope_set", "single_params"]
+__all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "is_audience_uri", "is_scope_token", "scope_set",
+           "single_params"]
 
 #: Parameters that may legitimately repeat (RFC 8707 §2 ``resource``, RFC 8693 §2.1 ``audience``).
 MULTI_VALUED = frozenset({"resource", "audience"})
 MAX_PARAM_LENGTH = 8192
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^#]+")  # RFC 3986 §4.3 absolute-URI (no fragment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,18 @@ def _shown(name: str) -> str:
 def is_scope_token(tok: str) -> bool:
     """RFC 6749 §3.3 scope-token: one or more NQCHAR (printable ASCII but space, ``"`` and ``\\``)."""
     return bool(tok) and not any(c in '"\\' or ord(c) < 0x21 or ord(c) > 0x7E for c in tok)
+
+
+def is_audience_uri(value: str) -> bool:
+    """An audience or resource indicator: an absolute URI without a fragment (RFC 3986 §4.3, RFC 8707 §2),
+    such as ``https://api.example.com`` or ``urn:example:api``; printable ASCII, at most 2000 characters,
+    and with ``//`` an authority (a host) after the scheme."""
+    if not (0 < len(value) <= 2000 and value.isascii() and value.isprintable() and " " not in value):
+        return False
+    if not _ABSOLUTE_URI.fullmatch(value):
+        return False
+    rest = value.partition(":")[2]
+    return not rest.startswith("//") or (len(rest) > 2 and rest[2] not in "/?")
 
 
 def scope_set(value: str | None) -> frozenset[str]:

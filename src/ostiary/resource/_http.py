@@ -1,9 +1,13 @@
 """Framework-free HTTP pieces shared by the adapters: reading the bearer token and rendering errors.
 
-RFC 6750 §2.1: the token is accepted only from ``Authorization: Bearer``. A token in the query string
-(§2.3, ``access_token=``) is refused with 400 ``invalid_request`` because it has already leaked into
-access logs and browser history; a token in a form body (§2.2) is never read, so a request carrying
-only that gets 401 like any request without a token.
+RFC 6750 §2.1: the token is accepted only from ``Authorization: Bearer``.
+
+* A token in the query string (§2.3, ``access_token=``) is never used: the request gets 400
+  ``invalid_request`` with a description that says why (the URL, token included, is already in access logs,
+  browser history and ``Referer`` headers), whether or not a header came too.
+* A token in a form body (§2.2) is never read as the token. A request that sends one *and* the header
+  uses more than one method, which §2 forbids: 400 ``invalid_request`` as well. A request with only a form
+  token has no token for this API: 401 like any other.
 """
 
 from __future__ import annotations
@@ -16,17 +20,47 @@ from urllib.parse import parse_qsl
 
 from .errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken, ResourceError
 
-__all__ = ["bearer_from_scope", "bearer_token", "render_error"]
+__all__ = ["FORM_SCAN_LIMIT", "bearer_from_scope", "bearer_token", "form_has_access_token", "is_form",
+           "needs_form_check", "render_error"]
 
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
+#: Form bodies up to this size are checked for a second token; larger ones are passed on unread.
+FORM_SCAN_LIMIT: Final = 1 << 20
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_IN_URL: Final = ("An access token in the URL is never accepted: URLs are kept in access logs, browser history "
+                  "and Referer headers, so that token should be treated as leaked. Send it in the "
+                  "Authorization header (Authorization: Bearer <token>), RFC 6750 §2.1.")
+_TWO_WAYS: Final = ("The access token was sent in more than one way (RFC 6750 §2 allows one per request): "
+                    "send it only in the Authorization header.")
 
 
-def bearer_token(authorization: Sequence[str], query_string: str) -> str:
-    """The bearer token of a request, given its ``Authorization`` header values and raw query string."""
-    if "access_token" in query_string and any(k == "access_token" for k, _ in parse_qsl(query_string)):
-        raise InvalidRequest("access_token in the query string")
+def _has_access_token(urlencoded: str) -> bool:
+    return bool(urlencoded) and any(k == "access_token" for k, _ in parse_qsl(urlencoded, keep_blank_values=True))
+
+
+def is_form(method: str, content_type: str | None) -> bool:
+    """Whether a request may carry an RFC 6750 §2.2 form-body token (a urlencoded body, not GET)."""
+    if method.upper() in ("GET", "HEAD") or not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == _FORM_TYPE
+
+
+def form_has_access_token(body: bytes) -> bool:
+    """Whether a urlencoded body has an ``access_token`` parameter (percent-encoded names included)."""
+    return _has_access_token(body.decode("latin-1"))
+
+
+def bearer_token(authorization: Sequence[str], query_string: str, *, form_token: bool = False) -> str:
+    """The bearer token of a request, given its ``Authorization`` header values, raw query string and whether
+    its form body has an ``access_token`` (only worth checking when a header is present)."""
+    if _has_access_token(query_string):
+        two = bool(authorization) or form_token
+        raise InvalidRequest("access_token in the query string" + (" and elsewhere" if two else ""),
+                             description=(_TWO_WAYS + " " if two else "") + _IN_URL)
     if len(authorization) > 1:
-        raise InvalidRequest("more than one Authorization header")
+        raise InvalidRequest("more than one Authorization header", description=_TWO_WAYS)
+    if authorization and form_token:
+        raise InvalidRequest("access_token in the Authorization header and the form body", description=_TWO_WAYS)
     if not authorization:
         raise MissingToken("no Authorization header")
     scheme, _, token = authorization[0].strip().partition(" ")
@@ -38,10 +72,22 @@ def bearer_token(authorization: Sequence[str], query_string: str) -> str:
     return token
 
 
-def bearer_from_scope(scope: Mapping[str, Any]) -> str:
+def bearer_from_scope(scope: Mapping[str, Any], *, form_token: bool = False) -> str:
     """:func:`bearer_token` for an ASGI ``scope``."""
     authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
-    return bearer_token(authorization, scope.get("query_string", b"").decode("latin-1"))
+    return bearer_token(authorization, scope.get("query_string", b"").decode("latin-1"), form_token=form_token)
+
+
+def needs_form_check(scope: Mapping[str, Any]) -> bool:
+    """An HTTP request with an Authorization header and a urlencoded body: its body must be checked for a
+    second token."""
+    if scope.get("type") != "http":
+        return False
+    headers = scope["headers"]
+    if not any(k == b"authorization" for k, _ in headers):
+        return False
+    content_type = next((v.decode("latin-1") for k, v in headers if k == b"content-type"), None)
+    return is_form(scope.get("method", "GET"), content_type)
 
 
 def _quoted(value: str) -> str:

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
-from ._http import bearer_from_scope, render_error
+from ._http import bearer_from_scope, form_has_access_token, needs_form_check, render_error
 from .errors import ResourceError
 from .token import AccessToken
 from .verifier import TokenVerifier
@@ -68,12 +68,24 @@ class _RequireToken(HTTPBearer):
                 verifier: TokenVerifier | None = getattr(request.app.state, STATE_KEY, None)
                 if verifier is None:
                     raise RuntimeError("call ostiary.resource.fastapi.install(app, verifier) first")
-                token = await verifier.averify(bearer_from_scope(request.scope))
+                token = await verifier.averify(bearer_from_scope(request.scope,
+                                                                  form_token=await _form_token(request)))
                 request.scope.setdefault("state", {})["access_token"] = token
             token.require(self._scopes, user=self._user, service=self._service)
         except ResourceError as exc:
             raise BearerError(exc) from None
         return token
+
+
+async def _form_token(request: Request) -> bool:
+    """RFC 6750 §2: whether a request with an Authorization header also has a token in its form body. The
+    body stays readable by the endpoint (Starlette keeps what it read on the request)."""
+    if not needs_form_check(request.scope):
+        return False
+    try:
+        return form_has_access_token(await request.body())
+    except RuntimeError:  # FastAPI already parsed the body as the endpoint's form parameters
+        return "access_token" in await request.form()
 
 
 def require_token() -> Callable[[Request], Awaitable[AccessToken]]:

@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar
 
 from flask import Response, g, request
 
-from ._http import bearer_token, render_error
+from ._http import bearer_token, is_form, render_error
 from .errors import ResourceError
 from .verifier import TokenVerifier
 
@@ -31,8 +31,11 @@ def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, 
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
             try:
-                raw = bearer_token(request.headers.getlist("Authorization"),
-                                   request.query_string.decode("latin-1"))
+                authorization = request.headers.getlist("Authorization")
+                # RFC 6750 §2: a token in the header and in the form body too is refused
+                form_token = bool(authorization) and is_form(request.method, request.content_type) \
+                    and "access_token" in request.form
+                raw = bearer_token(authorization, request.query_string.decode("latin-1"), form_token=form_token)
                 token = verifier.verify(raw)
                 token.require(wanted, user=user, service=service)
             except ResourceError as exc:

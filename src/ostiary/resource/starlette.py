@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._http import bearer_from_scope, render_error
+from ._http import FORM_SCAN_LIMIT, bearer_from_scope, form_has_access_token, needs_form_check, render_error
 from .errors import MissingToken, ResourceError
 from .token import AccessToken
 from .verifier import TokenVerifier
@@ -42,8 +42,11 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         access: AccessToken | None = None
+        form_token = False
+        if needs_form_check(scope):  # RFC 6750 §2: a token in the header and in the form body is refused
+            form_token, receive = await _scan_form(receive)
         try:
-            access = await self.verifier.averify(bearer_from_scope(scope))
+            access = await self.verifier.averify(bearer_from_scope(scope, form_token=form_token))
         except MissingToken as exc:
             if self.required:
                 await self._reject(exc, scope, send)
@@ -64,3 +67,28 @@ class BearerAuthMiddleware:
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
                     + [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _scan_form(receive: Receive) -> tuple[bool, Receive]:
+    """Read a urlencoded body (up to ``FORM_SCAN_LIMIT``) to see whether it has an ``access_token``, and
+    return a ``receive`` that hands the same messages to the app. A larger body is passed on unchecked."""
+    messages: list[Message] = []
+    body = bytearray()
+    complete = False
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            complete = True
+            break
+        if len(body) > FORM_SCAN_LIMIT:
+            break
+    found = complete and form_has_access_token(bytes(body))
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return found, replay

@@ -28,9 +28,28 @@ def is_service_token(claims: Mapping[str, Any]) -> bool:
     return isinstance(act, Mapping) and act.get("sub") != client_id
 
 
+def actor_chain(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``sub`` of each actor in the ``act`` claim (RFC 8693 §4.1), the current actor first, then the ones
+    before it (nested ``act``). Empty when the token carries no ``act``."""
+    chain: list[str] = []
+    act = claims.get("act")
+    while isinstance(act, Mapping) and len(chain) < 10:
+        sub = act.get("sub")
+        if not isinstance(sub, str):
+            break
+        chain.append(sub)
+        act = act.get("act")
+    return tuple(chain)
+
+
 @dataclass(frozen=True, slots=True)
 class AccessToken:
-    """A verified access token. It never holds the raw token; ``token_hash`` is its SHA-256 (base64url)."""
+    """A verified access token. It never holds the raw token; ``token_hash`` is its SHA-256 (base64url).
+
+    ``actor`` is who acts for the subject when the token came from a token exchange (RFC 8693 §4.1 ``act``):
+    for a user's token exchanged by a service, that service's client id (``subject`` is still the user);
+    ``actor_chain`` lists every actor, the current one first. Both are empty for a token used first-hand.
+    """
 
     subject: str
     client_id: str
@@ -41,6 +60,12 @@ class AccessToken:
     is_user: bool
     is_service: bool
     token_hash: str = field(repr=False, default="")
+    actor_chain: tuple[str, ...] = ()
+
+    @property
+    def actor(self) -> str | None:
+        """The ``sub`` of the ``act`` claim: the party acting on the subject's behalf, or None."""
+        return self.actor_chain[0] if self.actor_chain else None
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], token_hash: str) -> AccessToken:
@@ -55,7 +80,7 @@ class AccessToken:
         service = is_service_token(claims)
         return cls(subject=sub, client_id=client_id, scopes=frozenset(scope.split()), audience=audience,
                    expires_at=float(exp), claims=claims, is_user=not service, is_service=service,
-                   token_hash=token_hash)
+                   token_hash=token_hash, actor_chain=actor_chain(claims))
 
     def require(self, scopes: Iterable[str] = (), *, user: bool = False, service: bool = False) -> None:
         """Raise :class:`WrongTokenKind` or :class:`InsufficientScope` (RFC 6750 §3.1) unless allowed."""

@@ -1,6 +1,12 @@
-"""RFC 8693 Token Exchange for workload identity federation: a CI job's OIDC token in, a short-lived access
-token out, as a cloud STS does (AssumeRoleWithWebIdentity). Trust comes from a trust policy
-(:mod:`ostiary.core.federation`), so client authentication is optional; when present it is checked.
+"""RFC 8693 Token Exchange, two cases told apart by ``subject_token_type``:
+
+* ``…:token-type:access_token``: one of this server's own user access tokens, exchanged by the service it
+  was sent to, to call another service on the user's behalf (delegation, :mod:`.delegation`);
+* ``…:token-type:jwt`` or ``…:id_token``: workload identity federation, below: a CI job's OIDC token in, a
+  short-lived access token out, as a cloud STS does (AssumeRoleWithWebIdentity). Trust comes from a trust
+  policy (:mod:`ostiary.core.federation`), so client authentication is optional; when present it is checked.
+
+A refresh token is never accepted as a subject token.
 
 Every refusal of the external token is ``invalid_grant`` with one generic description: the precise reason
 goes to the audit log and to ``ostiary federation explain``, never to the caller.
@@ -24,12 +30,14 @@ from ..issuance import TokenResponse
 from ..models import AuditEvent
 from ..requests import scope_set
 from . import GrantRequest
+from .delegation import exchange_on_behalf
 
-__all__ = ["GENERIC_REFUSAL", "TokenExchangeGrant"]
+__all__ = ["GENERIC_REFUSAL", "TOKEN_TYPE_REFRESH_TOKEN", "TokenExchangeGrant"]
 
 GENERIC_REFUSAL = ("the subject token was not accepted by any trust policy; a platform administrator can "
                    "see why with `ostiary federation explain`")
 AUDIT_TYPE = "federation.exchange"
+TOKEN_TYPE_REFRESH_TOKEN = "urn:ietf:params:oauth:token-type:refresh_token"  # RFC 8693 §3
 
 
 class TokenExchangeGrant:
@@ -38,6 +46,28 @@ class TokenExchangeGrant:
 
     async def handle(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
         """RFC 8693 §2.1 request, §2.2 response (``issued_token_type``; no refresh token)."""
+        token_type = req.params.get("subject_token_type")
+        if token_type == TOKEN_TYPE_REFRESH_TOKEN:
+            raise InvalidRequest("a refresh token is never exchanged: send an access token "
+                                 f"(subject_token_type={TOKEN_TYPE_ACCESS_TOKEN})")
+        if token_type == TOKEN_TYPE_ACCESS_TOKEN:
+            return await self._delegate(req, ctx)
+        return await self._federate(req, ctx)
+
+    async def _delegate(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
+        params = req.params
+        for name in ("actor_token", "actor_token_type"):
+            if name in params:
+                raise InvalidRequest("actor_token is not supported: the authenticated client is the actor")
+        token = params.get("subject_token")
+        if not token:
+            raise InvalidRequest("missing parameter 'subject_token'")
+        requested = params.get("requested_token_type")
+        if requested is not None and requested != TOKEN_TYPE_ACCESS_TOKEN:
+            raise InvalidRequest("requested_token_type must be " + TOKEN_TYPE_ACCESS_TOKEN)
+        return await exchange_on_behalf(req, ctx, token)
+
+    async def _federate(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
         detail: dict[str, Any] = {}
         client_id = req.client.client.client_id if req.client is not None else None
         try:
@@ -58,7 +88,8 @@ class TokenExchangeGrant:
             raise InvalidRequest("missing parameter 'subject_token'")
         token_type = params.get("subject_token_type")
         if token_type not in SUBJECT_TOKEN_TYPES:
-            raise InvalidRequest("subject_token_type must be " + " or ".join(sorted(SUBJECT_TOKEN_TYPES)))
+            raise InvalidRequest("subject_token_type must be " + " or ".join(sorted(SUBJECT_TOKEN_TYPES | {
+                TOKEN_TYPE_ACCESS_TOKEN})))
         requested = params.get("requested_token_type")
         if requested is not None and requested != TOKEN_TYPE_ACCESS_TOKEN:
             raise InvalidRequest("requested_token_type must be " + TOKEN_TYPE_ACCESS_TOKEN)

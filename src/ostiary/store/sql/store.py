@@ -64,8 +64,8 @@ def _client_row(c: Client) -> dict[str, Any]:
         "client_id": c.client_id, "name": c.name, "client_type": c.client_type,
         "token_endpoint_auth_method": c.token_endpoint_auth_method,
         "grant_types": sorted(c.grant_types), "scopes": sorted(c.scopes), "audiences": list(c.audiences),
-        "resource_audiences": list(c.resource_audiences), "redirect_uris": list(c.redirect_uris),
-        "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
+        "resource_audiences": list(c.resource_audiences), "may_exchange_for": list(c.may_exchange_for),
+        "redirect_uris": list(c.redirect_uris), "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
         "allowed_origins": list(c.allowed_origins),
         "secrets": [{"hash": s.secret_hash, "created_at": s.created_at, "expires_at": s.expires_at}
                     for s in c.secrets],
@@ -81,6 +81,7 @@ def _client(row: Any) -> Client:
         token_endpoint_auth_method=m["token_endpoint_auth_method"],
         grant_types=frozenset(m["grant_types"]), scopes=frozenset(m["scopes"]),
         audiences=tuple(m["audiences"]), resource_audiences=tuple(m["resource_audiences"]),
+        may_exchange_for=tuple(m["may_exchange_for"] or ()),
         redirect_uris=tuple(m["redirect_uris"]), post_logout_redirect_uris=tuple(m["post_logout_redirect_uris"]),
         allowed_origins=tuple(m["allowed_origins"]),
         secrets=tuple(ClientSecret(s["hash"], s["created_at"], s["expires_at"]) for s in m["secrets"]),

@@ -25,6 +25,7 @@ clients = sa.Table(
     sa.Column("first_party", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("may_exchange_for", sa.JSON, nullable=False, server_default="[]"),
 )
 
 signing_keys = sa.Table(
