@@ -66,6 +66,7 @@ def base_env(db_url: str, issuer: str, secret_key: str, admin_token: str, extra:
         "OSTIARY_RATE_LIMITS__PER_IP": "100000",
         "OSTIARY_RATE_LIMITS__PER_CLIENT_BURST": "100000",
         "OSTIARY_RATE_LIMITS__PER_IP_BURST": "100000",
+        "OSTIARY_RATE_LIMITS__ADMIN_FAILED_AUTH_MAX": "100000",  # every test calls from 127.0.0.1
     })
     env.update(extra or {})
     return env

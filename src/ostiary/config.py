@@ -30,6 +30,8 @@ CLIENT_ENV_PREFIX = "OSTIARY_TOOLKIT_"
 #: Names the client toolkit used before it had its own namespace, and what they are called now.
 _MOVED_CLIENT_ENV = {"OSTIARY_TOKEN_FILE": "OSTIARY_TOOLKIT_TOKEN_FILE",
                      "OSTIARY_TOKEN_PASSPHRASE": "OSTIARY_TOOLKIT_PASSPHRASE"}
+#: the shortest master secret and admin token accepted (both are compared or derived from, never stretched)
+MIN_SECRET_CHARS = 32
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -89,6 +91,9 @@ class RateLimitSettings(_Section):
     per_ip_burst: int = Field(400, ge=1)
     failed_auth_max: int = Field(10, ge=1, description="failed client authentications before lock-out")
     failed_auth_window: Duration = Field(300, ge=1)
+    admin_failed_auth_max: int = Field(10, ge=1, description="failed admin API authentications per IP address "
+                                                             "before lock-out")
+    admin_failed_auth_window: Duration = Field(900, ge=1, description="admin API lock-out window")
 
 
 class SessionSettings(_Section):
@@ -171,6 +176,14 @@ class Settings(_Section):
             raise ValueError("issuer must not have a query or fragment (RFC 8414 §2)")
         if parts.scheme == "http" and not is_loopback_url(v):
             raise ValueError("issuer must use https (http is allowed only for loopback hosts)")
+        return v
+
+    @field_validator("secret_key", "admin_token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().strip()) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (random: e.g. "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
         return v
 
     @field_validator("database_url")

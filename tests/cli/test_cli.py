@@ -31,7 +31,7 @@ WIDE = {"COLUMNS": "200", "NO_COLOR": "1"}  # rich wraps help and messages at 80
 
 def env_for(db: Path, **extra: str) -> dict[str, str]:
     """Settings for a command run against the SQLite database ``db`` (no server)."""
-    env = base_env(f"sqlite:///{db}", "http://127.0.0.1:9", secrets.token_urlsafe(40), "admin-" + secrets.token_hex(8),
+    env = base_env(f"sqlite:///{db}", "http://127.0.0.1:9", secrets.token_urlsafe(40), "admin-" + secrets.token_hex(16),
                    None)
     env.update(WIDE)
     env.update(extra)

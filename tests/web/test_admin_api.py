@@ -85,7 +85,7 @@ def test_the_configured_admin_token_works(admin: httpx.Client) -> None:
 
 
 def test_an_admin_clients_token_works_and_stops_working_when_revoked(server: LiveServer) -> None:
-    admin_client = server.create_client(scopes=["admin"], audiences=[server.issuer + "/admin"])
+    admin_client = server.create_client(scopes=["admin"], audiences=[server.issuer + "/admin"], admin=True)
     r = client_token(server, admin_client)
     assert r.status_code == 200, r.text
     token = r.json()["access_token"]
@@ -106,7 +106,7 @@ def test_an_admin_clients_token_works_and_stops_working_when_revoked(server: Liv
 
 
 def test_a_token_without_the_admin_scope_is_401(server: LiveServer) -> None:
-    client = server.create_client(scopes=["api:read"], audiences=[server.issuer + "/admin"])
+    client = server.create_client(scopes=["api:read"], audiences=[server.issuer + "/admin"], admin=True)
     r = client_token(server, client)
     assert r.status_code == 200, r.text
     with bearer(server, r.json()["access_token"]) as c:
@@ -114,7 +114,7 @@ def test_a_token_without_the_admin_scope_is_401(server: LiveServer) -> None:
 
 
 def test_an_admin_scoped_token_for_another_audience_is_401(server: LiveServer) -> None:
-    client = server.create_client(scopes=["admin"], audiences=[API, server.issuer + "/admin"])
+    client = server.create_client(scopes=["admin"], audiences=[API, server.issuer + "/admin"], admin=True)
     r = client_token(server, client, resource=API)
     assert r.status_code == 200, r.text
     with bearer(server, r.json()["access_token"]) as c:

@@ -1,8 +1,11 @@
 """Admin HTTP API under ``/admin/api``, with an OpenAPI document.
 
-Bearer-protected: the configured admin token (``OSTIARY_ADMIN_TOKEN``), or an access token from this
-server whose audience is ``{issuer}/admin`` and whose scope includes ``admin`` (a client-credentials
-token of an admin client).
+Bearer-protected: the configured admin token (``OSTIARY_ADMIN_TOKEN``), or a client-credentials access token
+of a client flagged ``admin`` (``ostiary client create --admin``): signed by this server, audience
+``{issuer}/admin``, scope ``admin``, subject = the client itself (no user), not revoked. A user's token is never
+accepted, whatever its scope. Failed authentications are counted per IP address and locked out
+(``rate_limits.admin_failed_auth_max`` per ``rate_limits.admin_failed_auth_window``); every call is an audit
+event (``admin.request``) naming who made it.
 """
 
 from __future__ import annotations
@@ -20,73 +23,148 @@ from starlette.routing import Route
 from .._secrets import constant_time_equals, token_hash
 from ..core import jose
 from ..core.keys import KeyNotFound, KeyRingError
+from ..core.models import GRANT_CLIENT_CREDENTIALS, AuditEvent
 from ..web.http import NO_STORE, json_response
+from ..web.ratelimit import Lockout, retry_after
 from ..web.runtime import Runtime
 from .federation import openapi_paths as federation_paths
 from .federation import openapi_schemas as federation_schemas
-from .service import AdminError, AdminService, ClientCreate, ClientUpdate, NotFound, client_view, key_view
+from .service import (
+    ADMIN_SCOPE,
+    USER_FACING_GRANTS,
+    AdminError,
+    AdminService,
+    ClientCreate,
+    ClientUpdate,
+    InvalidMetadata,
+    NotFound,
+    client_view,
+    key_view,
+)
 
-__all__ = ["ADMIN_SCOPE", "openapi", "routes"]
+__all__ = ["ADMIN_SCOPE", "ADMIN_TOKEN_ACTOR", "openapi", "routes"]
 
-ADMIN_SCOPE = "admin"
+ADMIN_TOKEN_ACTOR = "admin-token"
 log = logging.getLogger("ostiary.admin")
 Handler = Callable[[Request, AdminService], Awaitable[Response]]
 
 
-def _problem(status: int, error: str, description: str) -> Response:
-    headers = dict(NO_STORE)
+def _problem(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+    out = {**NO_STORE, **(headers or {})}
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="ostiary-admin"'
-    return json_response({"error": error, "error_description": description}, status, headers)
+        out["WWW-Authenticate"] = 'Bearer realm="ostiary-admin"'
+    return json_response({"error": error, "error_description": description}, status, out)
 
 
-async def _authorized(request: Request, rt: Runtime) -> bool:
+async def _admin_client(rt: Runtime, token: str) -> str | None:
+    """The id of the admin client whose client-credentials token this is, or None."""
+    try:
+        verified = jose.verify_jwt(token, rt.keyring().verification_keys, issuer=rt.policy.issuer,
+                                   audience=rt.policy.issuer + "/admin", typ="at+jwt", now=rt.clock.now(),
+                                   require=("exp", "jti", "sub", "client_id"))
+    except jose.JoseError:
+        return None
+    claims = verified.claims
+    client_id = str(claims["client_id"])
+    if ADMIN_SCOPE not in str(claims.get("scope", "")).split():
+        return None
+    # a client-credentials token: the client acting as itself, for no user (user tokens carry auth_time;
+    # federated ones an act claim)
+    if str(claims["sub"]) != client_id or "auth_time" in claims or "act" in claims:
+        return None
+    client = await rt.raw_store.get_client(client_id)  # not the per-process cache: a revoked flag counts at once
+    if (client is None or not client.admin or ADMIN_SCOPE not in client.scopes
+            or GRANT_CLIENT_CREDENTIALS not in client.grant_types or client.grant_types & USER_FACING_GRANTS):
+        return None
+    if await rt.store.is_access_token_revoked(str(claims["jti"])):
+        return None
+    return client_id
+
+
+async def _actor(request: Request, rt: Runtime) -> str | None:
+    """Who calls: ``admin-token``, ``client:<id>`` of an admin client, or None (refused)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
     token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 16_384:
+        return None
     admin = rt.settings.admin_token
     if admin is not None:
         expected = token_hash(admin.get_secret_value(), rt.admin_hash_key)
         if constant_time_equals(token_hash(token, rt.admin_hash_key), expected):
-            return True
-    try:
-        verified = jose.verify_jwt(token, rt.keyring().verification_keys, issuer=rt.policy.issuer,
-                                   audience=rt.policy.issuer + "/admin", typ="at+jwt", now=rt.clock.now(),
-                                   require=("exp", "jti"))
-    except jose.JoseError:
-        return False
-    scopes = str(verified.claims.get("scope", "")).split()
-    return ADMIN_SCOPE in scopes and not await rt.store.is_access_token_revoked(str(verified.claims["jti"]))
+            return ADMIN_TOKEN_ACTOR
+    client_id = await _admin_client(rt, token)
+    return None if client_id is None else "client:" + client_id
+
+
+def _audit(rt: Runtime, request: Request, actor: str | None, status: int, reason: str | None = None) -> None:
+    detail: dict[str, Any] = {"actor": actor or "anonymous", "method": request.method,
+                              "path": request.url.path[:300], "status": status}
+    if reason:
+        detail["reason"] = reason
+    client_id = actor.removeprefix("client:") if actor and actor.startswith("client:") else None
+    rt.audit.emit(AuditEvent(type="admin.request", outcome="success" if status < 400 else "failure",
+                             at=rt.clock.now(), client_id=client_id, subject=actor,
+                             ip=request.client.host if request.client else None, detail=detail))
+
+
+async def _authenticate(request: Request, rt: Runtime) -> str | Response:
+    """The actor, or the refusal: 429 while this address is locked out, 401 for anything but a valid admin
+    credential (counted towards the lock-out)."""
+    limits = rt.settings.rate_limits
+    key = "admin:ip:" + (request.client.host if request.client else "-")
+    if limits.enabled:
+        refused = await rt.limiter.admit([Lockout("admin_auth", key, limits.admin_failed_auth_max,
+                                                  limits.admin_failed_auth_window)])
+        if refused is not None:
+            _audit(rt, request, None, 429, "locked out after failed admin authentications")
+            return _problem(429, "too_many_requests", "too many failed admin authentications from this address; "
+                            "try again later", {"Retry-After": str(retry_after(refused[1]))})
+    actor = await _actor(request, rt)
+    if actor is None:
+        if limits.enabled:
+            await rt.limiter.record_failure(key, limits.admin_failed_auth_window)
+        _audit(rt, request, None, 401, "no valid admin credential")
+        return _problem(401, "invalid_token", "the admin token, or a client-credentials token of an admin client "
+                        "(audience {issuer}/admin, scope admin), is required")
+    return actor
 
 
 def admin_route(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         rt: Runtime = request.app.state.runtime
-        if not await _authorized(request, rt):
-            return _problem(401, "invalid_token", "an admin token or a token with the admin scope is required")
-        service = AdminService(rt.store, rt.policy, rt.clock, rt.secret_hash_key, rt.kek)
-        try:
-            resp = await fn(request, service)
-        except BadBody as exc:
-            return _problem(exc.status, "invalid_request", str(exc))
-        except (NotFound, KeyNotFound) as exc:
-            return _problem(404, "not_found", str(exc))
-        except (AdminError, KeyRingError) as exc:
-            return _problem(409, "conflict", str(exc))
-        except ValidationError as exc:
-            msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            return _problem(422, "invalid_request", msgs[:2000])
-        except Exception:
-            log.exception("unhandled error in admin API %s", fn.__name__)
-            return _problem(500, "server_error", "the server could not handle this request")
-        if request.method != "GET":
-            await rt.reload_keys()
+        actor = await _authenticate(request, rt)
+        if isinstance(actor, Response):
+            return actor
+        resp = await _handle(fn, request, rt)
+        _audit(rt, request, actor, resp.status_code)
         return resp
 
     route.__name__ = fn.__name__
     return route
+
+
+async def _handle(fn: Handler, request: Request, rt: Runtime) -> Response:
+    service = AdminService(rt.store, rt.policy, rt.clock, rt.secret_hash_key, rt.kek)
+    try:
+        resp = await fn(request, service)
+    except BadBody as exc:
+        return _problem(exc.status, "invalid_request", str(exc))
+    except (NotFound, KeyNotFound) as exc:
+        return _problem(404, "not_found", str(exc))
+    except InvalidMetadata as exc:
+        return _problem(422, "invalid_client_metadata", str(exc))
+    except (AdminError, KeyRingError) as exc:
+        return _problem(409, "conflict", str(exc))
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        return _problem(422, "invalid_request", msgs[:2000])
+    except Exception:
+        log.exception("unhandled error in admin API %s", fn.__name__)
+        return _problem(500, "server_error", "the server could not handle this request")
+    if request.method != "GET":
+        await rt.reload_keys()
+    return resp
 
 
 class BadBody(Exception):
@@ -192,7 +270,7 @@ def openapi(issuer: str) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": {
             "/clients": {
-                "get": {"summary": "List clients", "responses": {"200": ok, "401": err}},
+                "get": {"summary": "List clients", "responses": {"200": ok, "401": err, "429": err}},
                 "post": {"summary": "Register a client; the secret is in the response, once",
                          "requestBody": body("ClientCreate"), "responses": {"201": ok, "401": err, "409": err,
                                                                           "422": err}},

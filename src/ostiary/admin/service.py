@@ -13,6 +13,7 @@ from .._clock import Clock
 from .._secrets import new_token, token_hash
 from ..core import jose
 from ..core import keys as core_keys
+from ..core.device import GRANT_DEVICE_CODE
 from ..core.endpoints.token import REFUSED_GRANTS
 from ..core.federation import TOKEN_EXCHANGE_GRANT
 from ..core.grants import default_grants
@@ -21,10 +22,14 @@ from ..core.policy import ServerPolicy
 from ..core.requests import is_audience_uri, is_scope_token
 from ..core.storage import Store
 
-__all__ = ["AdminError", "AdminService", "ClientCreate", "ClientUpdate", "NotFound", "audience_uris", "client_view",
-           "key_view", "scope_tokens"]
+__all__ = ["ADMIN_SCOPE", "USER_FACING_GRANTS", "AdminError", "AdminService", "ClientCreate", "ClientUpdate",
+           "InvalidMetadata", "NotFound", "audience_uris", "check_admin_rules", "client_view", "key_view",
+           "scope_tokens"]
 
 SECRET_PREFIX = "ost_cs_"
+ADMIN_SCOPE = "admin"
+#: grants through which a person signs in: a token from them speaks for that person, not for the client
+USER_FACING_GRANTS = frozenset({"authorization_code", "refresh_token", GRANT_DEVICE_CODE})
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:~-]{3,128}$")
 
 
@@ -34,6 +39,10 @@ class AdminError(Exception):
 
 class NotFound(AdminError):
     pass
+
+
+class InvalidMetadata(AdminError):
+    """Client metadata that is well-formed but not allowed (RFC 7591 §3.2.2 ``invalid_client_metadata``)."""
 
 
 def scope_tokens(v: list[str]) -> list[str]:
@@ -102,6 +111,8 @@ class ClientCreate(BaseModel):
     jwks: dict[str, Any] | None = None
     jwks_uri: str | None = None
     first_party: bool = False
+    admin: bool = Field(False, description="may call the admin API with its client-credentials tokens "
+                                           "(client_credentials only)")
 
     @field_validator("client_id")
     @classmethod
@@ -188,6 +199,26 @@ class ClientUpdate(BaseModel):
     jwks: dict[str, Any] | None = None
     jwks_uri: str | None = None
     first_party: bool | None = None
+    admin: bool | None = None
+
+
+def check_admin_rules(spec: ClientCreate, issuer: str) -> None:
+    """Who may hold the ``admin`` scope or the ``{issuer}/admin`` audience: only a client flagged ``admin``, and
+    such a client uses client_credentials only. Scopes belong to the client, so on a client with user-facing
+    grants every user who signs in through it would become an administrator."""
+    admin_aud = issuer + "/admin"
+    wants = ADMIN_SCOPE in spec.scopes or admin_aud in spec.audiences
+    user_facing = sorted(set(spec.grant_types) & USER_FACING_GRANTS)
+    if (wants or spec.admin) and user_facing:
+        raise InvalidMetadata(
+            f"the {ADMIN_SCOPE!r} scope, the {admin_aud} audience and the admin flag are refused on a client with "
+            f"user-facing grants ({', '.join(user_facing)}): every user who signs in through it would become an "
+            "administrator. Register a separate confidential client with --admin and client_credentials only")
+    if spec.admin and spec.grant_types != ["client_credentials"]:
+        raise InvalidMetadata("an admin client uses the client_credentials grant only")
+    if wants and not spec.admin:
+        raise InvalidMetadata(f"the {ADMIN_SCOPE!r} scope and the {admin_aud} audience are for admin clients: "
+                              "register the client with --admin (admin API: \"admin\": true)")
 
 
 def client_view(c: Client, now: float) -> dict[str, Any]:
@@ -199,7 +230,7 @@ def client_view(c: Client, now: float) -> dict[str, Any]:
         "resource_audiences": list(c.resource_audiences), "may_exchange_for": list(c.may_exchange_for),
         "redirect_uris": list(c.redirect_uris), "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
         "allowed_origins": list(c.allowed_origins), "jwks_uri": c.jwks_uri, "has_jwks": c.jwks is not None,
-        "first_party": c.first_party,
+        "first_party": c.first_party, "admin": c.admin,
         "secrets": [{"created_at": int(s.created_at),
                      "expires_at": int(s.expires_at) if s.expires_at else None, "active": s.usable(now)}
                     for s in c.secrets],
@@ -227,6 +258,7 @@ class AdminService:
         return secret, ClientSecret(token_hash(secret, self.secret_hash_key), self.clock.now())
 
     async def create_client(self, spec: ClientCreate) -> tuple[Client, str | None]:
+        check_admin_rules(spec, self.policy.issuer)
         now = self.clock.now()
         method = spec.auth_method()
         secret: str | None = None
@@ -241,7 +273,8 @@ class AdminService:
             resource_audiences=tuple(spec.resource_audiences), may_exchange_for=tuple(spec.may_exchange_for),
             redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), secrets=secrets, jwks=spec.jwks,
-            jwks_uri=spec.jwks_uri, first_party=spec.first_party, created_at=now, updated_at=now)
+            jwks_uri=spec.jwks_uri, first_party=spec.first_party, admin=spec.admin, created_at=now,
+            updated_at=now)
         try:
             await self.store.add_client(client)
         except ValueError as exc:
@@ -268,17 +301,18 @@ class AdminService:
             "post_logout_redirect_uris": list(current.post_logout_redirect_uris),
             "allowed_origins": list(current.allowed_origins),
             "jwks": dict(current.jwks) if current.jwks else None, "jwks_uri": current.jwks_uri,
-            "first_party": current.first_party,
+            "first_party": current.first_party, "admin": current.admin,
         }
         merged.update(changes.model_dump(exclude_none=True))
         spec = ClientCreate.model_validate(merged)  # the same rules as at creation
+        check_admin_rules(spec, self.policy.issuer)
         updated = replace(
             current, name=spec.name, grant_types=frozenset(spec.grant_types), scopes=frozenset(spec.scopes),
             audiences=tuple(spec.audiences), resource_audiences=tuple(spec.resource_audiences),
             may_exchange_for=tuple(spec.may_exchange_for),
             redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), jwks=spec.jwks, jwks_uri=spec.jwks_uri,
-            first_party=spec.first_party, updated_at=self.clock.now())
+            first_party=spec.first_party, admin=spec.admin, updated_at=self.clock.now())
         await self.store.update_client(updated)
         return updated
 

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._clock import Clock
 from .._passwords import hash_password
 from .._secrets import new_token
-from ..core.grants._user_tokens import revoke_user_families
 from ..core.storage import Store
 from ..core.users import User
 from .service import AdminError, NotFound
 
-__all__ = ["UserAdmin", "UserCreate", "UserUpdate", "user_view"]
+__all__ = ["SignedOut", "UserAdmin", "UserCreate", "UserUpdate", "signed_out_view", "user_view"]
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{1,63}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
@@ -67,6 +66,24 @@ class UserUpdate(BaseModel):
         return _email(v)
 
 
+class SignedOut(NamedTuple):
+    """What ending a user's access took: browser sessions ended, grants (token families: refresh tokens) and
+    live access tokens revoked."""
+
+    sessions: int = 0
+    token_families: int = 0
+    access_tokens: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.sessions} session(s) ended, {self.token_families} grant(s) revoked with their refresh "
+                f"tokens, {self.access_tokens} access token(s) revoked")
+
+
+def signed_out_view(s: SignedOut) -> dict[str, int]:
+    return {"sessions_ended": s.sessions, "token_families_revoked": s.token_families,
+            "access_tokens_revoked": s.access_tokens}
+
+
 def user_view(u: User) -> dict[str, Any]:
     """Never a password hash or TOTP secret."""
     return {"id": u.user_id, "username": u.username, "name": u.name, "email": u.email,
@@ -105,7 +122,8 @@ class UserAdmin:
     async def list_users(self) -> list[User]:
         return await self.store.list_users()
 
-    async def update_user(self, ref: str, changes: UserUpdate) -> User:
+    async def update_user(self, ref: str, changes: UserUpdate) -> tuple[User, SignedOut]:
+        """Disabling a user signs them out everywhere: sessions end, their grants and tokens are revoked."""
         user = await self.get_user(ref)
         data = changes.model_dump(exclude_none=True)
         updated = replace(user, **data, updated_at=self.clock.now())
@@ -114,31 +132,36 @@ class UserAdmin:
         except ValueError as exc:
             raise AdminError("that email is already taken") from exc
         if updated.disabled and not user.disabled:
-            await self._sign_out(updated.user_id)
-        return updated
+            return updated, await self.sign_out(updated.user_id)
+        return updated, SignedOut()
 
-    async def set_password(self, ref: str, password: str) -> User:
+    async def set_password(self, ref: str, password: str) -> tuple[User, SignedOut]:
+        """The response to a compromised account: the new password, and every session and token ends (a stolen
+        refresh token or CLI login included)."""
         user = await self.get_user(ref)
         try:
             updated = replace(user, password_hash=hash_password(password), updated_at=self.clock.now())
         except ValueError as exc:
             raise AdminError(str(exc)) from exc
         await self.store.update_user(updated)
-        await self.store.end_user_sessions(user.user_id)
-        return updated
+        return updated, await self.sign_out(user.user_id)
 
-    async def reset_totp(self, ref: str) -> User:
+    async def reset_totp(self, ref: str) -> tuple[User, SignedOut]:
+        """Remove the second factor and recovery codes; what was signed in with them ends too."""
         user = await self.get_user(ref)
         updated = replace(user, totp_secret=None, updated_at=self.clock.now())
         await self.store.update_user(updated)
         await self.store.set_recovery_codes(user.user_id, [])
-        return updated
+        return updated, await self.sign_out(user.user_id)
 
-    async def delete_user(self, ref: str) -> None:
+    async def delete_user(self, ref: str) -> SignedOut:
         user = await self.get_user(ref)
-        await revoke_user_families(self.store, user.user_id, self.clock.now())
+        out = await self.sign_out(user.user_id)
         await self.store.delete_user(user.user_id)
+        return out
 
-    async def _sign_out(self, user_id: str) -> None:
-        await self.store.end_user_sessions(user_id)
-        await revoke_user_families(self.store, user_id, self.clock.now())
+    async def sign_out(self, user_id: str) -> SignedOut:
+        """End every session of the user and revoke every grant with its refresh and access tokens."""
+        sessions = await self.store.end_user_sessions(user_id)
+        revoked = await self.store.revoke_user_tokens(user_id, self.clock.now())
+        return SignedOut(sessions, revoked.families, revoked.access_tokens)

@@ -9,10 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..core.users import User
 from ..web.http import NO_STORE, json_response
 from .api import admin_route, json_body
 from .service import AdminError, AdminService
-from .users import UserAdmin, UserCreate, UserUpdate, user_view
+from .users import SignedOut, UserAdmin, UserCreate, UserUpdate, signed_out_view, user_view
 
 __all__ = ["openapi_paths", "routes"]
 
@@ -27,6 +28,11 @@ class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     password: str
+
+
+def _with_sign_out(user: User, signed_out: SignedOut) -> Response:
+    """The user, and what was ended (``signed_out``): sessions, grants, access tokens."""
+    return json_response({**user_view(user), "signed_out": signed_out_view(signed_out)}, headers=NO_STORE)
 
 
 def _users(svc: AdminService) -> UserAdmin:
@@ -56,8 +62,7 @@ async def get_user(request: Request, svc: AdminService) -> Response:
 @admin_route
 async def update_user(request: Request, svc: AdminService) -> Response:
     changes = UserUpdate.model_validate(await json_body(request))
-    user = await _users(svc).update_user(request.path_params["ref"], changes)
-    return json_response(user_view(user), headers=NO_STORE)
+    return _with_sign_out(*await _users(svc).update_user(request.path_params["ref"], changes))
 
 
 @admin_route
@@ -69,14 +74,12 @@ async def delete_user(request: Request, svc: AdminService) -> Response:
 @admin_route
 async def set_password(request: Request, svc: AdminService) -> Response:
     change = PasswordChange.model_validate(await json_body(request))
-    user = await _users(svc).set_password(request.path_params["ref"], change.password)
-    return json_response(user_view(user), headers=NO_STORE)
+    return _with_sign_out(*await _users(svc).set_password(request.path_params["ref"], change.password))
 
 
 @admin_route
 async def reset_totp(request: Request, svc: AdminService) -> Response:
-    user = await _users(svc).reset_totp(request.path_params["ref"])
-    return json_response(user_view(user), headers=NO_STORE)
+    return _with_sign_out(*await _users(svc).reset_totp(request.path_params["ref"]))
 
 
 def openapi_paths() -> dict[str, Any]:
@@ -98,19 +101,23 @@ def openapi_paths() -> dict[str, Any]:
         "/users/{ref}": {
             "parameters": ref,
             "get": {"summary": "Show a user", "responses": {"200": ok, "401": err, "404": err}},
-            "patch": {"summary": "Change a user (disabled=true signs them out everywhere)",
+            "patch": {"summary": "Change a user (disabled=true ends their sessions and revokes their tokens; "
+                                 "see signed_out)",
                       "requestBody": body(UserUpdate), "responses": {"200": ok, "401": err, "404": err, "422": err}},
             "delete": {"summary": "Delete a user and revoke their tokens",
                        "responses": {"204": {"description": "deleted"}, "401": err, "404": err}},
         },
         "/users/{ref}/password": {
             "parameters": ref,
-            "post": {"summary": "Set the password (ends the user's sessions)", "requestBody": body(PasswordChange),
+            "post": {"summary": "Set the password; ends the user's sessions and revokes every "
+                                 "refresh and access token they hold (see signed_out)",
+                     "requestBody": body(PasswordChange),
                      "responses": {"200": ok, "401": err, "404": err, "409": err}},
         },
         "/users/{ref}/reset-totp": {
             "parameters": ref,
-            "post": {"summary": "Remove the user's second factor and recovery codes",
+            "post": {"summary": "Remove the user's second factor and recovery codes; ends their "
+                                 "sessions and revokes their tokens (see signed_out)",
                      "responses": {"200": ok, "401": err, "404": err}},
         },
     }

@@ -38,6 +38,8 @@ def _ts(v: int | None) -> str:
 def _show_client(view: dict[str, Any], secret: str | None) -> None:
     for key in ("client_id", "name", "client_type", "token_endpoint_auth_method"):
         console.print(f"[bold]{key}[/]: {view[key]}")
+    if view["admin"]:
+        console.print("[bold]admin[/]: True (may call the admin API)")
     for key in ("grant_types", "scopes", "audiences", "resource_audiences", "may_exchange_for", "redirect_uris"):
         if view[key]:
             console.print(f"[bold]{key}[/]: {' '.join(view[key])}")
@@ -80,6 +82,9 @@ def client_create(
     allowed_origin: list[str] = typer.Option([], "--allowed-origin",
                                              help="Browser origin allowed by CORS, e.g. https://app.example.com."),
     first_party: bool = typer.Option(False, "--first-party", help="Your own app: users are not asked to consent."),
+    admin: bool = typer.Option(False, "--admin",
+                               help="May call the admin API with client-credentials tokens (with --scope admin "
+                                    "--audience ISSUER/admin; client_credentials only)."),
     jwks_file: Path | None = typer.Option(None, "--jwks", help="File with the client's public JWKS."),
     jwks_uri: str | None = typer.Option(None, "--jwks-uri", help="URL of the client's public JWKS."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),
@@ -91,7 +96,7 @@ def client_create(
                 resource_audiences=serves, may_exchange_for=may_exchange_for, redirect_uris=redirect_uri,
                 jwks=_jwks(jwks_file), jwks_uri=jwks_uri,
                 post_logout_redirect_uris=post_logout_redirect_uri, allowed_origins=allowed_origin,
-                first_party=first_party)
+                first_party=first_party, admin=admin)
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
         client, secret = await svc.create_client(ClientCreate.model_validate(spec))
@@ -142,10 +147,11 @@ def client_update(
     may_exchange_for: list[str] | None = typer.Option(None, "--may-exchange-for",
                                                       help="Replace the audiences it may exchange user tokens for."),
     redirect_uri: list[str] | None = typer.Option(None, "--redirect-uri", help="Replace the redirect URIs."),
+    admin: bool | None = typer.Option(None, "--admin/--no-admin", help="Allow or stop admin API access."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a client; every option replaces the whole list it names."""
-    changes = ClientUpdate(name=name, grant_types=grant_type or None,
+    changes = ClientUpdate(name=name, grant_types=grant_type or None, admin=admin,
                            scopes=[s for item in scope for s in item.split()] if scope else None,
                            audiences=audience or None, resource_audiences=serves or None,
                            may_exchange_for=may_exchange_for or None, redirect_uris=redirect_uri or None)

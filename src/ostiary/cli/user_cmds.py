@@ -12,7 +12,8 @@ import typer
 from pydantic import ValidationError
 
 from .._clock import SystemClock
-from ..admin.users import UserAdmin, UserCreate, UserUpdate, user_view
+from ..admin.users import SignedOut, UserAdmin, UserCreate, UserUpdate, signed_out_view, user_view
+from ..core.users import User
 from ._common import console, fail, id_table, print_json, with_store
 
 T = TypeVar("T")
@@ -46,6 +47,15 @@ def _show(view: dict[str, Any]) -> None:
 
 def _out(view: dict[str, Any], as_json: bool) -> None:
     print_json(view) if as_json else _show(view)
+
+
+def _changed(result: tuple[User, SignedOut], as_json: bool, done: str) -> None:
+    """The user after a change that signed them out, and what was ended."""
+    user, signed_out = result
+    if as_json:
+        print_json({**user_view(user), "signed_out": signed_out_view(signed_out)})
+    else:
+        console.print(f"{done} for {user.username}: {signed_out.describe()}")
 
 
 @user_app.command("create")
@@ -100,11 +110,12 @@ def user_show(user: str = typer.Argument(..., help="id, username or email"),
 def user_disable(user: str = typer.Argument(..., help="id, username or email"),
                  enable: bool = typer.Option(False, "--enable", help="Enable the user again instead."),
                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Disable a user: sessions end and every token they authorized is revoked. --enable undoes it."""
-    async def go(users: UserAdmin) -> dict[str, Any]:
-        return user_view(await users.update_user(user, UserUpdate(disabled=not enable)))
+    """Disable a user: sessions end and every token they authorized is revoked. --enable undoes it (the revoked
+    tokens stay revoked)."""
+    async def go(users: UserAdmin) -> tuple[User, SignedOut]:
+        return await users.update_user(user, UserUpdate(disabled=not enable))
 
-    _out(_with_users(go), as_json)
+    _changed(_with_users(go), as_json, "enabled" if enable else "disabled")
 
 
 @user_app.command("delete")
@@ -114,11 +125,10 @@ def user_delete(user: str = typer.Argument(..., help="id, username or email"),
     if not yes and not typer.confirm(f"Delete user {user}?"):
         raise typer.Exit(1)
 
-    async def go(users: UserAdmin) -> None:
-        await users.delete_user(user)
+    async def go(users: UserAdmin) -> SignedOut:
+        return await users.delete_user(user)
 
-    _with_users(go)
-    console.print(f"deleted {user}")
+    console.print(f"deleted {user}: {_with_users(go).describe()}")
 
 
 @user_app.command("set-password")
@@ -126,24 +136,22 @@ def user_set_password(user: str = typer.Argument(..., help="id, username or emai
                       password_stdin: bool = typer.Option(False, "--password-stdin",
                                                           help="Read the password from stdin."),
                       as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Set a new password (asked for, or read with --password-stdin); the user's sessions end."""
+    """Set a new password (asked for, or read with --password-stdin). The user's sessions end and every refresh
+    and access token they hold is revoked: what to do for a compromised account."""
     password = read_password(password_stdin)
 
-    async def go(users: UserAdmin) -> dict[str, Any]:
-        return user_view(await users.set_password(user, password))
+    async def go(users: UserAdmin) -> tuple[User, SignedOut]:
+        return await users.set_password(user, password)
 
-    view = _with_users(go)
-    if as_json:
-        print_json(view)
-    else:
-        console.print(f"password set for {view['username']}")
+    _changed(_with_users(go), as_json, "password set")
 
 
 @user_app.command("reset-totp")
 def user_reset_totp(user: str = typer.Argument(..., help="id, username or email"),
                     as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Remove a user's second factor (lost phone): they can enrol again on their account page."""
-    async def go(users: UserAdmin) -> dict[str, Any]:
-        return user_view(await users.reset_totp(user))
+    """Remove a user's second factor (lost phone): their sessions end, their tokens are revoked, and they can
+    enrol again on their account page."""
+    async def go(users: UserAdmin) -> tuple[User, SignedOut]:
+        return await users.reset_totp(user)
 
-    _out(_with_users(go), as_json)
+    _changed(_with_users(go), as_json, "second factor removed")

@@ -59,6 +59,8 @@ class Client:
     jwks: Mapping[str, Any] | None = field(default=None, repr=False)
     jwks_uri: str | None = None
     first_party: bool = False
+    #: may call the admin API with its client-credentials tokens (``ostiary client create --admin``)
+    admin: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
 

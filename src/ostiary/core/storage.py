@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .device import DeviceAuthorizationRepository
 from .federation import TrustPolicyRepository
@@ -12,7 +12,7 @@ from .tokens import AuthorizationCodeRepository, RefreshTokenRepository
 from .users import ConsentRepository, SessionRepository, UserRepository
 
 __all__ = ["AuditRepository", "AuditSink", "ClientRepository", "JwksFetcher", "KeyRepository", "ReplayRepository",
-           "RevocationRepository", "Store"]
+           "RevocationRepository", "RevokedUserTokens", "Store", "UserTokenRevocation"]
 
 
 class ClientRepository(Protocol):
@@ -36,6 +36,19 @@ class RevocationRepository(Protocol):
     async def purge_expired(self, now: float) -> int: ...
 
 
+class RevokedUserTokens(NamedTuple):
+    families: int  # token families (grants) revoked: their refresh tokens are dead
+    access_tokens: int  # live access tokens of those families now reported revoked
+
+
+class UserTokenRevocation(Protocol):
+    async def revoke_user_tokens(self, user_id: str, now: float, client_id: str | None = None) -> RevokedUserTokens:
+        """In one unit of work: revoke every live token family of the user (of one client, or all) and mark
+        every unexpired access token those families produced revoked (introspection and userinfo refuse it).
+        What a password reset, a disabled account or a reset second factor does."""
+        ...
+
+
 class ReplayRepository(Protocol):
     async def use_once(self, namespace: str, value: str, expires_at: float, now: float) -> bool:
         """Record ``value``; True the first time, False on every later call before ``expires_at``."""
@@ -48,7 +61,7 @@ class AuditRepository(Protocol):
 
 
 class Store(ClientRepository, KeyRepository, RevocationRepository, ReplayRepository, AuditRepository,
-            UserRepository, SessionRepository, ConsentRepository, AuthorizationCodeRepository,
+            UserTokenRevocation, UserRepository, SessionRepository, ConsentRepository, AuthorizationCodeRepository,
             RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...

@@ -120,5 +120,6 @@ class RefreshTokenRepository(Protocol):
                                    successor_sealed: bytes | None, family_id: str, jti: str,
                                    access_expires_at: float, successor: RefreshToken | None) -> bool:
         """One unit of work: spend the token and, only if this caller spent it, record the new access
-        token's jti in the family and store the successor. False (and nothing written) for the loser."""
+        token's jti in the family and store the successor. False (and nothing written) for the loser, and
+        when the family is revoked (the token then stays unspent)."""
         ...

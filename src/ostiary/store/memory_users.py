@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from ..core.storage import RevokedUserTokens
 from ..core.tokens import AuthorizationCode, RefreshToken, TokenFamily
 from ..core.users import Consent, LoginSession, User
 
@@ -27,6 +28,8 @@ class _State:
 
 
 class MemoryUsersMixin:
+    revoked: dict[str, tuple[str, float]]  # MemoryStore's revoked access tokens: jti → (client_id, expires_at)
+
     @property
     def _u(self) -> _State:
         state: _State | None = self.__dict__.get("_user_state")
@@ -156,6 +159,19 @@ class MemoryUsersMixin:
         return sorted((f for f in self._u.families.values() if f.user_id == user_id and f.revoked_at is None),
                       key=lambda f: f.created_at)
 
+    async def revoke_user_tokens(self, user_id: str, now: float, client_id: str | None = None) -> RevokedUserTokens:
+        families = access = 0
+        for fam in list(self._u.families.values()):
+            if fam.user_id != user_id or fam.revoked_at is not None or (client_id and fam.client_id != client_id):
+                continue
+            self._u.families[fam.family_id] = replace(fam, revoked_at=now)
+            families += 1
+            for jti, exp in self._u.family_jtis.get(fam.family_id, {}).items():
+                if exp > now:
+                    self.revoked.setdefault(jti, (fam.client_id, exp))
+                    access += 1
+        return RevokedUserTokens(families, access)
+
     async def add_family_jti(self, family_id: str, jti: str, expires_at: float) -> None:
         self._u.family_jtis.setdefault(family_id, {})[jti] = expires_at
 
@@ -201,6 +217,9 @@ class MemoryUsersMixin:
     async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
                                    successor_sealed: bytes | None, family_id: str, jti: str,
                                    access_expires_at: float, successor: RefreshToken | None) -> bool:
+        fam = self._u.families.get(family_id)
+        if fam is None or fam.revoked_at is not None:
+            return False
         if not await self.use_refresh_token(token_hash, now, request_fp, successor_sealed):
             return False
         await self.add_family_jti(family_id, jti, access_expires_at)

@@ -100,15 +100,6 @@ async def revoke_family(ctx: EngineContext, family_id: str, *, event: str, clien
 
 
 async def revoke_user_families(store: Store, user_id: str, now: float, client_id: str | None = None) -> int:
-    """Revoke every live family of a user (for one client, or all): the account page's "revoke access",
-    and what disabling or deleting a user does."""
-    count = 0
-    for family in await store.list_families(user_id):
-        if client_id is not None and family.client_id != client_id:
-            continue
-        if await store.revoke_family(family.family_id, now):
-            count += 1
-        for jti, exp in await store.family_jtis(family.family_id):
-            if exp > now:
-                await store.revoke_access_token(jti, family.client_id, exp)
-    return count
+    """Revoke every live family of a user (for one client, or all) with the access tokens they produced: the
+    account page's "revoke access", and what disabling or deleting a user does."""
+    return (await store.revoke_user_tokens(user_id, now, client_id)).families

@@ -80,8 +80,11 @@ class RefreshTokenGrant:
             sealed = seal(json.dumps(minted.response.body()).encode(), key, rt_hash)
         if not await ctx.store.rotate_refresh_token(rt_hash, now, fp, sealed, family.family_id, minted.jti,
                                                     minted.access_expires_at, minted.refresh):
-            # a concurrent request with the same token won the race: this one is a reuse like any other
             latest = await ctx.store.get_refresh_token(rt_hash)
+            if latest is not None and latest.used_at is None:
+                # not spent: its family was revoked meanwhile (a password reset, say)
+                raise InvalidGrant(_INVALID, debug="family revoked")
+            # a concurrent request with the same token won the race: this one is a reuse like any other
             again = self._within_window(ctx, latest, fp, now, key, rt_hash) if latest is not None else None
             if again is not None:
                 return again

@@ -23,6 +23,7 @@ clients = sa.Table(
     sa.Column("jwks", sa.JSON, nullable=True),
     sa.Column("jwks_uri", sa.String(2000), nullable=True),
     sa.Column("first_party", sa.Boolean, nullable=False, default=False),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("may_exchange_for", sa.JSON, nullable=False, server_default="[]"),

@@ -7,11 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ...core.storage import RevokedUserTokens
 from ...core.tokens import AuthorizationCode, RefreshToken, TokenFamily
 from ...core.users import Consent, LoginSession, User
+from . import tables as t
 from . import tables_users as tu
 
 __all__ = ["SqlUsersMixin"]
@@ -254,6 +258,28 @@ class SqlUsersMixin:
                                                                          tf.c.revoked_at.is_(None))
                                                      .order_by(tf.c.created_at))]
 
+    async def revoke_user_tokens(self, user_id: str, now: float, client_id: str | None = None) -> RevokedUserTokens:
+        tf, ft = tu.token_families, tu.family_tokens
+        live = [tf.c.user_id == user_id, tf.c.revoked_at.is_(None)]
+        if client_id is not None:
+            live.append(tf.c.client_id == client_id)
+        async with self.engine.begin() as conn:
+            # write first: the families stay locked until commit, so a refresh rotating one of them either
+            # finished before (its access-token id is read below) or finds the family revoked
+            families = {r[0]: r[1] for r in await conn.execute(
+                tf.update().where(*live).values(revoked_at=now).returning(tf.c.family_id, tf.c.client_id))}
+            if not families:
+                return RevokedUserTokens(0, 0)
+            jtis = [(r[0], r[1], float(r[2])) for r in await conn.execute(
+                sa.select(ft.c.jti, ft.c.family_id, ft.c.expires_at)
+                .where(ft.c.family_id.in_(families), ft.c.expires_at > now))]
+            if jtis:
+                insert = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(t.revoked_tokens)
+                await conn.execute(insert.on_conflict_do_nothing(index_elements=["jti"]),
+                                   [{"jti": jti, "client_id": families[fid], "expires_at": exp}
+                                    for jti, fid, exp in jtis])
+        return RevokedUserTokens(len(families), len(jtis))
+
     async def add_family_jti(self, family_id: str, jti: str, expires_at: float) -> None:
         await self._write(tu.family_tokens.insert().values(family_id=family_id, jti=jti, expires_at=expires_at))
 
@@ -297,14 +323,29 @@ class SqlUsersMixin:
     async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
                                    successor_sealed: bytes | None, family_id: str, jti: str,
                                    access_expires_at: float, successor: RefreshToken | None) -> bool:
-        rt = tu.refresh_tokens
-        async with self.engine.begin() as conn:
-            res = await conn.execute(rt.update().where(rt.c.token_hash == token_hash, rt.c.used_at.is_(None))
-                                     .values(used_at=now, request_fp=request_fp, successor_sealed=successor_sealed))
-            if res.rowcount != 1:
-                return False
-            await conn.execute(tu.family_tokens.insert().values(family_id=family_id, jti=jti,
-                                                                expires_at=access_expires_at))
-            if successor is not None:
-                await conn.execute(rt.insert().values(**_refresh_row(successor)))
+        rt, tf = tu.refresh_tokens, tu.token_families
+        try:
+            async with self.engine.begin() as conn:
+                res = await conn.execute(rt.update().where(rt.c.token_hash == token_hash, rt.c.used_at.is_(None))
+                                         .values(used_at=now, request_fp=request_fp,
+                                                 successor_sealed=successor_sealed))
+                if res.rowcount != 1:
+                    return False
+                # the family must still be live, and stays so until this commits (a concurrent revocation
+                # waits, then sees the new access token's id)
+                live = (await conn.execute(sa.select(tf.c.family_id).where(tf.c.family_id == family_id,
+                                                                             tf.c.revoked_at.is_(None))
+                                           .with_for_update(read=True))).first()
+                if live is None:
+                    raise _FamilyRevoked
+                await conn.execute(tu.family_tokens.insert().values(family_id=family_id, jti=jti,
+                                                                    expires_at=access_expires_at))
+                if successor is not None:
+                    await conn.execute(rt.insert().values(**_refresh_row(successor)))
+        except _FamilyRevoked:
+            return False  # rolled back: the token stays unspent, its family revoked
         return True
+
+
+class _FamilyRevoked(Exception):
+    pass

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..._passwords import new_recovery_codes, new_totp_secret, totp_uri, verify_totp
+from ..._passwords import new_recovery_codes, new_totp_secret, totp_uri, verify_password, verify_totp
 from ..._secrets import token_hash
 from ...core.endpoints.authorize import AuthorizationRequest
 from ...core.errors import InvalidRequest
@@ -26,6 +26,7 @@ from .authorize import decode_authz, error_page, flows, form_of, render_outcome
 __all__ = ["routes"]
 
 CSRF_FAILED = "The form expired. Go back and try again."
+REAUTH_FAILED = "Enter your password or a current code from your authenticator app."
 
 
 def _ip(request: Request) -> str | None:
@@ -208,7 +209,8 @@ def _ts(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-async def account(request: Request, notice: str | None = None) -> Response:
+async def account(request: Request, notice: str | None = None, error: str | None = None,
+                  status: int = 200) -> Response:
     f, session, user = await _signed_in(request)
     if session is None or user is None:
         return RedirectResponse("/login", status_code=303)
@@ -229,8 +231,8 @@ async def account(request: Request, notice: str | None = None) -> Response:
                  "user_agent": (s.user_agent or "")[:80], "current": s.session_id == session.session_id}
                 for s in await store.list_sessions(user.user_id) if s.active(now, f.sessions.idle_ttl)]
     return f.render(request, "account.html", {
-        "user": user, "apps": apps, "sessions": sessions, "notice": notice,
-        "recovery_left": await store.count_recovery_codes(user.user_id)})
+        "user": user, "apps": apps, "sessions": sessions, "notice": notice, "error": error,
+        "recovery_left": await store.count_recovery_codes(user.user_id)}, status=status)
 
 
 async def end_session(request: Request) -> Response:
@@ -272,7 +274,32 @@ async def _enroll_page(request: Request, f: UserFlows, user: User, session: Logi
     pending = seal(secret.encode(), f.totp_key, "enrol:" + session.session_id).hex()
     uri = totp_uri(secret, user.username, "Ostiary " + f.settings.issuer.split("://", 1)[1])
     return f.render(request, "totp_enroll.html", {"qr_svg": _qr_svg(uri), "secret": secret, "pending": pending,
-                                                  "error": error}, status=status)
+                                                  "error": error, "reauth": user.has_totp}, status=status)
+
+
+async def _reauthenticated(request: Request, f: UserFlows, user: User, proof: str) -> str | None:
+    """Changing a second factor that is on takes more than the session: the password, or a current code
+    (TOTP or a recovery code). None when proven; else the message to show. Failures count towards the
+    sign-in throttle of the account and the address."""
+    ip = _ip(request)
+    wait = await f.throttled(user.username, ip)
+    if wait:
+        return wait
+    proof = proof[:1024]
+    if proof and (await _check_second_factor(f, user, proof[:40]) or verify_password(user.password_hash, proof).ok):
+        return None
+    await f.record_failure(user.username, ip)
+    _audit(f, "reauth.failed", "failure", request, user.user_id)
+    return REAUTH_FAILED
+
+
+async def _end_other_sessions(f: UserFlows, user: User, current: LoginSession) -> int:
+    """After the second factor changed: every other browser signs in again."""
+    n = 0
+    for s in await f.ctx.store.list_sessions(user.user_id):
+        if s.session_id != current.session_id and await f.ctx.store.end_session(s.session_id):
+            n += 1
+    return n
 
 
 async def totp_enroll(request: Request) -> Response:
@@ -291,12 +318,17 @@ async def totp_enroll(request: Request) -> Response:
     now = f.ctx.clock.now()
     if verify_totp(secret, form.get("code", "")[:20], now) is None:
         return await _enroll_page(request, f, user, session, secret, "That code is not valid; try the next one.", 400)
+    if user.has_totp:  # re-enrolment replaces the current factor: prove it is you, not only this browser
+        refused = await _reauthenticated(request, f, user, form.get("confirm", ""))
+        if refused:
+            return await _enroll_page(request, f, user, session, secret, refused, 400)
     await f.ctx.store.update_user(replace(user, totp_secret=seal(secret.encode(), f.totp_key, user.user_id),
                                           updated_at=now))
     codes = new_recovery_codes()
     await f.ctx.store.set_recovery_codes(user.user_id, [token_hash("recovery:" + c, f.ctx.secret_hash_key)
                                                         for c in codes])
-    _audit(f, "totp.enrolled", "success", request, user.user_id)
+    ended = await _end_other_sessions(f, user, session)
+    _audit(f, "totp.enrolled", "success", request, user.user_id, replaced=user.has_totp, sessions_ended=ended)
     return f.render(request, "recovery_codes.html", {"codes": codes})
 
 
@@ -304,11 +336,17 @@ async def totp_disable(request: Request) -> Response:
     posted = await _account_post(request)
     if isinstance(posted, Response):
         return posted
-    f, _session, user, _form = posted
+    f, session, user, form = posted
+    if not user.has_totp:
+        return await account(request, "Two-step verification is off.")
+    refused = await _reauthenticated(request, f, user, form.get("confirm", ""))
+    if refused:
+        return await account(request, error=refused, status=400)
     await f.ctx.store.update_user(replace(user, totp_secret=None, updated_at=f.ctx.clock.now()))
     await f.ctx.store.set_recovery_codes(user.user_id, [])
-    _audit(f, "totp.disabled", "success", request, user.user_id)
-    return await account(request, "Two-step verification is off.")
+    ended = await _end_other_sessions(f, user, session)
+    _audit(f, "totp.disabled", "success", request, user.user_id, sessions_ended=ended)
+    return await account(request, "Two-step verification is off; your other sessions were signed out.")
 
 
 async def account_page(request: Request) -> Response:
