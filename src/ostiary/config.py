@@ -71,8 +71,19 @@ class RefreshTokenSettings(_Section):
     reuse_window: Duration = Field(0, ge=0, le=60, description="grace for a repeated identical refresh")
 
 
+def _alg_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [v for v in re.split(r"[\s,]+", value) if v]
+    return value
+
+
+SigningAlg = Literal["ES256", "RS256", "EdDSA"]
+
+
 class KeySettings(_Section):
-    algorithm: Literal["ES256", "RS256", "EdDSA"] = "ES256"
+    algorithm: SigningAlg = Field("ES256", description="access tokens are signed with this algorithm")
+    algorithms: Annotated[list[SigningAlg], BeforeValidator(_alg_list)] = Field(
+        ["ES256", "RS256"], description="one active key each; ID tokens may use any (RS256 always included)")
     publish_delay: Duration = Field(600, ge=0, le=30 * 86400, description="published before it signs")
     rotate_every: Duration | None = Field(None, ge=3600, description="automatic rotation period")
     refresh_interval: Duration = Field(5, ge=1, le=300, description="how often a process reloads keys")
@@ -211,7 +222,8 @@ class Settings(_Section):
             issuer=self.issuer, access_token_ttl=self.access_token_ttl,
             refresh_token_ttl=self.refresh_token.ttl, refresh_token_idle_ttl=self.refresh_token.idle_ttl,
             refresh_token_reuse_window=self.refresh_token.reuse_window,
-            client_secret_overlap=self.clients.secret_overlap, signing_alg=self.keys.algorithm,
+            client_secret_overlap=self.clients.secret_overlap, access_token_alg=self.keys.algorithm,
+            key_algorithms=tuple(self.keys.algorithms),
             key_publish_delay=self.keys.publish_delay, key_rotate_every=self.keys.rotate_every,
         )
 

@@ -235,8 +235,8 @@ async def list_keys(request: Request, svc: AdminService) -> Response:
 @admin_route
 async def rotate_keys(request: Request, svc: AdminService) -> Response:
     immediate = request.query_params.get("now") in ("1", "true")
-    key = await svc.rotate_keys(immediate=immediate)
-    return json_response(key_view(key, svc.clock.now(), svc.policy), 201, NO_STORE)
+    keys = await svc.rotate_keys(immediate=immediate, alg=request.query_params.get("alg") or None)
+    return json_response([key_view(k, svc.clock.now(), svc.policy) for k in keys], 201, NO_STORE)
 
 
 @admin_route
@@ -290,9 +290,11 @@ def openapi(issuer: str) -> dict[str, Any]:
             },
             "/keys": {"get": {"summary": "List signing keys", "responses": {"200": ok, "401": err}}},
             "/keys/rotate": {"post": {
-                "summary": "Add a key (published now, signing after keys.publish_delay, or at once with now=1)",
-                "parameters": [{"name": "now", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"201": ok, "401": err}}},
+                "summary": "Add a key per signing algorithm, or for alg only (published now, signing after "
+                           "keys.publish_delay, or at once with now=1); answers the list of new keys",
+                "parameters": [{"name": "now", "in": "query", "schema": {"type": "boolean"}},
+                               {"name": "alg", "in": "query", "schema": {"enum": ["ES256", "RS256", "EdDSA"]}}],
+                "responses": {"201": ok, "401": err, "409": err}}},
             "/keys/{kid}/retire": {"post": {
                 "summary": "Stop signing with a key; it stays published until its tokens expire",
                 "parameters": [{"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}}],

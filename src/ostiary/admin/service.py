@@ -45,6 +45,9 @@ class InvalidMetadata(AdminError):
     """Client metadata that is well-formed but not allowed (RFC 7591 §3.2.2 ``invalid_client_metadata``)."""
 
 
+IdTokenAlg = Literal["ES256", "RS256", "EdDSA"]
+
+
 def scope_tokens(v: list[str]) -> list[str]:
     """Validate RFC 6749 §3.3 scope tokens for a pydantic model; sorted, without duplicates."""
     for s in v:
@@ -113,6 +116,7 @@ class ClientCreate(BaseModel):
     first_party: bool = False
     admin: bool = Field(False, description="may call the admin API with its client-credentials tokens "
                                            "(client_credentials only)")
+    id_token_signed_response_alg: IdTokenAlg = "RS256"
 
     @field_validator("client_id")
     @classmethod
@@ -200,6 +204,7 @@ class ClientUpdate(BaseModel):
     jwks_uri: str | None = None
     first_party: bool | None = None
     admin: bool | None = None
+    id_token_signed_response_alg: IdTokenAlg | None = None
 
 
 def check_admin_rules(spec: ClientCreate, issuer: str) -> None:
@@ -231,6 +236,7 @@ def client_view(c: Client, now: float) -> dict[str, Any]:
         "redirect_uris": list(c.redirect_uris), "post_logout_redirect_uris": list(c.post_logout_redirect_uris),
         "allowed_origins": list(c.allowed_origins), "jwks_uri": c.jwks_uri, "has_jwks": c.jwks is not None,
         "first_party": c.first_party, "admin": c.admin,
+        "id_token_signed_response_alg": c.id_token_signed_response_alg,
         "secrets": [{"created_at": int(s.created_at),
                      "expires_at": int(s.expires_at) if s.expires_at else None, "active": s.usable(now)}
                     for s in c.secrets],
@@ -257,8 +263,17 @@ class AdminService:
         secret = new_token(32, SECRET_PREFIX)
         return secret, ClientSecret(token_hash(secret, self.secret_hash_key), self.clock.now())
 
+    def _check_signable(self, spec: ClientCreate) -> None:
+        """OIDC Registration §2: the ID-token algorithm must be one this server signs with (its discovery
+        document's ``id_token_signing_alg_values_supported``)."""
+        alg = spec.id_token_signed_response_alg
+        if alg not in self.policy.signing_algs:
+            raise InvalidMetadata(f"id_token_signed_response_alg {alg} is not signable here; choose one of "
+                                  f"{', '.join(self.policy.signing_algs)} (or add it to keys.algorithms)")
+
     async def create_client(self, spec: ClientCreate) -> tuple[Client, str | None]:
         check_admin_rules(spec, self.policy.issuer)
+        self._check_signable(spec)
         now = self.clock.now()
         method = spec.auth_method()
         secret: str | None = None
@@ -273,8 +288,8 @@ class AdminService:
             resource_audiences=tuple(spec.resource_audiences), may_exchange_for=tuple(spec.may_exchange_for),
             redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), secrets=secrets, jwks=spec.jwks,
-            jwks_uri=spec.jwks_uri, first_party=spec.first_party, admin=spec.admin, created_at=now,
-            updated_at=now)
+            jwks_uri=spec.jwks_uri, first_party=spec.first_party, admin=spec.admin,
+            id_token_signed_response_alg=spec.id_token_signed_response_alg, created_at=now, updated_at=now)
         try:
             await self.store.add_client(client)
         except ValueError as exc:
@@ -302,17 +317,21 @@ class AdminService:
             "allowed_origins": list(current.allowed_origins),
             "jwks": dict(current.jwks) if current.jwks else None, "jwks_uri": current.jwks_uri,
             "first_party": current.first_party, "admin": current.admin,
+            "id_token_signed_response_alg": current.id_token_signed_response_alg,
         }
         merged.update(changes.model_dump(exclude_none=True))
         spec = ClientCreate.model_validate(merged)  # the same rules as at creation
         check_admin_rules(spec, self.policy.issuer)
+        if changes.id_token_signed_response_alg is not None:
+            self._check_signable(spec)
         updated = replace(
             current, name=spec.name, grant_types=frozenset(spec.grant_types), scopes=frozenset(spec.scopes),
             audiences=tuple(spec.audiences), resource_audiences=tuple(spec.resource_audiences),
             may_exchange_for=tuple(spec.may_exchange_for),
             redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), jwks=spec.jwks, jwks_uri=spec.jwks_uri,
-            first_party=spec.first_party, admin=spec.admin, updated_at=self.clock.now())
+            first_party=spec.first_party, admin=spec.admin,
+            id_token_signed_response_alg=spec.id_token_signed_response_alg, updated_at=self.clock.now())
         await self.store.update_client(updated)
         return updated
 
@@ -338,7 +357,8 @@ class AdminService:
     async def list_keys(self) -> list[SigningKey]:
         return await self.store.list_keys()
 
-    async def rotate_keys(self, *, immediate: bool = False, alg: str | None = None) -> SigningKey:
+    async def rotate_keys(self, *, immediate: bool = False, alg: str | None = None) -> list[SigningKey]:
+        """Rotate the key of ``alg``, or of every signing algorithm (each on its own)."""
         return await core_keys.rotate_keys(self.store, self.policy, self.kek, self.clock, immediate=immediate,
                                            alg=alg)
 

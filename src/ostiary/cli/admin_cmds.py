@@ -36,7 +36,7 @@ def _ts(v: int | None) -> str:
 
 
 def _show_client(view: dict[str, Any], secret: str | None) -> None:
-    for key in ("client_id", "name", "client_type", "token_endpoint_auth_method"):
+    for key in ("client_id", "name", "client_type", "token_endpoint_auth_method", "id_token_signed_response_alg"):
         console.print(f"[bold]{key}[/]: {view[key]}")
     if view["admin"]:
         console.print("[bold]admin[/]: True (may call the admin API)")
@@ -87,6 +87,9 @@ def client_create(
                                     "--audience ISSUER/admin; client_credentials only)."),
     jwks_file: Path | None = typer.Option(None, "--jwks", help="File with the client's public JWKS."),
     jwks_uri: str | None = typer.Option(None, "--jwks-uri", help="URL of the client's public JWKS."),
+    id_token_alg: str = typer.Option("RS256", "--id-token-alg",
+                                     help="Algorithm of this client's ID tokens (id_token_signed_response_alg): "
+                                          "RS256 (default), ES256 or EdDSA, if the server signs with it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),
 ) -> None:
     """Register a client. A secret, if any, is printed once and stored only as a hash."""
@@ -96,7 +99,7 @@ def client_create(
                 resource_audiences=serves, may_exchange_for=may_exchange_for, redirect_uris=redirect_uri,
                 jwks=_jwks(jwks_file), jwks_uri=jwks_uri,
                 post_logout_redirect_uris=post_logout_redirect_uri, allowed_origins=allowed_origin,
-                first_party=first_party, admin=admin)
+                first_party=first_party, admin=admin, id_token_signed_response_alg=id_token_alg)
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
         client, secret = await svc.create_client(ClientCreate.model_validate(spec))
@@ -148,16 +151,19 @@ def client_update(
                                                       help="Replace the audiences it may exchange user tokens for."),
     redirect_uri: list[str] | None = typer.Option(None, "--redirect-uri", help="Replace the redirect URIs."),
     admin: bool | None = typer.Option(None, "--admin/--no-admin", help="Allow or stop admin API access."),
+    id_token_alg: str | None = typer.Option(None, "--id-token-alg", help="Algorithm of this client's ID tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a client; every option replaces the whole list it names."""
-    changes = ClientUpdate(name=name, grant_types=grant_type or None, admin=admin,
-                           scopes=[s for item in scope for s in item.split()] if scope else None,
-                           audiences=audience or None, resource_audiences=serves or None,
-                           may_exchange_for=may_exchange_for or None, redirect_uris=redirect_uri or None)
+    changes = dict(
+        name=name, grant_types=grant_type or None, admin=admin,
+        scopes=[s for item in scope for s in item.split()] if scope else None, audiences=audience or None,
+        resource_audiences=serves or None, may_exchange_for=may_exchange_for or None,
+        redirect_uris=redirect_uri or None, id_token_signed_response_alg=id_token_alg)
 
     async def go(svc: AdminService) -> dict[str, Any]:
-        return client_view(await svc.update_client(client_id, changes), svc.clock.now())
+        spec = ClientUpdate.model_validate(changes)
+        return client_view(await svc.update_client(client_id, spec), svc.clock.now())
 
     view = _with_service(go)
     print_json(view) if as_json else _show_client(view, None)
@@ -213,7 +219,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
         print_json(views)
         return
     if not views:
-        console.print("no signing keys yet: the server creates one when it first starts (`ostiary serve`)")
+        console.print("no signing keys yet: the server creates them when it first starts (`ostiary serve`)")
         return
     table = id_table("kid", "alg", "state", "created", "signs from", "retires", "unpublished",
                      ids=[v["kid"] for v in views])
@@ -227,18 +233,21 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
 def keys_rotate(
     now: bool = typer.Option(False, "--now", help="Sign with the new key at once (emergency; skips the "
                                                   "publish delay verifiers need)."),
-    alg: str | None = typer.Option(None, "--alg", help="ES256, RS256 or EdDSA (default: keys.algorithm)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    alg: str | None = typer.Option(None, "--alg", help="Rotate only this algorithm's key: ES256, RS256 or EdDSA "
+                                                       "(default: every signing algorithm, each on its own)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (a list: one new key per algorithm)."),
 ) -> None:
-    """Add a new key: published now, signing after keys.publish_delay; the current key then retires."""
-    async def go(svc: AdminService) -> dict[str, Any]:
-        return key_view(await svc.rotate_keys(immediate=now, alg=alg), svc.clock.now(), svc.policy)
+    """Add a new key per algorithm: published now, signing after keys.publish_delay; the current key of that
+    algorithm then retires."""
+    async def go(svc: AdminService) -> list[dict[str, Any]]:
+        return [key_view(k, svc.clock.now(), svc.policy) for k in await svc.rotate_keys(immediate=now, alg=alg)]
 
-    view = _with_service(go)
+    views = _with_service(go)
     if as_json:
-        print_json(view)
+        print_json(views)
     else:
-        console.print(f"new key {view['kid']} ({view['alg']}) signs from {_ts(view['activates_at'])}")
+        for view in views:
+            console.print(f"new key {view['kid']} ({view['alg']}) signs from {_ts(view['activates_at'])}")
 
 
 @keys_app.command("retire")

@@ -1,4 +1,5 @@
-"""Minting tokens: JWT access tokens per RFC 9068."""
+"""Minting tokens: JWT access tokens per RFC 9068 (signed with ``ServerPolicy.access_token_alg``) and ID tokens
+(OIDC Core §2, signed with the client's ``id_token_signed_response_alg``, RS256 unless registered otherwise)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from .._clock import Clock
 from .._secrets import new_token
+from .errors import UnauthorizedClient
 from .keys import KeyRing
 from .policy import ServerPolicy
 
@@ -74,20 +76,26 @@ class TokenIssuer:
             claims["scope"] = scope
         if extra_claims:
             claims.update({k: v for k, v in extra_claims.items() if k not in claims})
-        token = self._keyring().sign(claims, ACCESS_TOKEN_TYP)
+        token = self._keyring().sign(claims, ACCESS_TOKEN_TYP, self._policy.access_token_alg)
         return IssuedAccessToken(token=token, jti=jti, expires_in=ttl, expires_at=now + ttl, scope=scope,
                                  audience=tuple(audience))
 
     def id_token(self, *, subject: str, client_id: str, auth_time: float, nonce: str | None = None,
                  amr: Sequence[str] = (), acr: str | None = None, access_token: str | None = None,
-                 sid: str | None = None, claims: Mapping[str, Any] | None = None) -> str:
-        """OIDC Core §2 ID Token, with ``at_hash`` (§3.1.3.6) computed with the signing algorithm's hash."""
+                 sid: str | None = None, claims: Mapping[str, Any] | None = None, alg: str = "RS256") -> str:
+        """OIDC Core §2 ID Token signed with ``alg`` (the client's ``id_token_signed_response_alg``, OIDC
+        Registration §2), with ``at_hash`` (§3.1.3.6) computed with that algorithm's hash."""
         import hashlib
 
         from .._secrets import b64url
 
         ring = self._keyring()
-        alg = ring.signer.alg if ring.signer is not None else self._policy.signing_alg
+        if alg not in ring.algs:
+            # registration only accepts signable algorithms; this is a key set changed under the client
+            raise UnauthorizedClient(
+                f"this server has no active {alg} key for this client's ID tokens; an administrator must change "
+                "the client's id_token_signed_response_alg or add the algorithm to keys.algorithms",
+                debug=f"id_token_signed_response_alg {alg} not signable")
         now = int(self._clock.now())
         body: dict[str, Any] = {"iss": self._policy.issuer, "sub": subject, "aud": client_id, "iat": now,
                                 "exp": now + self._policy.access_token_ttl, "auth_time": int(auth_time)}
@@ -106,4 +114,4 @@ class TokenIssuer:
             body["at_hash"] = b64url(digest[: len(digest) // 2])
         if claims:
             body.update({k: v for k, v in claims.items() if k not in body})
-        return ring.sign(body, "JWT")
+        return ring.sign(body, "JWT", alg)

@@ -61,6 +61,8 @@ class Client:
     first_party: bool = False
     #: may call the admin API with its client-credentials tokens (``ostiary client create --admin``)
     admin: bool = False
+    #: OIDC Registration §2; RS256 is the default there, and the one algorithm every relying party accepts
+    id_token_signed_response_alg: str = "RS256"
     created_at: float = 0.0
     updated_at: float = 0.0
 

@@ -15,7 +15,10 @@ class ServerPolicy:
     refresh_token_idle_ttl: int = 3 * 86400
     refresh_token_reuse_window: int = 0
     client_secret_overlap: int = 86400
-    signing_alg: str = "ES256"
+    #: the algorithm access tokens are signed with (the fast path)
+    access_token_alg: str = "ES256"
+    #: further algorithms the key ring keeps one active key for (ID tokens may use any of them)
+    key_algorithms: tuple[str, ...] = ("ES256", "RS256")
     key_publish_delay: int = 600
     key_rotate_every: int | None = None
     assertion_max_lifetime: int = 300
@@ -36,6 +39,12 @@ class ServerPolicy:
     @property
     def jwks_uri(self) -> str:
         return self.issuer + "/jwks"
+
+    @property
+    def signing_algs(self) -> tuple[str, ...]:
+        """Every algorithm with an active key: the access-token algorithm, ``key_algorithms`` and RS256, which
+        OIDC Discovery 1.0 §3 requires in ``id_token_signing_alg_values_supported``."""
+        return tuple(dict.fromkeys((self.access_token_alg, *self.key_algorithms, "RS256")))
 
     @property
     def max_token_lifetime(self) -> int:

@@ -77,7 +77,7 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self._keyring is not None and self._keyring.signer is not None
+        return self._keyring is not None and self._keyring.algs >= set(self.policy.signing_algs)
 
     async def start(self) -> None:
         status = await check_schema(self.settings.database_url)
@@ -98,10 +98,12 @@ class Runtime:
         now = self.clock.now()
         stale = self._keyring is None or now >= self._keyring.stale_at
         if force or stale or fingerprint != self._key_fingerprint:
-            self._keyring = KeyRing(keys, self.kek, now, self.policy.max_token_lifetime)
+            self._keyring = KeyRing(keys, self.kek, now, self.policy.max_token_lifetime,
+                                    default_alg=self.policy.access_token_alg)
             self._key_fingerprint = fingerprint
-            log.info("signing keys loaded", extra={"signer": self._keyring.signer.kid if self._keyring.signer
-                                                   else None, "published": len(self._keyring.jwks["keys"])})
+            log.info("signing keys loaded", extra={
+                "signers": {alg: k.kid for alg, k in self._keyring.signers.items()},
+                "published": len(self._keyring.jwks["keys"])})
 
     async def _maintenance(self) -> None:
         interval = self.settings.keys.refresh_interval

@@ -52,8 +52,8 @@ def oidc_metadata(policy: ServerPolicy) -> dict[str, Any]:
         "scopes_supported": list(SCOPES_SUPPORTED),
         "claims_supported": list(CLAIMS_SUPPORTED),
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": list(dict.fromkeys([policy.signing_alg, "ES256", "RS256",
-                                                                      "EdDSA"])),
+        # exactly the algorithms the key ring keeps an active key for; RS256 always (OIDC Discovery §3)
+        "id_token_signing_alg_values_supported": list(dict.fromkeys(("RS256", *policy.signing_algs))),
         "acr_values_supported": [ACR_PWD, ACR_MFA],
         "prompt_values_supported": list(PROMPT_VALUES),
         "authorization_response_iss_parameter_supported": True,

@@ -45,7 +45,8 @@ def mint_user_tokens(ctx: EngineContext, client: Client, family: TokenFamily, us
     if "openid" in scopes:
         id_token = ctx.issuer.id_token(subject=user.user_id, client_id=client.client_id,
                                        auth_time=family.auth_time, nonce=nonce, amr=family.amr, acr=family.acr,
-                                       access_token=at.token, sid=family.session_id)
+                                       access_token=at.token, sid=family.session_id,
+                                       alg=client.id_token_signed_response_alg)
     refresh_plain: str | None = None
     refresh: RefreshToken | None = None
     if wants_refresh_token(client, family.scopes):

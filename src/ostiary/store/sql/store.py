@@ -70,7 +70,8 @@ def _client_row(c: Client) -> dict[str, Any]:
         "secrets": [{"hash": s.secret_hash, "created_at": s.created_at, "expires_at": s.expires_at}
                     for s in c.secrets],
         "jwks": dict(c.jwks) if c.jwks else None, "jwks_uri": c.jwks_uri, "first_party": c.first_party,
-        "admin": c.admin, "created_at": c.created_at, "updated_at": c.updated_at,
+        "admin": c.admin, "id_token_signed_response_alg": c.id_token_signed_response_alg,
+        "created_at": c.created_at, "updated_at": c.updated_at,
     }
 
 
@@ -86,7 +87,8 @@ def _client(row: Any) -> Client:
         allowed_origins=tuple(m["allowed_origins"]),
         secrets=tuple(ClientSecret(s["hash"], s["created_at"], s["expires_at"]) for s in m["secrets"]),
         jwks=m["jwks"], jwks_uri=m["jwks_uri"], first_party=bool(m["first_party"]),
-        admin=bool(m["admin"]), created_at=m["created_at"], updated_at=m["updated_at"],
+        admin=bool(m["admin"]), id_token_signed_response_alg=m["id_token_signed_response_alg"],
+        created_at=m["created_at"], updated_at=m["updated_at"],
     )
 
 

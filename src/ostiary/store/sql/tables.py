@@ -27,6 +27,7 @@ clients = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("may_exchange_for", sa.JSON, nullable=False, server_default="[]"),
+    sa.Column("id_token_signed_response_alg", sa.String(16), nullable=False, server_default="RS256"),
 )
 
 signing_keys = sa.Table(
