@@ -174,7 +174,7 @@ def test_private_key_jwt(issuer: StandInIssuer, clock: FixedClock) -> None:
     assert token.access_token
     (assertion,) = issuer.state.assertions
     assert assertion["iss"] == assertion["sub"] == "ci-runner"
-    assert assertion["aud"] == f"{issuer.url}/token"
+    assert assertion["aud"] == issuer.url  # the issuer alone (OIDC Core §9, 2025 errata)
     assert 0 < assertion["exp"] - assertion["iat"] <= 300 and len(assertion["jti"]) >= 16
     form = issuer.state.token_requests[0]
     assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -172,7 +172,7 @@ class StandInIssuer:
         assertion = form.get("client_assertion", "")
         for cid, jwks in self.state.client_jwks.items():
             try:
-                verified = verify_jwt(assertion, parse_jwks(jwks), issuer=cid, audience=f"{self.url}/token",
+                verified = verify_jwt(assertion, parse_jwks(jwks), issuer=cid, audience=self.url,
                                       now=self.state.clock.now(), require=("exp", "iat", "jti", "sub"))
             except JoseError:
                 continue

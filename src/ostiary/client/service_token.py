@@ -242,11 +242,12 @@ class ServiceTokenClient:
             headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
         else:
             form["client_assertion_type"] = JWT_BEARER_ASSERTION
-            form["client_assertion"] = self.client_assertion(endpoint)
+            form["client_assertion"] = self.client_assertion(self.issuer)
         return form, headers
 
     def client_assertion(self, audience: str) -> str:
-        """RFC 7523 §3: iss = sub = client_id, aud = the token endpoint, a fresh jti, exp ≤ 60 s."""
+        """RFC 7523 §3: iss = sub = client_id, aud = ``audience`` (the issuer identifier alone, as the OpenID
+        Foundation's 2025 errata to OIDC Core §9 require), a fresh jti, exp ≤ 60 s."""
         if self._private_key is None:
             raise ValueError("this client authenticates with a secret")
         now = int(self._clock.now())

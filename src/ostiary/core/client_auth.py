@@ -27,6 +27,7 @@ __all__ = [
     "AuthenticatedClient",
     "ClientAuthContext",
     "ClientAuthenticator",
+    "assertion_audience_ok",
     "authenticate_client",
 ]
 
@@ -129,8 +130,18 @@ async def _secret(client_id: str, secret: str, method: AuthMethod, ctx: ClientAu
     return AuthenticatedClient(client, method)
 
 
+def assertion_audience_ok(aud: object, issuer: str) -> bool:
+    """The assertion's ``aud`` is the issuer identifier alone: the string, or an array holding only it.
+
+    OpenID Connect Core §9 as amended by the OpenID Foundation's 2025 errata (audience injection,
+    CVE-2025-27370/27371): an ``aud`` that also names other parties, or names the token endpoint instead of
+    the issuer, could be an assertion made for another server, so it is refused.
+    """
+    return aud == issuer or (isinstance(aud, list) and len(aud) == 1 and aud[0] == issuer)
+
+
 async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) -> AuthenticatedClient:
-    """RFC 7523 §3: iss = sub = client_id, aud = this server, exp within 5 minutes, jti used once."""
+    """RFC 7523 §3: iss = sub = client_id, aud = this issuer (alone), exp within 5 minutes, jti used once."""
     if params.get("client_assertion_type") != ASSERTION_TYPE or "client_assertion" not in params:
         raise InvalidRequest("client_assertion_type must be " + ASSERTION_TYPE)
     assertion = params["client_assertion"]
@@ -150,19 +161,22 @@ async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) ->
         raise _invalid(False, f"client {client_id[:64]!r} unknown or not registered for private_key_jwt")
     keys = await _client_keys(client, ctx, force=False)
     now = ctx.clock.now()
-    audiences = [ctx.policy.issuer, ctx.policy.token_endpoint, ctx.endpoint_url]
+    if not assertion_audience_ok(unverified.get("aud"), ctx.policy.issuer):
+        raise _invalid(False, "assertion aud is not the issuer alone")
     try:
-        verified = _verify_assertion(assertion, keys, client_id, audiences, ctx, now)
+        verified = _verify_assertion(assertion, keys, client_id, ctx, now)
     except jose.JoseError as exc:
         if "no key matches" in str(exc) and client.jwks_uri:
             keys = await _client_keys(client, ctx, force=True)
             try:
-                verified = _verify_assertion(assertion, keys, client_id, audiences, ctx, now)
+                verified = _verify_assertion(assertion, keys, client_id, ctx, now)
             except jose.JoseError as exc2:
                 raise _invalid(False, f"assertion rejected: {exc2}") from exc2
         else:
             raise _invalid(False, f"assertion rejected: {exc}") from exc
     claims = verified.claims
+    if not assertion_audience_ok(claims.get("aud"), ctx.policy.issuer):  # the verified claims, to be sure
+        raise _invalid(False, "assertion aud is not the issuer alone")
     exp = float(claims["exp"])
     if exp - now > ctx.policy.assertion_max_lifetime + ctx.policy.leeway:
         raise _invalid(False, "assertion lives longer than 5 minutes")
@@ -177,9 +191,10 @@ async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) ->
     return AuthenticatedClient(client, "private_key_jwt")
 
 
-def _verify_assertion(assertion: str, keys: list[jose.PublicJwk], client_id: str, audiences: list[str],
-                      ctx: ClientAuthContext, now: float) -> jose.VerifiedJwt:
-    return jose.verify_jwt(assertion, keys, issuer=client_id, audience=audiences, leeway=ctx.policy.leeway,
+def _verify_assertion(assertion: str, keys: list[jose.PublicJwk], client_id: str, ctx: ClientAuthContext,
+                      now: float) -> jose.VerifiedJwt:
+    # ``aud`` is required here and checked by assertion_audience_ok (PyJWT accepts any one match in an array)
+    return jose.verify_jwt(assertion, keys, issuer=client_id, audience=None, leeway=ctx.policy.leeway,
                            now=now, require=("exp", "iss", "sub", "aud", "jti"))
 
 
