@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ..._secrets import token_hash
 from ..context import EngineContext
-from ..errors import InvalidGrant, InvalidRequest
+from ..errors import InvalidGrant, InvalidRequest, OAuthError
 from ..issuance import TokenResponse
 from ..pkce import verify_code_verifier
 from ..requests import form_value
-from ..tokens import TokenFamily
+from ..tokens import AuthorizationCode, TokenFamily
 from . import GrantRequest
 from ._user_tokens import issue_in_new_family, revoke_family
 
@@ -34,7 +34,7 @@ class AuthorizationCodeGrant:
             raise InvalidGrant(_INVALID, debug="unknown code or another client's code")
         now = ctx.clock.now()
         if record.used_at is not None:
-            await self._replayed(ctx, record.family_id, client.client_id, req)
+            await self._replayed(ctx, record, req)
         if now >= record.expires_at:
             raise InvalidGrant(_INVALID, debug="code expired")
         if params.get("redirect_uri") != record.redirect_uri:
@@ -44,7 +44,7 @@ class AuthorizationCodeGrant:
         if user is None or user.disabled:
             raise InvalidGrant(_INVALID, debug="user gone or disabled")
         if not await ctx.store.use_code(code_hash, now):
-            await self._replayed(ctx, record.family_id, client.client_id, req)
+            await self._replayed(ctx, record, req)  # lost the race; redirect_uri and verifier were checked
         family = TokenFamily(family_id=record.family_id, client_id=client.client_id, user_id=user.user_id,
                              scopes=record.scopes, audience=record.audience, created_at=now,
                              expires_at=now + ctx.policy.refresh_token_ttl, auth_time=record.auth_time,
@@ -52,8 +52,21 @@ class AuthorizationCodeGrant:
         return await issue_in_new_family(ctx, family, client, user, grant_type=self.grant_type, nonce=record.nonce,
                                          ip=req.request.client_ip)
 
-    async def _replayed(self, ctx: EngineContext, family_id: str, client_id: str, req: GrantRequest) -> None:
-        """RFC 6749 §4.1.2: a code used twice is refused, and the tokens issued from it are revoked."""
-        await revoke_family(ctx, family_id, event="security.authorization_code_replay", client_id=client_id,
-                            ip=req.request.client_ip)
+    async def _replayed(self, ctx: EngineContext, record: AuthorizationCode, req: GrantRequest) -> None:
+        """RFC 6749 §4.1.2: a code used twice is refused, and the tokens issued from it are revoked.
+
+        Revoking is only for a replay that proves it comes from the client: authenticated as the client
+        (the endpoint did that, as for any exchange), with the code's ``redirect_uri`` and the PKCE
+        ``code_verifier`` (RFC 7636 §4.6). Anything less is a plain ``invalid_grant``: otherwise whoever saw a
+        spent code (in a log, a referrer, a browser history) could revoke the user's tokens at will.
+        """
+        assert req.client is not None
+        try:
+            if req.params.get("redirect_uri") != record.redirect_uri:
+                raise InvalidGrant(_INVALID)
+            verify_code_verifier(req.params.get("code_verifier"), record.code_challenge)
+        except OAuthError as exc:
+            raise InvalidGrant(_INVALID, debug="used code replayed without proof; its tokens are kept") from exc
+        await revoke_family(ctx, record.family_id, event="security.authorization_code_replay",
+                            client_id=req.client.client.client_id, ip=req.request.client_ip)
         raise InvalidGrant("the authorization code was already used; the tokens issued from it are revoked")
