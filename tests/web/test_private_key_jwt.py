@@ -20,7 +20,7 @@ API = "https://api.example.com"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-def _assertion(key: ECKey, client_id: str, aud: str, *, lifetime: int = 60, jti: str | None = None,
+def _assertion(key: ECKey, client_id: str, aud: str | list[str], *, lifetime: int = 60, jti: str | None = None,
                iat: int | None = None) -> str:
     now = int(time.time())
     claims = {"iss": client_id, "sub": client_id, "aud": aud, "iat": iat or now, "exp": now + lifetime,
@@ -48,18 +48,28 @@ def _register(server: LiveServer, key: ECKey, **kw: object) -> str:
 
 def test_signed_assertion_authenticates_and_jti_is_single_use(server: LiveServer, key: ECKey) -> None:
     cid = _register(server, key)
-    assertion = _assertion(key, cid, server.issuer + "/token")
+    assertion = _assertion(key, cid, server.issuer)
     r = _post(server, assertion)
     assert r.status_code == 200, r.text
     replay = _post(server, assertion)
     assert replay.status_code == 401 and replay.json()["error"] == "invalid_client"
-    assert _post(server, _assertion(key, cid, server.issuer)).status_code == 200  # issuer as aud is fine too
+
+
+def test_the_assertion_audience_is_the_issuer_alone(server: LiveServer, key: ECKey) -> None:
+    """OIDC Core §9 with the OpenID Foundation's 2025 errata (audience injection, CVE-2025-27370/27371)."""
+    cid = _register(server, key)
+    for aud in ([server.issuer, "https://other.example.com"], server.issuer + "/token"):
+        r = _post(server, _assertion(key, cid, aud))
+        assert r.status_code == 401, (aud, r.text)
+        assert r.json()["error"] == "invalid_client"
+    r = _post(server, _assertion(key, cid, [server.issuer]))
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("case", ["wrong_aud", "too_long", "other_key", "expired", "future_iat", "no_jti", "secret_too"])
 def test_bad_assertions_are_refused(server: LiveServer, key: ECKey, case: str) -> None:
     cid = _register(server, key)
-    aud = server.issuer + "/token"
+    aud = server.issuer
     if case == "wrong_aud":
         a = _assertion(key, cid, "https://elsewhere.example.com/token")
     elif case == "too_long":
@@ -113,11 +123,11 @@ def test_jwks_uri_is_fetched_and_refetched_on_an_unknown_kid(server: LiveServer,
     uri, state = jwks_host
     state["jwks"] = {"keys": [key.as_dict(private=False)]}
     cid = _register(server, key, jwks_uri=uri)
-    assert _post(server, _assertion(key, cid, server.issuer + "/token")).status_code == 200
+    assert _post(server, _assertion(key, cid, server.issuer)).status_code == 200
     # the client rotates its key: the server refetches its JWKS when it sees the new kid
     new = ECKey.generate_key("P-256", parameters={"kid": "rotated-" + secrets.token_hex(3)})
     state["jwks"] = {"keys": [key.as_dict(private=False), new.as_dict(private=False)]}
     time.sleep(0)  # no wait needed: an unknown kid forces a refetch (rate-limited per 10 s)
-    r = _post(server, _assertion(new, cid, server.issuer + "/token"))
+    r = _post(server, _assertion(new, cid, server.issuer))
     assert r.status_code == 200, r.text
     assert state["hits"] >= 2
