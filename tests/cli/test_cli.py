@@ -208,11 +208,13 @@ def test_client_commands(cli_server: LiveServer) -> None:
 def test_keys_commands(cli_server: LiveServer) -> None:
     srv = cli_server
     keys = json.loads(srv.cli("keys", "list", "--json").stdout)
-    assert len(keys) == 1 and keys[0]["state"] == "active"
-    active = keys[0]["kid"]
+    # one active key per algorithm: ES256 (access tokens) and RS256 (ID tokens)
+    assert sorted((k["alg"], k["state"]) for k in keys) == [("ES256", "active"), ("RS256", "active")]
+    active = next(k["kid"] for k in keys if k["alg"] == "ES256")
+    rs = next(k["kid"] for k in keys if k["alg"] == "RS256")
 
     client = srv.create_client(audiences=[API])
-    rotated = json.loads(srv.cli("keys", "rotate", "--json").stdout)
+    (rotated,) = json.loads(srv.cli("keys", "rotate", "--alg", "ES256", "--json").stdout)
     pending = rotated["kid"]
     assert pending != active and rotated["state"] == "pending"
     assert rotated["activates_at"] - rotated["created_at"] == 600
@@ -236,7 +238,7 @@ def test_keys_commands(cli_server: LiveServer) -> None:
     assert "Traceback" not in output(refused)
     # nothing changed: the active key still signs
     states = {k["kid"]: k["state"] for k in json.loads(srv.cli("keys", "list", "--json").stdout)}
-    assert states == {active: "active", pending: "pending"}
+    assert states == {active: "active", pending: "pending", rs: "active"}
 
 
 # ---------------------------------------------------------------- demo

@@ -47,7 +47,7 @@ def test_approve_in_chromium_then_refresh_and_relogin(server: LiveServer, tmp_pa
     assert tokens.refresh_token and tokens.id_token and tokens.account == user.user_id
 
     jwks = KeySet.import_key_set(httpx.get(server.base_url + "/jwks").json())
-    id_token = jose_jwt.decode(tokens.id_token, jwks, algorithms=["ES256"]).claims
+    id_token = jose_jwt.decode(tokens.id_token, jwks, algorithms=["RS256"]).claims  # the ID-token default
     assert id_token["sub"] == user.user_id and id_token["aud"] == client["client_id"]
     assert "otp" in id_token["amr"]
     access = jose_jwt.decode(tokens.access_token, jwks, algorithms=["ES256"]).claims

@@ -264,20 +264,22 @@ def test_keys_list_rotate_and_retire(make_server: Any) -> None:
     client = srv.create_client(audiences=[API])
     with srv.admin() as admin:
         keys = admin.get("/keys").json()
-        assert [k["state"] for k in keys] == ["active"]
-        first = keys[0]["kid"]
+        # one active key per algorithm (ES256 access tokens, RS256 ID tokens); this test follows ES256
+        assert sorted((k["alg"], k["state"]) for k in keys) == [("ES256", "active"), ("RS256", "active")]
+        first = next(k["kid"] for k in keys if k["alg"] == "ES256")
+        rs = next(k["kid"] for k in keys if k["alg"] == "RS256")
 
         # retiring the only active key is refused, naming the fix
         desc = assert_json_problem(admin.post(f"/keys/{first}/retire"), 409)
         assert "ostiary keys rotate --now" in desc
 
         # rotate now: the new key is published and signs at once; the old one retires but stays published
-        r = admin.post("/keys/rotate", params={"now": "1"})
+        r = admin.post("/keys/rotate", params={"now": "1", "alg": "ES256"})
         assert r.status_code == 201, r.text
-        new = r.json()
-        assert new["state"] == "active" and new["kid"] != first
+        (new,) = r.json()  # a list: the new key of each algorithm rotated
+        assert new["state"] == "active" and new["kid"] != first and new["alg"] == "ES256"
         states = {k["kid"]: k["state"] for k in admin.get("/keys").json()}
-        assert states == {first: "retired", new["kid"]: "active"}
+        assert states == {first: "retired", new["kid"]: "active", rs: "active"}
         jwks = {k["kid"] for k in httpx.get(srv.base_url + "/jwks").json()["keys"]}
         assert {first, new["kid"]} <= jwks
         token = client_token(srv, client).json()["access_token"]
@@ -290,11 +292,13 @@ def test_keys_list_rotate_and_retire(make_server: Any) -> None:
         assert_json_problem(admin.post(f"/keys/{first}/retire"), 409)  # already retired
 
         # rotate with the configured publish delay (0 for test servers): the newest key signs
-        r = admin.post("/keys/rotate")
+        r = admin.post("/keys/rotate")  # every algorithm, each on its own
         assert r.status_code == 201, r.text
-        newest = r.json()["kid"]
+        newest = {k["alg"]: k["kid"] for k in r.json()}
         states = {k["kid"]: k["state"] for k in admin.get("/keys").json()}
-        assert states == {first: "retired", new["kid"]: "retired", newest: "active"}
+        assert states == {first: "retired", new["kid"]: "retired", newest["ES256"]: "active", rs: "retired",
+                          newest["RS256"]: "active"}
+        assert_json_problem(admin.post("/keys/rotate", params={"alg": "EdDSA"}), 409)  # not in keys.algorithms
 
 
 def test_retiring_an_unknown_key_is_404(admin: httpx.Client) -> None:

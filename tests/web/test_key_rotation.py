@@ -15,8 +15,9 @@ from ..support import free_port, spawn
 API = "https://api.example.com"
 
 
-def _kids(url: str) -> set[str]:
-    return {k["kid"] for k in httpx.get(url + "/jwks").json()["keys"]}
+def _kids(url: str, alg: str = "ES256") -> set[str]:
+    """The published kids of one algorithm (ES256: access tokens; the RS256 ID-token key rotates on its own)."""
+    return {k["kid"] for k in httpx.get(url + "/jwks").json()["keys"] if k["alg"] == alg}
 
 
 def _token_kid(url: str, client: dict) -> str:
@@ -45,9 +46,10 @@ def test_rotation_is_published_before_use_and_followed_by_every_process(make_ser
     (old_kid,) = _kids(a)
     assert _kids(b) == {old_kid}
 
-    rotated = json.loads(srv.cli("keys", "rotate", "--json").stdout)
-    new_kid = rotated["kid"]
-    assert rotated["state"] == "pending"
+    rotated = json.loads(srv.cli("keys", "rotate", "--alg", "ES256", "--json").stdout)
+    assert [k["alg"] for k in rotated] == ["ES256"]  # --json lists the new keys, one per algorithm rotated
+    new_kid = rotated[0]["kid"]
+    assert rotated[0]["state"] == "pending"
     # both processes publish the new key before either signs with it
     _until(lambda: _kids(a) == _kids(b) == {old_kid, new_kid})
     assert _token_kid(a, client) == old_kid
@@ -56,7 +58,8 @@ def test_rotation_is_published_before_use_and_followed_by_every_process(make_ser
     _until(lambda: _token_kid(a, client) == new_kid and _token_kid(b, client) == new_kid)
     assert _kids(a) == _kids(b) == {old_kid, new_kid}
 
-    states = {k["kid"]: k["state"] for k in json.loads(srv.cli("keys", "list", "--json").stdout)}
+    states = {k["kid"]: k["state"] for k in json.loads(srv.cli("keys", "list", "--json").stdout)
+              if k["alg"] == "ES256"}
     assert states == {old_kid: "retired", new_kid: "active"}
 
 
@@ -66,7 +69,9 @@ def test_emergency_rotation_and_retire(make_server) -> None:
     (old_kid,) = _kids(srv.base_url)
     refused = srv.cli("keys", "retire", old_kid, check=False)
     assert refused.returncode == 1 and "ostiary keys rotate --now" in refused.stderr
-    new_kid = json.loads(srv.cli("keys", "rotate", "--now", "--json").stdout)["kid"]
+    rotated = json.loads(srv.cli("keys", "rotate", "--now", "--json").stdout)  # every algorithm
+    assert sorted(k["alg"] for k in rotated) == ["ES256", "RS256"]
+    new_kid = next(k["kid"] for k in rotated if k["alg"] == "ES256")
     _until(lambda: _token_kid(srv.base_url, client) == new_kid)
     assert old_kid in _kids(srv.base_url)  # still verifies the tokens it signed
 
