@@ -4,6 +4,7 @@ userinfo and a refresh; Chromium plays the person who signs in and consents."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -95,6 +96,8 @@ def test_openid_client_signs_a_user_in(live: LiveServer, rp: RelyingParty, page:
     assert claims["sub"] == user["id"] and claims["nonce"] == start["nonce"]
     assert claims["aud"] == client["client_id"] and claims["iss"] == live.issuer
     assert verify_id_token(live, result["id_token"]) == claims
+    # RS256, the ID-token algorithm every relying party accepts (OIDC Registration §2 default)
+    assert json.loads(base64.urlsafe_b64decode(result["id_token"].split(".")[0] + "=="))["alg"] == "RS256"
     assert result["userinfo"]["sub"] == user["id"] and result["userinfo"]["name"] == "Node User"
     assert result["userinfo"]["email"] == user["email"]
     assert result["refresh_rotated"] is True and result["refreshed_access_token"] is True
