@@ -33,7 +33,8 @@ async def test_clients_round_trip(store) -> None:  # type: ignore[no-untyped-def
     assert await store.get_client(c.client_id) == c
     with pytest.raises(ValueError):
         await store.add_client(c)
-    changed = replace(c, scopes=frozenset({"z"}), secrets=(ClientSecret("h2", 2.0, None),))
+    changed = replace(c, scopes=frozenset({"z"}), secrets=(ClientSecret("h2", 2.0, None),),
+                      id_token_signed_response_alg="ES256")
     await store.update_client(changed)
     assert await store.get_client(c.client_id) == changed
     assert c.client_id in [x.client_id for x in await store.list_clients()]
