@@ -167,10 +167,10 @@ def test_a_worker_that_dies_is_replaced(make_server) -> None:
     assert "starting another" in srv.log()
 
 
-def test_several_workers_on_a_new_database_create_one_signing_key(make_server) -> None:
+def test_several_workers_on_a_new_database_create_one_signing_key_per_algorithm(make_server) -> None:
     srv = make_server("postgres", workers=2)
-    keys = {k["kid"] for _ in range(10) for k in httpx.get(srv.base_url + "/jwks").json()["keys"]}
-    assert len(keys) == 1
+    keys = {(k["alg"], k["kid"]) for _ in range(10) for k in httpx.get(srv.base_url + "/jwks").json()["keys"]}
+    assert sorted(alg for alg, _ in keys) == ["ES256", "RS256"]  # ES256 access tokens, RS256 ID tokens
 
 
 def test_serve_refuses_a_port_that_is_already_served(make_server) -> None:
