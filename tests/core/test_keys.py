@@ -132,3 +132,18 @@ async def test_private_keys_are_encrypted_at_rest(engine: Engine) -> None:
         assert b"PRIVATE KEY" not in key.encrypted_private_key
         with pytest.raises(jose.JoseError):
             jose.decrypt_private_key(key.encrypted_private_key, b"\x00" * 32, key.kid)
+
+
+async def test_id_tokens_use_the_requested_algorithm_and_refuse_an_unsignable_one(engine: Engine) -> None:
+    from ostiary.core.errors import UnauthorizedClient
+
+    issuer = engine.ctx.issuer
+    for alg in ("RS256", "ES256"):
+        token = issuer.id_token(subject="u", client_id="c", auth_time=engine.clock.now(), alg=alg)
+        verified = jose.verify_jwt(token, engine.keyring().verification_keys, now=engine.clock.now())
+        assert verified.header["alg"] == alg and verified.claims["aud"] == "c"
+    at = issuer.access_token(subject="u", client_id="c", audience=["https://api.example.com"], scopes=[])
+    assert jose.decode_unverified(at.token)[0]["alg"] == "ES256"  # access tokens keep the fast path
+    # a client whose algorithm lost its key (dropped from keys.algorithms, then retired): a 4xx, not a crash
+    with pytest.raises(UnauthorizedClient, match="id_token_signed_response_alg"):
+        issuer.id_token(subject="u", client_id="c", auth_time=engine.clock.now(), alg="EdDSA")
