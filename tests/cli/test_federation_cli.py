@@ -88,8 +88,8 @@ def test_add_from_file_and_validation_messages(server: LiveServer, ci: Any, tmp_
             "--subject", "ci:{repository}", "--claim", "repository=acme/api"]
     for args, message in [
         (["--issuer", "http://ci.example.com"], "https"),
-        (["--issuer", ci.issuer, "--max-lifetime", "2h"], "max_lifetime"),
-        (["--issuer", ci.issuer, "--subject", "ci:{a.b}"], "subject_template"),
+        (["--issuer", ci.issuer, "--max-lifetime", "2h"], "--max-lifetime"),
+        (["--issuer", ci.issuer, "--subject", "ci:{a.b}"], "--subject"),
         (["--issuer", ci.issuer, "--claim", "nonsense"], "CLAIM=VALUE"),
         (["--issuer", ci.issuer, "--client", "nobody"], "does not exist"),
     ]:

@@ -175,7 +175,7 @@ def test_create_with_a_chosen_client_id_and_duplicate_is_409(admin: httpx.Client
     cid = "svc-" + secrets.token_hex(4)
     r = admin.post("/clients", json={"name": "chosen", "client_id": cid, "audiences": [API]})
     assert r.status_code == 201 and r.json()["client_id"] == cid
-    desc = assert_json_problem(admin.post("/clients", json={"name": "again", "client_id": cid}), 409)
+    desc = assert_json_problem(admin.post("/clients", json={"name": "again", "client_id": cid, "audiences": [API]}), 409)
     assert cid in desc
 
 

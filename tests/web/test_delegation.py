@@ -82,7 +82,8 @@ def test_a_service_exchanges_the_users_token_to_call_another_for_that_user(serve
 
 def test_the_admin_api_and_cli_set_may_exchange_for(server: LiveServer) -> None:
     with server.admin() as admin:
-        r = admin.post("/clients", json={"name": "no grant", "may_exchange_for": [INVENTORY]})
+        r = admin.post("/clients", json={"name": "no grant", "may_exchange_for": [INVENTORY],
+                                         "audiences": [INVENTORY]})
         assert r.status_code == 422 and TOKEN_EXCHANGE_GRANT in r.text
         cid = "svc-" + secrets.token_hex(4)
         r = admin.post("/clients", json={"name": "svc", "client_id": cid, "grant_types": [TOKEN_EXCHANGE_GRANT]})
