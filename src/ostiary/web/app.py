@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from .._clock import Clock
 from ..config import Settings, load_settings
 from .cors import ResponseHeaders
+from .guard import RequestGuard
 from .logs import configure_logging
 from .runtime import Runtime
 from .user_routes import user_routes
@@ -37,6 +38,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                     lifespan=lifespan)
     app.state.runtime = runtime
     app.add_middleware(ResponseHeaders, ttl=float(settings.clients.cache_ttl))
+    srv = settings.server
+    app.add_middleware(RequestGuard, body_timeout=float(srv.body_timeout),  # added last: the outermost
+                       max_requests=srv.keep_alive_max_requests, max_age=float(srv.keep_alive_max_age))
     return app
 
 
