@@ -66,6 +66,7 @@ def test_database_outage_answers_503_and_logs_each_transition_once(pg_server) ->
         ready = httpx.get(fs.base_url + "/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
         assert httpx.get(fs.base_url + "/healthz").status_code == 200
+        assert httpx.get(fs.base_url + "/jwks").status_code == 200  # verifiers keep getting the keys
         # a browser asking for a page gets a page, with the same status and Retry-After
         page = httpx.get(fs.base_url + "/authorize", params=requests[4][2]["params"],  # type: ignore[arg-type]
                          headers={"Accept": "text/html"}, timeout=30)

@@ -47,3 +47,28 @@ def test_sigterm_while_a_client_stalls_its_body_stops_the_server(pg_server) -> N
     log = fs.log()
     assert no_traceback(log), log
     assert "500" not in raw.decode("latin-1")
+
+
+def test_request_heads_are_bounded_in_time_and_size(pg_server) -> None:
+    """Uvicorn (httptools) bounds neither; ``ostiary serve`` does (web/protocol.py)."""
+    fs = pg_server(extra_env={"OSTIARY_SERVER__HEADER_TIMEOUT": "2"})
+    with raw_connect(fs.port) as sock:  # headers that never end
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        raw = read_response(sock)
+    assert raw.startswith(b"HTTP/1.1 408"), raw
+    with raw_connect(fs.port) as sock:  # a connection that never sends anything
+        assert read_response(sock).startswith(b"HTTP/1.1 408")
+    with raw_connect(fs.port) as sock:  # a 64 KiB header (the limit is 32 KiB)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n")
+        raw = read_response(sock)
+    assert raw.startswith(b"HTTP/1.1 400"), raw
+    with raw_connect(fs.port) as sock:  # an ordinary request, and a second on the same connection
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                chunk = sock.recv(65536)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert no_traceback(fs.log())

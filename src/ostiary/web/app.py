@@ -46,4 +46,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` / granian: settings from OSTIARY_* and OSTIARY_CONFIG."""
-    return create_app(load_settings())
+    settings = load_settings()
+    app = create_app(settings)
+    with contextlib.suppress(ImportError):  # Uvicorn with httptools: limits on the request head (web/protocol.py)
+        from .protocol import BoundedHttpToolsProtocol
+
+        BoundedHttpToolsProtocol.configure(header_timeout=float(settings.server.header_timeout),
+                                           max_header_bytes=settings.server.max_header_bytes)
+    return app

@@ -27,9 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.errors import OAuthError, ServerError, StoreUnavailable
 from . import metrics
-from .http import NO_STORE, unavailable_error
+from .http import COUNTED, NO_STORE, unavailable_error
 
-__all__ = ["RequestAborted", "RequestGuard"]
+__all__ = ["COUNTED", "RequestAborted", "RequestGuard"]
 
 log = logging.getLogger("ostiary.web")
 
@@ -88,6 +88,7 @@ class RequestGuard:
         deadline = now + self.body_timeout
         body_done = False
         started = False
+        aborted = False  # the 408 carries its own Connection: close
 
         async def guarded_receive() -> Message:
             nonlocal body_done
@@ -111,32 +112,35 @@ class RequestGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if close:
+                if close and not aborted:
                     message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+                if not scope.get(COUNTED):  # protocol routes count their own, with their latency
+                    route = scope.get("route")
+                    metrics.REQUESTS.labels(getattr(route, "name", None) or "unmatched",
+                                            str(message["status"])).inc()
             await send(message)
 
         try:
             await self.app(scope, guarded_receive, guarded_send)
         except RequestAborted as exc:
+            aborted = True
             if exc.status is not None and not started:
                 description = f"the request body did not arrive within {self.body_timeout:g} seconds"
-                await self._answer(scope, send, 408, {"error": "invalid_request", "error_description": description},
+                await self._answer(guarded_send, 408, {"error": "invalid_request", "error_description": description},
                                    {"Connection": "close"})
         except StoreUnavailable as exc:
             if not started:
-                await self._error(scope, send, unavailable_error(exc), close)
+                await self._error(scope, guarded_send, unavailable_error(exc))
         except OAuthError as exc:  # raised by a page's form parsing (too large, wrong content type...)
             if not started:
-                await self._error(scope, send, exc, close)
+                await self._error(scope, guarded_send, exc)
         except Exception:
             log.error("unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=True)
             if not started:
-                await self._error(scope, send, ServerError("the server could not handle this request"), close)
+                await self._error(scope, guarded_send, ServerError("the server could not handle this request"))
 
-    async def _error(self, scope: Scope, send: Send, exc: OAuthError, close: bool) -> None:
+    async def _error(self, scope: Scope, send: Send, exc: OAuthError) -> None:
         headers = dict(exc.headers)
-        if close:
-            headers["Connection"] = "close"
         request = Request(scope)
         runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
         if runtime is not None and "text/html" in request.headers.get("accept", ""):
@@ -148,14 +152,12 @@ class RequestGuard:
                 log.error("error page failed", exc_info=True)
             else:
                 page.headers.update(headers)
-                metrics.REQUESTS.labels("other", str(exc.status)).inc()
                 await page(scope, _no_receive, send)
                 return
-        await self._answer(scope, send, exc.status, exc.body(), headers)
+        await self._answer(send, exc.status, exc.body(), headers)
 
     @staticmethod
-    async def _answer(scope: Scope, send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-        metrics.REQUESTS.labels("other", str(status)).inc()
+    async def _answer(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         raw = orjson.dumps(body)
         out = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
                (b"x-content-type-options", b"nosniff")]

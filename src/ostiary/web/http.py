@@ -17,12 +17,14 @@ from starlette.responses import Response
 from ..core.errors import InvalidRequest, OAuthError, ServerError, StoreUnavailable, TemporarilyUnavailable
 from . import metrics
 
-__all__ = ["NO_STORE", "claimed_client_id", "error_response", "json_response", "parse_query", "protocol_route",
-           "read_form", "unavailable_error"]
+__all__ = ["COUNTED", "NO_STORE", "claimed_client_id", "error_response", "json_response", "parse_query",
+           "protocol_route", "read_form", "unavailable_error"]
 
 log = logging.getLogger("ostiary.web")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: set in the ASGI scope by :func:`protocol_route`, which counts its responses itself (the guard counts the rest)
+COUNTED = "ostiary.counted"
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -125,6 +127,7 @@ def protocol_route(name: str) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
         async def route(request: Request) -> Response:
             start = perf_counter()
+            request.scope[COUNTED] = True
             try:
                 resp = await fn(request)
             except StoreUnavailable as exc:
