@@ -138,6 +138,13 @@ class ServerSettings(_Section):
     implementation: Literal["uvicorn", "granian"] = "uvicorn"
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
     metrics_address: str | None = Field(None, description="HOST:PORT of a separate /metrics listener")
+    header_timeout: Duration = Field(10, ge=1, le=300, description="request line and headers must arrive within "
+                                                                   "this (408)")
+    max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024, description="largest request line and "
+                                                                                  "headers (400 above)")
+    body_timeout: Duration = Field(5, ge=1, le=300, description="a request body must arrive within this (408)")
+    keep_alive_max_requests: int = Field(1000, ge=1, description="requests on one connection before it is closed")
+    keep_alive_max_age: Duration = Field(30, ge=1, le=3600, description="a connection is closed after this long")
 
     @field_validator("metrics_address")
     @classmethod
@@ -159,6 +166,7 @@ class ServerSettings(_Section):
 class Settings(_Section):
     issuer: str = "http://127.0.0.1:8000"
     database_url: str = "sqlite+aiosqlite:///ostiary.db"
+    database_timeout: Duration = Field(5, ge=1, le=60, description="connect and pool-wait timeout (503 after)")
     secret_key: SecretStr | None = None
     secret_key_file: str = "ostiary-secret.key"
     admin_token: SecretStr | None = None

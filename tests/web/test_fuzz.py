@@ -1,4 +1,5 @@
-"""Property-based fuzzing of POST /token, /introspect and /revoke on a live server (SQLite).
+"""Property-based fuzzing of POST /token, /introspect and /revoke on a live server (SQLite), and of every other
+route the app registers.
 
 Whatever arrives (random forms, repeated keys, unicode and control characters, very long values, random
 Authorization headers, content types and raw bytes, with valid grant types and client credentials mixed
@@ -10,13 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
@@ -53,6 +55,7 @@ class Target:
         self.token: str = r.json()["access_token"]
         self.jwks = self.http.get("/jwks").json()
         self.kid = self.jwks["keys"][0]["kid"]
+        self.browser_cookie = b""
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +316,167 @@ def test_random_client_assertions(target: Target, path: str, data: st.DataObject
     r = send(target, path, body, FORM, None)
     check_response(target, path, r, None)
     assert r.status_code in (400, 401), r.text
+
+
+# ---------------------------------------------------------------- every route (issue 10.2)
+
+def _app_routes() -> list[tuple[str, str]]:
+    """(method, path template) of every route the app registers, the static mount included."""
+    from starlette.routing import Mount, Route
+
+    from ostiary.config import Settings
+    from ostiary.web.app import create_app
+
+    app = create_app(Settings(secret_key="x" * 40, database_url="sqlite+aiosqlite:///unused.db"))
+    out = []
+    for route in app.routes:
+        if isinstance(route, Route):
+            out += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
+        elif isinstance(route, Mount):
+            out.append(("GET", route.path + "/{path}"))
+    return out
+
+
+ROUTES = _app_routes()
+DESTRUCTIVE = ("/admin/api/keys",)  # a valid admin token never rotates or retires the fuzzed server's keys
+COOKIE_NAMES = ["ostiary_session", "ostiary_csrf", "__Host-ostiary_session", "x"]
+
+
+def test_the_fuzzed_routes_are_every_route() -> None:
+    paths = {p for _, p in ROUTES}
+    for expected in ("/authorize", "/authorize/consent", "/device", "/device/confirm", "/login", "/logout",
+                     "/account", "/account/totp", "/userinfo", "/admin/api/clients/{client_id}",
+                     "/admin/api/users/{ref}", "/static/{path}", "/token"):
+        assert expected in paths, sorted(paths)
+
+
+def queries(target: Target) -> st.SearchStrategy[str]:
+    pairs = st.lists(st.tuples(st.sampled_from(["client_id", "redirect_uri", "response_type", "scope", "state",
+                                                "user_code", "id_token_hint", "post_logout_redirect_uri",
+                                                "access_token", "now", "issuer"]) | st.text(max_size=10),
+                               values(target)), max_size=8)
+    return st.one_of(
+        st.just(""),
+        pairs.map(lambda p: urlencode(p, quote_via=quote_plus, encoding="utf-8", errors="surrogatepass")),
+        st.integers(150, 1200).map(lambda n: "&" * n),  # Python's parse_qsl field limit is 200 (issue 10.2)
+        st.integers(150, 400).map(lambda n: "&".join(f"p{i}=v" for i in range(n))),
+        st.text(ASCII, max_size=60),
+        st.lists(st.sampled_from(["%", "%f", "%ff", "%00", "%c3", "%ED%A0%80", "&", "=", ";", "+", "a"]),
+                 max_size=20).map("".join),
+    )
+
+
+def cookies(target: Target) -> st.SearchStrategy[bytes | None]:
+    value = st.text(ASCII.replace(";", ""), max_size=120) | st.binary(max_size=40).map(lambda b: b.hex())
+    junk = st.lists(st.tuples(st.sampled_from(COOKIE_NAMES) | st.text(ASCII.replace(";", "").replace("=", ""),
+                                                                      min_size=1, max_size=8), value),
+                    max_size=4).map(lambda kv: "; ".join(f"{k}={v}" for k, v in kv).encode())
+    # bytes HTTP allows in a field value (obs-text included), as a client library would send them
+    raw = st.binary(max_size=80).map(lambda b: bytes(c for c in b if c == 9 or 0x20 <= c != 0x7F).strip(b" \t"))
+    return st.one_of(st.none(), st.just(target.browser_cookie), junk, raw)
+
+
+@st.composite
+def any_requests(draw: st.DrawFn, target: Target) -> tuple[str, str, dict[str, Any]]:
+    method, template = draw(st.sampled_from(ROUTES))
+    if draw(st.integers(0, 9)) == 0:
+        method = draw(st.sampled_from(["PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "HEAD", "GET", "POST"]))
+    path = template
+    for name in re.findall(r"{(\w+)}", template):
+        raw = draw(st.sampled_from([target.client["client_id"], "nope", "", ".."]) | any_text | st.text(max_size=300))
+        path = path.replace("{" + name + "}", quote_plus(raw.encode("utf-8", "surrogatepass"), safe="") or "x")
+    query = draw(queries(target))[:6000]  # httpx refuses URLs over 64 KiB
+    headers: dict[str, Any] = {}
+    auth = draw(st.one_of(authorizations(target), st.just(f"Bearer {target.server.admin_token}")))
+    if auth and not (auth.endswith(target.server.admin_token) and template.startswith(DESTRUCTIVE)):
+        headers["Authorization"] = auth.strip()
+    cookie = draw(cookies(target))
+    if cookie:
+        headers["Cookie"] = cookie
+    headers["Accept"] = draw(st.sampled_from(["text/html", "application/json", "*/*", "text/html,*/*;q=0.8"])
+                             | header_text)
+    if draw(st.booleans()):
+        headers["Origin"] = draw(st.sampled_from(["https://app.example", "null"]) | header_text)
+    kwargs: dict[str, Any] = {"headers": headers}
+    if method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
+        content_type = draw(content_types | st.just("application/json"))
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        kwargs["content"] = draw(bodies(target) | json_value.map(lambda v: json.dumps(v).encode("utf-8",
+                                                                                             "surrogatepass")))
+    url = path + ("?" + query if query else "")
+    return method, url, kwargs
+
+
+@pytest.fixture(scope="module")
+def browser_target(target: Target) -> Target:
+    """The target with a signed-in browser's cookies, so the account pages get past their sign-in check."""
+    from ._codeflow import new_user
+
+    user = new_user(target.server)
+    page = target.http.get("/login")
+    csrf = re.search(r'name="csrf_token" id="csrf_token" value="([^"]+)"', page.text)
+    assert csrf, page.text
+    r = target.http.post("/login", data={"csrf_token": csrf.group(1), "username": user["username"],
+                                         "password": user["password"]})
+    assert r.status_code in (200, 303), r.text
+    target.browser_cookie = "; ".join(f"{k}={v}" for k, v in target.http.cookies.items()).encode()
+    target.http.cookies.clear()
+    return target
+
+
+@settings(FUZZ, max_examples=200)
+@given(data=st.data())
+def test_no_request_to_any_route_gets_a_5xx(browser_target: Target, data: st.DataObject) -> None:
+    """Every route and method the app registers (protocol endpoints, authorize, login, consent, logout, device
+    and account pages, userinfo, admin API, static files), with malformed paths, query strings, bodies, content
+    types, cookies and headers: never a 5xx, never a traceback."""
+    method, url, kwargs = data.draw(any_requests(browser_target), label="request")
+    try:
+        r = browser_target.http.request(method, url, **kwargs)
+    except (httpx.LocalProtocolError, httpx.InvalidURL):  # httpx would not send it: the raw-socket tests do
+        reject()
+    assert r.status_code < 500, f"{method} {url}: {r.status_code} {r.text[:500]}"
+    assert "Traceback" not in r.text and 'File "' not in r.text
+
+
+RAW_REQUESTS = [
+    b"GET /authorize?" + b"&" * 250 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # the issue's example
+    b"GET /logout?" + b"&" * 60 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /authorize?client_id=%ff%fe&x=\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /device?user_code=\xc3\x28 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /\xff\xfe/%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /static/%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /account HTTP/1.1\r\nHost: x\r\nCookie: ostiary_session=\xff\xfe; ostiary_csrf=\"\\\r\n\r\n",
+    b"GET /login HTTP/1.1\r\nHost: x\r\nCookie: " + b"a=b; " * 5000 + b"\r\n\r\n",
+    b"GET /login HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+    b"GET /login HTTP/1.1\r\nHost: x\r\nbroken header line\r\n\r\n",
+    b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    b"POST /authorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+    b"Content-Length: 5\r\n\r\n--x--",
+    b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"GET /userinfo?access_token=x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", RAW_REQUESTS, ids=range(len(RAW_REQUESTS)))
+def test_malformed_raw_requests_get_4xx(target: Target, raw: bytes) -> None:
+    """What an HTTP client library would refuse to send: never a 5xx, never a traceback."""
+    port = int(target.server.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(raw)  # no half-close: the server would take it for a client gone before its answer
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+    assert status is None or status < 500, answer[:500]  # (closing the connection is an answer too)
+    assert b"Traceback" not in answer
+
+
+def test_too_many_query_fields_is_a_counted_400(target: Target) -> None:
+    r = target.http.get("/authorize?" + "&" * 250, headers={"Accept": "text/html"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    metrics = target.http.get("/metrics").text
+    assert 'ostiary_http_requests_total{route="authorize",status="400"}' in metrics

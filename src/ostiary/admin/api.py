@@ -22,9 +22,10 @@ from starlette.routing import Route
 
 from .._secrets import constant_time_equals, token_hash
 from ..core import jose
+from ..core.errors import StoreUnavailable
 from ..core.keys import KeyNotFound, KeyRingError
 from ..core.models import GRANT_CLIENT_CREDENTIALS, AuditEvent
-from ..web.http import NO_STORE, json_response
+from ..web.http import NO_STORE, error_response, json_response, unavailable_error
 from ..web.ratelimit import Lockout, retry_after
 from ..web.runtime import Runtime
 from .federation import openapi_paths as federation_paths
@@ -156,6 +157,8 @@ async def _handle(fn: Handler, request: Request, rt: Runtime) -> Response:
         return _problem(422, "invalid_client_metadata", str(exc))
     except (AdminError, KeyRingError) as exc:
         return _problem(409, "conflict", str(exc))
+    except StoreUnavailable as exc:
+        return error_response(unavailable_error(exc))
     except ValidationError as exc:
         msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         return _problem(422, "invalid_request", msgs[:2000])

@@ -154,10 +154,11 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
     else:
         import uvicorn
 
+        from ..web.protocol import uvicorn_http_option
         from ..web.workers import reuse_port_supported, serve_uvicorn_workers
 
         options: dict[str, Any] = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 10,
-                                   "server_header": False}
+                                   "server_header": False, **uvicorn_http_option()}  # request-head limits
         if workers > 1 and reuse_port_supported():
             # one listening socket per worker, so the kernel spreads connections (see web/workers.py)
             raise typer.Exit(serve_uvicorn_workers(target, host, port, workers, options))

@@ -22,6 +22,7 @@ __all__ = [
     "OAuthError",
     "ServerError",
     "SlowDown",
+    "StoreUnavailable",
     "TemporarilyUnavailable",
     "TooManyRequests",
     "UnauthorizedClient",
@@ -152,4 +153,17 @@ class TooManyRequests(OAuthError):
 
     def __init__(self, retry_after: int) -> None:
         super().__init__("too many requests; retry later", headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(Exception):
+    """The storage backend cannot be reached (connection refused or cut, pool exhausted, timeouts).
+
+    Not an ``OAuthError``: protocol code does not catch it; the HTTP layer answers ``503`` with ``Retry-After``
+    and RFC 6749 §4.1.2.1's ``temporarily_unavailable``. The message names the cause for the operator's log
+    (an error class or SQLSTATE, never query parameters)."""
+
+    def __init__(self, cause: str, retry_after: int = 5) -> None:
+        super().__init__(cause)
+        self.cause = cause
         self.retry_after = retry_after

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from .._clock import Clock
 from ..config import Settings, load_settings
 from .cors import ResponseHeaders
+from .guard import RequestGuard
 from .logs import configure_logging
 from .runtime import Runtime
 from .user_routes import user_routes
@@ -37,9 +38,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                     lifespan=lifespan)
     app.state.runtime = runtime
     app.add_middleware(ResponseHeaders, ttl=float(settings.clients.cache_ttl))
+    srv = settings.server
+    app.add_middleware(RequestGuard, body_timeout=float(srv.body_timeout),  # added last: the outermost
+                       max_requests=srv.keep_alive_max_requests, max_age=float(srv.keep_alive_max_age))
     return app
 
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` / granian: settings from OSTIARY_* and OSTIARY_CONFIG."""
-    return create_app(load_settings())
+    settings = load_settings()
+    app = create_app(settings)
+    with contextlib.suppress(ImportError):  # Uvicorn with httptools: limits on the request head (web/protocol.py)
+        from .protocol import BoundedHttpToolsProtocol
+
+        BoundedHttpToolsProtocol.configure(header_timeout=float(settings.server.header_timeout),
+                                           max_header_bytes=settings.server.max_header_bytes)
+    return app

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 
+from ..core.errors import StoreUnavailable
 from ..core.models import AuditEvent
 from ..core.storage import AuditRepository
 from .logs import write_events
@@ -61,6 +62,9 @@ class BatchingAuditSink:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch:]
             try:
                 await self._repo.record_events(batch)
+            except StoreUnavailable:  # the store logged the outage once; keep the events for the next flush
+                self._queue[:0] = batch
+                return
             except Exception:
                 log.exception("could not write %d audit events; retrying at the next flush", len(batch))
                 self._queue[:0] = batch

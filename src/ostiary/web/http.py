@@ -14,14 +14,17 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..core.errors import InvalidRequest, OAuthError, ServerError
+from ..core.errors import InvalidRequest, OAuthError, ServerError, StoreUnavailable, TemporarilyUnavailable
 from . import metrics
 
-__all__ = ["NO_STORE", "claimed_client_id", "error_response", "json_response", "protocol_route", "read_form"]
+__all__ = ["COUNTED", "NO_STORE", "claimed_client_id", "error_response", "json_response", "parse_query",
+           "protocol_route", "read_form", "unavailable_error"]
 
 log = logging.getLogger("ostiary.web")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: set in the ASGI scope by :func:`protocol_route`, which counts its responses itself (the guard counts the rest)
+COUNTED = "ostiary.counted"
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -45,6 +48,21 @@ def error_response(exc: OAuthError, extra_headers: Mapping[str, str] | None = No
     if extra_headers:
         headers.update(extra_headers)
     return json_response(exc.body(), exc.status, headers)
+
+
+def unavailable_error(exc: StoreUnavailable) -> TemporarilyUnavailable:
+    """RFC 6749 §4.1.2.1 ``temporarily_unavailable`` as a 503 with ``Retry-After`` (RFC 9110 §10.2.3): what every
+    endpoint answers while the database cannot be reached. The cause is logged by the store, once per outage."""
+    return TemporarilyUnavailable("the service is temporarily unavailable; retry later",
+                                  headers={"Retry-After": str(exc.retry_after)})
+
+
+def parse_query(query: str, max_fields: int = 200) -> tuple[tuple[str, str], ...]:
+    """A query string's parameters (undecodable bytes replaced); more than ``max_fields`` is ``invalid_request``."""
+    try:
+        return tuple(parse_qsl(query, keep_blank_values=True, max_num_fields=max_fields))
+    except ValueError as exc:  # "Max number of fields exceeded"
+        raise InvalidRequest("too many parameters") from exc
 
 
 async def read_form(request: Request, max_bytes: int) -> tuple[tuple[str, str], ...]:
@@ -109,8 +127,11 @@ def protocol_route(name: str) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
         async def route(request: Request) -> Response:
             start = perf_counter()
+            request.scope[COUNTED] = True
             try:
                 resp = await fn(request)
+            except StoreUnavailable as exc:
+                resp = error_response(unavailable_error(exc))
             except OAuthError as exc:
                 if exc.status >= 500:
                     log.error("%s: %s", name, exc.debug or exc.description)

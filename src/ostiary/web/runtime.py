@@ -17,6 +17,7 @@ from ..core.context import EngineContext
 from ..core.endpoints.introspection import IntrospectionEndpoint, RevocationEndpoint
 from ..core.endpoints.metadata import server_metadata
 from ..core.endpoints.token import TokenEndpoint
+from ..core.errors import StoreUnavailable
 from ..core.grants import default_grants
 from ..core.keys import KeyRing
 from ..store.cache import CachedStore
@@ -48,7 +49,7 @@ class Runtime:
         self.policy = settings.policy()
         self.clock: Clock = clock or SystemClock()
         self.kek, self.secret_hash_key, self.admin_hash_key = settings.master_keys()
-        self.raw_store = SqlStore.from_url(settings.database_url)
+        self.raw_store = SqlStore.from_url(settings.database_url, timeout=settings.database_timeout)
         self.store = CachedStore(self.raw_store, self.clock, settings.clients.cache_ttl)
         self.audit = BatchingAuditSink(self.raw_store)
         self.limiter: RateLimiter = RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
@@ -120,6 +121,8 @@ class Runtime:
                     await self.raw_store.purge_device_authorizations(self.clock.now())
                     await self.raw_store.purge_user_flows(self.clock.now(), PURGE_GRACE)
                 await self.reload_keys()
+            except StoreUnavailable:
+                pass  # the store logged the outage once; try again next tick
             except Exception:
                 log.exception("maintenance failed; retrying")
 

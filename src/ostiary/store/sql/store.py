@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.models import AuditEvent, Client, ClientSecret, SigningKey
 from . import tables as t
+from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
 from .federation import SqlFederationMixin
 from .users import SqlUsersMixin
@@ -29,8 +30,11 @@ def _json_dumps(value: Any) -> str:
 _JSON = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine. SQLite gets WAL and a busy timeout so several processes can share the file."""
+def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> AsyncEngine:
+    """An async engine. SQLite gets WAL and a busy timeout so several processes can share the file.
+
+    On PostgreSQL ``timeout`` bounds both opening a connection and waiting for a pooled one: during an outage a
+    request gets its 503 within that time instead of asyncpg's 60 s connect timeout or the pool's 30 s."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **_JSON)
 
@@ -45,7 +49,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         return engine
     # No pre-ping: it doubles the round trips of every read. A connection the server dropped raises a
     # disconnect error once, SQLAlchemy invalidates it, and the pool replaces it; recycling bounds its age.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **_JSON)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                               pool_timeout=timeout, connect_args={"timeout": timeout}, **_JSON)
 
 
 def _storable(value: str) -> bool:
@@ -99,15 +104,19 @@ def _key(row: Any) -> SigningKey:
                       activates_at=m["activates_at"], retires_at=m["retires_at"])
 
 
+@guard_unavailable
 class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
+    """Every public method raises ``StoreUnavailable`` when the database cannot be reached (availability.py)."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.availability = Availability()
         # single-statement reads need no transaction: no BEGIN/ROLLBACK round trips around every SELECT
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
-    def from_url(cls, url: str) -> SqlStore:
-        return cls(create_engine(url))
+    def from_url(cls, url: str, *, timeout: float = 5.0) -> SqlStore:
+        return cls(create_engine(url, timeout=timeout))
 
     # clients
     async def get_client(self, client_id: str) -> Client | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from dataclasses import replace
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -20,7 +20,7 @@ from ...core.models import AuditEvent
 from ...core.sealing import SealError, seal, unseal
 from ...core.users import LoginSession, User
 from ..accounts import UserFlows
-from ..http import read_form
+from ..http import parse_query, read_form
 from .authorize import decode_authz, error_page, flows, form_of, render_outcome
 
 __all__ = ["routes"]
@@ -140,7 +140,7 @@ async def login_totp(request: Request) -> Response:
 async def _logout_params(request: Request) -> tuple[tuple[str, str], ...]:
     if request.method == "POST":
         return tuple(await read_form(request, flows(request).settings.server.max_body_bytes))
-    return tuple(parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=50))
+    return parse_query(request.url.query, 50)
 
 
 async def _finish_logout(request: Request, f: UserFlows, session: LoginSession | None, redirect: str | None

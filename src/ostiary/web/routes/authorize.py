@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -18,7 +18,7 @@ from ...core.endpoints.authorize import (
 )
 from ...core.errors import InvalidRequest
 from ..accounts import UserFlows
-from ..http import read_form
+from ..http import parse_query, read_form
 
 __all__ = ["decode_authz", "flows", "form_of", "render_outcome", "routes"]
 
@@ -43,7 +43,7 @@ async def form_of(request: Request) -> dict[str, str]:
 def decode_authz(value: str | None) -> tuple[tuple[str, str], ...]:
     if not value:
         return ()
-    return tuple(parse_qsl(value, keep_blank_values=True, max_num_fields=200))
+    return parse_query(value)
 
 
 def error_page(request: Request, error: str, description: str, status: int = 400) -> Response:
@@ -78,13 +78,13 @@ async def render_outcome(request: Request, outcome: Outcome, *, username: str = 
 async def authorize(request: Request) -> Response:
     """RFC 6749 §3.1: GET with a query, or POST with a form (OIDC Core §3.1.2.1)."""
     f = flows(request)
-    if request.method == "POST":
-        try:
+    try:
+        if request.method == "POST":
             params = tuple(await read_form(request, f.settings.server.max_body_bytes))
-        except InvalidRequest as exc:
-            return error_page(request, "invalid_request", exc.description)
-    else:
-        params = tuple(parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=200))
+        else:
+            params = parse_query(request.url.query)
+    except InvalidRequest as exc:
+        return error_page(request, "invalid_request", exc.description, exc.status)
     session = await f.sessions.load(request)
     outcome = await f.authorize.handle(AuthorizationRequest(params=params, session=f.session_info(session),
                                                             client_ip=request.client.host if request.client else None))

@@ -1,0 +1,92 @@
+"""Uvicorn's httptools protocol with limits on the request head, so Ostiary is safe without a reverse proxy.
+
+Uvicorn bounds neither the size of the request line and headers (with httptools, its default parser) nor the
+time a client takes to send them: a client could hold a connection for ever by sending its headers a byte at
+a time, or fill memory with one endless header. Here the request head must arrive within
+``server.header_timeout`` seconds of the connection opening (or, on a keep-alive connection, of the next
+request's first byte), else ``408`` and the connection is closed; and it may be at most
+``server.max_header_bytes`` long, else Uvicorn's ``400 Invalid HTTP request`` and the connection is closed.
+The request body has its own limits (``server.max_body_bytes``, ``server.body_timeout``: web/guard.py).
+
+``ostiary serve`` selects it with Uvicorn's ``http`` option; the app factory sets the limits from the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["BoundedHttpToolsProtocol", "HeadTooLarge"]
+
+_TIMEOUT_BODY = b'{"error":"invalid_request","error_description":"the request headers did not arrive in time"}'
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                     b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools turns it into a parse error, which Uvicorn answers with 400."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout: ClassVar[float] = 10.0
+    max_header_bytes: ClassVar[int] = 32 * 1024
+
+    @classmethod
+    def configure(cls, *, header_timeout: float, max_header_bytes: int) -> None:
+        cls.header_timeout = header_timeout
+        cls.max_header_bytes = max_header_bytes
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(_TIMEOUT_RESPONSE)
+            self.transport.close()
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.max_header_bytes:
+            raise HeadTooLarge(f"request head over {self.max_header_bytes} bytes")
+
+    # parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._start_head_timer()  # a keep-alive connection's next request: its head has the same time limit
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+
+def uvicorn_http_option() -> dict[str, Any]:
+    """Uvicorn's ``http`` option selecting this protocol (an import path: worker processes import it)."""
+    return {"http": f"{__name__}:BoundedHttpToolsProtocol"}
