@@ -3,18 +3,26 @@ or second-factor secrets.
 
 argon2-cffi's ``PasswordHasher`` defaults are RFC 9106's second recommended option (argon2id, t=3,
 m=64 MiB, p=4). A hash made with other parameters is upgraded on the next successful login.
+
+A server checks passwords in a :class:`PasswordHashPool`: argon2 runs in a few threads (argon2-cffi releases
+the GIL), never on the event loop, and a sign-in finding every thread busy and the queue full is refused at
+once instead of queueing without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-__all__ = ["PasswordCheck", "argon2_parameters", "hash_password", "new_recovery_codes", "new_totp_secret",
+__all__ = ["HasherBusy", "PasswordCheck", "PasswordHashPool", "argon2_parameters", "hash_password",
+           "new_recovery_codes", "new_totp_secret",
            "totp_uri", "verify_password", "verify_totp"]
 
 MIN_PASSWORD_LENGTH = 8
@@ -75,6 +83,42 @@ def verify_password(stored_hash: str | None, password: str) -> PasswordCheck:
     if stored_hash is None:
         return PasswordCheck(False)
     return PasswordCheck(True, hasher.hash(password) if hasher.check_needs_rehash(stored_hash) else None)
+
+
+class HasherBusy(Exception):
+    """Every hashing thread is busy and the queue is full: refuse the sign-in (HTTP 429)."""
+
+
+class PasswordHashPool:
+    """argon2 off the event loop: at most ``workers`` checks run at once (each in its own thread), at most
+    ``queue`` more wait; beyond that :class:`HasherBusy` is raised without waiting."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ostiary-argon2")
+        self._limit = workers + queue
+        self._in_flight = 0  # counted until the thread finishes, even when the awaiting request is gone
+        self._lock = threading.Lock()
+
+    def _done(self, _: object) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    async def verify(self, stored_hash: str | None, password: str) -> PasswordCheck:
+        """:func:`verify_password` in a hashing thread."""
+        with self._lock:
+            if self._in_flight >= self._limit:
+                raise HasherBusy
+            self._in_flight += 1
+        try:
+            future = self._executor.submit(verify_password, stored_hash, password)
+        except BaseException:
+            self._done(None)
+            raise
+        future.add_done_callback(self._done)
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def new_totp_secret() -> str:

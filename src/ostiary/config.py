@@ -116,6 +116,8 @@ class LoginSettings(_Section):
     max_failures_per_account: int = Field(5, ge=1, le=1000, description="failed logins per account per window")
     max_failures_per_ip: int = Field(50, ge=1, le=100000, description="failed logins per IP address per window")
     failure_window: Duration = Field(900, ge=60, le=86400, description="throttling window for failed logins")
+    hash_workers: int = Field(2, ge=1, le=64, description="threads checking passwords (argon2) per process")
+    hash_queue: int = Field(16, ge=0, le=10000, description="sign-ins waiting for a hashing thread before 429")
 
 
 class DeviceSettings(_Section):
@@ -127,7 +129,8 @@ class DeviceSettings(_Section):
                                                                    "before that code is locked")
     attempts_per_ip: int = Field(20, ge=1, description="user-code attempts per IP per window")
     attempts_per_session: int = Field(10, ge=1, description="user-code attempts per browser session per window")
-    attempts_global: int = Field(1000, ge=1, description="user-code attempts per window, all users together")
+    attempts_global: int = Field(1000, ge=1, description="wrong user codes per window, all users together, "
+                                                          "before an alert (never a refusal)")
     attempt_window: Duration = Field(900, ge=10, le=86400, description="window of the attempt limits")
 
 
@@ -171,6 +174,9 @@ class Settings(_Section):
     secret_key_file: str = "ostiary-secret.key"
     admin_token: SecretStr | None = None
     redis_url: str | None = None
+    redis_timeout: float = Field(0.25, gt=0, le=5, description="seconds to wait for Redis before the fallback")
+    redis_retry_interval: float = Field(5.0, ge=0.1, le=300, description="seconds between retries of an "
+                                                                           "unavailable Redis")
     access_token_ttl: Duration = Field(900, ge=60, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

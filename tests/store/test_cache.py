@@ -66,3 +66,16 @@ async def test_an_entry_older_than_two_ttls_is_not_served() -> None:
     await inner.delete_client("c1")
     clock.advance(11)
     assert await cache.get_client("c1") is None  # a deleted client stops working within 2 x ttl
+
+
+async def test_a_spray_of_unknown_client_ids_does_not_flush_the_clients_in_use() -> None:
+    """Full cache: expired entries go first, then the least recently used; never everything at once."""
+    inner, clock = CountingStore(), FixedClock()
+    await inner.add_client(_client())
+    cache = CachedStore(inner, clock, ttl=5, max_entries=100)
+    assert await cache.get_client("c1") is not None
+    for i in range(1000):
+        assert await cache.get_client(f"unknown-{i}") is None
+        if i % 10 == 0:
+            assert await cache.get_client("c1") is not None  # a client in use
+    assert inner.lookups == 1 + 1000  # c1 was read from the database once

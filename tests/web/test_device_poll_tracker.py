@@ -78,12 +78,12 @@ async def test_the_servers_memory_tracker_never_answers_for_the_database() -> No
     assert await t.poll_pending("h", "cli", 5.0) is None
 
 
-async def test_redis_unreachable_fails_open() -> None:
+async def test_redis_unreachable_falls_back_to_process_memory() -> None:
     t = RedisPollTracker("redis://127.0.0.1:1/0")
     try:
         assert await t.poll("h", 5, 0.0, 600.0) == "ok"
-        assert await t.poll("h", 5, 0.1, 600.0) == "ok"
-        assert await t.interval("h", 5) == 5
+        assert await t.poll("h", 5, 0.1, 600.0) == "slow_down"  # still enforced, by this process
+        assert await t.interval("h", 5) == 10
         assert await t.poll_pending("h", "cli", 0.2) is None  # the database answers
         await t.decided("h", 600.0)  # logged, not raised
     finally:

@@ -2,13 +2,16 @@
 
 Entries live ``ttl`` seconds, then are refreshed by one look-up while requests keep being answered from the
 entry for at most another ``ttl``; a change made through this process (admin API) invalidates at once,
-other processes see it within twice ``ttl``.
+other processes see it within twice ``ttl``. When full, expired entries go first, then the least recently
+used (a spray of unknown client ids evicts its own kind, not the clients in use).
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from cachetools import TTLCache
 
 from .._clock import Clock
 from ..core.models import Client
@@ -22,8 +25,8 @@ class CachedStore:
         self.inner = inner
         self._clock = clock
         self._ttl = ttl
-        self._max = max_entries
-        self._clients: dict[str, tuple[float, Client | None]] = {}
+        self._clients: TTLCache[str, tuple[float, Client | None]] = TTLCache(
+            max_entries, max(ttl, 0.001) * 2, timer=clock.now)
         self._inflight: dict[str, asyncio.Future[Client | None]] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -51,8 +54,6 @@ class CachedStore:
             client = await self.inner.get_client(client_id)
         finally:
             self._inflight.pop(client_id, None)
-        if len(self._clients) >= self._max:
-            self._clients.clear()
         self._clients[client_id] = (now + self._ttl, client)
         return client
 

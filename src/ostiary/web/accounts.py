@@ -14,7 +14,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from .._passwords import verify_password
+from .._passwords import HasherBusy, PasswordHashPool
 from .._secrets import derive_key
 from ..config import Settings, is_loopback_url
 from ..core.context import EngineContext
@@ -22,14 +22,16 @@ from ..core.endpoints.authorize import SCOPE_DESCRIPTIONS, AuthorizeEndpoint, Se
 from ..core.endpoints.logout import LogoutEndpoint
 from ..core.endpoints.userinfo import UserinfoEndpoint
 from ..core.users import LoginSession, User
+from . import metrics
 from .csrf import CsrfGuard
-from .ratelimit import RateLimiter
+from .ratelimit import Attempt, RateLimiter, client_network
 from .sessions import SessionManager
 
-__all__ = ["LoginResult", "UserFlows", "origin_of"]
+__all__ = ["BUSY", "LoginResult", "UserFlows", "origin_of"]
 
 TEMPLATES = Path(__file__).with_name("templates")
 PAGE_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+BUSY = "Too many sign-ins at the moment. Try again in a few seconds."
 
 
 def origin_of(uri: str) -> str | None:
@@ -53,6 +55,7 @@ class UserFlows:
         self.settings = settings
         self.ctx = ctx
         self.limiter = limiter
+        self.hasher = PasswordHashPool(settings.login.hash_workers, settings.login.hash_queue)
         master = settings.master_secret()
         https = not (settings.issuer.startswith("http://") and is_loopback_url(settings.issuer))
         self.totp_key = derive_key(master, "totp-secret-sealing")
@@ -98,36 +101,58 @@ class UserFlows:
                            amr=session.amr)
 
     # login
-    async def throttled(self, login: str, ip: str | None) -> str | None:
+    def _attempts(self, account: str, ip: str | None) -> list[Attempt]:
+        """The counters one sign-in attempt (password or second factor) takes a slot on: its account (the
+        resolved user id; for an unknown name, the name as typed) and its address (IPv6: the /64)."""
         cfg = self.settings.login
-        minutes = max(1, math.ceil(cfg.failure_window / 60))
-        message = f"Too many attempts. Try again in {minutes} minutes."
-        if await self.limiter.failures("login:acct:" + login.strip().lower()[:200]) >= cfg.max_failures_per_account:
-            return message
-        if ip and await self.limiter.failures("login:ip:" + ip) >= cfg.max_failures_per_ip:
-            return message
-        return None
-
-    async def record_failure(self, login: str, ip: str | None) -> None:
-        window = self.settings.login.failure_window
-        await self.limiter.record_failure("login:acct:" + login.strip().lower()[:200], window)
+        out = [Attempt("login_account", "login:acct:" + account, cfg.max_failures_per_account, cfg.failure_window)]
         if ip:
-            await self.limiter.record_failure("login:ip:" + ip, window)
+            out.append(Attempt("login_ip", "login:ip:" + client_network(ip), cfg.max_failures_per_ip,
+                               cfg.failure_window))
+        return out
+
+    @staticmethod
+    def account_key(user: User | None, login: str) -> str:
+        return "user:" + user.user_id if user is not None else "name:" + login.strip().lower()[:200]
+
+    async def begin_attempt(self, account: str, ip: str | None) -> str | None:
+        """Reserve one attempt before checking a password or code (so parallel attempts cannot all pass a
+        check made before any of them failed); the refusal message, or None. A reserved attempt counts as
+        failed unless :meth:`attempt_succeeded` takes it back."""
+        refused = await self.limiter.reserve(self._attempts(account, ip))
+        if refused is None:
+            return None
+        metrics.RATE_LIMITED.labels(refused[0]).inc()
+        minutes = max(1, math.ceil(self.settings.login.failure_window / 60))
+        return f"Too many attempts. Try again in {minutes} minutes."
+
+    async def attempt_succeeded(self, account: str, ip: str | None) -> None:
+        await self.limiter.release(self._attempts(account, ip))
 
     async def check_password(self, login: str, password: str, ip: str | None) -> LoginResult:
-        """Same answer, and about the same time, whether or not the account exists."""
-        wait = await self.throttled(login, ip)
+        """Same answer, and about the same time, whether or not the account exists. Throttled per resolved
+        account (the username and the email address share one counter) and per address."""
+        user = await self.ctx.store.find_user(login) if 0 < len(login) <= 320 else None
+        account = self.account_key(user, login)
+        wait = await self.begin_attempt(account, ip)
         if wait:
             return LoginResult(None, wait, 429)
-        user = await self.ctx.store.find_user(login) if 0 < len(login) <= 320 else None
-        check = verify_password(user.password_hash if user is not None else None, password)
+        try:
+            check = await self.hasher.verify(user.password_hash if user is not None else None, password)
+        except HasherBusy:
+            await self.attempt_succeeded(account, ip)  # not checked: not counted
+            metrics.PASSWORD_HASH_BUSY.inc()
+            return LoginResult(None, BUSY, 429)
         if user is None or not check.ok or user.disabled:
-            await self.record_failure(login, ip)
             return LoginResult(None, "Incorrect username or password.", 400)
+        await self.attempt_succeeded(account, ip)
         if check.new_hash is not None:  # argon2 parameters changed since this hash was made
             user = replace(user, password_hash=check.new_hash)
             await self.ctx.store.update_user(user)
         return LoginResult(user)
+
+    def close(self) -> None:
+        self.hasher.close()
 
     async def allowed_origins(self) -> frozenset[str]:
         """Every origin registered on some client (for CORS)."""

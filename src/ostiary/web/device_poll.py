@@ -9,8 +9,8 @@ would go unseen, and writes nothing.
 
 from __future__ import annotations
 
-import logging
-import time
+import contextlib
+import math
 from typing import Any
 
 from ..config import Settings
@@ -18,10 +18,9 @@ from ..core.context import EngineContext
 from ..core.device import PENDING_RECHECK, PollResult, PollTracker, poll_leeway
 from ..core.endpoints.device_authorization import DeviceAuthorizationEndpoint, DevicePolicy, DeviceVerification
 from ..store.memory_device import MemoryPollTracker
+from .redis_guard import RedisGuard, RedisUnavailable
 
 __all__ = ["DeviceEndpoints", "MemoryPollTracker", "RedisPollTracker", "device_endpoints", "make_poll_tracker"]
-
-log = logging.getLogger("ostiary.device")
 
 # KEYS[1] = the device's key. Fields: last (poll), interval, client + exp + read (read from the database as
 # pending for this client at "read"), decided (set by a decision; never cleared by a poll).
@@ -68,73 +67,83 @@ return 1
 
 
 class RedisPollTracker:
-    """Shared poll timing. If Redis is unreachable the tracker fails open (logged): devices are then not
-    told to slow down, and nothing else changes."""
+    """Shared poll timing. While Redis is unavailable (down, or hung: short timeouts and a circuit breaker, see
+    :mod:`.redis_guard`) a per-process :class:`MemoryPollTracker` answers instead: ``slow_down`` is then
+    enforced per worker, and every poll reads its row."""
 
-    def __init__(self, url: str, prefix: str = "ostiary:poll:") -> None:
-        import redis.asyncio as aioredis
-
-        self._redis: Any = aioredis.from_url(url)
+    def __init__(self, redis: str | RedisGuard, prefix: str = "ostiary:poll:") -> None:
+        self._guard = RedisGuard(redis) if isinstance(redis, str) else redis
+        r = self._guard.redis
         self._prefix = prefix
-        self._script: Any = self._redis.register_script(_POLL_LUA)
-        self._pending: Any = self._redis.register_script(_PENDING_LUA)
-        self._decided: Any = self._redis.register_script(_DECIDED_LUA)
-        self._last_error = -1e9
+        self._script: Any = r.register_script(_POLL_LUA)
+        self._pending: Any = r.register_script(_PENDING_LUA)
+        self._decided: Any = r.register_script(_DECIDED_LUA)
+        self.fallback = MemoryPollTracker()
+        # Redis's "read as pending" marks made before an outage are not trusted after it (a decision taken
+        # meanwhile went to the fallback only): such a mark older than this is re-read from the database.
+        self._distrust_before = -math.inf
+        self._outage = False
         assert poll_leeway(5) == 1.0  # the Lua script mirrors core.device.poll_decision
 
-    def _failed(self) -> None:
-        now = time.monotonic()
-        if now - self._last_error > 60:
-            self._last_error = now
-            log.exception("device poll tracker: Redis unavailable; slow_down is not enforced until it is back")
+    def _down(self, now: float | None = None) -> None:
+        self._outage = True
+        if now is not None:
+            self._distrust_before = max(self._distrust_before, now)
 
     async def poll(self, device_code_hash: str, interval: int, now: float, expires_at: float,
                    client_id: str = "") -> PollResult:
+        key = self._prefix + device_code_hash
+        args = [repr(now), interval, repr(expires_at), client_id]
         try:
-            out = await self._script(keys=[self._prefix + device_code_hash],
-                                     args=[repr(now), interval, repr(expires_at), client_id])
-        except Exception:
-            self._failed()
-            return "ok"
+            out = await self._guard.run(lambda r: self._script(keys=[key], args=args, client=r), "device_poll")
+        except RedisUnavailable:
+            self._down(now)
+            return await self.fallback.poll(device_code_hash, interval, now, expires_at, client_id)
         return "slow_down" if out in (b"slow_down", "slow_down") else "ok"
 
     async def poll_pending(self, device_code_hash: str, client_id: str, now: float) -> PollResult | None:
+        if self._outage:  # the first poll after an outage: anything marked before now is re-read
+            self._outage = False
+            self._distrust_before = max(self._distrust_before, now)
+        recheck = min(float(PENDING_RECHECK), now - self._distrust_before)
+        key = self._prefix + device_code_hash
+        args = [repr(now), client_id, repr(recheck)]
         try:
-            out = await self._pending(keys=[self._prefix + device_code_hash],
-                                      args=[repr(now), client_id, repr(PENDING_RECHECK)])
-        except Exception:
-            self._failed()
+            out = await self._guard.run(lambda r: self._pending(keys=[key], args=args, client=r), "device_poll")
+        except RedisUnavailable:
+            self._down(now)
             return None  # the database answers instead
         if out in (b"ok", "ok"):
             return "ok"
         return "slow_down" if out in (b"slow_down", "slow_down") else None
 
     async def decided(self, device_code_hash: str, expires_at: float) -> None:
+        key = self._prefix + device_code_hash
         try:
-            await self._decided(keys=[self._prefix + device_code_hash], args=[repr(expires_at)])
-        except Exception:  # polls then keep answering "pending" from Redis until PENDING_RECHECK
-            self._failed()
+            await self._guard.run(lambda r: self._decided(keys=[key], args=[repr(expires_at)], client=r),
+                                  "device_poll")
+        except RedisUnavailable:
+            self._down()
+            await self.fallback.decided(device_code_hash, expires_at)
 
     async def interval(self, device_code_hash: str, default: int) -> int:
         try:
-            v = await self._redis.hget(self._prefix + device_code_hash, "interval")
-        except Exception:
-            self._failed()
-            return default
+            v = await self._guard.run(lambda r: r.hget(self._prefix + device_code_hash, "interval"), "device_poll")
+        except RedisUnavailable:
+            return await self.fallback.interval(device_code_hash, default)
         return max(default, int(v)) if v is not None else default
 
     async def forget(self, device_code_hash: str) -> None:
-        try:
-            await self._redis.delete(self._prefix + device_code_hash)
-        except Exception:
-            self._failed()
+        with contextlib.suppress(RedisUnavailable):  # else the entry expires with its authorization
+            await self._guard.run(lambda r: r.delete(self._prefix + device_code_hash), "device_poll")
+        await self.fallback.forget(device_code_hash)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._guard.close()
 
 
-def make_poll_tracker(redis_url: str | None) -> PollTracker:
-    return RedisPollTracker(redis_url) if redis_url else MemoryPollTracker()
+def make_poll_tracker(redis: RedisGuard | None) -> PollTracker:
+    return RedisPollTracker(redis) if redis is not None else MemoryPollTracker()
 
 
 class DeviceEndpoints:

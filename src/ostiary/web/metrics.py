@@ -15,8 +15,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "RATE_LIMITED", "REQUESTS", "TOKENS", "latency", "render",
-           "tokens_issued"]
+__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "DEVICE_GUESSING", "PASSWORD_HASH_BUSY", "RATE_LIMITED",
+           "REDIS_FALLBACK", "REQUESTS", "TOKENS", "latency", "render", "tokens_issued"]
 
 REQUESTS = Counter("ostiary_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"],
@@ -24,6 +24,12 @@ LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"]
 TOKENS = Counter("ostiary_tokens_issued_total", "Tokens issued", ["grant_type"])
 AUTH_FAILURES = Counter("ostiary_client_auth_failures_total", "Failed client authentications")
 RATE_LIMITED = Counter("ostiary_rate_limited_total", "Requests refused by a rate limit", ["scope"])
+REDIS_FALLBACK = Counter("ostiary_redis_fallback_total",
+                         "Operations answered by the in-process fallback because Redis was unavailable", ["component"])
+PASSWORD_HASH_BUSY = Counter("ostiary_password_hash_busy_total",
+                             "Sign-ins refused (429) because every password-hashing thread was busy")
+DEVICE_GUESSING = Counter("ostiary_device_code_guessing_total",
+                          "Wrong user codes beyond device.attempts_global in its window (an alert, never a refusal)")
 
 
 _token_counters: dict[str, Any] = {}

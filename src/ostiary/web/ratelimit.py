@@ -1,21 +1,27 @@
-"""Rate limits: token buckets per client and per IP, and a lock-out counter for failed client authentication.
+"""Rate limits: token buckets per client and per IP, lock-out counters for failed client authentication, and
+attempt counters for sign-in and user codes (reserved before the check, so parallel attempts cannot overrun).
 
-Backed by Redis when ``redis_url`` is set (shared by every process), by process memory otherwise
-(each worker then enforces the limit on its own share of the traffic).
+Backed by Redis when ``redis_url`` is set (shared by every process), by process memory otherwise (each worker
+then enforces the limit on its own share of the traffic). While Redis is unavailable the Redis limiter answers
+from its own process memory: protection degrades to per-process limits, never to none.
 """
 
 from __future__ import annotations
 
-import logging
+import ipaddress
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
-__all__ = ["Bucket", "Lockout", "MemoryLimiter", "RateLimiter", "RedisLimiter", "Refusal"]
+from cachetools import Cache, LFUCache
 
-log = logging.getLogger("ostiary.ratelimit")
+from .redis_guard import RedisGuard, RedisUnavailable
+
+__all__ = ["Attempt", "Bucket", "Lockout", "MemoryLimiter", "RateLimiter", "RedisLimiter", "Refusal",
+           "client_network", "retry_after"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,17 @@ class Lockout:
     window: int
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt counted on ``key`` (the same counter as ``record_failure``): refused when ``max`` attempts
+    are already counted; the count lasts ``window`` seconds after the last attempt."""
+
+    scope: str
+    key: str
+    max: int
+    window: int
+
+
 #: Which step refused, and the seconds to wait.
 Refusal = tuple[str, float]
 
@@ -48,52 +65,131 @@ class RateLimiter(Protocol):
         token; the ones after it are untouched). One Redis round trip for all of them. None = admitted."""
         ...
 
+    async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
+        """Atomically: refuse if any counter is at its maximum (counting nothing), else count one attempt on
+        each. Reserve before checking a password or code, :meth:`release` when it was right."""
+        ...
+
+    async def release(self, attempts: Sequence[Attempt]) -> None:
+        """Take back a reserved attempt that succeeded."""
+        ...
+
     async def failures(self, key: str) -> int: ...
     async def record_failure(self, key: str, window: int) -> int: ...
     async def close(self) -> None: ...
 
 
-class MemoryLimiter:
-    def __init__(self, max_keys: int = 100_000) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._fails: dict[str, tuple[int, float]] = {}
-        self._max = max_keys
+@lru_cache(maxsize=8192)
+def client_network(ip: str) -> str:
+    """The unit a per-address limit counts: the address for IPv4, its /64 for IPv6 (one subscriber usually
+    holds a whole /64, so counting single IPv6 addresses would give an attacker 2⁶⁴ budgets)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return ip
 
-    def _take(self, key: str, rate: float, burst: int) -> float:
+
+class _Table:
+    """At most ``size`` entries ``key → (value, expires_at)``. When full, expired entries go first, then the
+    least used: a spray of new keys evicts its own kind, never a counter that has been hit again and again
+    (clearing everything, or evicting the least *recently* used, would let a spray reset a lock-out)."""
+
+    def __init__(self, size: int) -> None:
+        self._data: LFUCache[str, tuple[Any, float]] = LFUCache(size)
+        self._purged = -math.inf
+
+    def get(self, key: str, now: float) -> Any | None:
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        if hit[1] <= now:
+            del self._data[key]
+            return None
+        return hit[0]
+
+    def set(self, key: str, value: Any, expires_at: float, now: float) -> None:
+        if key not in self._data and len(self._data) >= self._data.maxsize and now - self._purged >= 1.0:
+            self._purged = now  # at most one sweep a second (a sweep walks every entry)
+            expired = [k for k in list(self._data) if Cache.__getitem__(self._data, k)[1] <= now]
+            for k in expired:
+                del self._data[k]
+        self._data[key] = (value, expires_at)
+
+    def pop(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def expires_at(self, key: str) -> float:
+        hit = self._data.get(key)
+        return hit[1] if hit is not None else 0.0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class MemoryLimiter:
+    def __init__(self, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets = _Table(max_keys)  # key -> (tokens, at); expires when full again
+        self._counts = _Table(max_keys)  # key -> count; expires ``window`` after the last failure
+        self._now = clock
+
+    def _take(self, key: str, rate: float, burst: int, now: float) -> float:
         """Take one token; 0 if allowed, else the seconds to wait."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(burst), now))
+        tokens, last = self._buckets.get(key, now) or (float(burst), now)
         tokens = min(float(burst), tokens + (now - last) * rate)
+        wait = 0.0
         if tokens >= 1.0:
-            if len(self._buckets) >= self._max:
-                self._buckets.clear()
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / rate
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / rate
+        self._buckets.set(key, (tokens, now), now + (burst - tokens) / rate, now)
+        return wait
 
     async def failures(self, key: str) -> int:
-        count, until = self._fails.get(key, (0, 0.0))
-        return count if until > time.monotonic() else 0
+        count: int = self._counts.get(key, self._now()) or 0
+        return count
 
     async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
+        now = self._now()
         for step in steps:
             if isinstance(step, Bucket):
-                wait = self._take(step.key, step.rate, step.burst)
+                wait = self._take(step.key, step.rate, step.burst, now)
                 if wait:
                     return step.scope, wait
-            elif await self.failures(step.key) >= step.max:
+            elif (self._counts.get(step.key, now) or 0) >= step.max:
                 return step.scope, float(step.window)
         return None
 
-    async def record_failure(self, key: str, window: int) -> int:
-        now = time.monotonic()
-        count, until = self._fails.get(key, (0, 0.0))
-        count = count + 1 if until > now else 1
-        if len(self._fails) >= self._max:
-            self._fails.clear()
-        self._fails[key] = (count, now + window)
+    def _count(self, key: str, window: int, now: float) -> int:
+        count: int = (self._counts.get(key, now) or 0) + 1
+        self._counts.set(key, count, now + window, now)
         return count
+
+    async def record_failure(self, key: str, window: int) -> int:
+        return self._count(key, window, self._now())
+
+    async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
+        # no await between the check and the count: atomic within the event loop
+        now = self._now()
+        for a in attempts:
+            if (self._counts.get(a.key, now) or 0) >= a.max:
+                return a.scope, max(1.0, self._counts.expires_at(a.key) - now)
+        for a in attempts:
+            self._count(a.key, a.window, now)
+        return None
+
+    async def release(self, attempts: Sequence[Attempt]) -> None:
+        now = self._now()
+        for a in attempts:
+            count = self._counts.get(a.key, now) or 0
+            if count <= 1:
+                self._counts.pop(a.key)
+            else:
+                self._counts.set(a.key, count - 1, self._counts.expires_at(a.key), now)
 
     async def close(self) -> None:
         return None
@@ -123,24 +219,45 @@ end
 return {0, '0'}
 """
 
+# KEYS[i] = attempt i's counter; ARGV[2i-1], ARGV[2i] = its max, window. Returns {0, 0} when counted, else
+# {i, seconds until that counter expires} (nothing counted).
+_RESERVE_LUA = """
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[2 * i - 1]) then
+    return {i, redis.call('TTL', KEYS[i])}
+  end
+end
+for i = 1, #KEYS do
+  redis.call('INCR', KEYS[i]); redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+end
+return {0, 0}
+"""
+
+_RELEASE_LUA = """
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') <= 1 then redis.call('DEL', KEYS[i])
+  else redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
 
 class RedisLimiter:
-    """Shared limits in Redis. If Redis is unreachable the limiter fails open (logged): an outage of the
-    limiter's store must not take the token endpoint down with it."""
+    """Shared limits in Redis. While Redis is unavailable (down, or hung: short timeouts and a circuit breaker,
+    see :mod:`.redis_guard`) every call is answered by an in-process :class:`MemoryLimiter` instead."""
 
-    def __init__(self, url: str, prefix: str = "ostiary:rl:") -> None:
-        import redis.asyncio as aioredis
-
-        self._redis: Any = aioredis.from_url(url)
+    def __init__(self, redis: str | RedisGuard, prefix: str = "ostiary:rl:",
+                 fallback: MemoryLimiter | None = None) -> None:
+        self._guard = RedisGuard(redis) if isinstance(redis, str) else redis
         self._prefix = prefix
-        self._admit: Any = self._redis.register_script(_ADMIT_LUA)
-        self._last_error = -1e9
+        self._admit: Any = self._guard.redis.register_script(_ADMIT_LUA)
+        self._reserve: Any = self._guard.redis.register_script(_RESERVE_LUA)
+        self._release: Any = self._guard.redis.register_script(_RELEASE_LUA)
+        self.fallback = fallback or MemoryLimiter()
 
-    def _failed(self) -> None:
-        now = time.monotonic()
-        if now - self._last_error > 60:
-            self._last_error = now
-            log.exception("rate limiter: Redis unavailable; limits are not enforced until it is back")
+    @property
+    def guard(self) -> RedisGuard:
+        return self._guard
 
     async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
         if not steps:
@@ -155,35 +272,57 @@ class RedisLimiter:
                 keys.append(self._prefix + "f:" + step.key)
                 args += ["f", step.max, step.window]
         try:
-            index, wait = await self._admit(keys=keys, args=args)
-        except Exception:
-            self._failed()
-            return None
+            index, wait = await self._guard.run(lambda r: self._admit(keys=keys, args=args, client=r), "ratelimit")
+        except RedisUnavailable:
+            return await self.fallback.admit(steps)
         index = int(index)
         return (steps[index - 1].scope, float(wait)) if index else None
 
+    async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
+        if not attempts:
+            return None
+        keys = [self._prefix + "f:" + a.key for a in attempts]
+        args: list[Any] = [v for a in attempts for v in (a.max, a.window)]
+        try:
+            index, ttl = await self._guard.run(lambda r: self._reserve(keys=keys, args=args, client=r), "ratelimit")
+        except RedisUnavailable:
+            return await self.fallback.reserve(attempts)
+        index = int(index)
+        return (attempts[index - 1].scope, float(max(1, int(ttl)))) if index else None
+
+    async def release(self, attempts: Sequence[Attempt]) -> None:
+        if not attempts:
+            return
+        keys = [self._prefix + "f:" + a.key for a in attempts]
+        try:
+            await self._guard.run(lambda r: self._release(keys=keys, args=[], client=r), "ratelimit")
+        except RedisUnavailable:
+            await self.fallback.release(attempts)
+
     async def failures(self, key: str) -> int:
         try:
-            v = await self._redis.get(self._prefix + "f:" + key)
-        except Exception:
-            self._failed()
-            return 0
+            v = await self._guard.run(lambda r: r.get(self._prefix + "f:" + key), "ratelimit")
+        except RedisUnavailable:
+            return await self.fallback.failures(key)
         return int(v or 0)
 
     async def record_failure(self, key: str, window: int) -> int:
         k = self._prefix + "f:" + key
-        try:
-            pipe = self._redis.pipeline()
+
+        async def incr(r: Any) -> int:
+            pipe = r.pipeline()
             pipe.incr(k)
             pipe.expire(k, window)
             count, _ = await pipe.execute()
-        except Exception:
-            self._failed()
-            return 0
-        return int(count)
+            return int(count)
+
+        try:
+            return await self._guard.run(incr, "ratelimit")
+        except RedisUnavailable:
+            return await self.fallback.record_failure(key, window)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._guard.close()
 
 
 def retry_after(wait: float) -> int:

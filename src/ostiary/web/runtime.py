@@ -28,6 +28,7 @@ from .device_poll import device_endpoints, make_poll_tracker
 from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
 from .ratelimit import MemoryLimiter, RateLimiter, RedisLimiter
+from .redis_guard import RedisGuard
 
 __all__ = ["Runtime", "StartupError"]
 
@@ -52,7 +53,11 @@ class Runtime:
         self.raw_store = SqlStore.from_url(settings.database_url, timeout=settings.database_timeout)
         self.store = CachedStore(self.raw_store, self.clock, settings.clients.cache_ttl)
         self.audit = BatchingAuditSink(self.raw_store)
-        self.limiter: RateLimiter = RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
+        # one Redis connection pool and one circuit breaker per process, shared by the limiter and the poll
+        # tracker; each falls back to process memory while Redis is unavailable
+        self.redis = (RedisGuard(settings.redis_url, timeout=settings.redis_timeout,
+                                 retry_interval=settings.redis_retry_interval) if settings.redis_url else None)
+        self.limiter: RateLimiter = RedisLimiter(self.redis) if self.redis is not None else MemoryLimiter()
         self.jwks_fetcher = HttpJwksFetcher()
         self.external_keys = HttpExternalKeys()
         self._keyring: KeyRing | None = None
@@ -60,7 +65,7 @@ class Runtime:
         self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
                                  clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
                                  jwks_fetcher=self.jwks_fetcher, external_keys=self.external_keys,
-                                 poll_tracker=make_poll_tracker(settings.redis_url))
+                                 poll_tracker=make_poll_tracker(self.redis))
         self.grants = default_grants()
         self.token = TokenEndpoint(self.ctx, self.grants)
         self.introspection = IntrospectionEndpoint(self.ctx)
@@ -134,6 +139,7 @@ class Runtime:
         await self.audit.stop()
         await self.limiter.close()
         await self.device.close()
+        self.flows.close()
         await self.jwks_fetcher.close()
         await self.external_keys.close()
         await self.raw_store.close()

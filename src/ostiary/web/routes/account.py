@@ -122,14 +122,15 @@ async def login_totp(request: Request) -> Response:
     if session is None or user is None or not session.mfa_pending:
         ctx = {"authz": authz or "", "username": "", "error": "Sign in first.", **await _client_context(f, authz)}
         return f.render(request, "login.html", ctx, status=400)
-    wait = await f.throttled(user.username, _ip(request))
+    account = f.account_key(user, "")
+    wait = await f.begin_attempt(account, _ip(request))  # reserved before the check (parallel guesses)
     if wait:
         return f.render(request, "totp.html", {"authz": authz or "", "error": wait}, status=429)
     if not await _check_second_factor(f, user, form.get("code", "")[:40]):
-        await f.record_failure(user.username, _ip(request))
         _audit(f, "login.failed", "failure", request, user.user_id, reason="second factor")
         return f.render(request, "totp.html", {"authz": authz or "", "error": "That code is not valid."},
                         status=400, form_targets=_targets(authz))
+    await f.attempt_succeeded(account, _ip(request))
     now = f.ctx.clock.now()
     session = replace(session, mfa_pending=False, amr=("pwd", "otp"), auth_time=now, last_seen=now)
     await f.ctx.store.update_session(session)

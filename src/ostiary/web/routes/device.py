@@ -1,14 +1,15 @@
 """The device flow over HTTP (RFC 8628): ``POST /device_authorization`` and the verification pages.
 
 Pages: ``GET /device`` (``?user_code=`` prefills the code, §3.3.1) → ``POST /device`` (code checked, with
-attempt limits per IP, per browser and globally, §5.1) → sign-in with the second factor when the browser is
-not signed in → a confirmation page naming the client with the phishing warning (§5.4) → Approve or Deny.
-Every form carries the CSRF token of the code-flow pages.
+attempt limits per IP and per browser, and an alarm on the global count, §5.1) → sign-in with the second factor
+when the browser is not signed in → a confirmation page naming the client with the phishing warning (§5.4) →
+Approve or Deny. Every form carries the CSRF token of the code-flow pages.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import replace
 from typing import Any
@@ -21,15 +22,19 @@ from ...core.device import DeviceAuthorization, format_user_code, normalise_user
 from ...core.errors import InvalidClient
 from ...core.models import AuditEvent
 from ...core.users import LoginSession
+from .. import metrics
 from ..accounts import UserFlows
 from ..device_poll import DeviceEndpoints
 from ..http import NO_STORE, json_response, protocol_route
+from ..ratelimit import Attempt, client_network
 from ..runtime import Runtime
 from .account import _check_second_factor
 from .authorize import flows, form_of
 from .oauth import _endpoint_request, _record_failure
 
 __all__ = ["routes"]
+
+log = logging.getLogger("ostiary.device")
 
 CSRF_FAILED = "The form expired. Go back and try again."
 BAD_CODE = "That code is not valid, or it has expired. Check the code on your device and try again."
@@ -64,40 +69,47 @@ async def device_authorization(request: Request) -> Response:
 # -- attempt limits (RFC 8628 §5.1) ---------------------------------------------------------------
 
 
-def _limit_keys(request: Request, f: UserFlows) -> list[tuple[str, int]]:
+def _attempts(request: Request, f: UserFlows) -> list[Attempt]:
+    """The counters a typed code takes a slot on: its address (IPv6: the /64) and its browser."""
     cfg = f.settings.device
-    keys = [("device:global", cfg.attempts_global)]
+    out = []
     ip = _ip(request)
     if ip:
-        keys.append(("device:ip:" + ip, cfg.attempts_per_ip))
+        out.append(Attempt("device_ip", "device:ip:" + client_network(ip), cfg.attempts_per_ip, cfg.attempt_window))
     browser = request.cookies.get(f.csrf.cookie_name)
     if browser:
-        keys.append(("device:browser:" + hashlib.sha256(browser.encode()).hexdigest()[:32], cfg.attempts_per_session))
-    return keys
+        out.append(Attempt("device_browser", "device:browser:" + hashlib.sha256(browser.encode()).hexdigest()[:32],
+                           cfg.attempts_per_session, cfg.attempt_window))
+    return out
 
 
-async def _throttled(request: Request, f: UserFlows) -> str | None:
-    for key, limit in _limit_keys(request, f):
-        if await f.limiter.failures(key) >= limit:
-            minutes = max(1, math.ceil(f.settings.device.attempt_window / 60))
-            return f"Too many attempts. Try again in {minutes} minutes."
-    return None
-
-
-async def _record_wrong_code(request: Request, f: UserFlows) -> None:
-    for key, _ in _limit_keys(request, f):
-        await f.limiter.record_failure(key, f.settings.device.attempt_window)
+async def _count_wrong_code(f: UserFlows) -> None:
+    """The server-wide count of wrong codes is an alarm, never a refusal: refusing everyone once it is reached
+    would lock out every real user (and a valid code is never refused because of it)."""
+    cfg = f.settings.device
+    count = await f.limiter.record_failure("device:global", cfg.attempt_window)
+    if count > cfg.attempts_global:
+        metrics.DEVICE_GUESSING.inc()
+        if count == cfg.attempts_global + 1:
+            log.warning("user-code guessing: more than %d wrong codes in %d s across the server",
+                        cfg.attempts_global, cfg.attempt_window)
 
 
 async def _lookup(request: Request, f: UserFlows, typed: str) -> tuple[DeviceAuthorization | None, str | None]:
-    """The authorization the typed code names, or an error message for the page (throttled, or wrong)."""
-    wait = await _throttled(request, f)
-    if wait:
-        return None, wait
+    """The authorization the typed code names, or an error message for the page (throttled, or wrong). The
+    attempt is reserved before the look-up (parallel guesses cannot overrun the limits) and given back when
+    the code was right."""
+    attempts = _attempts(request, f)
+    refused = await f.limiter.reserve(attempts)
+    if refused is not None:
+        metrics.RATE_LIMITED.labels(refused[0]).inc()
+        minutes = max(1, math.ceil(f.settings.device.attempt_window / 60))
+        return None, f"Too many attempts. Try again in {minutes} minutes."
     auth = await _dev(request).verification.lookup(typed[:40], ip=_ip(request))
     if auth is None:
-        await _record_wrong_code(request, f)
+        await _count_wrong_code(f)
         return None, BAD_CODE
+    await f.limiter.release(attempts)
     return auth, None
 
 
@@ -207,13 +219,14 @@ async def device_login_totp(request: Request) -> Response:
     user = await f.ctx.store.get_user(session.user_id) if session is not None else None
     if session is None or user is None or not session.mfa_pending:
         return await _login_page(request, f, auth, error="Sign in first.", status=400)
-    wait = await f.throttled(user.username, _ip(request))
+    account = f.account_key(user, "")
+    wait = await f.begin_attempt(account, _ip(request))  # reserved before the check (parallel guesses)
     if wait:
         return f.render(request, "device_totp.html", {**page, "error": wait}, status=429)
     if not await _check_second_factor(f, user, form.get("code", "")[:40]):
-        await f.record_failure(user.username, _ip(request))
         f.ctx.audit.emit(_event(f, "login.failed", request, user.user_id, reason="second factor", flow="device"))
         return f.render(request, "device_totp.html", {**page, "error": "That code is not valid."}, status=400)
+    await f.attempt_succeeded(account, _ip(request))
     now = f.ctx.clock.now()
     session = replace(session, mfa_pending=False, amr=("pwd", "otp"), auth_time=now, last_seen=now)
     await f.ctx.store.update_session(session)

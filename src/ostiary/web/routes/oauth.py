@@ -10,7 +10,7 @@ from ...core.errors import InvalidClient, TooManyRequests
 from ...core.requests import EndpointRequest
 from .. import metrics
 from ..http import NO_STORE, claimed_client_id, json_response, protocol_route, read_form
-from ..ratelimit import Bucket, Lockout, retry_after
+from ..ratelimit import Bucket, Lockout, client_network, retry_after
 from ..runtime import Runtime
 
 __all__ = ["routes"]
@@ -30,11 +30,12 @@ async def _endpoint_request(request: Request, rt: Runtime, url: str) -> Endpoint
         # per IP, then the claimed client's lock-out after failed authentications, then per client: checked
         # in one step (one Redis round trip)
         steps: list[Bucket | Lockout] = []
-        if ip:
-            steps.append(Bucket("ip", "ip:" + ip, limits.per_ip, limits.per_ip_burst))
+        net = client_network(ip) if ip else None  # IPv6: the /64
+        if net:
+            steps.append(Bucket("ip", "ip:" + net, limits.per_ip, limits.per_ip_burst))
         claimed = claimed_client_id(params, authorization)
         if claimed is not None:
-            steps += [Lockout("failed_auth", f"{claimed}|{ip}", limits.failed_auth_max, limits.failed_auth_window),
+            steps += [Lockout("failed_auth", f"{claimed}|{net}", limits.failed_auth_max, limits.failed_auth_window),
                       Bucket("client", "client:" + claimed, limits.per_client, limits.per_client_burst)]
         refused = await rt.limiter.admit(steps)
         if refused is not None:
@@ -48,7 +49,8 @@ async def _record_failure(rt: Runtime, req: EndpointRequest) -> None:
     metrics.AUTH_FAILURES.inc()
     claimed = claimed_client_id(req.params, req.authorization)
     if claimed is not None and rt.settings.rate_limits.enabled:
-        await rt.limiter.record_failure(f"{claimed}|{req.client_ip}", rt.settings.rate_limits.failed_auth_window)
+        net = client_network(req.client_ip) if req.client_ip else None
+        await rt.limiter.record_failure(f"{claimed}|{net}", rt.settings.rate_limits.failed_auth_window)
 
 
 @protocol_route("token")
@@ -117,7 +119,13 @@ async def readyz(request: Request) -> Response:
     except Exception:  # any driver error means not ready
         checks["database"] = False
     ok = all(checks.values())
-    return json_response({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
+    status = "ready" if ok else "not ready"
+    if rt.redis is not None:
+        # not a readiness condition: while Redis is away the limits fall back to each process (degraded)
+        checks["redis"] = await rt.redis.ping()
+        if ok and not checks["redis"]:
+            status = "degraded"
+    return json_response({"status": status, "checks": checks}, 200 if ok else 503)
 
 
 async def metrics_route(request: Request) -> Response:
