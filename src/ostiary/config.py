@@ -174,7 +174,7 @@ class Settings(_Section):
     secret_key_file: str = "ostiary-secret.key"
     admin_token: SecretStr | None = None
     redis_url: str | None = None
-    redis_timeout: float = Field(0.25, gt=0, le=5, description="seconds to wait for Redis before the fallback")
+    redis_timeout: float = Field(0.5, gt=0, le=5, description="seconds to wait for Redis before the fallback")
     redis_retry_interval: float = Field(5.0, ge=0.1, le=300, description="seconds between retries of an "
                                                                            "unavailable Redis")
     access_token_ttl: Duration = Field(900, ge=60, le=3600)

@@ -154,6 +154,10 @@ async def test_the_breaker_closes_again_when_redis_answers() -> None:
         await lim.record_failure("k", 60)  # the fallback counts it
         await asyncio.sleep(0.15)
         assert await guard.ping() and guard.available  # the probe found Redis: closed again
-        assert await lim.failures("k") == 0  # Redis's own count (what the fallback counted stays in it)
+        prefix = lim._prefix
+        assert await guard.redis.get(prefix + "f:k") is None  # counted during the outage: not in Redis…
+        assert await lim.failures("k") == 1  # …but this process remembers it
+        await lim.record_failure("k", 60)
+        assert int(await guard.redis.get(prefix + "f:k")) == 1 and await lim.failures("k") == 2
     finally:
         await lim.close()

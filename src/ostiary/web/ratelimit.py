@@ -8,6 +8,7 @@ from its own process memory: protection degrades to per-process limits, never to
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import time
@@ -172,15 +173,26 @@ class MemoryLimiter:
     async def record_failure(self, key: str, window: int) -> int:
         return self._count(key, window, self._now())
 
-    async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
-        # no await between the check and the count: atomic within the event loop
+    def refusal(self, steps: Sequence[Attempt | Lockout]) -> Refusal | None:
+        """The first counter at its maximum (nothing counted), or None."""
+        now = self._now()
+        for a in steps:
+            if (self._counts.get(a.key, now) or 0) >= a.max:
+                wait = self._counts.expires_at(a.key) - now if isinstance(a, Attempt) else a.window
+                return a.scope, max(1.0, wait)
+        return None
+
+    def count(self, attempts: Sequence[Attempt]) -> None:
         now = self._now()
         for a in attempts:
-            if (self._counts.get(a.key, now) or 0) >= a.max:
-                return a.scope, max(1.0, self._counts.expires_at(a.key) - now)
-        for a in attempts:
             self._count(a.key, a.window, now)
-        return None
+
+    async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
+        # no await between the check and the count: atomic within the event loop
+        refused = self.refusal(attempts)
+        if refused is None:
+            self.count(attempts)
+        return refused
 
     async def release(self, attempts: Sequence[Attempt]) -> None:
         now = self._now()
@@ -244,7 +256,12 @@ return 0
 
 class RedisLimiter:
     """Shared limits in Redis. While Redis is unavailable (down, or hung: short timeouts and a circuit breaker,
-    see :mod:`.redis_guard`) every call is answered by an in-process :class:`MemoryLimiter` instead."""
+    see :mod:`.redis_guard`) every call is answered by an in-process :class:`MemoryLimiter` instead.
+
+    That fallback also mirrors, at all times, the failures and attempts this process counted in Redis, and is
+    consulted first: so an outage (or a spurious timeout under load) continues from this process's own counts
+    instead of from zero, and what it counted during an outage still refuses after Redis is back. Protection
+    never drops below the per-process limits."""
 
     def __init__(self, redis: str | RedisGuard, prefix: str = "ostiary:rl:",
                  fallback: MemoryLimiter | None = None) -> None:
@@ -271,6 +288,9 @@ class RedisLimiter:
             else:
                 keys.append(self._prefix + "f:" + step.key)
                 args += ["f", step.max, step.window]
+        locked = self.fallback.refusal([s for s in steps if isinstance(s, Lockout)])
+        if locked is not None:
+            return locked
         try:
             index, wait = await self._guard.run(lambda r: self._admit(keys=keys, args=args, client=r), "ratelimit")
         except RedisUnavailable:
@@ -283,28 +303,33 @@ class RedisLimiter:
             return None
         keys = [self._prefix + "f:" + a.key for a in attempts]
         args: list[Any] = [v for a in attempts for v in (a.max, a.window)]
+        refused = self.fallback.refusal(attempts)
+        if refused is not None:
+            return refused
         try:
             index, ttl = await self._guard.run(lambda r: self._reserve(keys=keys, args=args, client=r), "ratelimit")
         except RedisUnavailable:
             return await self.fallback.reserve(attempts)
         index = int(index)
-        return (attempts[index - 1].scope, float(max(1, int(ttl)))) if index else None
+        if index:
+            return attempts[index - 1].scope, float(max(1, int(ttl)))
+        self.fallback.count(attempts)
+        return None
 
     async def release(self, attempts: Sequence[Attempt]) -> None:
         if not attempts:
             return
         keys = [self._prefix + "f:" + a.key for a in attempts]
-        try:
+        await self.fallback.release(attempts)
+        with contextlib.suppress(RedisUnavailable):
             await self._guard.run(lambda r: self._release(keys=keys, args=[], client=r), "ratelimit")
-        except RedisUnavailable:
-            await self.fallback.release(attempts)
 
     async def failures(self, key: str) -> int:
         try:
             v = await self._guard.run(lambda r: r.get(self._prefix + "f:" + key), "ratelimit")
         except RedisUnavailable:
             return await self.fallback.failures(key)
-        return int(v or 0)
+        return max(int(v or 0), await self.fallback.failures(key))
 
     async def record_failure(self, key: str, window: int) -> int:
         k = self._prefix + "f:" + key
@@ -316,10 +341,11 @@ class RedisLimiter:
             count, _ = await pipe.execute()
             return int(count)
 
+        local = await self.fallback.record_failure(key, window)
         try:
-            return await self._guard.run(incr, "ratelimit")
+            return max(local, await self._guard.run(incr, "ratelimit"))
         except RedisUnavailable:
-            return await self.fallback.record_failure(key, window)
+            return local
 
     async def close(self) -> None:
         await self._guard.close()

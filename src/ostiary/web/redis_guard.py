@@ -31,7 +31,7 @@ class RedisUnavailable(Exception):
 
 
 class RedisGuard:
-    def __init__(self, url: str, *, timeout: float = 0.25, retry_interval: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 0.5, retry_interval: float = 5.0) -> None:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
