@@ -118,7 +118,7 @@ async def _login(http: httpx.AsyncClient, csrf: str, username: str, password: st
 def test_parallel_wrong_passwords_never_exceed_the_account_limit(make_server, backend: str) -> None:
     """40 wrong passwords at once for one account (limit 5): 5 are checked, 35 refused; the right password
     then waits out the lock-out. (Checked, hashed, then counted, all 40 used to be checked.)"""
-    srv = make_server("postgres", extra_env=_backend_env(backend, OSTIARY_LOGIN__HASH_QUEUE="100"))
+    srv = make_server("postgres", extra_env=_backend_env(backend))
     asyncio.run(_parallel_wrong_passwords(srv, new_user(srv)))
 
 

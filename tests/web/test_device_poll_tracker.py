@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 
 import pytest
 
 from ostiary.core.device import PENDING_RECHECK
 from ostiary.web.device_poll import MemoryPollTracker, RedisPollTracker
+from ostiary.web.redis_guard import RedisGuard
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -86,5 +89,23 @@ async def test_redis_unreachable_falls_back_to_process_memory() -> None:
         assert await t.interval("h", 5) == 10
         assert await t.poll_pending("h", "cli", 0.2) is None  # the database answers
         await t.decided("h", 600.0)  # logged, not raised
+    finally:
+        await t.close()
+
+
+async def test_after_an_outage_redis_pending_marks_are_read_again() -> None:
+    """A decision taken while Redis was away went to the fallback only: Redis's older "pending" mark must not
+    hide it once Redis is back."""
+    guard = RedisGuard(REDIS, retry_interval=0.05)
+    t = RedisPollTracker(guard, prefix=f"ost-test-{secrets.token_hex(4)}:")
+    try:
+        h, now = secrets.token_hex(8), time.time()
+        assert await t.poll(h, 5, now, now + 600, "cli") == "ok"  # the row was read as pending
+        assert await t.poll_pending(h, "cli", now + 6) == "ok"  # answered from Redis
+        guard._trip(ConnectionError("test"))  # Redis goes away…
+        await t.decided(h, now + 600)  # …while the user decides
+        await asyncio.sleep(0.1)
+        assert await t.poll_pending(h, "cli", now + 12) is None  # Redis is back: the row is read again
+        assert guard.available
     finally:
         await t.close()
