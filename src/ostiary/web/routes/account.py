@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..._passwords import new_recovery_codes, new_totp_secret, totp_uri, verify_password, verify_totp
+from ..._passwords import HasherBusy, new_recovery_codes, new_totp_secret, totp_uri, verify_totp
 from ..._secrets import token_hash
 from ...core.endpoints.authorize import AuthorizationRequest
 from ...core.errors import InvalidRequest
@@ -19,7 +19,7 @@ from ...core.grants._user_tokens import revoke_user_families
 from ...core.models import AuditEvent
 from ...core.sealing import SealError, seal, unseal
 from ...core.users import LoginSession, User
-from ..accounts import UserFlows
+from ..accounts import BUSY, UserFlows
 from ..http import parse_query, read_form
 from .authorize import decode_authz, error_page, flows, form_of, render_outcome
 
@@ -283,13 +283,19 @@ async def _reauthenticated(request: Request, f: UserFlows, user: User, proof: st
     (TOTP or a recovery code). None when proven; else the message to show. Failures count towards the
     sign-in throttle of the account and the address."""
     ip = _ip(request)
-    wait = await f.throttled(user.username, ip)
+    account = f.account_key(user, "")
+    wait = await f.begin_attempt(account, ip)  # reserved before the check (parallel guesses)
     if wait:
         return wait
     proof = proof[:1024]
-    if proof and (await _check_second_factor(f, user, proof[:40]) or verify_password(user.password_hash, proof).ok):
-        return None
-    await f.record_failure(user.username, ip)
+    try:
+        proven = bool(proof) and (await _check_second_factor(f, user, proof[:40])
+                                  or (await f.hasher.verify(user.password_hash, proof)).ok)
+    except HasherBusy:
+        proven = None
+    if proven is not False:
+        await f.attempt_succeeded(account, ip)  # proven, or not checked (busy): not counted
+        return None if proven else BUSY
     _audit(f, "reauth.failed", "failure", request, user.user_id)
     return REAUTH_FAILED
 
