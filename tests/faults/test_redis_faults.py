@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from tests.support import LiveServer
 from tests.web._codeflow import Browser, new_user
 
