@@ -28,6 +28,7 @@ from .device_poll import device_endpoints, make_poll_tracker
 from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
 from .ratelimit import MemoryLimiter, RateLimiter, RedisLimiter
+from .safe_fetch import SafeFetcher
 
 __all__ = ["Runtime", "StartupError"]
 
@@ -53,8 +54,10 @@ class Runtime:
         self.store = CachedStore(self.raw_store, self.clock, settings.clients.cache_ttl)
         self.audit = BatchingAuditSink(self.raw_store)
         self.limiter: RateLimiter = RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
-        self.jwks_fetcher = HttpJwksFetcher()
-        self.external_keys = HttpExternalKeys()
+        # one bounded fetcher for every document fetched from a URL someone else chose (safe_fetch)
+        self.fetcher = SafeFetcher.for_issuer(settings.issuer)
+        self.jwks_fetcher = HttpJwksFetcher(self.fetcher)
+        self.external_keys = HttpExternalKeys(self.fetcher)
         self._keyring: KeyRing | None = None
         self._key_fingerprint: tuple[Any, ...] = ()
         self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
@@ -134,6 +137,6 @@ class Runtime:
         await self.audit.stop()
         await self.limiter.close()
         await self.device.close()
-        await self.jwks_fetcher.close()
         await self.external_keys.close()
+        await self.fetcher.close()
         await self.raw_store.close()
