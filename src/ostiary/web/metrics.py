@@ -15,8 +15,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "RATE_LIMITED", "REQUESTS", "TOKENS", "latency", "render",
-           "tokens_issued"]
+__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "RATE_LIMITED", "REFRESH_TOKEN_REUSE", "REQUESTS", "TOKENS",
+           "latency", "render", "tokens_issued"]
 
 REQUESTS = Counter("ostiary_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"],
@@ -24,6 +24,9 @@ LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"]
 TOKENS = Counter("ostiary_tokens_issued_total", "Tokens issued", ["grant_type"])
 AUTH_FAILURES = Counter("ostiary_client_auth_failures_total", "Failed client authentications")
 RATE_LIMITED = Counter("ostiary_rate_limited_total", "Requests refused by a rate limit", ["scope"])
+#: every reuse of a spent refresh token; ``revoked_family`` = this one revoked the family (one audit event each)
+REFRESH_TOKEN_REUSE = Counter("ostiary_refresh_token_reuse_total", "Reuses of a spent refresh token",
+                              ["revoked_family"])
 
 
 _token_counters: dict[str, Any] = {}

@@ -28,7 +28,7 @@ from ..tokens import RefreshToken, TokenFamily
 from . import GrantRequest
 from ._user_tokens import mint_user_tokens, revoke_family
 
-__all__ = ["RefreshTokenGrant"]
+__all__ = ["RefreshTokenGrant", "RefreshTokenReused"]
 
 _INVALID = "the refresh token is invalid, expired or revoked"
 
@@ -51,6 +51,16 @@ def _as_registered_now(family: TokenFamily, client: Client, issuer: str) -> Toke
     if not scopes or not audience:
         return None  # refused by the caller (after the reuse check: a replay still revokes the family)
     return replace(family, scopes=scopes, audience=audience)
+
+
+class RefreshTokenReused(InvalidGrant):
+    """A spent refresh token was presented again (RFC 9700 §4.14.2). ``family_revoked``: this request revoked
+    the family (and recorded the security event); False when a concurrent or earlier reuse already had."""
+
+    def __init__(self, family_revoked: bool) -> None:
+        super().__init__("the refresh token was already used; every token of its family is revoked",
+                         debug="refresh token reuse" + ("" if family_revoked else "; family already revoked"))
+        self.family_revoked = family_revoked
 
 
 class RefreshTokenGrant:
@@ -117,9 +127,11 @@ class RefreshTokenGrant:
         return minted.response
 
     async def _reused(self, ctx: EngineContext, family_id: str, client_id: str, req: GrantRequest) -> TokenResponse:
-        await revoke_family(ctx, family_id, event="security.refresh_token_reuse", client_id=client_id,
-                            ip=req.request.client_ip)
-        raise InvalidGrant("the refresh token was already used; every token of its family is revoked")
+        # one security event per family revocation: of several concurrent reuses only the one that revoked the
+        # family records it; the others are counted (the web layer's metric) so alerts are not flooded
+        revoked = await revoke_family(ctx, family_id, event="security.refresh_token_reuse", client_id=client_id,
+                                      ip=req.request.client_ip, once=True)
+        raise RefreshTokenReused(revoked)
 
     def _within_window(self, ctx: EngineContext, rt: RefreshToken, fp: str, now: float, key: bytes,
                        rt_hash: str) -> TokenResponse | None:
