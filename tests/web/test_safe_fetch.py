@@ -143,6 +143,13 @@ def hostile() -> Iterator[dict]:
                     self.send_response(302)
                     self.send_header("Location", "/jwks")
                     self.end_headers()
+                elif path == "/fed/.well-known/openid-configuration":
+                    body = json.dumps({"issuer": state["base"] + "/fed",
+                                       "jwks_uri": state["base"] + "/big-stream"}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                 elif path == "/gzip":
                     self.send_response(200)
                     self.send_header("Content-Encoding", "gzip")
@@ -184,6 +191,25 @@ async def test_hostile_bodies_are_cut_off(hostile: dict, path: str, message: str
         assert await fetcher.get_json(hostile["base"] + "/jwks") == {"keys": [], "ok": True}  # loopback: dev only
     finally:
         await fetcher.close()
+
+
+async def test_federation_keys_go_through_the_same_fetcher(hostile: dict) -> None:
+    """A pinned issuer whose JWKS is endless: cut off at 64 KiB, reported as unavailable keys."""
+    from ostiary.core.federation import ExternalKeysUnavailable
+    from ostiary.web.federation_keys import HttpExternalKeys
+
+    keys = HttpExternalKeys(allow_loopback=True)
+    try:
+        with pytest.raises(ExternalKeysUnavailable, match="larger than 65536 bytes"):
+            await keys.keys(hostile["base"] + "/fed")
+    finally:
+        await keys.close()
+    remote = HttpExternalKeys()  # this server's issuer is not loopback: no loopback fetches at all
+    try:
+        with pytest.raises(ExternalKeysUnavailable, match="loopback"):
+            await remote.keys(hostile["base"] + "/fed")
+    finally:
+        await remote.close()
 
 
 async def test_unreachable_host_is_a_fetch_error() -> None:
