@@ -31,7 +31,7 @@ def login(complete: Any) -> DeviceLogin:
 @pytest.mark.parametrize("complete", ["http://evil.example/device?user_code=ABCD-EFGH",
                                       "javascript:alert(1)", "file:///etc/passwd"])
 def test_non_https_verification_uri_complete_is_refused(complete: str) -> None:
-    with pytest.raises(DiscoveryError, match="verification_uri_complete must be an https URL"):
+    with pytest.raises(DiscoveryError, match="verification_uri_complete"):
         login(complete).start()
 
 
