@@ -212,6 +212,17 @@ async def test_federation_keys_go_through_the_same_fetcher(hostile: dict) -> Non
         await remote.close()
 
 
+async def test_every_checked_address_is_tried_in_turn(hostile: dict) -> None:
+    """``localhost`` may resolve to ::1 first while the server listens on 127.0.0.1 only."""
+    port = hostile["base"].rsplit(":", 1)[1]
+    hostile["jwks"] = {"keys": [], "via": "localhost"}
+    fetcher = SafeFetcher(allow_loopback=True, resolver=resolver({"localhost": ["::1", "127.0.0.1"]}))
+    try:
+        assert await fetcher.get_json(f"http://localhost:{port}/jwks") == {"keys": [], "via": "localhost"}
+    finally:
+        await fetcher.close()
+
+
 async def test_unreachable_host_is_a_fetch_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

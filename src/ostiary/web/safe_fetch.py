@@ -88,7 +88,7 @@ class SafeFetcher:
         except Exception as exc:  # fail closed: any other failure is a failed fetch, never a 500
             raise FetchError(f"cannot fetch {_short(url)}: {type(exc).__name__}") from None
 
-    async def _checked_address(self, url: str) -> tuple[str, str, int]:
+    async def _checked_addresses(self, url: str) -> tuple[list[str], str, int]:
         problem = url_problem(url, allow_loopback=self.allow_loopback)
         if problem is not None:
             raise FetchError(f"refusing to fetch {_short(url)}: {problem}")
@@ -105,11 +105,19 @@ class SafeFetcher:
             problem = address_problem(address, allow_loopback=self.allow_loopback)
             if problem is not None:
                 raise FetchError(f"refusing to fetch {_short(url)}: {host[:100]} resolves to {problem}")
-        first = addresses[0]
-        return (f"[{first}]" if first.version == 6 else str(first)), host, port
+        return [f"[{a}]" if a.version == 6 else str(a) for a in addresses], host, port
 
     async def _get_json(self, url: str) -> dict[str, Any]:
-        address, host, port = await self._checked_address(url)
+        addresses, host, port = await self._checked_addresses(url)
+        for i, address in enumerate(addresses):  # e.g. localhost: ::1, then 127.0.0.1
+            try:
+                return await self._get_from(url, address, host, port)
+            except httpx.ConnectError:
+                if i == len(addresses) - 1:
+                    raise
+        raise FetchError(f"cannot resolve the host of {_short(url)}")  # pragma: no cover - addresses is not empty
+
+    async def _get_from(self, url: str, address: str, host: str, port: int) -> dict[str, Any]:
         parts = urlsplit(url)
         # connect to the address just checked; the name stays in Host and in the TLS server name/certificate check
         target = urlunsplit((parts.scheme, f"{address}:{port}", parts.path or "/", parts.query, ""))
