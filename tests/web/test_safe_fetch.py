@@ -318,7 +318,7 @@ def test_failed_jwks_fetch_is_invalid_client_and_not_refetched(server: LiveServe
     for _ in range(3):  # (the drip holds the first request for the fetcher's whole 5 s deadline, no longer)
         r = httpx.post(server.base_url + "/token", timeout=60, data={
             "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
-            "client_assertion": _assertion(key, cid, server.issuer + "/token")})
+            "client_assertion": _assertion(key, cid, server.issuer)})
         assert r.status_code == 401, r.text
         assert r.json()["error"] == "invalid_client"
     if path != "/unreachable":
@@ -333,7 +333,7 @@ def test_jwks_fetch_failures_count_toward_the_lockout(make_server, hostile: dict
     for _ in range(5):  # no client_id parameter: the assertion's iss names the client
         r = httpx.post(server.base_url + "/token", data={
             "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
-            "client_assertion": _assertion(key, cid, server.issuer + "/token")})
+            "client_assertion": _assertion(key, cid, server.issuer)})
         statuses.append(r.status_code)
     assert statuses == [401, 401, 401, 429, 429]
 
