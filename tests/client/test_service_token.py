@@ -259,3 +259,48 @@ def test_client_imports_without_server_dependencies() -> None:
             "bad = [m for m in ('starlette', 'sqlalchemy', 'jinja2', 'fastapi', 'flask') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- audience and origin binding (RFC 8707) ----------------------------------------------------
+
+def test_token_for_another_audience_is_refused_and_not_cached(issuer: StandInIssuer,
+                                                             client: ServiceTokenClient) -> None:
+    """A server that ignores ``resource`` answers with a token for its default audience: not trusted."""
+    issuer.state.ignore_resource = True
+    with pytest.raises(OAuthError) as info:
+        client.get_token("orders:read", resource="https://inventory.example.test")
+    assert info.value.error == "invalid_target"
+    issuer.state.ignore_resource = False
+    token = client.get_token("orders:read", resource="https://inventory.example.test")
+    assert issuer.state.counts["token"] == 2  # the refused token was not cached
+    assert "audience" not in issuer.state.token_requests[-1]
+    assert client.get_token("orders:read", resource="https://inventory.example.test") is token
+
+
+def test_audience_is_not_a_parameter_any_more(client: ServiceTokenClient) -> None:
+    with pytest.raises(TypeError):
+        client.get_token("orders:read", audience="https://inventory.example.test")  # type: ignore[call-arg]
+
+
+def test_auth_sends_the_token_to_one_origin_only(issuer: StandInIssuer, client: ServiceTokenClient) -> None:
+    from ostiary.client import ClientError
+
+    seen: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"ok": True})
+
+    with httpx.Client(transport=httpx.MockTransport(api), auth=client.auth("orders:read", resource=AUDIENCE)) as http:
+        assert http.get("https://api.example.test/x").status_code == 200
+        assert http.get("https://api.example.test:443/y").status_code == 200  # same origin
+        for other in ("https://other.example.test/x", "http://api.example.test/x", "https://api.example.test:8443/"):
+            with pytest.raises(ClientError, match="refusing to send a token"):
+                http.get(other)
+    assert seen == ["https://api.example.test/x", "https://api.example.test/y"]
+
+    pinned = client.auth("orders:read", resource=AUDIENCE, origin="https://api.example.test")
+    with httpx.Client(transport=httpx.MockTransport(api), auth=pinned) as http:
+        with pytest.raises(ClientError):
+            http.get("https://other.example.test/x")  # not even the first request goes elsewhere
+        assert http.get("https://api.example.test/z").status_code == 200

@@ -63,6 +63,7 @@ class IssuerState:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     assertions: list[dict[str, Any]] = field(default_factory=list)
     opaque: dict[str, dict[str, Any]] = field(default_factory=dict)  # introspection answers
+    ignore_resource: bool = False  # True → like a server that ignores RFC 8707 resource (mints the default aud)
 
 
 class StandInIssuer:
@@ -198,7 +199,8 @@ class StandInIssuer:
         if form.get("grant_type") != "client_credentials":
             return self._error(400, "unsupported_grant_type", "only client_credentials here")
         token = self.mint(claims=self.service_claims(client_id, scope=form.get("scope"),
-                                                aud=form.get("resource") or form.get("audience") or AUDIENCE,
+                                                aud=(None if self.state.ignore_resource else form.get("resource"))
+                                                or AUDIENCE,
                                                 exp=int(self.state.clock.now()) + self.state.token_lifetime))
         return JSONResponse({"access_token": token, "token_type": "Bearer",
                              "expires_in": self.state.token_lifetime, "scope": form.get("scope", "")},

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ostiary._clock import FixedClock
-from ostiary.resource import AccessToken, TokenVerifier
+from ostiary.resource import AccessToken, InvalidToken, TokenVerifier
 from ostiary.resource.fastapi import install, require_scopes, require_service, require_token, require_user
 from ostiary.resource.flask import require_token as flask_require_token
 from ostiary.resource.starlette import BearerAuthMiddleware
@@ -264,3 +264,14 @@ def test_public_surface() -> None:
     for module in (resource, fa, fl, st):
         assert all(hasattr(module, name) for name in module.__all__)
     assert set(resource.__all__) >= {"TokenVerifier", "AccessToken", "InvalidToken", "InsufficientScope"}
+
+
+@pytest.mark.parametrize("crit", [[["x"]], [{"x": 1}], [], "x", ["exp"]])
+async def test_malformed_or_unknown_crit_is_invalid_token_not_500(issuer: StandInIssuer, verifier: TokenVerifier,
+                                                                   crit: Any) -> None:
+    """RFC 7515 §4.1.11: ``crit`` is a non-empty array of names this verifier understands (none)."""
+    token = issuer.mint(headers={"crit": crit})
+    async with asgi_client(starlette_app(verifier), raise_app_exceptions=False) as client:
+        assert_invalid_token(await client.get("/me", headers=bearer(token)))
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)

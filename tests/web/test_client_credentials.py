@@ -190,3 +190,20 @@ def test_metrics_count_tokens_by_grant(server: LiveServer) -> None:
     text = httpx.get(server.base_url + "/metrics").text
     assert 'ostiary_tokens_issued_total{grant_type="client_credentials"}' in text
     assert "ostiary_http_request_seconds_bucket" in text
+
+
+def test_audience_parameter_is_refused_resource_is_honoured(server: LiveServer) -> None:
+    """RFC 8707 ``resource`` names the API; RFC 8693's ``audience`` is refused, never silently ignored."""
+    import jwt as pyjwt
+
+    client = server.create_client(audiences=["https://a.example.com", "https://b.example.com"])
+    auth = (client["client_id"], client["client_secret"])
+    r = httpx.post(server.base_url + "/token", auth=auth,
+                   data={"grant_type": "client_credentials", "audience": "https://b.example.com"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    assert "resource" in r.json()["error_description"]
+    r = httpx.post(server.base_url + "/token", auth=auth,
+                   data={"grant_type": "client_credentials", "resource": "https://b.example.com"})
+    assert r.status_code == 200, r.text
+    assert pyjwt.decode(r.json()["access_token"], options={"verify_signature": False})["aud"] in (
+        "https://b.example.com", ["https://b.example.com"])

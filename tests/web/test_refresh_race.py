@@ -111,3 +111,55 @@ def test_reuse_window_returns_the_same_successor(make_server: Any) -> None:
                                               "client_id": client["client_id"]}).status_code == 200
     finally:
         browser.close()
+
+
+def _reuse_counts(urls: tuple[str, ...]) -> dict[str, float]:
+    """ostiary_refresh_token_reuse_total by ``revoked_family``, summed over the server processes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {"true": 0.0, "false": 0.0}
+    for url in urls:
+        for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+            for sample in family.samples:
+                if sample.name == "ostiary_refresh_token_reuse_total":
+                    out[sample.labels["revoked_family"]] += sample.value
+    return out
+
+
+def test_a_reuse_stampede_records_one_security_event_per_family(make_server: Any) -> None:
+    """Twenty concurrent uses of one refresh token, through two processes: one wins, nineteen are reuse, and
+    exactly one of those revokes the family: one ``security.refresh_token_reuse`` event; the rest are counted."""
+    from ostiary.store.sql import SqlStore
+
+    srv, a, b_url = _two_processes(make_server)
+    client = web_client(srv)
+    user = new_user(srv)
+    browser = Browser(srv)
+    try:
+        token = _fresh_family(srv, browser, client, user)
+        data = {"grant_type": "refresh_token", "refresh_token": token, "client_id": client["client_id"]}
+
+        async def stampede() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as c:
+                return list(await asyncio.gather(*(c.post((a, b_url)[i % 2] + "/token", data=data)
+                                                   for i in range(20))))
+
+        results = asyncio.run(stampede())
+        assert sorted(r.status_code for r in results) == [200] + [400] * 19
+        counts = _reuse_counts((a, b_url))
+        # a loser that reads the family only after it was revoked is refused before the reuse check: not counted
+        assert counts["true"] == 1.0 and counts["false"] <= 18.0, counts
+    finally:
+        browser.close()
+    srv.stop()  # SIGTERM flushes the audit sinks of both processes
+
+    async def events() -> list[Any]:
+        store = SqlStore.from_url(srv.env["OSTIARY_DATABASE_URL"])
+        try:
+            return await store.list_events(1000, "security.refresh_token_reuse")
+        finally:
+            await store.close()
+
+    reuse_events = asyncio.run(events())
+    assert len(reuse_events) == 1, reuse_events
+    assert reuse_events[0].client_id == client["client_id"]

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._clock import Clock
+from .._fetch_rules import is_loopback_host, url_problem
 from .._secrets import new_token, token_hash
 from ..core import jose
 from ..core import keys as core_keys
@@ -72,6 +73,14 @@ def _check_uri(value: str, what: str) -> str:
     if not parts.scheme or parts.fragment:
         raise ValueError(f"{what} must be an absolute URI without a fragment: {value!r}")
     return value
+
+
+def _check_jwks_uri(value: str, *, allow_loopback: bool) -> None:
+    """The rules of the bounded fetcher (:mod:`ostiary._fetch_rules`), up front: https, no private or metadata
+    address literal; http and loopback only while the issuer is loopback."""
+    problem = url_problem(value, allow_loopback=allow_loopback)
+    if problem is not None:
+        raise ValueError(f"jwks_uri {value[:200]!r} is refused: {problem}")
 
 
 def _check_code_flow(grants: list[str], redirect_uris: list[str], post_logout: list[str], origins: list[str]) -> None:
@@ -175,7 +184,7 @@ class ClientCreate(BaseModel):
             except jose.JoseError as exc:
                 raise ValueError(str(exc)) from exc
         if self.jwks_uri is not None:
-            _check_uri(self.jwks_uri, "jwks_uri")
+            _check_jwks_uri(self.jwks_uri, allow_loopback=True)  # loopback: checked against the issuer below
         _check_code_flow(self.grant_types, self.redirect_uris, self.post_logout_redirect_uris, self.allowed_origins)
         if self.may_exchange_for and TOKEN_EXCHANGE_GRANT not in self.grant_types:
             raise ValueError("may_exchange_for needs the token exchange grant: add --grant-type "
@@ -271,9 +280,18 @@ class AdminService:
             raise InvalidMetadata(f"id_token_signed_response_alg {alg} is not signable here; choose one of "
                                   f"{', '.join(self.policy.signing_algs)} (or add it to keys.algorithms)")
 
+    def _check_fetchable(self, spec: ClientCreate) -> None:
+        if spec.jwks_uri is not None:
+            try:
+                _check_jwks_uri(spec.jwks_uri, allow_loopback=is_loopback_host(urlsplit(self.policy.issuer).hostname
+                                                                                or ""))
+            except ValueError as exc:
+                raise InvalidMetadata(str(exc)) from None
+
     async def create_client(self, spec: ClientCreate) -> tuple[Client, str | None]:
         check_admin_rules(spec, self.policy.issuer)
         self._check_signable(spec)
+        self._check_fetchable(spec)
         now = self.clock.now()
         method = spec.auth_method()
         secret: str | None = None
@@ -324,6 +342,8 @@ class AdminService:
         check_admin_rules(spec, self.policy.issuer)
         if changes.id_token_signed_response_alg is not None:
             self._check_signable(spec)
+        if changes.jwks_uri is not None:
+            self._check_fetchable(spec)
         updated = replace(
             current, name=spec.name, grant_types=frozenset(spec.grant_types), scopes=frozenset(spec.scopes),
             audiences=tuple(spec.audiences), resource_audiences=tuple(spec.resource_audiences),

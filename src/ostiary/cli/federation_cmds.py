@@ -251,9 +251,10 @@ def explain(
     raw = _read_token(token)
 
     async def go(svc: FederationService) -> FederationReport:
+        from ..config import is_loopback_url
         from ..web.federation_keys import HttpExternalKeys
 
-        keys = HttpExternalKeys()
+        keys = HttpExternalKeys(allow_loopback=is_loopback_url(svc.policy.issuer))
         try:
             return await svc.explain(raw, keys, client_id=client_id, scope=scope, audiences=audience)
         finally:

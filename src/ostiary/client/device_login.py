@@ -77,6 +77,16 @@ def tokens_from_response(issuer: str, client_id: str, body: dict[str, Any], now:
                         scope=scope or (previous.scope if previous else None))
 
 
+def _optional_https(value: Any) -> str | None:
+    """RFC 8628 §3.3.1 ``verification_uri_complete``: shown and QR-encoded, so held to the same https rule as
+    ``verification_uri`` (http only on loopback)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("verification_uri_complete is not a string")
+    return require_https(value, "verification_uri_complete")
+
+
 def _error(response: httpx.Response) -> OAuthError:
     try:
         body = response.json()
@@ -132,7 +142,7 @@ class DeviceLogin(IssuerClient):
             expires_in = int(body.get("expires_in", 600))
             return DeviceCode(device_code=str(body["device_code"]), user_code=str(body["user_code"]),
                               verification_uri=require_https(str(body["verification_uri"]), "verification_uri"),
-                              verification_uri_complete=body.get("verification_uri_complete"),
+                              verification_uri_complete=_optional_https(body.get("verification_uri_complete")),
                               expires_in=expires_in, interval=max(1, int(body.get("interval", 5))),
                               expires_at=self._clock.now() + expires_in)
         except (KeyError, TypeError, ValueError) as exc:

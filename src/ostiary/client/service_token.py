@@ -1,11 +1,13 @@
 """Service-to-service access tokens with the client credentials grant (RFC 6749 §4.4).
 
 The client authenticates with ``client_secret_basic`` (RFC 6749 §2.3.1) or ``private_key_jwt``
-(RFC 7523 §2.2 with OpenID Connect Core §9). Tokens are cached per (resource, audience, scope),
-renewed once 80 % of their lifetime has passed, and requested single-flight: many concurrent callers
-(threads, or tasks of one event loop) cause one token request. 5xx answers and network errors are
-retried with capped exponential backoff and full jitter; 4xx answers raise :class:`OAuthError` at once.
-Token values and secrets never appear in logs or ``repr``.
+(RFC 7523 §2.2 with OpenID Connect Core §9). The API is named with RFC 8707 ``resource``; when the token is a
+JWT, its ``aud`` must contain that resource (a server that ignored the parameter is caught, not trusted). Tokens
+are cached per (resource, scope), renewed once 80 % of their lifetime has passed, and requested single-flight:
+many concurrent callers (threads, or tasks of one event loop) cause one token request. 5xx answers and network
+errors are retried with capped exponential backoff and full jitter; 4xx answers raise :class:`OAuthError` at
+once. :class:`ClientCredentialsAuth` sends a token to one origin only. Token values and secrets never appear in
+logs or ``repr``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
-from urllib.parse import quote_plus
+from typing import Final, NamedTuple
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 
 from .._clock import Clock, SystemClock
 from .._secrets import new_token
-from ..core.jose import PrivateKey, jwk_thumbprint, public_jwk, sign_jwt
+from ..core.jose import JoseError, PrivateKey, decode_unverified, jwk_thumbprint, public_jwk, sign_jwt
 from .discovery import adiscover, discover, require_https
-from .errors import OAuthError, TokenEndpointUnavailable
+from .errors import ClientError, OAuthError, TokenEndpointUnavailable
 
 __all__ = ["ClientCredentialsAuth", "ServiceToken", "ServiceTokenClient", "client_secret_basic"]
 
@@ -60,12 +62,32 @@ class ServiceToken:
 class _Key(NamedTuple):
     scope: str
     resource: str | None
-    audience: str | None
 
 
-def _key(scope: str | Iterable[str] | None, resource: str | None, audience: str | None) -> _Key:
+def _key(scope: str | Iterable[str] | None, resource: str | None) -> _Key:
     words = scope.split() if isinstance(scope, str) else list(scope or ())
-    return _Key(" ".join(sorted(set(words))), resource, audience)
+    return _Key(" ".join(sorted(set(words))), resource)
+
+
+def _check_audience(access_token: str, resource: str | None) -> None:
+    """RFC 8707 §2: a token asked for ``resource`` must be for it. Checked when the token is a JWT (RFC 9068
+    ``aud``); an opaque token cannot be read here and is taken as the server's answer."""
+    if resource is None or access_token.count(".") != 2:
+        return
+    try:
+        _, claims = decode_unverified(access_token)
+    except JoseError:
+        return  # not a JWT after all: opaque
+    aud = claims.get("aud")
+    auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if resource not in auds:
+        raise OAuthError("invalid_target", "the token's audience does not include the requested resource", 200)
+
+
+def _origin(url: str | httpx.URL) -> str:
+    parts = urlsplit(str(url))
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 class ServiceTokenClient:
@@ -128,10 +150,9 @@ class ServiceTokenClient:
 
     # -- public API ----------------------------------------------------------------------------
 
-    def get_token(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
-                  audience: str | None = None) -> ServiceToken:
-        """A valid token for ``scope`` (and RFC 8707 ``resource`` / ``audience``), from cache when fresh."""
-        key = _key(scope, resource, audience)
+    def get_token(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None) -> ServiceToken:
+        """A valid token for ``scope`` (and RFC 8707 ``resource``: the API's audience), from cache when fresh."""
+        key = _key(scope, resource)
         cached = self._fresh(key)
         if cached is not None:
             return cached
@@ -149,10 +170,10 @@ class ServiceTokenClient:
             self._cache[key] = token
             return token
 
-    async def aget_token(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
-                         audience: str | None = None) -> ServiceToken:
+    async def aget_token(self, scope: str | Iterable[str] | None = None, *,
+                         resource: str | None = None) -> ServiceToken:
         """Like :meth:`get_token`, without blocking the event loop."""
-        key = _key(scope, resource, audience)
+        key = _key(scope, resource)
         cached = self._fresh(key)
         if cached is not None:
             return cached
@@ -170,17 +191,18 @@ class ServiceTokenClient:
             return token
 
     def invalidate(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
-                   audience: str | None = None, token: ServiceToken | None = None) -> None:
+                   token: ServiceToken | None = None) -> None:
         """Forget the cached token (only if it is still ``token``, when given), e.g. after a 401."""
-        key = _key(scope, resource, audience)
+        key = _key(scope, resource)
         with self._guard:
             if token is None or self._cache.get(key) is token:
                 self._cache.pop(key, None)
 
     def auth(self, scope: str | Iterable[str] | None = None, *, resource: str | None = None,
-             audience: str | None = None) -> ClientCredentialsAuth:
-        """An :class:`httpx.Auth` that adds ``Authorization: Bearer`` with a token from this client."""
-        return ClientCredentialsAuth(self, scope, resource=resource, audience=audience)
+             origin: str | None = None) -> ClientCredentialsAuth:
+        """An :class:`httpx.Auth` that adds ``Authorization: Bearer`` with a token from this client, for one
+        origin (``origin``, or the first request's)."""
+        return ClientCredentialsAuth(self, scope, resource=resource, origin=origin)
 
     def close(self) -> None:
         if self._own_http is not None:
@@ -235,8 +257,6 @@ class ServiceTokenClient:
             form["scope"] = key.scope
         if key.resource:
             form["resource"] = key.resource
-        if key.audience:
-            form["audience"] = key.audience
         headers = {"Accept": "application/json"}
         if self._secret is not None:
             headers["Authorization"] = client_secret_basic(self.client_id, self._secret)
@@ -268,7 +288,7 @@ class ServiceTokenClient:
                 log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
             else:
                 if response.status_code < 500:
-                    return self._parse(response, started)
+                    return self._parse(response, started, key)
                 log.warning("token request attempt %d: HTTP %d", attempt, response.status_code)
             if attempt < self._max_attempts:
                 time.sleep(self._delay(attempt))
@@ -288,13 +308,13 @@ class ServiceTokenClient:
                 log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
             else:
                 if response.status_code < 500:
-                    return self._parse(response, started)
+                    return self._parse(response, started, key)
                 log.warning("token request attempt %d: HTTP %d", attempt, response.status_code)
             if attempt < self._max_attempts:
                 await asyncio.sleep(self._delay(attempt))
         raise TokenEndpointUnavailable("the token endpoint kept failing")
 
-    def _parse(self, response: httpx.Response, started: float) -> ServiceToken:
+    def _parse(self, response: httpx.Response, started: float, key: _Key) -> ServiceToken:
         """RFC 6749 §5.1 (success) or §5.2 (error)."""
         try:
             body = response.json()
@@ -315,6 +335,7 @@ class ServiceTokenClient:
         lifetime = body.get("expires_in", _DEFAULT_LIFETIME)
         if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
             raise OAuthError("invalid_response", "expires_in is not a positive number", 200)
+        _check_audience(access_token, key.resource)
         scope = body.get("scope")
         return ServiceToken(access_token=access_token, token_type="Bearer", expires_at=started + lifetime,
                             refresh_at=started + self._refresh_ratio * lifetime,
@@ -329,39 +350,51 @@ def _invalid_token(response: httpx.Response) -> bool:
 class ClientCredentialsAuth(httpx.Auth):
     """``httpx.Auth`` for client-credentials tokens, for both ``httpx.Client`` and ``httpx.AsyncClient``.
 
+    A token is sent to one origin only: ``origin`` (``scheme://host[:port]``), or else the origin of the first
+    request this object authorises. A request to any other origin raises :class:`ClientError` before a token
+    is attached (a client shared between hosts must not hand one API's token to another).
+
     When the API answers 401 ``invalid_token`` (RFC 6750 §3.1; e.g. the issuer rotated its keys), the
     token is dropped and the request is retried once with a fresh one.
     """
 
     def __init__(self, client: ServiceTokenClient, scope: str | Iterable[str] | None = None, *,
-                 resource: str | None = None, audience: str | None = None) -> None:
+                 resource: str | None = None, origin: str | None = None) -> None:
         self._client = client
-        self._scope = _key(scope, resource, audience).scope
+        self._scope = _key(scope, resource).scope
         self._resource = resource
-        self._audience = audience
+        self._origin = _origin(origin) if origin is not None else None
+        self._pin = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"ClientCredentialsAuth({self._client!r}, scope={self._scope!r})"
+        return f"ClientCredentialsAuth({self._client!r}, scope={self._scope!r}, origin={self._origin!r})"
 
-    def _args(self) -> dict[str, Any]:
-        return {"resource": self._resource, "audience": self._audience}
+    def _check_origin(self, request: httpx.Request) -> None:
+        origin = _origin(request.url)
+        with self._pin:
+            if self._origin is None:
+                self._origin = origin
+        if origin != self._origin:
+            raise ClientError(f"refusing to send a token bound to {self._origin} to {origin}")
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._client.get_token(self._scope, **self._args())
+        self._check_origin(request)
+        token = self._client.get_token(self._scope, resource=self._resource)
         request.headers["Authorization"] = f"Bearer {token.access_token}"
         response = yield request
         if _invalid_token(response):
-            self._client.invalidate(self._scope, token=token, **self._args())
-            token = self._client.get_token(self._scope, **self._args())
+            self._client.invalidate(self._scope, token=token, resource=self._resource)
+            token = self._client.get_token(self._scope, resource=self._resource)
             request.headers["Authorization"] = f"Bearer {token.access_token}"
             yield request
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self._client.aget_token(self._scope, **self._args())
+        self._check_origin(request)
+        token = await self._client.aget_token(self._scope, resource=self._resource)
         request.headers["Authorization"] = f"Bearer {token.access_token}"
         response = yield request
         if _invalid_token(response):
-            self._client.invalidate(self._scope, token=token, **self._args())
-            token = await self._client.aget_token(self._scope, **self._args())
+            self._client.invalidate(self._scope, token=token, resource=self._resource)
+            token = await self._client.aget_token(self._scope, resource=self._resource)
             request.headers["Authorization"] = f"Bearer {token.access_token}"
             yield request

@@ -253,13 +253,18 @@ def verify_jwt(
     if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGS:
         raise JoseError("algorithm not allowed")
     crit = header.get("crit")
-    if crit is not None and (not isinstance(crit, list) or not set(crit) <= _UNDERSTOOD_CRIT):
+    # RFC 7515 §4.1.11: a non-empty array of header parameter names (strings); any other shape is refused
+    # before it is used (an unhashable member must not escape as a TypeError)
+    if crit is not None and (not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit)
+                             or not set(crit) <= _UNDERSTOOD_CRIT):
         raise JoseError("unsupported critical header")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise JoseError("kid is not a string")
     if typ is not None:
         htyp = header.get("typ")
         if not isinstance(htyp, str) or htyp.lower().removeprefix("application/") != typ.lower():
             raise JoseError("wrong token type")
-    kid = header.get("kid")
     candidates = [k for k in keys if k.kid == kid] if kid is not None else [k for k in keys if k.alg == alg]
     candidates = [k for k in candidates if k.alg == alg]
     if not candidates:

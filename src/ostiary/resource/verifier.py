@@ -182,6 +182,8 @@ class TokenVerifier:
                                   leeway=self.leeway, now=now, require=_REQUIRED_CLAIMS)
         except JoseError as exc:
             raise InvalidToken(str(exc)) from None
+        except (TypeError, ValueError, KeyError):  # fail safe: a malformed token is refused, never a 500
+            raise InvalidToken("malformed token") from None
         claims = verified.claims
         iat = claims["iat"]
         if not isinstance(iat, int | float) or isinstance(iat, bool) or iat > now + self.leeway:
@@ -283,7 +285,11 @@ def _kid(token: str) -> str | None:
         header = json.loads(b64url_decode(segment))
     except ValueError:
         raise InvalidToken("malformed JWT header") from None
-    kid = header.get("kid") if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed JWT header")
+    if "crit" in header:  # RFC 7515 §4.1.11: no extension is understood here; refused before any key look-up
+        raise InvalidToken("unsupported critical header")
+    kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise InvalidToken("kid is not a string")
     if len(_kids_by_header) >= 256:

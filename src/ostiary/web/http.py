@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..core import jose
 from ..core.errors import InvalidRequest, OAuthError, ServerError, StoreUnavailable, TemporarilyUnavailable
 from . import metrics
 
@@ -110,9 +111,18 @@ def claimed_client_id(params: tuple[tuple[str, str], ...], authorization: str | 
             return unquote_plus(user)[:256]
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return None
+    assertion = None
     for name, value in params:
         if name == "client_id":
             return value[:256]
+        if name == "client_assertion":
+            assertion = value
+    if assertion is not None:  # private_key_jwt without client_id: the assertion's (unverified) iss
+        try:
+            iss = jose.decode_unverified(assertion)[1].get("iss")
+        except jose.JoseError:
+            return None
+        return iss[:256] if isinstance(iss, str) else None
     return None
 
 

@@ -1,39 +1,30 @@
-"""Fetching clients' ``jwks_uri`` (private_key_jwt), cached for ``ttl``; an unknown kid forces a refetch, at most
-one forced refetch per ``min_refetch`` seconds per URI, so a flood of bad assertions cannot hammer the host."""
+"""Fetching clients' ``jwks_uri`` (private_key_jwt) through the bounded fetcher (:mod:`.safe_fetch`).
+
+Cached for ``ttl``; an unknown kid forces a refetch, at most one forced refetch per ``min_refetch`` seconds per
+URI; failures are remembered with exponential backoff; concurrent callers share one fetch. So a flood of bad
+assertions, from anyone who knows a ``client_id``, cannot make the server hammer the host, read a huge or slow
+body, or reach an internal address. Every failure is a :class:`~.safe_fetch.FetchError` (a ``ValueError``),
+which client authentication turns into ``invalid_client`` (counted toward the client's lock-out).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-import httpx
+from .safe_fetch import FetchCache, SafeFetcher
 
 __all__ = ["HttpJwksFetcher"]
 
 
 class HttpJwksFetcher:
-    def __init__(self, ttl: float = 300, min_refetch: float = 10, timeout: float = 5) -> None:
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._last_forced: dict[str, float] = {}
-        self._ttl = ttl
-        self._min_refetch = min_refetch
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    """Implements :class:`ostiary.core.storage.JwksFetcher`."""
+
+    def __init__(self, fetcher: SafeFetcher, *, ttl: float = 300, min_refetch: float = 10,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._fetcher = fetcher
+        self._cache: FetchCache[dict[str, Any]] = FetchCache(ttl=ttl, min_refetch=min_refetch, monotonic=monotonic)
 
     async def fetch(self, jwks_uri: str, *, force: bool = False) -> dict[str, Any]:
-        now = time.monotonic()
-        hit = self._cache.get(jwks_uri)
-        recently_forced = now - self._last_forced.get(jwks_uri, -1e9) < self._min_refetch
-        if hit is not None and now < hit[0] and (not force or recently_forced):
-            return hit[1]
-        if force:
-            self._last_forced[jwks_uri] = now
-        resp = await self._client.get(jwks_uri, headers={"Accept": "application/json"})
-        resp.raise_for_status()
-        data = resp.json()
-        if not isinstance(data, dict):
-            raise ValueError("JWKS is not a JSON object")
-        self._cache[jwks_uri] = (now + self._ttl, data)
-        return data
-
-    async def close(self) -> None:
-        await self._client.aclose()
+        return await self._cache.get(jwks_uri, lambda: self._fetcher.get_json(jwks_uri), force=force)

@@ -16,7 +16,7 @@ from prometheus_client import (
 )
 
 __all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "DEVICE_GUESSING", "PASSWORD_HASH_BUSY", "RATE_LIMITED",
-           "REDIS_FALLBACK", "REQUESTS", "TOKENS", "latency", "render", "tokens_issued"]
+           "REDIS_FALLBACK", "REFRESH_TOKEN_REUSE", "REQUESTS", "TOKENS", "latency", "render", "tokens_issued"]
 
 REQUESTS = Counter("ostiary_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"],
@@ -30,6 +30,9 @@ PASSWORD_HASH_BUSY = Counter("ostiary_password_hash_busy_total",
                              "Sign-ins refused (429) because every password-hashing thread was busy")
 DEVICE_GUESSING = Counter("ostiary_device_code_guessing_total",
                           "Wrong user codes beyond device.attempts_global in its window (an alert, never a refusal)")
+#: every reuse of a spent refresh token; ``revoked_family`` = this one revoked the family (one audit event each)
+REFRESH_TOKEN_REUSE = Counter("ostiary_refresh_token_reuse_total", "Reuses of a spent refresh token",
+                              ["revoked_family"])
 
 
 _token_counters: dict[str, Any] = {}

@@ -29,6 +29,7 @@ from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
 from .ratelimit import MemoryLimiter, RateLimiter, RedisLimiter
 from .redis_guard import RedisGuard
+from .safe_fetch import SafeFetcher
 
 __all__ = ["Runtime", "StartupError"]
 
@@ -58,8 +59,10 @@ class Runtime:
         self.redis = (RedisGuard(settings.redis_url, timeout=settings.redis_timeout,
                                  retry_interval=settings.redis_retry_interval) if settings.redis_url else None)
         self.limiter: RateLimiter = RedisLimiter(self.redis) if self.redis is not None else MemoryLimiter()
-        self.jwks_fetcher = HttpJwksFetcher()
-        self.external_keys = HttpExternalKeys()
+        # one bounded fetcher for every document fetched from a URL someone else chose (safe_fetch)
+        self.fetcher = SafeFetcher.for_issuer(settings.issuer)
+        self.jwks_fetcher = HttpJwksFetcher(self.fetcher)
+        self.external_keys = HttpExternalKeys(self.fetcher)
         self._keyring: KeyRing | None = None
         self._key_fingerprint: tuple[Any, ...] = ()
         self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
@@ -140,6 +143,6 @@ class Runtime:
         await self.limiter.close()
         await self.device.close()
         self.flows.close()
-        await self.jwks_fetcher.close()
         await self.external_keys.close()
+        await self.fetcher.close()
         await self.raw_store.close()

@@ -1,7 +1,8 @@
 """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2-§3).
 
 ``post_logout_redirect_uri`` must be registered exactly for the client named by ``id_token_hint`` (or
-``client_id``); otherwise nothing redirects. The hint may have expired, but it must be our signature.
+``client_id``); otherwise nothing redirects. The hint may have expired, but it must be our signature and an
+ID Token (``typ`` ``JWT``): an access token (``at+jwt``) is not a hint.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class LogoutEndpoint:
                 _, unverified = decode_unverified(hint)
                 exp = unverified.get("exp")
                 at = min(ctx.clock.now(), float(exp) - 1) if isinstance(exp, int | float) else ctx.clock.now()
+                # an ID Token (typ JWT, as issuance signs it), never an access token (typ at+jwt)
                 verified = verify_jwt(hint, ctx.keyring().verification_keys, issuer=ctx.policy.issuer, now=at,
-                                      require=("sub", "aud"))
+                                      typ="JWT", require=("sub", "aud", "iat"))
             except (JoseError, ValueError) as exc:
                 raise InvalidRequest("id_token_hint is not an ID Token issued here") from exc
             aud = verified.claims["aud"]

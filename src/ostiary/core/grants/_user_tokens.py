@@ -83,21 +83,25 @@ async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: C
 
 
 async def revoke_family(ctx: EngineContext, family_id: str, *, event: str, client_id: str | None,
-                        ip: str | None) -> None:
+                        ip: str | None, once: bool = False) -> bool:
     """Kill every refresh token of the family and mark every access token it produced revoked, so that
-    introspection reports them inactive. Records a security event."""
+    introspection reports them inactive. Records a security event; with ``once``, only when this call is the
+    one that revoked the family (concurrent replays then record one event, not one each). True when it was."""
     now = ctx.clock.now()
     family = await ctx.store.get_family(family_id)
-    await ctx.store.revoke_family(family_id, now)
+    revoked = await ctx.store.revoke_family(family_id, now)
     owner = family.client_id if family is not None else (client_id or "")
     jtis = await ctx.store.family_jtis(family_id)
     for jti, exp in jtis:
         if exp > now:
             await ctx.store.revoke_access_token(jti, owner, exp)
+    if once and not revoked:
+        return False
     ctx.audit.emit(AuditEvent(type=event, outcome="failure" if event.startswith("security.") else "success",
                               at=now, client_id=owner or None,
                               subject=family.user_id if family is not None else None, ip=ip,
                               detail={"family_id": family_id, "access_tokens_revoked": len(jtis)}))
+    return revoked
 
 
 async def revoke_user_families(store: Store, user_id: str, now: float, client_id: str | None = None) -> int:

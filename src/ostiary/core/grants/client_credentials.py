@@ -52,6 +52,10 @@ class ClientCredentialsGrant:
                                      "authorization code flow")
         if "refresh_token" in req.params or "code" in req.params:
             raise InvalidRequest("unexpected parameter for client_credentials")
+        if req.request.multi("audience") or "audience" in req.params:
+            # RFC 8693's parameter, not this grant's: refused rather than ignored, so a client asking for an
+            # audience never silently gets a token for another one
+            raise InvalidRequest("client_credentials names the API with resource (RFC 8707), not audience")
         scopes = resolve_scopes(client, req.params.get("scope"))
         audience = resolve_audience(client, req.request.multi("resource"))
         at = ctx.issuer.access_token(subject=client.client_id, client_id=client.client_id, audience=audience,

@@ -15,19 +15,20 @@ obtains the successor instead of triggering revocation.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from ..._secrets import sha256_b64url, token_hash
 from ..context import EngineContext
 from ..errors import InvalidGrant, InvalidRequest, InvalidScope
 from ..issuance import TokenResponse
-from ..models import AuditEvent
+from ..models import AuditEvent, Client
 from ..requests import form_value, scope_set
 from ..sealing import SealError, seal, sealing_key, unseal
-from ..tokens import RefreshToken
+from ..tokens import RefreshToken, TokenFamily
 from . import GrantRequest
 from ._user_tokens import mint_user_tokens, revoke_family
 
-__all__ = ["RefreshTokenGrant"]
+__all__ = ["RefreshTokenGrant", "RefreshTokenReused"]
 
 _INVALID = "the refresh token is invalid, expired or revoked"
 
@@ -37,6 +38,29 @@ def _response_from(data: bytes) -> TokenResponse:
     return TokenResponse(access_token=body["access_token"], expires_in=int(body["expires_in"]),
                          token_type=body.get("token_type", "Bearer"), scope=body.get("scope"),
                          refresh_token=body.get("refresh_token"), id_token=body.get("id_token"))
+
+
+def _as_registered_now(family: TokenFamily, client: Client, issuer: str) -> TokenFamily | None:
+    """The family as the client's *current* registration allows it: scopes and audiences the administrator has
+    removed since the grant are not minted again (RFC 6749 §6: never more than originally granted; and never
+    more than the client may have now). The userinfo audience stays while ``openid`` does; the client itself
+    (the audience of a grant without any) always."""
+    scopes = family.scopes & client.scopes
+    allowed = {*client.audiences, client.client_id, *((issuer + "/userinfo",) if "openid" in scopes else ())}
+    audience = tuple(a for a in family.audience if a in allowed)
+    if not scopes or not audience:
+        return None  # refused by the caller (after the reuse check: a replay still revokes the family)
+    return replace(family, scopes=scopes, audience=audience)
+
+
+class RefreshTokenReused(InvalidGrant):
+    """A spent refresh token was presented again (RFC 9700 §4.14.2). ``family_revoked``: this request revoked
+    the family (and recorded the security event); False when a concurrent or earlier reuse already had."""
+
+    def __init__(self, family_revoked: bool) -> None:
+        super().__init__("the refresh token was already used; every token of its family is revoked",
+                         debug="refresh token reuse" + ("" if family_revoked else "; family already revoked"))
+        self.family_revoked = family_revoked
 
 
 class RefreshTokenGrant:
@@ -60,7 +84,8 @@ class RefreshTokenGrant:
         requested = scope_set(req.params.get("scope"))
         if requested - family.scopes:
             raise InvalidScope("the scope may be narrowed on refresh, never widened")
-        scopes = requested or family.scopes
+        narrowed = _as_registered_now(family, client, ctx.policy.issuer)
+        scopes = requested or (narrowed.scopes if narrowed is not None else family.scopes)
         fp = sha256_b64url(f"{client.client_id}|{' '.join(sorted(scopes))}|{family.dpop_jkt or ''}")
         now = ctx.clock.now()
         key = sealing_key(ctx.secret_hash_key, "refresh-successor")
@@ -71,6 +96,12 @@ class RefreshTokenGrant:
             return await self._reused(ctx, rt.family_id, client.client_id, req)
         if now >= rt.expires_at or now >= family.expires_at:
             raise InvalidGrant(_INVALID, debug="refresh token expired")
+        if requested - client.scopes:
+            raise InvalidScope("scope no longer allowed for this client: "
+                               + " ".join(sorted(requested - client.scopes))[:200])
+        if narrowed is None:
+            raise InvalidGrant(_INVALID, debug="nothing of the grant is still registered for the client")
+        family = narrowed
         user = await ctx.store.get_user(rt.user_id)
         if user is None or user.disabled:
             raise InvalidGrant(_INVALID, debug="user gone or disabled")
@@ -96,9 +127,11 @@ class RefreshTokenGrant:
         return minted.response
 
     async def _reused(self, ctx: EngineContext, family_id: str, client_id: str, req: GrantRequest) -> TokenResponse:
-        await revoke_family(ctx, family_id, event="security.refresh_token_reuse", client_id=client_id,
-                            ip=req.request.client_ip)
-        raise InvalidGrant("the refresh token was already used; every token of its family is revoked")
+        # one security event per family revocation: of several concurrent reuses only the one that revoked the
+        # family records it; the others are counted (the web layer's metric) so alerts are not flooded
+        revoked = await revoke_family(ctx, family_id, event="security.refresh_token_reuse", client_id=client_id,
+                                      ip=req.request.client_ip, once=True)
+        raise RefreshTokenReused(revoked)
 
     def _within_window(self, ctx: EngineContext, rt: RefreshToken, fp: str, now: float, key: bytes,
                        rt_hash: str) -> TokenResponse | None:

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...core.errors import InvalidClient, TooManyRequests
+from ...core.grants.refresh_token import RefreshTokenReused
 from ...core.requests import EndpointRequest
 from .. import metrics
 from ..http import NO_STORE, claimed_client_id, json_response, protocol_route, read_form
@@ -62,6 +63,9 @@ async def token(request: Request) -> Response:
         result = await rt.token.handle(req)
     except InvalidClient:
         await _record_failure(rt, req)
+        raise
+    except RefreshTokenReused as exc:
+        metrics.REFRESH_TOKEN_REUSE.labels("true" if exc.family_revoked else "false").inc()
         raise
     metrics.tokens_issued(result.grant_type)
     return json_response(result.body(), headers=NO_STORE)
