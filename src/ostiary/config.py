@@ -148,6 +148,27 @@ class ServerSettings(_Section):
     body_timeout: Duration = Field(5, ge=1, le=300, description="a request body must arrive within this (408)")
     keep_alive_max_requests: int = Field(1000, ge=1, description="requests on one connection before it is closed")
     keep_alive_max_age: Duration = Field(30, ge=1, le=3600, description="a connection is closed after this long")
+    trusted_proxies: tuple[str, ...] = Field((), description="addresses/CIDRs whose Forwarded or "
+                                                             "X-Forwarded-For header is believed")
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        "x-forwarded-for", description="the header trusted proxies set: X-Forwarded-For or RFC 7239 Forwarded")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_list(cls, v: Any) -> Any:
+        if isinstance(v, str):  # from the environment: comma-separated
+            return tuple(p.strip() for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return v
 
     @field_validator("metrics_address")
     @classmethod
@@ -164,6 +185,12 @@ class ServerSettings(_Section):
             return None
         host, _, port = self.metrics_address.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+class AuditSettings(_Section):
+    durability: Literal["batched", "sync"] = Field(
+        "batched", description="batched: rows written every 0.2 s off the request path (a killed process loses "
+                               "at most the last interval); sync: the row is written before the response")
 
 
 class Settings(_Section):
@@ -189,6 +216,7 @@ class Settings(_Section):
     login: LoginSettings = LoginSettings()
     device: DeviceSettings = DeviceSettings()
     server: ServerSettings = ServerSettings()
+    audit: AuditSettings = AuditSettings()
 
     @field_validator("issuer")
     @classmethod

@@ -6,9 +6,10 @@ part of the server: without the ``server`` extra, each says so in one line inste
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
@@ -124,6 +125,8 @@ async def _first_signing_key(s: Settings) -> None:
 
 def _serve(host: str, port: int, workers: int, server: str) -> None:
     from ..store.sql import check_schema
+    from ..web.logs import configure_logging, server_log_dictconfig
+    from ..web.metrics_dir import multiproc_dir
 
     s = settings()
     status = run(lambda: check_schema(s.database_url))
@@ -131,38 +134,55 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
         fail(status.message)
     s.master_secret()  # create the development key file once, before workers race for it
     run(lambda: _first_signing_key(s))  # likewise the first signing key: two workers would each create one
+    configure_logging(s.log_level, s.log_format)  # the parent's own lines are JSON lines too
     listener = s.server.metrics_listener() if s.metrics else None
-    if (workers > 1 or listener) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ostiary-metrics-")
-    if listener:
-        from ..web.metrics import start_listener  # after PROMETHEUS_MULTIPROC_DIR: prometheus_client reads it once
-
-        try:
-            start_listener(*listener)
-        except OSError as exc:
-            fail(f"cannot listen for metrics on {s.server.metrics_address} (server.metrics_address): {exc.strerror}")
     target = "ostiary.web.app:app_from_env"
-    err_console.print(f"ostiary: serving {s.issuer} on http://{host}:{port} with {workers} {server} "
-                      f"worker(s); database {s.database_url.split('://')[0]}"
-                      + (f"; metrics on http://{s.server.metrics_address}/metrics" if listener else ""))
-    if server == "granian":
-        from granian import Granian
-        from granian.constants import Interfaces
+    banner = (f"serving {s.issuer} on http://{host}:{port} with {workers} {server} worker(s); "
+              f"database {s.database_url.split('://')[0]}"
+              + (f"; metrics on http://{s.server.metrics_address}/metrics" if listener else ""))
+    with contextlib.ExitStack() as stack:
+        if (workers > 1 or listener) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            stack.enter_context(multiproc_dir())  # removed on exit; a killed server's is removed at next start
+        if listener:
+            from ..web.metrics import start_listener  # after PROMETHEUS_MULTIPROC_DIR: prometheus_client reads it once
 
-        Granian(target, address=host, port=port, interface=Interfaces.ASGI, workers=workers, factory=True,
-                log_access=False, workers_kill_timeout=10).serve()
-    else:
+            try:
+                start_listener(*listener)
+            except OSError as exc:
+                fail(f"cannot listen for metrics on {s.server.metrics_address} (server.metrics_address): "
+                     f"{exc.strerror}")
+        if s.log_format == "json":
+            logging.getLogger("ostiary.server").info(banner, extra={"workers": workers, "server": server})
+        else:
+            err_console.print("ostiary: " + banner)
+        if server == "granian":
+            from granian import Granian
+            from granian.constants import Interfaces
+
+            # Granian reads no forwarding header itself; web.client_ip decides the client address
+            Granian(target, address=host, port=port, interface=Interfaces.ASGI, workers=workers, factory=True,
+                    log_access=False, workers_kill_timeout=10,
+                    log_dictconfig=server_log_dictconfig(s.log_level, s.log_format)).serve()
+            return
         import uvicorn
 
         from ..web.protocol import uvicorn_http_option
         from ..web.workers import reuse_port_supported, serve_uvicorn_workers
 
+        # proxy_headers off: Uvicorn would believe X-Forwarded-For from 127.0.0.1; web.client_ip decides instead,
+        # from server.trusted_proxies
         options: dict[str, Any] = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 10,
-                                   "server_header": False, **uvicorn_http_option()}  # request-head limits
+                                   "server_header": False, "proxy_headers": False,
+                                   **uvicorn_http_option()}  # request-head limits
         if workers > 1 and reuse_port_supported():
             # one listening socket per worker, so the kernel spreads connections (see web/workers.py)
-            raise typer.Exit(serve_uvicorn_workers(target, host, port, workers, options))
-        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, **options)
+            code = serve_uvicorn_workers(target, host, port, workers, options,
+                                         log_config=(s.log_level, s.log_format))
+        else:
+            uvicorn.run(target, factory=True, host=host, port=port, workers=workers, **options)
+            code = 0
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

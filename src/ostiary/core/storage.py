@@ -11,8 +11,8 @@ from .models import AuditEvent, Client, SigningKey
 from .tokens import AuthorizationCodeRepository, RefreshTokenRepository
 from .users import ConsentRepository, SessionRepository, UserRepository
 
-__all__ = ["AuditRepository", "AuditSink", "ClientRepository", "JwksFetcher", "KeyRepository", "ReplayRepository",
-           "RevocationRepository", "RevokedUserTokens", "Store", "UserTokenRevocation"]
+__all__ = ["AuditEventsRejected", "AuditRepository", "AuditSink", "ClientRepository", "JwksFetcher", "KeyRepository",
+           "ReplayRepository", "RevocationRepository", "RevokedUserTokens", "Store", "UserTokenRevocation"]
 
 
 class ClientRepository(Protocol):
@@ -55,8 +55,16 @@ class ReplayRepository(Protocol):
         ...
 
 
+class AuditEventsRejected(Exception):
+    """The store refuses these events as they are (a value it cannot hold): retrying them cannot succeed,
+    unlike a lost connection. ``record_events`` writes all of a batch or none of it."""
+
+
 class AuditRepository(Protocol):
-    async def record_events(self, events: Sequence[AuditEvent]) -> None: ...
+    async def record_events(self, events: Sequence[AuditEvent]) -> None:
+        """Write every event or none; raise ``AuditEventsRejected`` when the events themselves are refused."""
+        ...
+
     async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]: ...
 
 

@@ -9,9 +9,11 @@ from starlette.applications import Starlette
 
 from .._clock import Clock
 from ..config import Settings, load_settings
+from .client_ip import ClientAddress
 from .cors import ResponseHeaders
 from .guard import RequestGuard
-from .logs import configure_logging
+from .logs import configure_logging, install_loop_handler
+from .request_context import RequestContext
 from .runtime import Runtime
 from .user_routes import user_routes
 
@@ -28,6 +30,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.log_format == "json":
+            install_loop_handler()
         await runtime.start()
         try:
             yield
@@ -39,8 +43,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
     app.state.runtime = runtime
     app.add_middleware(ResponseHeaders, ttl=float(settings.clients.cache_ttl))
     srv = settings.server
-    app.add_middleware(RequestGuard, body_timeout=float(srv.body_timeout),  # added last: the outermost
+    app.add_middleware(RequestGuard, body_timeout=float(srv.body_timeout),
                        max_requests=srv.keep_alive_max_requests, max_age=float(srv.keep_alive_max_age))
+    # outside the guard: the client address and request id hold for everything inside, the guard's
+    # own answers (408, 503, the safety net's 500) included
+    app.add_middleware(RequestContext, addresses=ClientAddress(settings.server.trusted_proxies,
+                                                               settings.server.proxy_header),
+                       access_log=runtime.access_log, audit=runtime.audit)
     return app
 
 

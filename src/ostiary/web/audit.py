@@ -1,78 +1,245 @@
-"""Audit events: logged as JSON lines and written to the database, both in batches off the request path.
+"""Audit events: logged as JSON lines and written to the database, off the request path (or, with
+``audit.durability = "sync"``, the row before the response).
 
-A request only appends its event to two lists. Every ``interval`` (0.2 s) the batch is written to the log with one
-write, then to the database in transactions of ``max_batch`` rows. A batch the database refuses is kept and
-retried (its log lines are not written twice); SIGTERM flushes everything before the process exits."""
+``emit`` first bounds every field to what the ``audit_events`` table holds (an ``ip`` that is not an IP address
+is dropped, strings are cut to their column's length, the ``detail`` JSON is capped), so no request can make
+an event the database refuses. Then it appends the event to two lists:
+
+- log lines: written every ``interval`` (0.2 s) by their own timer, whatever the database does;
+- rows: written every ``interval`` in transactions of ``max_batch`` rows. A batch the database *refuses*
+  (``AuditEventsRejected``) is split in halves until the refused event is found: that one is set aside (a log
+  line with the reason, ``ostiary_audit_events_dropped_total{reason="rejected"}``), the others are written. A
+  batch that fails because the database is unreachable stays at the head of the queue and is retried.
+
+``durability``: ``"batched"`` (default): a ``kill -9`` loses at most the rows of the last interval and of the
+batch being written, and the log lines of the last interval. ``"sync"``: ``web.request_context`` writes the
+request's events before the response starts; when that fails the client gets 503 and the events are queued.
+SIGTERM flushes everything before the process exits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import orjson
 
 from ..core.errors import StoreUnavailable
 from ..core.models import AuditEvent
-from ..core.storage import AuditRepository
-from .logs import write_events
+from ..core.storage import AuditEventsRejected, AuditRepository
+from . import metrics
+from .logs import LineBuffer, write_events
+from .request_context import current_request
 
-__all__ = ["BatchingAuditSink"]
+__all__ = ["DETAIL_MAX_BYTES", "BatchingAuditSink", "bounded"]
 
 log = logging.getLogger("ostiary.audit")
 
+#: Column lengths of ``audit_events`` (store/sql/tables.py; a test checks they agree).
+LIMITS = {"type": 64, "client_id": 256, "subject": 256, "grant_type": 100, "jti": 64}
+#: Largest ``detail`` kept, as JSON; a larger one is replaced by a note of its size.
+DETAIL_MAX_BYTES = 4096
+_OUTCOMES = ("success", "failure")
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    if len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value
+    # no NUL, no lone surrogate: text PostgreSQL and SQLite both store
+    value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return value[:limit]
+
+
+def _ip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    if depth > 8:
+        return None
+    if isinstance(value, str):
+        return _text(value, DETAIL_MAX_BYTES)
+    if isinstance(value, dict):
+        return {_text(str(k), 200): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v, depth + 1) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _text(str(value), DETAIL_MAX_BYTES)
+
+
+def _detail(detail: Any) -> dict[str, Any]:
+    try:
+        data = orjson.dumps(detail, option=orjson.OPT_NON_STR_KEYS)
+        clean = dict(detail) if b"\\u0000" not in data else _clean(dict(detail))
+    except (TypeError, ValueError):  # lone surrogates, objects orjson cannot write
+        clean = _clean(dict(detail))
+        data = orjson.dumps(clean, default=str, option=orjson.OPT_NON_STR_KEYS)
+    if len(data) > DETAIL_MAX_BYTES:
+        return {"truncated": True, "bytes": len(data)}
+    return clean
+
+
+def bounded(event: AuditEvent) -> AuditEvent:
+    """The event with every field valid for the ``audit_events`` table (see the module docstring)."""
+    return dataclasses.replace(
+        event, type=_text(event.type, LIMITS["type"]) or "unknown",
+        outcome=event.outcome if event.outcome in _OUTCOMES else "failure",
+        client_id=_text(event.client_id, LIMITS["client_id"]), subject=_text(event.subject, LIMITS["subject"]),
+        grant_type=_text(event.grant_type, LIMITS["grant_type"]), jti=_text(event.jti, LIMITS["jti"]),
+        ip=_ip(event.ip), detail=_detail(event.detail))
+
 
 class BatchingAuditSink:
-    def __init__(self, repo: AuditRepository, *, interval: float = 0.2, max_batch: int = 250,
-                 max_queue: int = 100_000) -> None:
+    def __init__(self, repo: AuditRepository, *, durability: Literal["batched", "sync"] = "batched",
+                 interval: float = 0.2, max_batch: int = 250, max_queue: int = 100_000,
+                 access_log: LineBuffer | None = None) -> None:
         self._repo = repo
+        self.durability = durability
         self._interval = interval
         self._max_batch = max_batch
         self._max_queue = max_queue
         self._queue: list[AuditEvent] = []
-        self._unlogged: list[AuditEvent] = []
-        self._task: asyncio.Task[None] | None = None
+        self._unlogged: list[tuple[AuditEvent, str | None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._access_log = access_log
+        self._failing_since: float | None = None
+        self._last_warning = 0.0
         self.dropped = 0
 
     def emit(self, event: AuditEvent) -> None:
+        event = bounded(event)
+        state = current_request()
         if len(self._unlogged) < self._max_queue:
-            self._unlogged.append(event)
-        if len(self._queue) >= self._max_queue:
-            self.dropped += 1
-            return
-        self._queue.append(event)
+            self._unlogged.append((event, state.request_id if state else None))
+        if state is not None:
+            if state.client_id is None:
+                state.client_id = event.client_id
+            if state.audit_pending is not None:  # sync: written by web.request_context before the response
+                state.audit_pending.append(event)
+                return
+        self.enqueue([event])
 
-    def _write_log(self) -> None:
+    def enqueue(self, events: Sequence[AuditEvent]) -> None:
+        room = self._max_queue - len(self._queue)
+        if room < len(events):
+            lost = len(events) - max(room, 0)
+            self.dropped += lost
+            metrics.audit_dropped("queue_full", lost)
+            events = events[:max(room, 0)]
+        self._queue.extend(events)
+
+    def write_log(self) -> None:
         if self._unlogged:
-            events, self._unlogged = self._unlogged, []
-            write_events(log, [(e.at, e.type, "audit", e.as_dict()) for e in events])
+            items, self._unlogged = self._unlogged, []
+            write_events(log, [(e.at, e.type, "audit", e.as_dict()) for e, _ in items],
+                         request_ids=[rid for _, rid in items])
+        if self._access_log is not None:
+            self._access_log.flush()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ostiary-audit")
+        self._tasks = [asyncio.create_task(self._log_loop(), name="ostiary-audit-log"),
+                       asyncio.create_task(self._db_loop(), name="ostiary-audit")]
 
-    async def _run(self) -> None:
+    async def _tick(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self._interval)
+
+    async def _log_loop(self) -> None:
+        """Log lines on their own timer: a database that hangs does not hold them back."""
+        while not self._stopping.is_set():
+            await self._tick()
+            self.write_log()
+
+    async def _db_loop(self) -> None:
         # never cancelled: a cancellation in the middle of an insert would lose that batch
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
-            await self.flush()
+            await self._tick()
+            await self.flush_rows()
 
-    async def flush(self) -> None:
-        self._write_log()
+    async def write_now(self, events: Sequence[AuditEvent]) -> bool:
+        """``durability = "sync"``: write these rows now. False (and the events queued for a retry) when the
+        database cannot be reached."""
+        rest = await self._write(list(events))
+        if rest:
+            self.enqueue(rest)
+            return False
+        return True
+
+    async def _write(self, batch: list[AuditEvent]) -> list[AuditEvent]:
+        """Write ``batch``, setting aside the events the store refuses; returns what could not be written
+        because the store failed (to retry), empty when everything was written or set aside."""
+        try:
+            await self._repo.record_events(batch)
+        except AuditEventsRejected as exc:
+            if len(batch) == 1:
+                self._set_aside(batch[0], str(exc))
+                return []
+            mid = len(batch) // 2
+            rest = await self._write(batch[:mid])
+            if rest:
+                return rest + batch[mid:]
+            return await self._write(batch[mid:])
+        except StoreUnavailable:  # the store logs the outage once per transition; the events wait
+            return batch
+        except Exception as exc:
+            self._unavailable(len(batch), exc)
+            return batch
+        if self._failing_since is not None:
+            log.warning("audit events are written again", extra={
+                "unavailable_s": round(time.monotonic() - self._failing_since, 1)})
+            self._failing_since = None
+        return []
+
+    def _set_aside(self, event: AuditEvent, reason: str) -> None:
+        self.dropped += 1
+        metrics.audit_dropped("rejected")
+        log.error("audit event refused by the database; set aside", extra={"reason": reason,
+                                                                          "audit": event.as_dict()})
+
+    def _unavailable(self, count: int, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._last_warning < 30:
+            return  # one line when it starts, then one every 30 s: not five a second
+        self._last_warning = now
+        log.error("cannot write audit events; retrying every %.1f s", self._interval,
+                  extra={"queued": len(self._queue) + count, "error": f"{type(exc).__name__}: {exc}"[:300]})
+
+    async def flush_rows(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch:]
-            try:
-                await self._repo.record_events(batch)
-            except StoreUnavailable:  # the store logged the outage once; keep the events for the next flush
-                self._queue[:0] = batch
-                return
-            except Exception:
-                log.exception("could not write %d audit events; retrying at the next flush", len(batch))
-                self._queue[:0] = batch
+            rest = await self._write(batch)
+            if rest:
+                self._queue[:0] = rest
                 return
             await asyncio.sleep(0)  # small batches, and requests in between: no long stall of the event loop
 
+    async def flush(self) -> None:
+        self.write_log()
+        await self.flush_rows()
+
     async def stop(self) -> None:
-        if self._task:
-            self._stopping.set()
-            await self._task
+        self._stopping.set()
+        for task in self._tasks:
+            await task
         await self.flush()
+        if self._queue:
+            log.error("audit events not written at exit (their log lines were)", extra={"lost": len(self._queue)})

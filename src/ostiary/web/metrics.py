@@ -1,5 +1,5 @@
 """Prometheus metrics. With several workers, ``ostiary serve`` sets PROMETHEUS_MULTIPROC_DIR so /metrics
-aggregates every process."""
+aggregates every process (the directory: ``web.metrics_dir``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-__all__ = ["AUTH_FAILURES", "CONTENT_TYPE_LATEST", "DEVICE_GUESSING", "PASSWORD_HASH_BUSY", "RATE_LIMITED",
-           "REDIS_FALLBACK", "REFRESH_TOKEN_REUSE", "REQUESTS", "TOKENS", "latency", "render", "tokens_issued"]
+__all__ = ["AUDIT_DROPPED", "AUTH_FAILURES", "CONTENT_TYPE_LATEST", "DEVICE_GUESSING", "PASSWORD_HASH_BUSY",
+           "RATE_LIMITED", "REDIS_FALLBACK", "REFRESH_TOKEN_REUSE", "REQUESTS", "TOKENS", "audit_dropped", "latency",
+           "render", "tokens_issued"]
 
 REQUESTS = Counter("ostiary_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"],
@@ -33,6 +34,13 @@ DEVICE_GUESSING = Counter("ostiary_device_code_guessing_total",
 #: every reuse of a spent refresh token; ``revoked_family`` = this one revoked the family (one audit event each)
 REFRESH_TOKEN_REUSE = Counter("ostiary_refresh_token_reuse_total", "Reuses of a spent refresh token",
                               ["revoked_family"])
+AUDIT_DROPPED = Counter("ostiary_audit_events_dropped_total", "Audit events never written to the database",
+                        ["reason"])
+
+
+def audit_dropped(reason: str, count: int = 1) -> None:
+    """``rejected``: the database refused the event (it is logged); ``queue_full``: 100,000 events waiting."""
+    AUDIT_DROPPED.labels(reason).inc(count)
 
 
 _token_counters: dict[str, Any] = {}
@@ -69,3 +77,4 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest()
+

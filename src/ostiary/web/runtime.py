@@ -27,6 +27,7 @@ from .audit import BatchingAuditSink
 from .device_poll import device_endpoints, make_poll_tracker
 from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
+from .logs import LineBuffer
 from .ratelimit import MemoryLimiter, RateLimiter, RedisLimiter
 from .redis_guard import RedisGuard
 from .safe_fetch import SafeFetcher
@@ -53,7 +54,9 @@ class Runtime:
         self.kek, self.secret_hash_key, self.admin_hash_key = settings.master_keys()
         self.raw_store = SqlStore.from_url(settings.database_url, timeout=settings.database_timeout)
         self.store = CachedStore(self.raw_store, self.clock, settings.clients.cache_ttl)
-        self.audit = BatchingAuditSink(self.raw_store)
+        self.access_log = LineBuffer(logging.getLogger("ostiary.access"))
+        self.audit = BatchingAuditSink(self.raw_store, durability=settings.audit.durability,
+                                       access_log=self.access_log)
         # one Redis connection pool and one circuit breaker per process, shared by the limiter and the poll
         # tracker; each falls back to process memory while Redis is unavailable
         self.redis = (RedisGuard(settings.redis_url, timeout=settings.redis_timeout,

@@ -57,32 +57,39 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def _worker(target: str, host: str, port: int, options: dict[str, Any]) -> None:  # pragma: no cover - child
+def _worker(target: str, host: str, port: int, options: dict[str, Any],
+            log_config: tuple[str, str]) -> None:  # pragma: no cover - child
     import uvicorn
 
+    from .logs import configure_logging
+
+    configure_logging(*log_config)  # before anything can print: every line of a worker is a JSON line too
     try:
         sock = _bind(host, port)
     except OSError as exc:
-        print(f"ostiary: worker {os.getpid()} cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        log.error("worker cannot listen on %s:%d: %s", host, port, exc)
         sys.exit(STARTUP_FAILURE)
-    server = uvicorn.Server(uvicorn.Config(target, factory=True, host=host, port=port, **options))
-    server.run(sockets=[sock])
+    try:
+        server = uvicorn.Server(uvicorn.Config(target, factory=True, host=host, port=port, **options))
+        server.run(sockets=[sock])
+    except Exception:
+        log.critical("worker failed", exc_info=True)
+        sys.exit(1)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
 
 def serve_uvicorn_workers(target: str, host: str, port: int, workers: int, options: dict[str, Any],
-                          *, grace: float = 15.0) -> int:
+                          *, grace: float = 15.0, log_config: tuple[str, str] = ("info", "json")) -> int:
     """Run ``workers`` Uvicorn processes until SIGTERM/SIGINT; returns the exit status for the parent."""
     if _answers(host, port):
-        print(f"ostiary: something already answers on {host}:{port}; stop it or choose another --port",
-              file=sys.stderr)
+        log.error("something already answers on %s:%d; stop it or choose another --port", host, port)
         return 1
     try:
         # Bound, never listening: holds the port against programs without SO_REUSEPORT until we exit.
         guard = _bind(host, port)
     except OSError as exc:
-        print(f"ostiary: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
         return 1
     ctx = multiprocessing.get_context("spawn")
     stopping: list[int] = []
@@ -94,7 +101,7 @@ def serve_uvicorn_workers(target: str, host: str, port: int, workers: int, optio
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_worker, args=(target, host, port, options), name="ostiary-worker")
+        proc = ctx.Process(target=_worker, args=(target, host, port, options, log_config), name="ostiary-worker")
         proc.start()
         return proc
 
@@ -107,12 +114,12 @@ def serve_uvicorn_workers(target: str, host: str, port: int, workers: int, optio
                 if proc.is_alive() or stopping:
                     continue
                 if proc.exitcode == STARTUP_FAILURE:
-                    print(f"ostiary: worker {proc.pid} failed to start; stopping", file=sys.stderr)
+                    log.error("worker %s failed to start; stopping", proc.pid)
                     status = STARTUP_FAILURE
                     stopping.append(0)
                     break
-                print(f"ostiary: worker {proc.pid} exited with status {proc.exitcode}; starting another",
-                      file=sys.stderr)
+                log.warning("worker %s exited with status %s; starting another", proc.pid, proc.exitcode,
+                            extra={"worker_pid": proc.pid, "exit_status": proc.exitcode})
                 time.sleep(0.5)  # a worker that dies at once must not spin the CPU
                 procs[i] = start()
     finally:
@@ -124,7 +131,7 @@ def serve_uvicorn_workers(target: str, host: str, port: int, workers: int, optio
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
-                print(f"ostiary: worker {proc.pid} did not stop within {grace:.0f} s; killing it", file=sys.stderr)
+                log.error("worker %s did not stop within %.0f s; killing it", proc.pid, grace)
                 proc.kill()
                 proc.join()
         guard.close()

@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.models import AuditEvent, Client, ClientSecret, SigningKey
+from ...core.storage import AuditEventsRejected
 from . import tables as t
 from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
@@ -217,11 +218,18 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
     async def record_events(self, events: Sequence[AuditEvent]) -> None:
         if not events:
             return
-        async with self.engine.begin() as conn:
-            await conn.execute(t.audit_events.insert(), [
-                {"type": e.type, "outcome": e.outcome, "at": e.at, "client_id": e.client_id,
-                 "subject": e.subject, "grant_type": e.grant_type, "jti": e.jti, "ip": e.ip,
-                 "detail": dict(e.detail)} for e in events])
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(t.audit_events.insert(), [
+                    {"type": e.type, "outcome": e.outcome, "at": e.at, "client_id": e.client_id,
+                     "subject": e.subject, "grant_type": e.grant_type, "jti": e.jti, "ip": e.ip,
+                     "detail": dict(e.detail)} for e in events])
+        except (DataError, IntegrityError) as exc:
+            raise AuditEventsRejected(str(exc.orig)[:300]) from exc
+        except StatementError as exc:
+            if isinstance(exc, DBAPIError):  # the database or the connection failed: worth a retry
+                raise
+            raise AuditEventsRejected(str(exc.orig)[:300]) from exc  # a value the driver could not send
 
     async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]:
         q = sa.select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
