@@ -65,6 +65,18 @@ def _storable(value: str) -> bool:
     return True
 
 
+def _refused(exc: StatementError) -> bool:
+    """The statement failed because of the values it carried, not because of the database or the connection:
+    SQLSTATE class 22 (data exception: too long, NUL, bad encoding) or 23 (integrity constraint), or a value
+    the driver could not even send."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return True  # raised while preparing the parameters, before anything reached the database
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(state, str) and state[:2] in ("22", "23")
+
+
 def _client_row(c: Client) -> dict[str, Any]:
     return {
         "client_id": c.client_id, "name": c.name, "client_type": c.client_type,
@@ -224,12 +236,10 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
                     {"type": e.type, "outcome": e.outcome, "at": e.at, "client_id": e.client_id,
                      "subject": e.subject, "grant_type": e.grant_type, "jti": e.jti, "ip": e.ip,
                      "detail": dict(e.detail)} for e in events])
-        except (DataError, IntegrityError) as exc:
-            raise AuditEventsRejected(str(exc.orig)[:300]) from exc
         except StatementError as exc:
-            if isinstance(exc, DBAPIError):  # the database or the connection failed: worth a retry
-                raise
-            raise AuditEventsRejected(str(exc.orig)[:300]) from exc  # a value the driver could not send
+            if _refused(exc):
+                raise AuditEventsRejected(str(exc.orig)[:300]) from exc
+            raise  # the database or the connection failed: worth a retry
 
     async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]:
         q = sa.select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
