@@ -119,6 +119,8 @@ class BatchingAuditSink:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._access_log = access_log
+        self._sync_waiting: list[tuple[list[AuditEvent], asyncio.Future[bool]]] = []
+        self._sync_writer: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
         self._last_warning = 0.0
         self.dropped = 0
@@ -174,13 +176,28 @@ class BatchingAuditSink:
             await self.flush_rows()
 
     async def write_now(self, events: Sequence[AuditEvent]) -> bool:
-        """``durability = "sync"``: write these rows now. False (and the events queued for a retry) when the
-        database cannot be reached."""
-        rest = await self._write(list(events))
-        if rest:
-            self.enqueue(rest)
-            return False
-        return True
+        """``durability = "sync"``: write these rows before returning. False (and the events queued for a
+        retry) when the database cannot be reached.
+
+        Group commit: the rows of every request waiting meanwhile go in one transaction, so concurrent
+        requests share one commit (one WAL flush) instead of queueing for a commit each."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._sync_waiting.append((list(events), done))
+        if self._sync_writer is None or self._sync_writer.done():
+            self._sync_writer = asyncio.create_task(self._write_sync(), name="ostiary-audit-sync")
+        return await asyncio.shield(done)  # a cancelled request must not cancel the others' commit
+
+    async def _write_sync(self) -> None:
+        while self._sync_waiting:
+            waiting, self._sync_waiting = self._sync_waiting, []
+            rest = await self._write([e for events, _ in waiting for e in events])
+            unwritten = {id(e) for e in rest}
+            for events, done in waiting:
+                failed = [e for e in events if id(e) in unwritten]
+                if failed:
+                    self.enqueue(failed)
+                if not done.done():
+                    done.set_result(not failed)
 
     async def _write(self, batch: list[AuditEvent]) -> list[AuditEvent]:
         """Write ``batch``, setting aside the events the store refuses; returns what could not be written
