@@ -124,6 +124,7 @@ class RequestContext:
         finally:
             if state.audit_pending and self.audit is not None:  # emitted after the response started
                 self.audit.enqueue(state.audit_pending)
+            state.audit_pending = None  # a task the request started and that emits later: the queue takes it
             _CURRENT.reset(state_token)
             REQUEST_ID.reset(rid_token)
             fields: dict[str, Any] = {
