@@ -194,18 +194,22 @@ def _dropped(reason: str) -> float:
     return float(metrics.AUDIT_DROPPED.labels(reason)._value.get())
 
 
-def test_sink_keeps_events_while_the_database_is_unreachable(pg: str) -> None:
-    """A database that cannot be reached is not a refused event: nothing is set aside, everything waits."""
+def test_sink_keeps_events_while_the_database_is_unreachable(pg: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A database that cannot be reached is not a refused event: nothing is set aside, everything waits, and
+    the outage is logged once (then every 30 s), not at every flush."""
     async def go() -> tuple[int, int, bool]:
         store = SqlStore.from_url("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
         sink = BatchingAuditSink(store, durability="sync")
         sink.enqueue([AuditEvent(type="x", outcome="success", at=1.0)] * 3)
         await sink.flush()
+        await sink.flush()
         written = await sink.write_now([AuditEvent(type="y", outcome="success", at=2.0)])  # sync: answer 503
         await store.close()
         return len(sink._queue), sink.dropped, written
 
-    assert asyncio.run(go()) == (4, 0, False)
+    with caplog.at_level(logging.ERROR, logger="ostiary.audit"):
+        assert asyncio.run(go()) == (4, 0, False)
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == ["cannot write audit events"]
 
 
 # --- 10.7: kill -9 a worker under load ------------------------------------------------------------------
