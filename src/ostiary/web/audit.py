@@ -7,9 +7,9 @@ an event the database refuses. Then it appends the event to two lists:
 
 - log lines: written every ``interval`` (0.2 s) by their own timer, whatever the database does;
 - rows: written every ``interval`` in transactions of ``max_batch`` rows. A batch the database *refuses*
-  (``AuditEventsRejected``) is split in halves until the refused event is found: that one is set aside (a log
-  line with the reason, ``ostiary_audit_events_dropped_total{reason="rejected"}``), the others are written. A
-  batch that fails because the database is unreachable stays at the head of the queue and is retried.
+  is split in halves until the refused event is found: that one is set aside (a log line with the reason,
+  ``ostiary_audit_events_dropped_total{reason="rejected"}``), the others are written. A batch that fails because
+  the database is unreachable (``StoreUnavailable``) stays at the head of the queue and is retried.
 
 ``durability``: ``"batched"`` (default): a ``kill -9`` loses at most the rows of the last interval and of the
 batch being written, and the log lines of the last interval. ``"sync"``: ``web.request_context`` writes the
@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -121,8 +120,6 @@ class BatchingAuditSink:
         self._access_log = access_log
         self._sync_waiting: list[tuple[list[AuditEvent], asyncio.Future[bool]]] = []
         self._sync_writer: asyncio.Task[None] | None = None
-        self._failing_since: float | None = None
-        self._last_warning = 0.0
         self.dropped = 0
 
     def emit(self, event: AuditEvent) -> None:
@@ -201,44 +198,32 @@ class BatchingAuditSink:
 
     async def _write(self, batch: list[AuditEvent]) -> list[AuditEvent]:
         """Write ``batch``, setting aside the events the store refuses; returns what could not be written
-        because the store failed (to retry), empty when everything was written or set aside."""
+        because the store cannot be reached (to retry), empty when everything was written or set aside.
+
+        Any failure other than ``StoreUnavailable`` is about the statement, so about some event in it (the
+        store names a refused value ``AuditEventsRejected``): retrying the same batch could only fail again
+        and hold up every event behind it."""
         try:
             await self._repo.record_events(batch)
-        except AuditEventsRejected as exc:
+        except StoreUnavailable:  # the store logs the outage once per transition; the events wait
+            return batch
+        except Exception as exc:
             if len(batch) == 1:
-                self._set_aside(batch[0], str(exc))
+                self._set_aside(batch[0], exc)
                 return []
             mid = len(batch) // 2
             rest = await self._write(batch[:mid])
             if rest:
                 return rest + batch[mid:]
             return await self._write(batch[mid:])
-        except StoreUnavailable:  # the store logs the outage once per transition; the events wait
-            return batch
-        except Exception as exc:
-            self._unavailable(len(batch), exc)
-            return batch
-        if self._failing_since is not None:
-            log.warning("audit events are written again", extra={
-                "unavailable_s": round(time.monotonic() - self._failing_since, 1)})
-            self._failing_since = None
         return []
 
-    def _set_aside(self, event: AuditEvent, reason: str) -> None:
+    def _set_aside(self, event: AuditEvent, exc: Exception) -> None:
         self.dropped += 1
         metrics.audit_dropped("rejected")
-        log.error("audit event refused by the database; set aside", extra={"reason": reason,
+        reason = str(exc) if isinstance(exc, AuditEventsRejected) else f"{type(exc).__name__}: {exc}"
+        log.error("audit event refused by the database; set aside", extra={"reason": reason[:300],
                                                                           "audit": event.as_dict()})
-
-    def _unavailable(self, count: int, exc: Exception) -> None:
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        elif now - self._last_warning < 30:
-            return  # one line when it starts, then one every 30 s: not five a second
-        self._last_warning = now
-        log.error("cannot write audit events; retrying every %.1f s", self._interval,
-                  extra={"queued": len(self._queue) + count, "error": f"{type(exc).__name__}: {exc}"[:300]})
 
     async def flush_rows(self) -> None:
         while self._queue:

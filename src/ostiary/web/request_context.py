@@ -82,7 +82,7 @@ class RequestContext:
             proxied = self.addresses.trusted_peer(peer[0])
             host = self.addresses.resolve(peer[0], scope["headers"])
             if host is not None and host != peer[0]:
-                scope["client"] = (host, 0)
+                scope["client"] = (host, peer[1])  # the port stays the connection's (web.guard counts by it)
         rid = self._request_id(scope, proxied)
         sync = self.audit is not None and self.audit.durability == "sync"
         state = RequestState(rid, audit_pending=[] if sync else None)
@@ -113,11 +113,20 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
+        disconnected = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
         event = "http.request"
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         except ClientDisconnect:
-            event = "client_disconnected"
+            disconnected = True
         except BaseException:
             status = status or 500
             raise
@@ -137,4 +146,6 @@ class RequestContext:
                 fields["ip"] = client[0]
             if withheld:
                 fields["audit"] = "unavailable"
+            if disconnected and not status:
+                event = "client_disconnected"  # gone before the answer: not an error (web.guard sends nothing)
             self.access_log.add(event, fields)
