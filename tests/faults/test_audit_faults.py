@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tests.support import LiveServer, create_pg_database, drop_pg_database, ostiary, start_server
 
 from ostiary.core.models import AuditEvent
 from ostiary.store.sql import SqlStore
@@ -26,6 +25,8 @@ from ostiary.store.sql import tables as t
 from ostiary.web import audit as audit_mod
 from ostiary.web.audit import BatchingAuditSink, bounded
 from ostiary.web.client_ip import ClientAddress
+
+from ..support import LiveServer, create_pg_database, drop_pg_database, ostiary, start_server
 
 pytestmark = pytest.mark.postgres
 

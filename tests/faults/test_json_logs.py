@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import LiveServer, create_pg_database, drop_pg_database, spawn, start_server
+
+from ..support import LiveServer, create_pg_database, drop_pg_database, spawn, start_server
 
 pytestmark = pytest.mark.postgres
 
