@@ -79,3 +79,36 @@ async def test_a_spray_of_unknown_client_ids_does_not_flush_the_clients_in_use()
         if i % 10 == 0:
             assert await cache.get_client("c1") is not None  # a client in use
     assert inner.lookups == 1 + 1000  # c1 was read from the database once
+
+
+async def test_a_failed_refresh_behind_a_stale_answer_is_not_left_unretrieved() -> None:
+    """A refresh that fails (the database away) while requests are answered from the stale entry must not end
+    as asyncio's "Task exception was never retrieved" (a plain-text line outside the JSON logs)."""
+
+    class FailingStore(CountingStore):
+        fail = False
+
+        async def get_client(self, client_id: str) -> Client | None:
+            if self.fail:
+                raise ConnectionError("database away")
+            return await super().get_client(client_id)
+
+    inner, clock = FailingStore(), FixedClock()
+    await inner.add_client(_client("old"))
+    cache = CachedStore(inner, clock, ttl=5)
+    await cache.get_client("c1")
+    clock.advance(6)
+    inner.fail = True
+    unretrieved: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        assert (await cache.get_client("c1")).name == "old"  # type: ignore[union-attr]
+        await asyncio.sleep(0.01)  # the refresh fails
+        import gc
+
+        gc.collect()  # a never-retrieved exception is reported when its future is collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []

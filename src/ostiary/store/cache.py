@@ -20,6 +20,11 @@ from ..core.storage import Store
 __all__ = ["CachedStore"]
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class CachedStore:
     def __init__(self, inner: Store, clock: Clock, ttl: float, max_entries: int = 10_000) -> None:
         self.inner = inner
@@ -44,6 +49,9 @@ class CachedStore:
         pending = self._inflight.get(client_id)
         if pending is None:
             pending = asyncio.ensure_future(self._load(client_id, now))
+            # A request answered from the stale entry does not await the look-up: its failure (the database
+            # away) is seen by whoever awaits, or else here, never as "Task exception was never retrieved".
+            pending.add_done_callback(_retrieve)
             self._inflight[client_id] = pending
         if hit is not None and hit[0] + self._ttl > now:
             return hit[1]  # just expired: answer from the cache while the look-up runs
