@@ -167,6 +167,30 @@ def test_a_worker_that_dies_is_replaced(make_server) -> None:
     assert "starting another" in srv.log()
 
 
+def test_workers_stop_when_the_supervisor_is_killed(make_server) -> None:
+    """kill -9 of the supervisor (it cannot catch it) must not leave workers serving, unsupervised, on the port."""
+    srv = make_server(workers=2)
+    parent = srv.procs[0].pid
+    workers = _children(parent)
+    assert len(workers) == 2
+    os.kill(parent, signal.SIGKILL)
+    srv.procs[0].wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in workers)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(srv.base_url + "/readyz", timeout=2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except (OSError, IndexError):
+        return False
+
+
 def test_several_workers_on_a_new_database_create_one_signing_key_per_algorithm(make_server) -> None:
     srv = make_server("postgres", workers=2)
     keys = {(k["alg"], k["kid"]) for _ in range(10) for k in httpx.get(srv.base_url + "/jwks").json()["keys"]}

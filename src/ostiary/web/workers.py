@@ -57,8 +57,23 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+def _stop_with_parent(parent: int) -> None:  # pragma: no cover - child
+    """Linux: SIGTERM this worker when the supervisor dies, even by ``kill -9`` (which it cannot catch), so no
+    worker is left serving, unsupervised, on the port. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(target: str, host: str, port: int, options: dict[str, Any],
-            log_config: tuple[str, str]) -> None:  # pragma: no cover - child
+            log_config: tuple[str, str], parent: int) -> None:  # pragma: no cover - child
+    _stop_with_parent(parent)
     import uvicorn
 
     from .logs import configure_logging
@@ -101,7 +116,8 @@ def serve_uvicorn_workers(target: str, host: str, port: int, workers: int, optio
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_worker, args=(target, host, port, options, log_config), name="ostiary-worker")
+        proc = ctx.Process(target=_worker, args=(target, host, port, options, log_config, os.getpid()),
+                           name="ostiary-worker")
         proc.start()
         return proc
 
