@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -98,7 +99,7 @@ class UserAdmin:
 
     async def create_user(self, spec: UserCreate, password: str) -> User:
         try:
-            password_hash = hash_password(password)
+            password_hash = await asyncio.to_thread(hash_password, password)  # argon2: off the event loop
         except ValueError as exc:
             raise AdminError(str(exc)) from exc
         now = self.clock.now()
@@ -140,7 +141,8 @@ class UserAdmin:
         refresh token or CLI login included)."""
         user = await self.get_user(ref)
         try:
-            updated = replace(user, password_hash=hash_password(password), updated_at=self.clock.now())
+            new_hash = await asyncio.to_thread(hash_password, password)  # argon2: off the event loop
+            updated = replace(user, password_hash=new_hash, updated_at=self.clock.now())
         except ValueError as exc:
             raise AdminError(str(exc)) from exc
         await self.store.update_user(updated)
