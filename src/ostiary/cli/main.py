@@ -29,6 +29,7 @@ from ._common import (
     set_config,
     settings,
 )
+from .audit_cmds import audit_app, recommend_cmd
 from .login_cmds import login, logout, whoami
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ else:
     app.add_typer(federation_app, name="federation")
 for _cmd in (login, whoami, logout):  # the device-flow login toolkit's reference commands
     app.command()(_cmd)
+app.command("recommend")(recommend_cmd)  # advice and audit need only the base install, like login
+app.add_typer(audit_app, name="audit")
 
 
 def _version(value: bool) -> None:
