@@ -92,3 +92,59 @@ def recommend_cmd(
         out.print(f"\n[dim]{escape(note)}[/]")
     out.print("\n[bold]Register it here[/]:")
     out.print(f"  {escape(rec.command_line)}", soft_wrap=True)
+
+
+_FAIL_ON_HELP = "Exit 1 when a finding is at or above this severity: high (default), medium, low, info."
+
+
+def _stdin_lines(count: int, what: str) -> list[str]:
+    lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    if len(lines) < count:
+        _die(f"{what} expected on stdin ({count} line(s)), got {len(lines)}")
+    return lines
+
+
+def _emit(report: Any, as_json: bool, sarif: bool, fail_on: str) -> None:
+    from ..audit import SEVERITIES, to_sarif, to_table
+
+    if fail_on not in SEVERITIES:
+        _die(f"--fail-on {fail_on!r}: one of {', '.join(SEVERITIES)}")
+    if as_json and sarif:
+        _die("--json and --sarif: choose one")
+    if as_json:
+        _print_json(report.as_dict())
+    elif sarif:
+        _print_json(to_sarif(report))
+    else:
+        out.print(to_table(report))
+    raise typer.Exit(report.exit_code(fail_on))
+
+
+@audit_app.command("issuer")
+def audit_issuer_cmd(
+    url: str = typer.Argument(..., help="The issuer URL (its discovery document is read)."),
+    client_id: str | None = typer.Option(None, "--client-id", help="A client to get a token with (client "
+                                         "credentials) and to spend the refresh token with."),
+    client_secret_stdin: bool = typer.Option(False, "--client-secret-stdin",
+                                             help="Read the client secret from the first line of stdin."),
+    refresh_token_stdin: bool = typer.Option(False, "--refresh-token-stdin",
+                                             help="Read a refresh token to spend from stdin (the line after the "
+                                                  "secret, if both). It is used up: log in again afterwards."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    sarif: bool = typer.Option(False, "--sarif", help="Print SARIF 2.1.0 (for code-scanning UIs)."),
+    fail_on: str = typer.Option("high", "--fail-on", help=_FAIL_ON_HELP),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per HTTP request."),
+) -> None:
+    """Audit an authorization server: metadata, JWKS, a client-credentials token, refresh-token rotation.
+
+    Exit status: 0 no finding at or above --fail-on, 1 some, 2 the issuer could not be assessed."""
+    from ..audit.issuer import IssuerAudit, audit_issuer
+
+    if (client_secret_stdin or refresh_token_stdin) and not client_id:
+        _die("--client-id is required with --client-secret-stdin or --refresh-token-stdin")
+    lines = _stdin_lines(int(client_secret_stdin) + int(refresh_token_stdin), "the secret and/or refresh token") \
+        if client_secret_stdin or refresh_token_stdin else []
+    secret = lines[0] if client_secret_stdin else None
+    refresh = lines[int(client_secret_stdin)] if refresh_token_stdin else None
+    report = audit_issuer(IssuerAudit(url, client_id, secret, refresh, timeout))
+    _emit(report, as_json, sarif, fail_on)
