@@ -148,3 +148,19 @@ def audit_issuer_cmd(
     refresh = lines[int(client_secret_stdin)] if refresh_token_stdin else None
     report = audit_issuer(IssuerAudit(url, client_id, secret, refresh, timeout))
     _emit(report, as_json, sarif, fail_on)
+
+
+@audit_app.command("bundle")
+def audit_bundle_cmd(
+    path: str = typer.Argument(..., help="A built bundle: a folder (dist/, an unpacked APK or IPA) or one file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    sarif: bool = typer.Option(False, "--sarif", help="Print SARIF 2.1.0 (paths relative to PATH)."),
+    fail_on: str = typer.Option("high", "--fail-on", help=_FAIL_ON_HELP),
+) -> None:
+    """Scan a front-end or mobile bundle for client secrets, private keys, refresh tokens, and implicit or
+    password-grant code.
+
+    Exit status: 0 no finding at or above --fail-on, 1 some, 2 nothing could be scanned."""
+    from ..audit.bundle_scan import scan_bundle
+
+    _emit(scan_bundle(path), as_json, sarif, fail_on)
