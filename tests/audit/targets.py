@@ -194,3 +194,73 @@ def toy_issuer(**config: Any) -> Iterator[ToyIssuer]:
     with serve(issuer.app) as base:
         issuer.base = base
         yield issuer
+
+
+# -- APIs (resource servers) ------------------------------------------------------------------------------------
+
+def secure_api(issuer: str, audience: str, scope: str = "api:read") -> Starlette:
+    """An API built with ostiary.resource, as the README shows."""
+    from starlette.middleware import Middleware
+
+    from ostiary.resource import TokenVerifier
+    from ostiary.resource.starlette import BearerAuthMiddleware
+
+    async def orders(request: Request) -> Response:
+        token = request.state.access_token
+        if scope not in token.scopes:
+            return Response(status_code=403, headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", '
+                                                                          f'scope="{scope}"'})
+        return JSONResponse({"orders": [], "sub": token.subject if hasattr(token, "subject") else None})
+
+    verifier = TokenVerifier(issuer, audience)
+    return Starlette(routes=[Route("/orders", orders, methods=["GET", "POST"])],
+                     middleware=[Middleware(BearerAuthMiddleware, verifier=verifier)])
+
+
+def insecure_api(issuer: str, audience: str, mistake: str) -> Starlette:
+    """A hand-written API with one mistake: ``no-signature`` (decodes without verifying), ``no-aud``,
+    ``any-issuer`` (keys from whatever issuer the token names), ``jku`` (keys from the token's jku header),
+    ``query`` (reads ?access_token= too), ``always-401``, ``open`` (needs no token at all)."""
+    import httpx
+
+    async def keys_of(iss: str, jku: str | None = None) -> list[jose.PublicJwk]:
+        async with httpx.AsyncClient(timeout=10) as c:
+            url = jku or (await c.get(iss + "/.well-known/openid-configuration")).json()["jwks_uri"]
+            return jose.parse_jwks((await c.get(url)).json())
+
+    def refuse() -> Response:
+        return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    async def orders(request: Request) -> Response:
+        if mistake == "open":
+            return JSONResponse({"orders": []})
+        if mistake == "always-401":
+            return refuse()
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        if token is None and mistake == "query":
+            token = request.query_params.get("access_token")
+        if not token:
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        try:
+            header, claims = jose.decode_unverified(token)
+            if mistake == "no-signature":
+                now = time.time()
+                if claims.get("iss") != issuer or audience not in ([claims.get("aud")] if isinstance(
+                        claims.get("aud"), str) else claims.get("aud") or []) or claims.get("exp", 0) < now \
+                        or claims.get("nbf", 0) > now + 30:
+                    return refuse()
+            elif mistake == "any-issuer":
+                jose.verify_jwt(token, await keys_of(str(claims["iss"])), issuer=str(claims["iss"]),
+                                audience=audience, typ="at+jwt")
+            elif mistake == "jku":
+                jose.verify_jwt(token, await keys_of(issuer, header.get("jku")), issuer=issuer, audience=audience,
+                                typ="at+jwt")
+            else:
+                jose.verify_jwt(token, await keys_of(issuer), issuer=issuer, typ="at+jwt",
+                                audience=None if mistake == "no-aud" else audience)
+        except (jose.JoseError, KeyError, ValueError, httpx.HTTPError):
+            return refuse()
+        return JSONResponse({"orders": []})
+
+    return Starlette(routes=[Route("/orders", orders, methods=["GET", "POST"])])

@@ -164,3 +164,34 @@ def audit_bundle_cmd(
     from ..audit.bundle_scan import scan_bundle
 
     _emit(scan_bundle(path), as_json, sarif, fail_on)
+
+
+@audit_app.command("api")
+def audit_api_cmd(
+    url: str = typer.Argument(..., help="A route of the API that requires a token."),
+    issuer: str = typer.Option(..., "--issuer", help="The issuer the API trusts."),
+    token_stdin: bool = typer.Option(False, "--token-stdin",
+                                     help="Read a token the API accepts from the first line of stdin (required). "
+                                          "Further lines: genuine tokens from the same issuer the API must refuse "
+                                          "(one for another audience, an ID token), to try the claim checks."),
+    method: str = typer.Option("GET", "--method", help="HTTP method of the route."),
+    scope: str | None = typer.Option(None, "--scope", help="A scope the route requires (tries a token without it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    sarif: bool = typer.Option(False, "--sarif", help="Print SARIF 2.1.0 (for code-scanning UIs)."),
+    fail_on: str = typer.Option("high", "--fail-on", help=_FAIL_ON_HELP),
+    attacker_host: str = typer.Option("127.0.0.1", "--attacker-host",
+                                      help="Address to serve the audit's attacker issuer on (the API must reach it)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per HTTP request."),
+) -> None:
+    """Send forged tokens to an API and report each one it wrongly accepts.
+
+    Exit status: 0 no finding at or above --fail-on, 1 some, 2 not assessed (the genuine token was refused, or
+    the route answers without a token)."""
+    from ..audit.api_probe import ApiAudit, audit_api
+
+    if not token_stdin:
+        _die("--token-stdin is required: pipe a token the API accepts (never put tokens on the command line)")
+    lines = _stdin_lines(1, "a token")
+    report = audit_api(ApiAudit(url, issuer.rstrip("/"), lines[0], lines[1:], method.upper(), scope, timeout),
+                       attacker_host=attacker_host)
+    _emit(report, as_json, sarif, fail_on)
