@@ -41,16 +41,16 @@ def to_table(report: Report) -> RenderableType:
                        style="bold")
     if not report.findings:
         return verdict
-    table = Table(show_lines=True, expand=False)
+    table = Table(show_lines=True, expand=True)
     table.add_column("severity", no_wrap=True)
-    table.add_column("mistake", no_wrap=True)
-    table.add_column("finding", overflow="fold")
-    table.add_column("fix", overflow="fold")
+    table.add_column("#", no_wrap=True, justify="right")
+    table.add_column("finding", overflow="fold", ratio=3)
+    table.add_column("fix", overflow="fold", ratio=2)
     for f in report.sorted():
         c = f.check
-        mistake = f"{c.mistake} {MISTAKES[c.mistake]}" if c.mistake else "-"
-        table.add_row(Text(c.severity, style=_STYLE[c.severity]), mistake,
-                      Text.assemble((c.title, "bold"), "\n", f.evidence, "\n", (c.id, "dim")),
+        mistake = (f"mistake {c.mistake}: {MISTAKES[c.mistake]}", "dim") if c.mistake else ""
+        table.add_row(Text(c.severity, style=_STYLE[c.severity]), str(c.mistake or "-"),
+                      Text.assemble((c.title, "bold"), "\n", f.evidence, "\n", (c.id, "dim"), "  ", mistake),
                       Text.assemble(c.fix, "\n", (c.reference, "dim")))
     return Group(verdict, table)
 
