@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -91,14 +92,17 @@ class _Probe:
 
 
 def _issuer_keys(issuer: str, client: httpx.Client) -> list[dict[str, Any]]:
-    try:
-        meta = client.get(issuer.rstrip("/") + "/.well-known/openid-configuration").json()
-        if not isinstance(meta, dict):
-            meta = client.get(issuer.rstrip("/") + "/.well-known/oauth-authorization-server").json()
-        jwks = client.get(str(meta["jwks_uri"])).json()
-        return [k for k in jwks.get("keys", []) if isinstance(k, dict)]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
-        return []
+    """The issuer's published keys (OpenID discovery, else RFC 8414 metadata); none when unreachable."""
+    parts = urlsplit(issuer)
+    for url in (issuer.rstrip("/") + "/.well-known/openid-configuration",
+                f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{parts.path.rstrip('/')}"):
+        try:
+            meta = client.get(url).json()
+            jwks = client.get(str(meta["jwks_uri"])).json()
+            return [k for k in jwks.get("keys", []) if isinstance(k, dict)]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return []
 
 
 def _public_pems(keys: list[dict[str, Any]]) -> list[tuple[str | None, bytes]]:
