@@ -6,6 +6,7 @@ expects the audit to find.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -71,6 +72,9 @@ class IssuerConfig:
     rotate: bool = True
     refuse_reuse: bool = True
     revoke_family: bool = True
+    raw_metadata: dict[str, Any] | None = None  # served instead of the metadata ("{base}" replaced)
+    raw_jwks: Any = None  # served instead of the JWKS
+    raw_token: bytes | None = None  # served instead of every token response (200, application/json)
 
 
 class ToyIssuer:
@@ -99,6 +103,8 @@ class ToyIssuer:
 
     async def metadata(self, request: Request) -> Response:
         c = self.c
+        if c.raw_metadata is not None:
+            return Response(json.dumps(c.raw_metadata).replace("{base}", self.base), media_type="application/json")
         base = c.public_host or self.base
         doc: dict[str, Any] = {
             "issuer": self.base, "authorization_endpoint": base + "/authorize", "token_endpoint": base + "/token",
@@ -118,6 +124,8 @@ class ToyIssuer:
         return JSONResponse(doc)
 
     async def jwks(self, request: Request) -> Response:
+        if self.c.raw_jwks is not None:
+            return JSONResponse(self.c.raw_jwks)
         keys = [jose.public_jwk(self.key, self.kid)]
         if self.c.rsa_bits:
             from cryptography.hazmat.primitives.asymmetric import rsa
@@ -143,6 +151,8 @@ class ToyIssuer:
 
     async def token(self, request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        if self.c.raw_token is not None:
+            return Response(self.c.raw_token, media_type="application/json")
         headers = {"Cache-Control": "no-store"} if self.c.no_store else {}
         grant = form.get("grant_type")
         if grant == "client_credentials":

@@ -144,3 +144,27 @@ def test_exit_codes_json_and_sarif(tmp_path: Path) -> None:
     with toy_issuer() as good:
         code, data = _audit([good.base, "--client-id", "svc", "--client-secret-stdin"], env, "wrong\n")
     assert code == 2 and "issuer.client-credentials-failed" in [f["id"] for f in data["findings"]]
+
+
+GARBAGE = [
+    {"raw_metadata": {"issuer": "{base}", "response_types_supported": "code token", "grant_types_supported": {"a": 1},
+                      "jwks_uri": 42, "token_endpoint": None, "authorization_endpoint": ["x"],
+                      "code_challenge_methods_supported": "S256", "userinfo_endpoint": 7}},
+    {"raw_metadata": {"issuer": "{base}", "jwks_uri": "{base}/jwks", "token_endpoint": "{base}/token",
+                      "userinfo_endpoint": "{base}/userinfo"},
+     "raw_jwks": {"keys": [1, "x", {"kty": "RSA", "n": 5}, {"kty": "oct", "k": "c2VjcmV0"}]}},
+    {"raw_jwks": [1, 2], "raw_token": b'{"access_token": "a.b.c", "expires_in": "soon"}'},
+    {"raw_token": b'{"access_token": ["x"]}'},
+    {"raw_token": b"<html>not json</html>"},
+    {"raw_metadata": ["not", "an", "object"]},
+]
+
+
+@pytest.mark.parametrize("config", GARBAGE, ids=[str(i) for i in range(len(GARBAGE))])
+def test_garbage_from_the_issuer_is_reported_never_a_crash(config: dict[str, Any]) -> None:
+    with toy_issuer(**config) as issuer:
+        for spec in (IssuerAudit(issuer.base), IssuerAudit(issuer.base, "svc", issuer.client_secret),
+                     IssuerAudit(issuer.base, "svc", None, issuer.new_refresh_token())):
+            report = audit_issuer(spec)
+            assert report.findings or spec.client_id is None, report.as_dict()
+            json.dumps(report.as_dict())

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["is_loopback_url", "new_client", "why"]
+__all__ = ["is_loopback_url", "new_client", "url_problem", "why"]
 
 USER_AGENT = "ostiary-audit"
 
@@ -34,3 +34,15 @@ def why(exc: Exception) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
+def url_problem(url: str, what: str) -> str | None:
+    """Why ``url`` cannot be audited (not an absolute http(s) URL), or ``None``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        return f"{what} {url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"{what} {url!r} is not an http(s) URL: give https://host[:port][/path]"
+    return None

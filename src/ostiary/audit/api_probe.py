@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..core import jose
 from ._attacker import Attacker, attacker_issuer
-from ._http import new_client, why
+from ._http import new_client, url_problem, why
 from .findings import Report
 
 __all__ = ["ApiAudit", "audit_api"]
@@ -114,8 +114,13 @@ def _public_pems(keys: list[dict[str, Any]]) -> list[tuple[str | None, bytes]]:
 
 
 def audit_api(spec: ApiAudit, http: httpx.Client | None = None, attacker_host: str = "127.0.0.1") -> Report:
-    client = http or new_client(spec.timeout)
     report = Report(spec.url, "api")
+    problem = url_problem(spec.url, "API URL") or url_problem(spec.issuer, "--issuer")
+    if problem:
+        report.add("api.not-assessed", problem)
+        report.assessed = False
+        return report
+    client = http or new_client(spec.timeout)
     try:
         probe = _Probe(spec, client, report)
         ok, status = probe.accepted(spec.token)

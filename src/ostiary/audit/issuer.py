@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..core import jose
-from ._http import is_loopback_url, new_client, why
+from ._http import is_loopback_url, new_client, url_problem, why
 from .findings import Report
 
 __all__ = ["IssuerAudit", "audit_issuer"]
@@ -40,8 +40,13 @@ class IssuerAudit:
 
 def audit_issuer(spec: IssuerAudit, http: httpx.Client | None = None) -> Report:
     """Run every issuer check that the given inputs allow; see :mod:`ostiary.audit.findings` for the list."""
-    client = http or new_client(spec.timeout)
     report = Report(spec.url, "issuer")
+    problem = url_problem(spec.url, "issuer")
+    if problem:
+        report.add("issuer.unreachable", problem)
+        report.assessed = False
+        return report
+    client = http or new_client(spec.timeout)
     try:
         meta = _metadata(spec.url.rstrip("/"), client, report)
         if meta is None:
@@ -184,7 +189,8 @@ def _check_jwks(meta: Mapping[str, Any], client: httpx.Client, report: Report) -
         if key.get("kty") == "RSA":
             bits = _b64len_bits(key.get("n"))
             if bits < 2048:
-                report.add("issuer.jwks-weak-key", f"{name} is RSA with a {bits}-bit modulus")
+                report.add("issuer.jwks-weak-key", f"{name} is RSA with a {bits}-bit modulus" if bits
+                           else f"{name} is RSA with a missing or unreadable modulus n")
 
 
 def _check_cors(meta: Mapping[str, Any], client: httpx.Client, report: Report) -> None:
@@ -300,7 +306,8 @@ def _check_client_credentials(spec: IssuerAudit, meta: Mapping[str, Any], client
     body = _json(response)
     token = body.get("access_token")
     if response.status_code != 200 or not isinstance(token, str):
-        report.add("issuer.client-credentials-failed", f"{endpoint} answered {_error(response)}")
+        report.add("issuer.client-credentials-failed", f"{endpoint} answered {_error(response)}"
+                   + ("" if response.status_code != 200 else " without an access_token string"))
         report.assessed = False
         return
     if "no-store" not in response.headers.get("cache-control", "").lower():
