@@ -95,3 +95,12 @@ def test_a_dead_or_open_route_is_not_assessed(live: LiveServer, tokens: dict[str
     assert proc.returncode == 2, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
     assert data["assessed"] is False and data["findings"][0]["id"] == "api.not-assessed"
+
+
+@pytest.mark.parametrize("url,issuer,token", [("http://[bad", "http://127.0.0.1:9", "abc"),
+                                              ("ftp://x/y", "http://127.0.0.1:9", "abc"),
+                                              ("http://127.0.0.1:9/x", "http://127.0.0.1:9", "tøken"),
+                                              ("http://127.0.0.1:9/x", "http://127.0.0.1:9", "a.b.c")])
+def test_bad_input_is_not_assessed_never_a_crash(url: str, issuer: str, token: str) -> None:
+    report = audit_api(ApiAudit(url, issuer, token))
+    assert report.assessed is False and report.ids() == ["api.not-assessed"]

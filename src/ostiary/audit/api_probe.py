@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ __all__ = ["ApiAudit", "audit_api"]
 
 Forge = Callable[[dict[str, Any], dict[str, Any]], str]  # (header changes, claims) -> token
 OTHER_AUDIENCE = "https://other-api.audit.invalid"
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 @dataclass
@@ -116,6 +118,8 @@ def _public_pems(keys: list[dict[str, Any]]) -> list[tuple[str | None, bytes]]:
 def audit_api(spec: ApiAudit, http: httpx.Client | None = None, attacker_host: str = "127.0.0.1") -> Report:
     report = Report(spec.url, "api")
     problem = url_problem(spec.url, "API URL") or url_problem(spec.issuer, "--issuer")
+    if not problem and not _B64TOKEN.fullmatch(spec.token):
+        problem = "the token is not a bearer token (RFC 6750 §2.1 b64token characters only)"
     if problem:
         report.add("api.not-assessed", problem)
         report.assessed = False
@@ -241,6 +245,8 @@ def _claims(spec: ApiAudit, probe: _Probe, report: Report, header: dict[str, Any
 
     # genuine tokens given by the user: the strongest evidence, tried first
     for i, extra in enumerate(spec.extra_tokens, start=2):
+        if not _B64TOKEN.fullmatch(extra):
+            continue
         try:
             xh, xc = jose.decode_unverified(extra)
         except jose.JoseError:
