@@ -91,6 +91,7 @@ CASES = [
     ({"aud": "*"}, {"cc": True}, "issuer.token-wildcard-audience", 7),
     ({"typ": "JWT"}, {"cc": True}, "issuer.token-typ", None),
     ({"no_store": False}, {"cc": True}, "issuer.token-cacheable", None),
+    ({"no_store": False}, {"refresh": True}, "issuer.token-cacheable", None),
     ({"query_tokens": True}, {"cc": True}, "issuer.query-token", 4),
     ({"userinfo_accepts_service_tokens": True}, {"cc": True}, "issuer.service-token-as-user", 6),
     ({"rotate": False}, {"refresh": True}, "issuer.refresh-not-rotated", 3),
@@ -98,12 +99,13 @@ CASES = [
     ({"revoke_family": False}, {"refresh": True}, "issuer.refresh-family-not-revoked", 3),
 ]
 
-ALSO = {"issuer.public-clients-without-pkce": ("issuer.pkce-plain", "issuer.pkce-no-s256"),
+ALSO = {"issuer.token-cacheable": ("issuer.refresh-rotation-ok",),
+        "issuer.public-clients-without-pkce": ("issuer.pkce-plain", "issuer.pkce-no-s256"),
         "issuer.pkce-not-advertised": ("issuer.public-clients-without-pkce",),
         "issuer.query-token": ("issuer.service-token-as-user",)}
 
 
-@pytest.mark.parametrize("config,mode,expected,mistake", CASES, ids=[c[2] for c in CASES])
+@pytest.mark.parametrize("config,mode,expected,mistake", CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_each_insecure_issuer_yields_its_finding(config: dict[str, Any], mode: dict[str, bool], expected: str,
                                                  mistake: int | None) -> None:
     from ostiary.audit import CHECKS

@@ -354,6 +354,9 @@ def _check_refresh(spec: IssuerAudit, meta: Mapping[str, Any], client: httpx.Cli
             report.assessed = False
             return
         _check_access_token(body, report, "access token from the refresh")
+        if "no-store" not in first.headers.get("cache-control", "").lower():
+            report.add("issuer.token-cacheable", "refresh_token response: Cache-Control is "
+                       f"{first.headers.get('cache-control', 'absent')!r}")
         new = body.get("refresh_token")
         if not isinstance(new, str) or new == spec.refresh_token:
             again = refresh(spec.refresh_token)
