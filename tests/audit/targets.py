@@ -208,8 +208,8 @@ def toy_issuer(**config: Any) -> Iterator[ToyIssuer]:
 
 # -- APIs (resource servers) ------------------------------------------------------------------------------------
 
-def secure_api(issuer: str, audience: str, scope: str = "api:read") -> Starlette:
-    """An API built with ostiary.resource, as the README shows."""
+def secure_api(issuer: str, audience: str, scope: str = "api:read", *, user_only: bool = False) -> Starlette:
+    """An API built with ostiary.resource, as the README shows; ``user_only`` routes refuse service tokens."""
     from starlette.middleware import Middleware
 
     from ostiary.resource import TokenVerifier
@@ -217,10 +217,12 @@ def secure_api(issuer: str, audience: str, scope: str = "api:read") -> Starlette
 
     async def orders(request: Request) -> Response:
         token = request.state.access_token
+        if user_only and token.is_service:
+            return Response(status_code=403, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if scope not in token.scopes:
             return Response(status_code=403, headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", '
                                                                           f'scope="{scope}"'})
-        return JSONResponse({"orders": [], "sub": token.subject if hasattr(token, "subject") else None})
+        return JSONResponse({"orders": [], "sub": token.subject})
 
     verifier = TokenVerifier(issuer, audience)
     return Starlette(routes=[Route("/orders", orders, methods=["GET", "POST"])],
@@ -230,7 +232,8 @@ def secure_api(issuer: str, audience: str, scope: str = "api:read") -> Starlette
 def insecure_api(issuer: str, audience: str, mistake: str) -> Starlette:
     """A hand-written API with one mistake: ``no-signature`` (decodes without verifying), ``no-aud``,
     ``any-issuer`` (keys from whatever issuer the token names), ``jku`` (keys from the token's jku header),
-    ``query`` (reads ?access_token= too), ``always-401``, ``open`` (needs no token at all)."""
+    ``query`` (reads ?access_token= too), ``always-401``, ``open`` (needs no token at all); ``proper`` verifies
+    everything but, on a user route, takes service tokens too."""
     import httpx
 
     async def keys_of(iss: str, jku: str | None = None) -> list[jose.PublicJwk]:

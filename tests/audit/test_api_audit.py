@@ -104,3 +104,28 @@ def test_a_dead_or_open_route_is_not_assessed(live: LiveServer, tokens: dict[str
 def test_bad_input_is_not_assessed_never_a_crash(url: str, issuer: str, token: str) -> None:
     report = audit_api(ApiAudit(url, issuer, token))
     assert report.assessed is False and report.ids() == ["api.not-assessed"]
+
+
+def test_a_user_route_that_takes_a_service_token(live: LiveServer, tokens: dict[str, str]) -> None:
+    """Mistake 6: a client-credentials token names no user; a route that acts for a user must refuse it."""
+    from ..web._codeflow import Browser, exchange, get_code, new_user, web_client
+
+    client = web_client(live, audiences=[API], scopes=["openid", "profile", "email", "offline_access", "api:read"])
+    user = new_user(live)
+    b = Browser(live)
+    try:
+        code, verifier, _ = get_code(b, client, user, scope="openid api:read")
+    finally:
+        b.close()
+    r = exchange(live, client, code, verifier)
+    assert r.status_code == 200, r.text
+    user_token = r.json()["access_token"]
+    with serve(secure_api(live.issuer, API, user_only=True)) as good, \
+            serve(insecure_api(live.issuer, API, "proper")) as bad:
+        ok = audit_api(ApiAudit(good + "/orders", live.issuer, user_token, [tokens["good"]], user_route=True))
+        caught = audit_api(ApiAudit(bad + "/orders", live.issuer, user_token, [tokens["good"]], user_route=True))
+        direct = audit_api(ApiAudit(bad + "/orders", live.issuer, tokens["good"], user_route=True))
+    assert ok.assessed and [f.check.id for f in ok.findings if f.severity != "info"] == [], ok.as_dict()
+    assert {f.check.id for f in caught.findings if f.severity != "info"} == {"api.service-token-on-user-route"}
+    assert caught.findings[0].check.mistake == 6 and "stdin line 2" in caught.findings[0].evidence
+    assert "api.service-token-on-user-route" in direct.ids()

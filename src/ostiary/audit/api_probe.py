@@ -53,6 +53,7 @@ class ApiAudit:
     method: str = "GET"
     scope: str | None = None
     timeout: float = 10.0
+    user_route: bool = False  # the route acts for a user: a service token must be refused (mistake 6)
 
 
 def _b64(data: bytes) -> str:
@@ -232,6 +233,12 @@ def _scopes(claims: Mapping[str, Any]) -> set[str]:
     return out | ({str(s) for s in scp} if isinstance(scp, list) else set())
 
 
+def _is_service(claims: Mapping[str, Any]) -> bool:
+    """A client-credentials token: RFC 9068 §2.2 sets sub to the client's id; no user signed in (no auth_time)."""
+    return claims.get("sub") is not None and claims.get("sub") == claims.get("client_id") \
+        and "auth_time" not in claims
+
+
 def _claims(spec: ApiAudit, probe: _Probe, report: Report, header: dict[str, Any], claims: dict[str, Any],
             forgers: list[tuple[str, Forge]]) -> None:
     now = int(time.time())
@@ -243,6 +250,10 @@ def _claims(spec: ApiAudit, probe: _Probe, report: Report, header: dict[str, Any
         if ok:
             report.add(check_id, f"{status} for {description} ({how})")
 
+    if spec.user_route and _is_service(claims):
+        tried.add("api.service-token-on-user-route")
+        report.add("api.service-token-on-user-route", "the genuine token is a client-credentials token (sub = "
+                   "client_id, no auth_time) and this user route accepted it")
     # genuine tokens given by the user: the strongest evidence, tried first
     for i, extra in enumerate(spec.extra_tokens, start=2):
         if not _B64TOKEN.fullmatch(extra):
@@ -252,7 +263,9 @@ def _claims(spec: ApiAudit, probe: _Probe, report: Report, header: dict[str, Any
         except jose.JoseError:
             continue
         how = f"a genuine token from stdin line {i}"
-        if _aud_set(xc) and not (_aud_set(xc) & _aud_set(claims)):
+        if spec.user_route and _is_service(xc) and _aud_set(xc) & _aud_set(claims):
+            check("api.service-token-on-user-route", "a client-credentials token (sub = client_id)", extra, how)
+        elif _aud_set(xc) and not (_aud_set(xc) & _aud_set(claims)):
             check("api.wrong-audience", f"aud {sorted(_aud_set(xc))} instead of {sorted(_aud_set(claims))}", extra,
                   how)
         elif str(xh.get("typ", "")).lower().removeprefix("application/") != "at+jwt":
@@ -278,6 +291,12 @@ def _claims(spec: ApiAudit, probe: _Probe, report: Report, header: dict[str, Any
         if isinstance(claims.get("scp"), list):
             fewer["scp"] = [s for s in claims["scp"] if s != spec.scope]
         variants.append(("api.scope-not-checked", f"a token without scope {spec.scope!r}", {}, fewer))
+    if spec.user_route and not _is_service(claims):
+        service = {k: v for k, v in claims.items() if k != "auth_time"}
+        service["sub"] = claims.get("client_id") or "service-client"
+        service["client_id"] = service["sub"]
+        variants.append(("api.service-token-on-user-route", "a client-credentials token (sub = client_id)", {},
+                         service))
     if forgers:
         how_desc, forge = forgers[0]
         for check_id, description, head, body in variants:

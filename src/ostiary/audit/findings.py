@@ -166,6 +166,8 @@ _ALL: Final[tuple[Check, ...]] = (
        "Read the token only from the Authorization header; refuse access_token in the query.", "RFC 9700 §4.3.2"),
     _c("api.body-token-wins", None, "low", "The API reads a token from the body when the header has another",
        "Read one method only (the Authorization header); refuse requests that use more than one.", "RFC 6750 §2"),
+    _c("api.service-token-on-user-route", 6, "high", "A user route accepts a client-credentials (service) token",
+       "Refuse tokens whose sub is the client itself (no user) on routes that act for a user.", "RFC 9068 §2.2"),
     _c("api.scope-not-checked", None, "medium", "The API accepts a token without the route's scope",
        "Check the scope claim on every route (403 insufficient_scope).", "RFC 6750 §3.1"),
     _c("api.claims-not-assessed", None, "info", "Some claim checks could not be tried from outside",

@@ -176,6 +176,8 @@ def audit_api_cmd(
                                           "(one for another audience, an ID token), to try the claim checks."),
     method: str = typer.Option("GET", "--method", help="HTTP method of the route."),
     scope: str | None = typer.Option(None, "--scope", help="A scope the route requires (tries a token without it)."),
+    user_route: bool = typer.Option(False, "--user-route",
+                                    help="The route acts for a user: a client-credentials token must be refused."),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     sarif: bool = typer.Option(False, "--sarif", help="Print SARIF 2.1.0 (for code-scanning UIs)."),
     fail_on: str = typer.Option("high", "--fail-on", help=_FAIL_ON_HELP),
@@ -192,6 +194,6 @@ def audit_api_cmd(
     if not token_stdin:
         _die("--token-stdin is required: pipe a token the API accepts (never put tokens on the command line)")
     lines = _stdin_lines(1, "a token")
-    report = audit_api(ApiAudit(url, issuer.rstrip("/"), lines[0], lines[1:], method.upper(), scope, timeout),
-                       attacker_host=attacker_host)
+    report = audit_api(ApiAudit(url, issuer.rstrip("/"), lines[0], lines[1:], method.upper(), scope, timeout,
+                                user_route), attacker_host=attacker_host)
     _emit(report, as_json, sarif, fail_on)
