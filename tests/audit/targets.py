@@ -244,7 +244,12 @@ def insecure_api(issuer: str, audience: str, mistake: str) -> Starlette:
     def refuse() -> Response:
         return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
+    served = [0]
+
     async def orders(request: Request) -> Response:
+        served[0] += 1
+        if mistake == "quota" and served[0] > 2:  # rate-limited after the first two requests
+            return Response(status_code=429)
         if mistake == "open":
             return JSONResponse({"orders": []})
         if mistake == "always-401":

@@ -85,7 +85,7 @@ def test_each_insecure_api_yields_its_finding(live: LiveServer, tokens: dict[str
     assert any(f.check.mistake == number for f in report.findings)
 
 
-@pytest.mark.parametrize("mistake", ["always-401", "open"])
+@pytest.mark.parametrize("mistake", ["always-401", "open", "quota"])
 def test_a_dead_or_open_route_is_not_assessed(live: LiveServer, tokens: dict[str, str], mistake: str,
                                               tmp_path: Path) -> None:
     env = {"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"}
@@ -94,7 +94,7 @@ def test_a_dead_or_open_route_is_not_assessed(live: LiveServer, tokens: dict[str
                        check=False, input=tokens["good"] + "\n")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
-    assert data["assessed"] is False and data["findings"][0]["id"] == "api.not-assessed"
+    assert data["assessed"] is False and "api.not-assessed" in [f["id"] for f in data["findings"]]
 
 
 @pytest.mark.parametrize("url,issuer,token", [("http://[bad", "http://127.0.0.1:9", "abc"),

@@ -142,6 +142,11 @@ def audit_api(spec: ApiAudit, http: httpx.Client | None = None, attacker_host: s
             return report
         with attacker_issuer(attacker_host) as attacker:
             _run(spec, probe, attacker, report)
+        still, status = probe.accepted(spec.token)
+        if not still:  # rate-limited, expired or down mid-way: a refusal of a forgery proved nothing
+            report.add("api.not-assessed", f"the genuine token was no longer accepted at the end ({status}): "
+                       "the refusals seen may not be the API's checks; run again with a fresh token")
+            report.assessed = False
         return report
     finally:
         if http is None:
