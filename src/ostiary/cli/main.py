@@ -1,7 +1,8 @@
 """``ostiary``: run the server, migrate the database, administer clients and keys.
 
-``login``, ``whoami`` and ``logout`` need only the base install (the client toolkit). Every other command is
-part of the server: without the ``server`` extra, each says so in one line instead of failing on an import.
+``login``, ``whoami``, ``logout``, ``recommend`` and ``audit`` need only the base install (the toolkits). Every
+other command is part of the server: without the ``server`` extra, each says so in one line instead of failing on
+an import.
 """
 
 from __future__ import annotations
