@@ -79,6 +79,11 @@ def _clean_spa(root: Path) -> Path:
         "static/js/vendor.js": "/*! lib */var a=\"0123456789abcdef\",b={kty:\"EC\",crv:\"P-256\"};" * 20,
         "asset-manifest.json": json.dumps({"files": {"main.js": "/static/js/main.4f1c2d.js"}}),
         ".well-known/jwks.json": _public_jwks(),
+        # what real libraries and docs contain: a PEM prefix test, a placeholder key, a key read at runtime
+        "static/js/jose.js": 'function importPKCS8(p){if(p.indexOf("-----BEGIN PRIVATE KEY-----")!==0)'
+                             'throw new TypeError("PKCS#8 expected")}',
+        "docs/config.html": '<pre>key="-----BEGIN PRIVATE KEY-----\\nXXXX\\nXXXX\\n-----END PRIVATE KEY-----"</pre>',
+        "static/js/env.js": "const key = process.env.PRIVATE_KEY, secret = import.meta.env.VITE_CLIENT_SECRET;",
     })
 
 
@@ -108,6 +113,7 @@ DIRTY = [
     ("static/js/chunk.js", f'const k="{OST_SECRET}";', "bundle.client-secret", 10),
     ("assets/config.json", json.dumps({"google": {"secret": GOOGLE_SECRET}}), "bundle.client-secret", 10),
     ("res/raw/key.pem", "{pem}", "bundle.private-key", 10),
+    ("static/js/sign.js", 'const k = "{pem_escaped}";', "bundle.private-key", 10),
     ("static/jwks-private.json", "{jwk}", "bundle.private-key", 10),
     ("static/js/session.js", f'localStorage.setItem("rt","{REFRESH}")', "bundle.refresh-token", 10),
     ("static/js/session.js", f'var s={{refreshToken:"{secrets.token_urlsafe(40)}"}}', "bundle.refresh-token", 10),
@@ -122,7 +128,8 @@ DIRTY = [
 def test_each_leak_is_found_with_file_and_line(tmp_path: Path, name: str, text: str, expected: str,
                                                mistake: int) -> None:
     root = _clean_spa(tmp_path)
-    body = text.replace("{pem}", _pem()).replace("{jwk}", _private_jwk())
+    body = text.replace("{pem}", _pem()).replace("{jwk}", _private_jwk()) \
+        .replace("{pem_escaped}", _pem().replace("\n", "\\n"))
     _write(root, {name: "// build 2026-11-30\n\n" + body + "\n"})
     report = scan_bundle(root)
     assert [f.check.id for f in report.findings] == [expected], report.as_dict()

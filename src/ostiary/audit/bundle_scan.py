@@ -46,6 +46,8 @@ _CLIENT_SECRET: Final = re.compile(r"(?i)\b(?:client|app|oauth|consumer)[_-]?sec
 _CLIENT_SECRET_URL: Final = re.compile(r"(?i)[?&\"'`]client_secret=([^&\s\"'`]{8,400})")
 _REFRESH: Final = re.compile(r"(?i)\brefresh[_-]?token" + _NAME_VALUE)
 _PEM: Final = re.compile(r"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY)-----")
+_PEM_SPACE: Final = re.compile(r"\\[rn]|\s")  # real line breaks, or \n escapes inside a JS string
+_PEM_BODY: Final = re.compile(r"[A-Za-z0-9+/]{64}")
 _JWK_D: Final = re.compile(r"""["']d["']\s*:\s*["']([A-Za-z0-9_-]{20,})["']""")
 _IMPLICIT: Final = (
     re.compile(r"(?i)\bresponse_?type" + r"""["']?\s*[:=]\s*["'`]([a-z_ +]+)["'`]"""),
@@ -122,7 +124,9 @@ def _scan_text(text: str, where: str, rel: str, report: Report, line_base: int |
             if _random_looking(m.group(1)):
                 add("bundle.client-secret", m.start(), f"a client secret assigned in code: {_redact(m.group(1))}")
     for m in _PEM.finditer(text):
-        add("bundle.private-key", m.start(), f"a PEM {m.group(1)}")
+        body = _PEM_SPACE.sub("", text[m.end(): m.end() + 400])
+        if _PEM_BODY.match(body) or body.startswith("Proc-Type:"):  # a key, not a prefix test or a placeholder
+            add("bundle.private-key", m.start(), f"a PEM {m.group(1)}")
     for m in _JWK_D.finditer(text):
         window = text[max(0, m.start() - 400): m.end() + 400]
         if '"kty"' in window or "'kty'" in window:
