@@ -1,7 +1,8 @@
 """``ostiary``: run the server, migrate the database, administer clients and keys.
 
-``login``, ``whoami`` and ``logout`` need only the base install (the client toolkit). Every other command is
-part of the server: without the ``server`` extra, each says so in one line instead of failing on an import.
+``login``, ``whoami``, ``logout``, ``recommend`` and ``audit`` need only the base install (the toolkits). Every
+other command is part of the server: without the ``server`` extra, each says so in one line instead of failing on
+an import.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._common import (
     set_config,
     settings,
 )
+from .audit_cmds import audit_app, recommend_cmd
 from .login_cmds import login, logout, whoami
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ else:
     app.add_typer(federation_app, name="federation")
 for _cmd in (login, whoami, logout):  # the device-flow login toolkit's reference commands
     app.command()(_cmd)
+app.command("recommend")(recommend_cmd)  # advice and audit need only the base install, like login
+app.add_typer(audit_app, name="audit")
 
 
 def _version(value: bool) -> None:
