@@ -84,6 +84,10 @@ def test_base_install_runs_the_client_commands_and_names_the_extra_for_server_on
     assert f"http://127.0.0.1:{port}/.well-known/openid-configuration" in r.stderr
     assert "connection refused" in r.stderr
 
+    advised = _run(venv, "recommend", "--client", "cli", "--json", env=env)  # advice needs no server either
+    assert advised.returncode == 0, advised.stderr
+    assert "device_code" in advised.stdout
+
     imported = subprocess.run([str(venv / "bin" / "python"), "-c", "import ostiary.client, ostiary.resource"],
                               capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
