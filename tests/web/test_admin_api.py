@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-import ostiary.admin
+import ostiary.web.routes.admin
 
 from ..support import LiveServer
 
@@ -310,11 +310,11 @@ def test_retiring_an_unknown_key_is_404(admin: httpx.Client) -> None:
 # ---------------------------------------------------------------- OpenAPI
 
 def served_admin_routes() -> set[tuple[str, str]]:
-    """(path under /admin/api, method) for every route the ``ostiary.admin`` modules serve."""
+    """(path under /admin/api, method) for every route the ``ostiary.web.routes.admin`` modules serve."""
 
     served: set[tuple[str, str]] = set()
-    for info in pkgutil.iter_modules(ostiary.admin.__path__):
-        module = importlib.import_module(f"ostiary.admin.{info.name}")
+    for info in pkgutil.iter_modules(ostiary.web.routes.admin.__path__):
+        module = importlib.import_module(f"ostiary.web.routes.admin.{info.name}")
         for route in getattr(module, "routes", []):
             if not isinstance(route, Route) or route.path == "/admin/api/openapi.json":
                 continue

@@ -37,8 +37,6 @@ __all__ = [
     "ExplainRequest",
     "FederationService",
     "TrustPolicyCreate",
-    "openapi_paths",
-    "openapi_schemas",
     "trust_policy_view",
 ]
 
@@ -220,43 +218,3 @@ class FederationService:
         return await evaluate(token.strip(), policies=self.store, keys=keys, now=self.clock.now(),
                               leeway=self.policy.leeway, server_ttl=self.policy.access_token_ttl,
                               client_id=client_id, scope=scope, audiences=audiences, all_policies=True)
-
-
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema(ref_template="#/components/schemas/{model}")
-
-
-def openapi_schemas() -> dict[str, Any]:
-    schemas = {"TrustPolicyCreate": _schema(TrustPolicyCreate), "ExplainRequest": _schema(ExplainRequest)}
-    for model in list(schemas.values()):  # nested definitions, hoisted to components
-        schemas.update(model.pop("$defs", {}))
-    return schemas
-
-
-def openapi_paths() -> dict[str, Any]:
-    ok = {"description": "OK", "content": {"application/json": {}}}
-    err = {"$ref": "#/components/responses/Error"}
-
-    def body(name: str) -> dict[str, Any]:
-        return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
-
-    return {
-        "/federation/trust": {
-            "get": {"summary": "List trust policies (workload identity federation)",
-                    "parameters": [{"name": "issuer", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": ok, "401": err}},
-            "post": {"summary": "Add a trust policy for an external OIDC issuer",
-                     "requestBody": body("TrustPolicyCreate"),
-                     "responses": {"201": ok, "401": err, "409": err, "422": err}},
-        },
-        "/federation/trust/{policy_id}": {
-            "parameters": [{"name": "policy_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "get": {"summary": "Show a trust policy", "responses": {"200": ok, "401": err, "404": err}},
-            "delete": {"summary": "Remove a trust policy (takes effect at once)",
-                       "responses": {"204": {"description": "removed"}, "401": err, "404": err}},
-        },
-        "/federation/explain": {
-            "post": {"summary": "Explain how the trust policies judge an external token; issues nothing",
-                     "requestBody": body("ExplainRequest"), "responses": {"200": ok, "401": err, "422": err}},
-        },
-    }

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
 
 from .._clock import Clock
 from ..config import Settings, load_settings
@@ -15,16 +18,20 @@ from .guard import RequestGuard
 from .logs import configure_logging, install_loop_handler
 from .request_context import RequestContext
 from .runtime import Runtime
-from .user_routes import user_routes
 
-__all__ = ["app_from_env", "create_app"]
+__all__ = ["app_from_env", "create_app", "route_table"]
+
+
+def route_table() -> list[BaseRoute]:
+    """The one route table: every path the server answers."""
+    from .routes import account, admin, authorize, device, oauth, userinfo
+
+    static = Mount("/static", app=StaticFiles(directory=Path(__file__).with_name("static")), name="static")
+    return [*oauth.routes, *admin.routes, *authorize.routes, *account.routes, *userinfo.routes, *device.routes,
+            static]
+
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
-    from ..admin.api import routes as admin_routes
-    from ..admin.federation_api import routes as federation_routes
-    from .routes.device import routes as device_routes
-    from .routes.oauth import routes as oauth_routes
-
     configure_logging(settings.log_level, settings.log_format)
     runtime = Runtime(settings, clock)
 
@@ -38,8 +45,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         finally:
             await runtime.stop()
 
-    app = Starlette(routes=[*oauth_routes, *admin_routes, *federation_routes, *user_routes(), *device_routes],
-                    lifespan=lifespan)
+    app = Starlette(routes=route_table(), lifespan=lifespan)
     app.state.runtime = runtime
     app.add_middleware(ResponseHeaders, ttl=float(settings.clients.cache_ttl))
     srv = settings.server

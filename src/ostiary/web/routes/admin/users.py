@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..core.users import User
-from ..web.http import NO_STORE, json_response
+from ....admin.service import AdminError, AdminService
+from ....admin.users import SignedOut, UserAdmin, UserCreate, UserUpdate, signed_out_view, user_view
+from ....core.users import User
+from ...http import NO_STORE, json_response
 from .api import admin_route, json_body
-from .service import AdminError, AdminService
-from .users import SignedOut, UserAdmin, UserCreate, UserUpdate, signed_out_view, user_view
 
-__all__ = ["openapi_paths", "routes"]
+__all__ = ["PasswordChange", "UserCreateWithPassword", "routes"]
 
 
 class UserCreateWithPassword(UserCreate):
@@ -80,47 +78,6 @@ async def set_password(request: Request, svc: AdminService) -> Response:
 @admin_route
 async def reset_totp(request: Request, svc: AdminService) -> Response:
     return _with_sign_out(*await _users(svc).reset_totp(request.path_params["ref"]))
-
-
-def openapi_paths() -> dict[str, Any]:
-    ok = {"description": "OK", "content": {"application/json": {}}}
-    err = {"$ref": "#/components/responses/Error"}
-    ref = [{"name": "ref", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "user id, username or email"}]
-
-    def body(model: type[BaseModel]) -> dict[str, Any]:
-        return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
-
-    return {
-        "/users": {
-            "get": {"summary": "List users", "responses": {"200": ok, "401": err}},
-            "post": {"summary": "Create a user (password hashed with argon2id)",
-                     "requestBody": body(UserCreateWithPassword),
-                     "responses": {"201": ok, "401": err, "409": err, "422": err}},
-        },
-        "/users/{ref}": {
-            "parameters": ref,
-            "get": {"summary": "Show a user", "responses": {"200": ok, "401": err, "404": err}},
-            "patch": {"summary": "Change a user (disabled=true ends their sessions and revokes their tokens; "
-                                 "see signed_out)",
-                      "requestBody": body(UserUpdate), "responses": {"200": ok, "401": err, "404": err, "422": err}},
-            "delete": {"summary": "Delete a user and revoke their tokens",
-                       "responses": {"204": {"description": "deleted"}, "401": err, "404": err}},
-        },
-        "/users/{ref}/password": {
-            "parameters": ref,
-            "post": {"summary": "Set the password; ends the user's sessions and revokes every "
-                                 "refresh and access token they hold (see signed_out)",
-                     "requestBody": body(PasswordChange),
-                     "responses": {"200": ok, "401": err, "404": err, "409": err}},
-        },
-        "/users/{ref}/reset-totp": {
-            "parameters": ref,
-            "post": {"summary": "Remove the user's second factor and recovery codes; ends their "
-                                 "sessions and revokes their tokens (see signed_out)",
-                     "responses": {"200": ok, "401": err, "404": err}},
-        },
-    }
 
 
 routes = [

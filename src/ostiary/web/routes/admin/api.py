@@ -1,4 +1,5 @@
-"""Admin HTTP API under ``/admin/api``, with an OpenAPI document.
+"""Admin HTTP API under ``/admin/api``: the guard every admin route goes through (``admin_route``), and the
+client and key routes.
 
 Bearer-protected: the configured admin token (``OSTIARY_ADMIN_TOKEN``), or a client-credentials access token
 of a client flagged ``admin`` (``ostiary client create --admin``): signed by this server, audience
@@ -15,22 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .._secrets import constant_time_equals, token_hash
-from ..core import jose
-from ..core.errors import StoreUnavailable
-from ..core.keys import KeyNotFound, KeyRingError
-from ..core.models import GRANT_CLIENT_CREDENTIALS, AuditEvent
-from ..web.http import NO_STORE, error_response, json_response, unavailable_error
-from ..web.ratelimit import Lockout, retry_after
-from ..web.runtime import Runtime
-from .federation import openapi_paths as federation_paths
-from .federation import openapi_schemas as federation_schemas
-from .service import (
+from ...._secrets import constant_time_equals, token_hash
+from ....admin.service import (
     ADMIN_SCOPE,
     USER_FACING_GRANTS,
     AdminError,
@@ -42,8 +34,15 @@ from .service import (
     client_view,
     key_view,
 )
+from ....core import jose
+from ....core.errors import StoreUnavailable
+from ....core.keys import KeyNotFound, KeyRingError
+from ....core.models import GRANT_CLIENT_CREDENTIALS, AuditEvent
+from ...http import NO_STORE, error_response, json_response, unavailable_error
+from ...ratelimit import Lockout, retry_after
+from ...runtime import Runtime
 
-__all__ = ["ADMIN_SCOPE", "ADMIN_TOKEN_ACTOR", "openapi", "routes"]
+__all__ = ["ADMIN_TOKEN_ACTOR", "BadBody", "Handler", "admin_route", "json_body", "routes"]
 
 ADMIN_TOKEN_ACTOR = "admin-token"
 log = logging.getLogger("ostiary.admin")
@@ -248,81 +247,7 @@ async def retire_key(request: Request, svc: AdminService) -> Response:
     return json_response(key_view(key, svc.clock.now(), svc.policy), headers=NO_STORE)
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema(ref_template="#/components/schemas/{model}")
-
-
-def _user_paths() -> dict[str, Any]:
-    from .users_api import openapi_paths  # imports this module: loaded lazily
-
-    return openapi_paths()
-
-
-def openapi(issuer: str) -> dict[str, Any]:
-    ok = {"description": "OK", "content": {"application/json": {}}}
-    err = {"$ref": "#/components/responses/Error"}
-    client_id = [{"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-
-    def body(name: str) -> dict[str, Any]:
-        return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
-
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Ostiary admin API", "version": "1"},
-        "servers": [{"url": issuer + "/admin/api"}],
-        "security": [{"bearer": []}],
-        "paths": {
-            "/clients": {
-                "get": {"summary": "List clients", "responses": {"200": ok, "401": err, "429": err}},
-                "post": {"summary": "Register a client; the secret is in the response, once",
-                         "requestBody": body("ClientCreate"), "responses": {"201": ok, "401": err, "409": err,
-                                                                          "422": err}},
-            },
-            "/clients/{client_id}": {
-                "parameters": client_id,
-                "get": {"summary": "Show a client", "responses": {"200": ok, "401": err, "404": err}},
-                "patch": {"summary": "Change a client", "requestBody": body("ClientUpdate"),
-                          "responses": {"200": ok, "401": err, "404": err, "422": err}},
-                "delete": {"summary": "Delete a client", "responses": {"204": {"description": "deleted"},
-                                                                       "401": err, "404": err}},
-            },
-            "/clients/{client_id}/rotate-secret": {
-                "parameters": client_id,
-                "post": {"summary": "New secret; old ones stay valid for the configured overlap",
-                         "responses": {"200": ok, "401": err, "404": err, "409": err}},
-            },
-            "/keys": {"get": {"summary": "List signing keys", "responses": {"200": ok, "401": err}}},
-            "/keys/rotate": {"post": {
-                "summary": "Add a key per signing algorithm, or for alg only (published now, signing after "
-                           "keys.publish_delay, or at once with now=1); answers the list of new keys",
-                "parameters": [{"name": "now", "in": "query", "schema": {"type": "boolean"}},
-                               {"name": "alg", "in": "query", "schema": {"enum": ["ES256", "RS256", "EdDSA"]}}],
-                "responses": {"201": ok, "401": err, "409": err}}},
-            "/keys/{kid}/retire": {"post": {
-                "summary": "Stop signing with a key; it stays published until its tokens expire",
-                "parameters": [{"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": ok, "401": err, "404": err, "409": err}}},
-            **federation_paths(),
-            **_user_paths(),
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"ClientCreate": _schema(ClientCreate), "ClientUpdate": _schema(ClientUpdate),
-                        **federation_schemas()},
-            "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"error": {"type": "string"},
-                                                 "error_description": {"type": "string"}}}}}}},
-        },
-    }
-
-
-async def openapi_route(request: Request) -> Response:
-    rt: Runtime = request.app.state.runtime
-    return json_response(openapi(rt.policy.issuer))
-
-
 routes = [
-    Route("/admin/api/openapi.json", openapi_route, methods=["GET"]),
     Route("/admin/api/clients", list_clients, methods=["GET"]),
     Route("/admin/api/clients", create_client, methods=["POST"]),
     Route("/admin/api/clients/{client_id}", get_client, methods=["GET"]),

@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..web.http import NO_STORE, json_response
-from ..web.runtime import Runtime
+from ....admin.federation import ExplainRequest, FederationService, TrustPolicyCreate, trust_policy_view
+from ....admin.service import AdminService
+from ...http import NO_STORE, json_response
+from ...runtime import Runtime
 from .api import admin_route, json_body
-from .federation import ExplainRequest, FederationService, TrustPolicyCreate, trust_policy_view
-from .service import AdminService
 
 __all__ = ["routes"]
 
