@@ -139,7 +139,7 @@ class TrustPolicyCreate(BaseModel):
 
     def default_id(self) -> str:
         slug = re.sub(r"[^a-z0-9._-]+", "-", self.name.lower()).strip("-.")[:64]
-        return slug or "tp-" + new_token(6)
+        return slug or "tp-" + new_token(16)
 
 
 class ExplainRequest(BaseModel):
