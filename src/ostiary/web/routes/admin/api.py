@@ -39,7 +39,7 @@ from ....core.errors import StoreUnavailable
 from ....core.keys import KeyNotFound, KeyRingError
 from ....core.models import GRANT_CLIENT_CREDENTIALS, AuditEvent
 from ...http import NO_STORE, error_response, json_response, unavailable_error
-from ...ratelimit import Lockout, retry_after
+from ...ratelimit import Lockout, client_network, retry_after
 from ...runtime import Runtime
 
 __all__ = ["ADMIN_TOKEN_ACTOR", "BadBody", "Handler", "admin_route", "json_body", "routes"]
@@ -112,7 +112,7 @@ async def _authenticate(request: Request, rt: Runtime) -> str | Response:
     """The actor, or the refusal: 429 while this address is locked out, 401 for anything but a valid admin
     credential (counted towards the lock-out)."""
     limits = rt.settings.rate_limits
-    key = "admin:ip:" + (request.client.host if request.client else "-")
+    key = "admin:ip:" + (client_network(request.client.host) if request.client else "-")  # IPv6: the /64
     if limits.enabled:
         refused = await rt.limiter.admit([Lockout("admin_auth", key, limits.admin_failed_auth_max,
                                                   limits.admin_failed_auth_window)])
