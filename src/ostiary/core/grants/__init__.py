@@ -14,9 +14,10 @@ from ..requests import EndpointRequest
 __all__ = ["COMMON_PARAMETERS", "GrantRequest", "TokenGrant", "default_grants", "unexpected_parameter"]
 
 #: What any grant may receive: the grant type, client authentication (RFC 6749 §2.3, RFC 7523 §2.2), scope
-#: (RFC 6749 §3.3), resource indicators (RFC 8707 §2) and the audience of RFC 8693 §2.1.
+#: (RFC 6749 §3.3), resource indicators (RFC 8707 §2), the audience of RFC 8693 §2.1, and ``redirect_uri``,
+#: which the code grant checks and common clients also send on a refresh (oidc-client-ts does).
 COMMON_PARAMETERS = frozenset({"grant_type", "client_id", "client_secret", "client_assertion",
-                               "client_assertion_type", "scope", "resource", "audience"})
+                               "client_assertion_type", "scope", "resource", "audience", "redirect_uri"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from ..._secrets import token_hash
 from ..context import EngineContext
 from ..errors import InvalidGrant, OAuthError
@@ -50,10 +52,9 @@ class AuthorizationCodeGrant:
                                            grant_type=self.grant_type, nonce=record.nonce, ip=req.request.client_ip)
         if issued is None:
             await self._replayed(ctx, record, req)  # lost the race; redirect_uri and verifier were checked
-        assert issued is not None
         return issued
 
-    async def _replayed(self, ctx: EngineContext, record: AuthorizationCode, req: GrantRequest) -> None:
+    async def _replayed(self, ctx: EngineContext, record: AuthorizationCode, req: GrantRequest) -> NoReturn:
         """RFC 6749 §4.1.2: a code used twice is refused, and the tokens issued from it are revoked.
 
         Revoking is only for a replay that proves it comes from the client: authenticated as the client
