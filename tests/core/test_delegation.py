@@ -21,7 +21,7 @@ from ostiary.core.errors import (
     UnauthorizedClient,
 )
 from ostiary.core.federation import TOKEN_EXCHANGE_GRANT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
-from ostiary.core.grants._user_tokens import revoke_user_families
+from ostiary.core.user_tokens import revoke_user_families
 
 from .conftest import ISSUER, Engine
 from .test_authorize import CB, VERIFIER, _params

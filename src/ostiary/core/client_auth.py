@@ -29,6 +29,7 @@ __all__ = [
     "ClientAuthenticator",
     "assertion_audience_ok",
     "authenticate_client",
+    "parse_basic_authorization",
 ]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -65,7 +66,9 @@ def _invalid(basic: bool, debug: str, description: str = "client authentication 
     return InvalidClient(description, debug=debug, headers=headers)
 
 
-def _parse_basic(authorization: str) -> tuple[str, str]:
+def parse_basic_authorization(authorization: str) -> tuple[str, str]:
+    """``(client_id, secret)`` of an ``Authorization: Basic`` header (RFC 6749 §2.3.1, RFC 7617); ``InvalidClient``
+    when it is not one."""
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "basic" or not value:
         raise _invalid(True, "not a Basic authorization header", "unsupported Authorization scheme")
@@ -93,7 +96,7 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
 
     if has_basic:
         assert authorization is not None
-        client_id, secret = _parse_basic(authorization)
+        client_id, secret = parse_basic_authorization(authorization)
         if "client_id" in params and params["client_id"] != client_id:
             raise InvalidRequest("client_id in the body differs from the Authorization header")
         return await _secret(client_id, secret, "client_secret_basic", ctx, basic=True)

@@ -10,12 +10,27 @@ from typing import Any
 from .._clock import Clock
 from .._secrets import new_token
 from .errors import UnauthorizedClient
+from .jose import verify_jwt
 from .keys import KeyRing
 from .policy import ServerPolicy
 
-__all__ = ["IssuedAccessToken", "TokenIssuer", "TokenResponse"]
+__all__ = ["ACCESS_TOKEN_CLAIMS", "IssuedAccessToken", "TokenIssuer", "TokenResponse", "verify_own_access_token"]
 
 ACCESS_TOKEN_TYP = "at+jwt"
+#: what every access token this server mints carries (RFC 9068 §2.2; ``aud`` is absent when it names nobody)
+ACCESS_TOKEN_CLAIMS = ("exp", "iat", "jti", "sub", "client_id")
+
+
+def verify_own_access_token(token: str, keyring: KeyRing, policy: ServerPolicy, now: float, *,
+                            audience: str | None = None) -> dict[str, Any]:
+    """The claims of one of this server's access tokens (RFC 9068 §4): signed with one of its keys, ``typ``
+    ``at+jwt``, its issuer, unexpired, issued for ``audience`` when one is named. Raises ``JoseError``.
+
+    No leeway: the token was minted with this server's clock, and "active" means unexpired (RFC 7662 §2.2).
+    Revocation is the caller's next check (``RevocationRepository.is_access_token_revoked``)."""
+    verified = verify_jwt(token, keyring.verification_keys, issuer=policy.issuer, audience=audience,
+                          typ=ACCESS_TOKEN_TYP, now=now, require=ACCESS_TOKEN_CLAIMS)
+    return dict(verified.claims)
 
 
 @dataclass(frozen=True, slots=True)

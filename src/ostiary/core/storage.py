@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple, Protocol
 
 from .device import DeviceAuthorizationRepository
@@ -12,7 +13,8 @@ from .tokens import AuthorizationCodeRepository, RefreshTokenRepository
 from .users import ConsentRepository, SessionRepository, UserRepository
 
 __all__ = ["AuditEventsRejected", "AuditRepository", "AuditSink", "ClientRepository", "JwksFetcher", "KeyRepository",
-           "ReplayRepository", "RevocationRepository", "RevokedUserTokens", "Store", "UserTokenRevocation"]
+           "ReplayRepository", "RevocationRepository", "RevokedUserTokens", "Store", "UnitOfWork",
+           "UserTokenRevocation"]
 
 
 class ClientRepository(Protocol):
@@ -68,7 +70,20 @@ class AuditRepository(Protocol):
     async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]: ...
 
 
-class Store(ClientRepository, KeyRepository, RevocationRepository, ReplayRepository, AuditRepository,
+class UnitOfWork(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """``async with store.transaction():`` makes every call on this store inside the block, by this task,
+        one unit of work: all of its writes are kept when the block ends, none when it raises (fosite's
+        ``MaybeTransaction``). Inside another transaction it joins that one. A store call that fails inside the
+        block fails the whole transaction: let the error propagate. Reads inside the block see its writes.
+
+        Use it wherever one request writes more than one row (a code exchanged: the code spent, the family,
+        its access-token id, its refresh token). Keep work that is not storage (signing, audit events)
+        outside the block where possible: the transaction holds row locks until it ends."""
+        ...
+
+
+class Store(UnitOfWork, ClientRepository, KeyRepository, RevocationRepository, ReplayRepository, AuditRepository,
             UserTokenRevocation, UserRepository, SessionRepository, ConsentRepository, AuthorizationCodeRepository,
             RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
     async def ping(self) -> bool: ...

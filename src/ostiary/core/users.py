@@ -10,13 +10,25 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
+    "ACR_MFA",
+    "ACR_PWD",
     "Consent",
     "ConsentRepository",
     "LoginSession",
     "SessionRepository",
     "User",
     "UserRepository",
+    "acr_for",
 ]
+
+#: ``acr`` values (OIDC Core §2): a password alone, or a password and a second factor
+ACR_PWD = "pwd"
+ACR_MFA = "mfa"
+
+
+def acr_for(amr: tuple[str, ...] | list[str]) -> str:
+    """The ``acr`` that the authentication methods (``amr``, RFC 8176) reached."""
+    return ACR_MFA if "otp" in amr else ACR_PWD
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ used (a spray of unknown client ids evicts its own kind, not the clients in use)
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from cachetools import TTLCache
@@ -36,6 +37,11 @@ class CachedStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """The inner store's: every call made through this cache inside it reaches the inner store's
+        transaction (client reads may still be answered from the cache)."""
+        return self.inner.transaction()
 
     async def get_client(self, client_id: str) -> Client | None:
         if self._ttl <= 0:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
 
 from ..core.models import AuditEvent, Client, SigningKey
 from .memory_device import MemoryDeviceMixin
@@ -10,6 +15,12 @@ from .memory_federation import MemoryFederationMixin
 from .memory_users import MemoryUsersMixin
 
 __all__ = ["MemoryStore"]
+
+# where the store keeps its rows (the mixins create theirs on first use)
+_STATE = ("clients", "keys", "revoked", "replay", "events", "_user_state", "_device_map", "_trust_policy_map")
+# (store, task) of the transaction in progress in this context, if any
+_CURRENT: ContextVar[tuple[object, asyncio.Task[Any] | None] | None] = ContextVar("ostiary_memory_transaction",
+                                                                                   default=None)
 
 
 class MemoryStore(MemoryUsersMixin, MemoryFederationMixin, MemoryDeviceMixin):
@@ -19,6 +30,30 @@ class MemoryStore(MemoryUsersMixin, MemoryFederationMixin, MemoryDeviceMixin):
         self.revoked: dict[str, tuple[str, float]] = {}
         self.replay: dict[tuple[str, str], float] = {}
         self.events: list[AuditEvent] = []
+        self._tx_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """The ``UnitOfWork`` of the memory store: one transaction at a time (a lock), and on an exception
+        every row is put back as it was when the transaction began (a copy taken then). A write made meanwhile
+        outside any transaction is undone with it: this store is for tests and a single process."""
+        if _CURRENT.get() == (self, asyncio.current_task()):
+            yield  # joins the enclosing transaction
+            return
+        async with self._tx_lock:
+            saved = {name: _copy(self.__dict__[name]) for name in _STATE if name in self.__dict__}
+            token = _CURRENT.set((self, asyncio.current_task()))
+            try:
+                yield
+            except BaseException:
+                for name in _STATE:
+                    if name in saved:
+                        _restore(self.__dict__, name, saved[name])
+                    else:
+                        self.__dict__.pop(name, None)
+                raise
+            finally:
+                _CURRENT.reset(token)
 
     async def get_client(self, client_id: str) -> Client | None:
         return self.clients.get(client_id)
@@ -86,3 +121,22 @@ class MemoryStore(MemoryUsersMixin, MemoryFederationMixin, MemoryDeviceMixin):
 
     async def close(self) -> None:
         return None
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)  # rows are frozen dataclasses: a shallow copy keeps them
+    if isinstance(value, list):
+        return list(value)
+    return copy.deepcopy(value)  # users, codes and families: nested mappings
+
+
+def _restore(state: dict[str, Any], name: str, saved: Any) -> None:
+    current = state[name]
+    if isinstance(current, dict):  # in place: callers may hold the mapping
+        current.clear()
+        current.update(saved)
+    elif isinstance(current, list):
+        current[:] = saved
+    else:
+        state[name] = saved

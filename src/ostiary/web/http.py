@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..core import jose
-from ..core.errors import InvalidRequest, OAuthError, ServerError, StoreUnavailable, TemporarilyUnavailable
+from ..core.client_auth import parse_basic_authorization
+from ..core.errors import (
+    InvalidClient,
+    InvalidRequest,
+    OAuthError,
+    ServerError,
+    StoreUnavailable,
+    TemporarilyUnavailable,
+)
 from . import metrics
 
 __all__ = ["COUNTED", "NO_STORE", "claimed_client_id", "error_response", "json_response", "parse_query",
@@ -107,9 +113,8 @@ def claimed_client_id(params: tuple[tuple[str, str], ...], authorization: str | 
     """The client id a request *claims* (unverified), to key rate limits on."""
     if authorization and authorization[:6].lower() == "basic ":
         try:
-            user = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8").partition(":")[0]
-            return unquote_plus(user)[:256]
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return parse_basic_authorization(authorization)[0][:256]
+        except InvalidClient:
             return None
     assertion = None
     for name, value in params:

@@ -21,17 +21,15 @@ from urllib.parse import urlencode
 from ..._secrets import new_token, token_hash
 from ..context import EngineContext
 from ..errors import InvalidRequest, InvalidScope, OAuthError, UnauthorizedClient, UnsupportedResponseType
-from ..grants.client_credentials import resolve_audience
 from ..models import AuditEvent, Client
 from ..pkce import check_code_challenge
 from ..redirect_uri import match_redirect_uri
 from ..requests import scope_set, single_params
+from ..targets import resolve_audience
 from ..tokens import AuthorizationCode
-from ..users import Consent
+from ..users import ACR_MFA, Consent, acr_for
 
 __all__ = [
-    "ACR_MFA",
-    "ACR_PWD",
     "CODE_TTL",
     "MAX_NONCE",
     "PROMPT_VALUES",
@@ -44,7 +42,6 @@ __all__ = [
     "NeedConsent",
     "NeedLogin",
     "SessionInfo",
-    "acr_for",
 ]
 
 #: RFC 6749 §4.1.2 recommends at most ten minutes; we allow one.
@@ -53,8 +50,6 @@ CODE_TTL = 60
 MAX_NONCE = 512
 RESPONSE_MODES = ("query", "form_post")
 PROMPT_VALUES = ("none", "login", "consent")
-ACR_PWD = "pwd"
-ACR_MFA = "mfa"
 IMPLICIT_REFUSED = ("response_type={rt} is not supported: the implicit and hybrid flows are removed in OAuth 2.1. "
                     "Use the Authorization Code flow with PKCE (response_type=code, code_challenge_method=S256)")
 #: What each scope lets the application do, in plain words for the consent page.
@@ -65,10 +60,6 @@ SCOPE_DESCRIPTIONS: Mapping[str, str] = {
     "offline_access": "Keep access while you are away (until you revoke it on your account page)",
 }
 _MAX_AGE = re.compile(r"^\d{1,10}$")
-
-
-def acr_for(amr: tuple[str, ...] | list[str]) -> str:
-    return ACR_MFA if "otp" in amr else ACR_PWD
 
 
 @dataclass(frozen=True, slots=True)

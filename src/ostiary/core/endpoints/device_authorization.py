@@ -23,9 +23,9 @@ from ..device import (
     user_code_locator,
 )
 from ..errors import InvalidClient, InvalidScope, ServerError, UnauthorizedClient
-from ..grants.client_credentials import resolve_audience
 from ..models import AuditEvent, Client
 from ..requests import EndpointRequest, scope_set
+from ..targets import resolve_audience
 
 __all__ = ["DeviceAuthorizationEndpoint", "DevicePolicy", "DeviceVerification", "device_audience", "device_scopes"]
 

@@ -7,7 +7,8 @@ from typing import Any
 from ..client_auth import AuthenticatedClient, authenticate_client
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidRequest, UnsupportedTokenType
-from ..jose import JoseError, verify_jwt
+from ..issuance import verify_own_access_token
+from ..jose import JoseError
 from ..models import AuditEvent
 from ..requests import EndpointRequest, form_value
 from .refresh_introspection import REFRESH_TOKEN_PREFIX, introspect_refresh_token, revoke_refresh_token
@@ -37,11 +38,9 @@ async def _require_client(request: EndpointRequest, ctx: EngineContext, *, allow
 
 def _verify_own(token: str, ctx: EngineContext) -> dict[str, Any] | None:
     try:
-        verified = verify_jwt(token, ctx.keyring().verification_keys, issuer=ctx.policy.issuer, typ="at+jwt",
-                              now=ctx.clock.now(), require=("exp", "jti", "client_id"))
+        return verify_own_access_token(token, ctx.keyring(), ctx.policy, ctx.clock.now())
     except JoseError:
         return None
-    return dict(verified.claims)
 
 
 class IntrospectionEndpoint:

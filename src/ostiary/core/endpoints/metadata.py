@@ -39,7 +39,8 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str]) -> dict[st
 
 def oidc_metadata(policy: ServerPolicy) -> dict[str, Any]:
     """Authorization Code + PKCE and OpenID Connect (OIDC Discovery §3; RFC 9207 §3; RFC 7636 §6.2)."""
-    from .authorize import ACR_MFA, ACR_PWD, PROMPT_VALUES, RESPONSE_MODES
+    from ..users import ACR_MFA, ACR_PWD
+    from .authorize import PROMPT_VALUES, RESPONSE_MODES
     from .userinfo import CLAIMS_SUPPORTED, SCOPES_SUPPORTED
 
     return {

@@ -7,8 +7,8 @@ from typing import Any
 
 from ..._secrets import token_hash
 from ..context import EngineContext
-from ..grants._user_tokens import REFRESH_TOKEN_PREFIX, revoke_family
 from ..models import Client
+from ..user_tokens import REFRESH_TOKEN_PREFIX, revoke_family
 
 __all__ = ["REFRESH_TOKEN_PREFIX", "introspect_refresh_token", "revoke_refresh_token"]
 

@@ -16,7 +16,7 @@ from ..errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from ..grants import GrantRequest, TokenGrant
+from ..grants import GrantRequest, TokenGrant, unexpected_parameter
 from ..issuance import TokenResponse
 from ..models import AuditEvent
 from ..requests import EndpointRequest
@@ -59,6 +59,9 @@ class TokenEndpoint:
         if client is not None and grant_type not in client.client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         try:
+            unexpected = unexpected_parameter(grant, self.grants.values(), params)
+            if unexpected is not None:
+                raise InvalidRequest(f"unexpected parameter {unexpected} for the {grant_type} grant")
             response = await grant.handle(GrantRequest(request=request, params=params, client=client), ctx)
         except (AuthorizationPending, SlowDown):
             raise  # RFC 8628 polling: routine, not audited (a waiting device must cost no database write)

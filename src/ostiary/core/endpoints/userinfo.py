@@ -7,7 +7,8 @@ from typing import Any
 
 from ..context import EngineContext
 from ..errors import InvalidRequest, InvalidToken, OAuthError
-from ..jose import JoseError, verify_jwt
+from ..issuance import verify_own_access_token
+from ..jose import JoseError
 
 __all__ = ["CLAIMS_SUPPORTED", "SCOPES_SUPPORTED", "InsufficientScope", "UserinfoEndpoint", "claims_for"]
 
@@ -50,12 +51,10 @@ class UserinfoEndpoint:
             raise InvalidToken("a Bearer access token is required",
                                headers={"WWW-Authenticate": 'Bearer realm="ostiary"'})
         try:
-            verified = verify_jwt(token.strip(), ctx.keyring().verification_keys, issuer=ctx.policy.issuer,
-                                  audience=ctx.policy.issuer + "/userinfo", typ="at+jwt", now=ctx.clock.now(),
-                                  leeway=ctx.policy.leeway, require=("exp", "jti", "sub", "client_id"))
+            claims = verify_own_access_token(token.strip(), ctx.keyring(), ctx.policy, ctx.clock.now(),
+                                             audience=ctx.policy.issuer + "/userinfo")
         except JoseError as exc:
             raise _bearer_error(InvalidToken, "the access token is invalid or expired") from exc
-        claims = verified.claims
         if await ctx.store.is_access_token_revoked(str(claims["jti"])):
             raise _bearer_error(InvalidToken, "the access token is revoked")
         scopes = frozenset(str(claims.get("scope", "")).split())

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from ..._secrets import token_hash
 from ..context import EngineContext
-from ..errors import InvalidGrant, InvalidRequest, OAuthError
+from ..errors import InvalidGrant, OAuthError
 from ..issuance import TokenResponse
 from ..pkce import verify_code_verifier
 from ..requests import form_value
 from ..tokens import AuthorizationCode, TokenFamily
+from ..user_tokens import issue_in_new_family, revoke_family
 from . import GrantRequest
-from ._user_tokens import issue_in_new_family, revoke_family
 
 __all__ = ["AuthorizationCodeGrant"]
 
@@ -20,14 +22,13 @@ _INVALID = "the authorization code is invalid or expired, or was issued to anoth
 class AuthorizationCodeGrant:
     grant_type = "authorization_code"
     requires_client = True
+    parameters = frozenset({"code", "redirect_uri", "code_verifier"})  # RFC 6749 §4.1.3, RFC 7636 §4.5
 
     async def handle(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
         assert req.client is not None
         client = req.client.client
         params = req.params
         code = form_value(params, "code")
-        if "refresh_token" in params:
-            raise InvalidRequest("unexpected parameter refresh_token")
         code_hash = token_hash(code, ctx.secret_hash_key)
         record = await ctx.store.get_code(code_hash) if len(code) <= 512 else None
         if record is None or record.client_id != client.client_id:
@@ -43,16 +44,17 @@ class AuthorizationCodeGrant:
         user = await ctx.store.get_user(record.user_id)
         if user is None or user.disabled:
             raise InvalidGrant(_INVALID, debug="user gone or disabled")
-        if not await ctx.store.use_code(code_hash, now):
-            await self._replayed(ctx, record, req)  # lost the race; redirect_uri and verifier were checked
         family = TokenFamily(family_id=record.family_id, client_id=client.client_id, user_id=user.user_id,
                              scopes=record.scopes, audience=record.audience, created_at=now,
                              expires_at=now + ctx.policy.refresh_token_ttl, auth_time=record.auth_time,
                              amr=record.amr, acr=record.acr, session_id=record.session_id)
-        return await issue_in_new_family(ctx, family, client, user, grant_type=self.grant_type, nonce=record.nonce,
-                                         ip=req.request.client_ip)
+        issued = await issue_in_new_family(ctx, family, client, user, spend=lambda: ctx.store.use_code(code_hash, now),
+                                           grant_type=self.grant_type, nonce=record.nonce, ip=req.request.client_ip)
+        if issued is None:
+            await self._replayed(ctx, record, req)  # lost the race; redirect_uri and verifier were checked
+        return issued
 
-    async def _replayed(self, ctx: EngineContext, record: AuthorizationCode, req: GrantRequest) -> None:
+    async def _replayed(self, ctx: EngineContext, record: AuthorizationCode, req: GrantRequest) -> NoReturn:
         """RFC 6749 §4.1.2: a code used twice is refused, and the tokens issued from it are revoked.
 
         Revoking is only for a replay that proves it comes from the client: authenticated as the client

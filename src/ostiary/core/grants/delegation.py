@@ -25,8 +25,8 @@ from typing import Any
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidGrant, InvalidScope, InvalidTarget, UnauthorizedClient
 from ..federation import TOKEN_TYPE_ACCESS_TOKEN
-from ..issuance import TokenResponse
-from ..jose import JoseError, verify_jwt
+from ..issuance import TokenResponse, verify_own_access_token
+from ..jose import JoseError
 from ..models import AuditEvent
 from ..requests import is_audience_uri, scope_set
 from . import GrantRequest
@@ -62,11 +62,9 @@ async def exchange_on_behalf(req: GrantRequest, ctx: EngineContext, token: str) 
         raise UnauthorizedClient("public clients cannot exchange tokens; a confidential service must")
     now = ctx.clock.now()
     try:
-        verified = verify_jwt(token, ctx.keyring().verification_keys, issuer=ctx.policy.issuer, typ="at+jwt",
-                              now=now, require=("exp", "iat", "jti", "sub", "aud", "client_id"))
+        claims = verify_own_access_token(token, ctx.keyring(), ctx.policy, now)
     except JoseError as exc:
         raise InvalidGrant(_INVALID, debug=f"subject token: {exc}") from None
-    claims = verified.claims
     subject, jti, exp = claims["sub"], claims["jti"], claims["exp"]
     if not isinstance(subject, str) or not isinstance(jti, str) or not isinstance(exp, int | float):
         raise InvalidGrant(_INVALID, debug="subject token: sub, jti or exp malformed")

@@ -11,13 +11,13 @@ from __future__ import annotations
 from ..._secrets import new_token, token_hash
 from ..context import EngineContext
 from ..device import GRANT_DEVICE_CODE, DeviceAuthorization
-from ..endpoints.authorize import acr_for
-from ..errors import AccessDenied, AuthorizationPending, ExpiredToken, InvalidGrant, InvalidRequest, SlowDown
+from ..errors import AccessDenied, AuthorizationPending, ExpiredToken, InvalidGrant, SlowDown
 from ..issuance import TokenResponse
 from ..requests import form_value
 from ..tokens import TokenFamily
+from ..user_tokens import issue_in_new_family
+from ..users import acr_for
 from . import GrantRequest
-from ._user_tokens import issue_in_new_family
 
 __all__ = ["DeviceCodeGrant"]
 
@@ -27,13 +27,12 @@ _INVALID = "the device code is invalid or was issued to another client"
 class DeviceCodeGrant:
     grant_type = GRANT_DEVICE_CODE
     requires_client = True
+    parameters = frozenset({"device_code"})  # RFC 8628 §3.4
 
     async def handle(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
         assert req.client is not None
         client = req.client.client
         device_code = form_value(req.params, "device_code")
-        if "code" in req.params or "refresh_token" in req.params:
-            raise InvalidRequest("unexpected parameter for the device_code grant")
         if len(device_code) > 512:
             raise InvalidGrant(_INVALID, debug="device code too long")
         code_hash = token_hash(device_code, ctx.secret_hash_key)
@@ -68,13 +67,15 @@ class DeviceCodeGrant:
         user = await ctx.store.get_user(auth.user_id) if auth.user_id else None
         if user is None or user.disabled:
             raise AccessDenied("the account that approved this request is not available", debug="user gone")
-        if not await ctx.store.consume_device_authorization(auth.device_code_hash, now):
-            raise InvalidGrant("the device code was already used", debug="lost the consume race")
-        if ctx.poll_tracker is not None:
-            await ctx.poll_tracker.forget(auth.device_code_hash)
         family = TokenFamily(family_id=new_token(16), client_id=client.client_id, user_id=user.user_id,
                              scopes=auth.scopes, audience=auth.audience, created_at=now,
                              expires_at=now + ctx.policy.refresh_token_ttl, auth_time=auth.auth_time or now,
                              amr=auth.amr, acr=acr_for(auth.amr), session_id=auth.session_id)
-        return await issue_in_new_family(ctx, family, client, user, grant_type=self.grant_type, nonce=None,
-                                         ip=req.request.client_ip)
+        issued = await issue_in_new_family(
+            ctx, family, client, user, spend=lambda: ctx.store.consume_device_authorization(auth.device_code_hash, now),
+            grant_type=self.grant_type, nonce=None, ip=req.request.client_ip)
+        if issued is None:
+            raise InvalidGrant("the device code was already used", debug="lost the consume race")
+        if ctx.poll_tracker is not None:
+            await ctx.poll_tracker.forget(auth.device_code_hash)
+        return issued

@@ -19,14 +19,14 @@ from dataclasses import replace
 
 from ..._secrets import sha256_b64url, token_hash
 from ..context import EngineContext
-from ..errors import InvalidGrant, InvalidRequest, InvalidScope
+from ..errors import InvalidGrant, InvalidScope
 from ..issuance import TokenResponse
 from ..models import AuditEvent, Client
 from ..requests import form_value, scope_set
 from ..sealing import SealError, seal, sealing_key, unseal
 from ..tokens import RefreshToken, TokenFamily
+from ..user_tokens import mint_user_tokens, revoke_family
 from . import GrantRequest
-from ._user_tokens import mint_user_tokens, revoke_family
 
 __all__ = ["RefreshTokenGrant", "RefreshTokenReused"]
 
@@ -66,13 +66,12 @@ class RefreshTokenReused(InvalidGrant):
 class RefreshTokenGrant:
     grant_type = "refresh_token"
     requires_client = True
+    parameters = frozenset({"refresh_token"})  # RFC 6749 §6
 
     async def handle(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
         assert req.client is not None
         client = req.client.client
         presented = form_value(req.params, "refresh_token")
-        if "code" in req.params:
-            raise InvalidRequest("unexpected parameter code")
         rt_hash = token_hash(presented, ctx.secret_hash_key)
         rt = await ctx.store.get_refresh_token(rt_hash) if len(presented) <= 512 else None
         if rt is None or rt.client_id != client.client_id:

@@ -43,6 +43,9 @@ TOKEN_TYPE_REFRESH_TOKEN = "urn:ietf:params:oauth:token-type:refresh_token"  # R
 class TokenExchangeGrant:
     grant_type = TOKEN_EXCHANGE_GRANT
     requires_client = False
+    #: RFC 8693 §2.1; ``actor_token`` is read to be refused with a reason (the caller is the actor)
+    parameters = frozenset({"subject_token", "subject_token_type", "requested_token_type", "actor_token",
+                            "actor_token_type"})
 
     async def handle(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
         """RFC 8693 §2.1 request, §2.2 response (``issued_token_type``; no refresh token)."""

@@ -6,11 +6,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...core.device import DeviceAuthorization, user_code_locator
 from ..memory_device import EXPIRED_KEEP
 from .tables_device import device_authorizations as da
+from .unit_of_work import SqlUnitOfWork
 
 __all__ = ["SqlDeviceMixin"]
 
@@ -25,15 +25,13 @@ def _auth(row: Any) -> DeviceAuthorization:
         failed_attempts=int(m["failed_attempts"]))
 
 
-class SqlDeviceMixin:
+class SqlDeviceMixin(SqlUnitOfWork):
     """Mixed into :class:`~ostiary.store.sql.SqlStore`; implements ``DeviceAuthorizationRepository``."""
 
-    engine: AsyncEngine
-    reader: AsyncEngine
 
     async def add_device_authorization(self, auth: DeviceAuthorization) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self._begin() as conn:
                 await conn.execute(da.insert().values(
                     device_code_hash=auth.device_code_hash, user_code=auth.user_code,
                     locator=user_code_locator(auth.user_code), client_id=auth.client_id,
@@ -45,19 +43,19 @@ class SqlDeviceMixin:
             raise ValueError("user code taken") from exc
 
     async def get_device_authorization(self, device_code_hash: str) -> DeviceAuthorization | None:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(sa.select(da).where(da.c.device_code_hash == device_code_hash))).first()
         return _auth(row) if row else None
 
     async def find_device_authorizations(self, locator: str, now: float) -> list[DeviceAuthorization]:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(sa.select(da).where(da.c.locator == locator, da.c.status == "pending",
                                                           da.c.expires_at > now))
             return [_auth(r) for r in rows]
 
     async def record_user_code_failure(self, device_code_hash: str, max_attempts: int, now: float) -> int:
         key = da.c.device_code_hash == device_code_hash
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(da.update().where(key).values(failed_attempts=da.c.failed_attempts + 1))
             await conn.execute(da.update().where(key, da.c.status == "pending",
                                                  da.c.failed_attempts >= max_attempts)
@@ -68,7 +66,7 @@ class SqlDeviceMixin:
     async def decide_device_authorization(self, device_code_hash: str, approve: bool, user_id: str,
                                           session_id: str | None, auth_time: float, amr: tuple[str, ...],
                                           now: float) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(
                 da.update()
                 .where(da.c.device_code_hash == device_code_hash, da.c.status == "pending", da.c.expires_at > now)
@@ -77,13 +75,13 @@ class SqlDeviceMixin:
         return bool(res.rowcount == 1)
 
     async def consume_device_authorization(self, device_code_hash: str, now: float) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(da.update()
                                      .where(da.c.device_code_hash == device_code_hash, da.c.status == "approved")
                                      .values(status="consumed"))
         return bool(res.rowcount == 1)
 
     async def purge_device_authorizations(self, now: float) -> int:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(da.delete().where(da.c.expires_at <= now - EXPIRED_KEEP))
         return int(res.rowcount or 0)

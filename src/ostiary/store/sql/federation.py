@@ -6,11 +6,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...core.federation import Condition, TrustPolicy
 from . import tables as t
 from .tables_federation import trust_policies
+from .unit_of_work import SqlUnitOfWork
 
 __all__ = ["SqlFederationMixin"]
 
@@ -37,14 +37,12 @@ def _policy(row: Any) -> TrustPolicy:
     )
 
 
-class SqlFederationMixin:
+class SqlFederationMixin(SqlUnitOfWork):
     """Mixed into :class:`~ostiary.store.sql.SqlStore`; implements ``TrustPolicyRepository``."""
 
-    engine: AsyncEngine
-    reader: AsyncEngine
 
     async def get_trust_policy(self, policy_id: str) -> TrustPolicy | None:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(sa.select(trust_policies)
                                       .where(trust_policies.c.policy_id == policy_id))).first()
         return _policy(row) if row else None
@@ -53,31 +51,31 @@ class SqlFederationMixin:
         q = sa.select(trust_policies).order_by(trust_policies.c.policy_id)
         if issuer is not None:
             q = q.where(trust_policies.c.issuer == issuer)
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             return [_policy(r) for r in await conn.execute(q)]
 
     async def add_trust_policy(self, policy: TrustPolicy) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self._begin() as conn:
                 await conn.execute(trust_policies.insert().values(**_row(policy)))
         except IntegrityError as exc:
             raise ValueError(f"trust policy {policy.policy_id!r} exists") from exc
 
     async def update_trust_policy(self, policy: TrustPolicy) -> None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(trust_policies.update().where(trust_policies.c.policy_id == policy.policy_id)
                                      .values(**_row(policy)))
             if res.rowcount != 1:
                 raise KeyError(policy.policy_id)
 
     async def delete_trust_policy(self, policy_id: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(trust_policies.delete().where(trust_policies.c.policy_id == policy_id))
         return bool(res.rowcount)
 
     async def replay_seen(self, namespace: str, value: str, now: float) -> bool:
         rc = t.replay_cache
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(sa.select(rc.c.expires_at).where(
                 rc.c.namespace == namespace, rc.c.value == value, rc.c.expires_at > now))).first()
         return row is not None

@@ -17,6 +17,7 @@ from . import tables as t
 from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
 from .federation import SqlFederationMixin
+from .unit_of_work import SqlUnitOfWork, dialect_insert
 from .users import SqlUsersMixin
 
 __all__ = ["SqlStore", "create_engine"]
@@ -118,8 +119,13 @@ def _key(row: Any) -> SigningKey:
 
 
 @guard_unavailable
-class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
-    """Every public method raises ``StoreUnavailable`` when the database cannot be reached (availability.py)."""
+class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin, SqlUnitOfWork):
+    """Every public method raises ``StoreUnavailable`` when the database cannot be reached (availability.py).
+
+    ``transaction()`` (unit_of_work.py) makes the calls inside it one unit of work. A call that fails inside a
+    transaction fails the whole transaction (PostgreSQL refuses any statement after an error), so the writes
+    that may meet a conflict inside one (``revoke_access_token``, ``use_once``) resolve it in SQL instead of
+    catching an ``IntegrityError``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -135,20 +141,20 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
     async def get_client(self, client_id: str) -> Client | None:
         if not _storable(client_id):
             return None
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(sa.select(t.clients).where(t.clients.c.client_id == client_id))).first()
         return _client(row) if row else None
 
     async def add_client(self, client: Client) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self._begin() as conn:
                 await conn.execute(t.clients.insert().values(**_client_row(client)))
         except IntegrityError as exc:
             raise ValueError(f"client {client.client_id!r} exists") from exc
 
     async def update_client(self, client: Client) -> None:
         row = _client_row(client)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(t.clients.update().where(t.clients.c.client_id == client.client_id)
                                      .values(**row))
             if res.rowcount != 1:
@@ -157,80 +163,69 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
     async def delete_client(self, client_id: str) -> bool:
         if not _storable(client_id):
             return False
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(t.clients.delete().where(t.clients.c.client_id == client_id))
         return bool(res.rowcount)
 
     async def list_clients(self) -> list[Client]:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(sa.select(t.clients).order_by(t.clients.c.created_at, t.clients.c.client_id))
             return [_client(r) for r in rows]
 
     # keys
     async def list_keys(self) -> list[SigningKey]:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(sa.select(t.signing_keys)
                                       .order_by(t.signing_keys.c.created_at, t.signing_keys.c.kid))
             return [_key(r) for r in rows]
 
     async def add_key(self, key: SigningKey) -> None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(t.signing_keys.insert().values(
                 kid=key.kid, alg=key.alg, public_jwk=dict(key.public_jwk),
                 encrypted_private_key=key.encrypted_private_key, created_at=key.created_at,
                 activates_at=key.activates_at, retires_at=key.retires_at))
 
     async def update_key(self, key: SigningKey) -> None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(t.signing_keys.update().where(t.signing_keys.c.kid == key.kid)
                                .values(activates_at=key.activates_at, retires_at=key.retires_at))
 
     async def delete_key(self, kid: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(t.signing_keys.delete().where(t.signing_keys.c.kid == kid))
 
     # revocation
     async def revoke_access_token(self, jti: str, client_id: str, expires_at: float) -> None:
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(t.revoked_tokens.insert().values(jti=jti, client_id=client_id,
-                                                                    expires_at=expires_at))
-        except IntegrityError:
-            return  # already revoked
+        async with self._begin() as conn:  # already revoked: nothing to do
+            await conn.execute(dialect_insert(conn, t.revoked_tokens).values(
+                jti=jti, client_id=client_id, expires_at=expires_at).on_conflict_do_nothing(index_elements=["jti"]))
 
     async def is_access_token_revoked(self, jti: str) -> bool:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(sa.select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti))).first()
         return row is not None
 
     async def purge_expired(self, now: float) -> int:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             a = await conn.execute(t.revoked_tokens.delete().where(t.revoked_tokens.c.expires_at <= now))
             b = await conn.execute(t.replay_cache.delete().where(t.replay_cache.c.expires_at <= now))
         return int(a.rowcount or 0) + int(b.rowcount or 0)
 
     async def use_once(self, namespace: str, value: str, expires_at: float, now: float) -> bool:
-        """Insert; on conflict, take over only an expired entry. Atomic on SQLite and PostgreSQL."""
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(t.replay_cache.insert().values(namespace=namespace, value=value,
-                                                                  expires_at=expires_at))
-            return True
-        except IntegrityError:
-            pass
-        async with self.engine.begin() as conn:
-            res = await conn.execute(
-                t.replay_cache.update()
-                .where(t.replay_cache.c.namespace == namespace, t.replay_cache.c.value == value,
-                       t.replay_cache.c.expires_at <= now)
-                .values(expires_at=expires_at))
+        """Insert; on conflict, take over only an expired entry. One atomic statement on SQLite and PostgreSQL."""
+        rc = t.replay_cache
+        async with self._begin() as conn:
+            insert = dialect_insert(conn, rc).values(namespace=namespace, value=value, expires_at=expires_at)
+            res = await conn.execute(insert.on_conflict_do_update(
+                index_elements=["namespace", "value"], set_={"expires_at": expires_at}, where=rc.c.expires_at <= now))
         return bool(res.rowcount == 1)
 
     # audit
     async def record_events(self, events: Sequence[AuditEvent]) -> None:
         if not events:
             return
-        try:
+        try:  # its own transaction, never a request's: the audit sink writes in the background
             async with self.engine.begin() as conn:
                 await conn.execute(t.audit_events.insert(), [
                     {"type": e.type, "outcome": e.outcome, "at": e.at, "client_id": e.client_id,
@@ -245,14 +240,14 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin):
         q = sa.select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
         if type_prefix:
             q = q.where(t.audit_events.c.type.startswith(type_prefix))
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(q)
             return [AuditEvent(type=m["type"], outcome=m["outcome"], at=m["at"], client_id=m["client_id"],
                                subject=m["subject"], grant_type=m["grant_type"], jti=m["jti"], ip=m["ip"],
                                detail=m["detail"] or {}) for m in (r._mapping for r in rows)]
 
     async def ping(self) -> bool:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             await conn.execute(sa.text("SELECT 1"))
         return True
 

@@ -7,16 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...core.storage import RevokedUserTokens
 from ...core.tokens import AuthorizationCode, RefreshToken, TokenFamily
 from ...core.users import Consent, LoginSession, User
 from . import tables as t
 from . import tables_users as tu
+from .unit_of_work import SqlUnitOfWork, dialect_insert
 
 __all__ = ["SqlUsersMixin"]
 
@@ -94,20 +92,18 @@ def _refresh_row(token: RefreshToken) -> dict[str, Any]:
             "dpop_jkt": token.dpop_jkt}
 
 
-class SqlUsersMixin:
-    engine: AsyncEngine
-    reader: AsyncEngine
+class SqlUsersMixin(SqlUnitOfWork):
 
     async def _one(self, query: Any) -> Any:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             return (await conn.execute(query)).first()
 
     async def _all(self, query: Any) -> list[Any]:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             return list(await conn.execute(query))
 
     async def _write(self, stmt: Any) -> int:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(stmt)
         return int(res.rowcount or 0)
 
@@ -137,7 +133,7 @@ class SqlUsersMixin:
             raise KeyError(user.user_id)
 
     async def delete_user(self, user_id: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             for table in (tu.recovery_codes, tu.login_sessions, tu.consents):
                 await conn.execute(table.delete().where(table.c.user_id == user_id))
             res = await conn.execute(tu.users.delete().where(tu.users.c.user_id == user_id))
@@ -148,7 +144,7 @@ class SqlUsersMixin:
                                                                                 tu.users.c.username))]
 
     async def set_recovery_codes(self, user_id: str, code_hashes: Sequence[str]) -> None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(tu.recovery_codes.delete().where(tu.recovery_codes.c.user_id == user_id))
             if code_hashes:
                 await conn.execute(tu.recovery_codes.insert(),
@@ -200,7 +196,7 @@ class SqlUsersMixin:
         c = tu.consents
         values = {"scopes": sorted(consent.scopes), "granted_at": consent.granted_at,
                   "updated_at": consent.updated_at}
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             res = await conn.execute(c.update().where(c.c.user_id == consent.user_id,
                                                       c.c.client_id == consent.client_id).values(**values))
             if not res.rowcount:
@@ -263,7 +259,7 @@ class SqlUsersMixin:
         live = [tf.c.user_id == user_id, tf.c.revoked_at.is_(None)]
         if client_id is not None:
             live.append(tf.c.client_id == client_id)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             # write first: the families stay locked until commit, so a refresh rotating one of them either
             # finished before (its access-token id is read below) or finds the family revoked
             families = {r[0]: r[1] for r in await conn.execute(
@@ -274,7 +270,7 @@ class SqlUsersMixin:
                 sa.select(ft.c.jti, ft.c.family_id, ft.c.expires_at)
                 .where(ft.c.family_id.in_(families), ft.c.expires_at > now))]
             if jtis:
-                insert = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(t.revoked_tokens)
+                insert = dialect_insert(conn, t.revoked_tokens)
                 await conn.execute(insert.on_conflict_do_nothing(index_elements=["jti"]),
                                    [{"jti": jti, "client_id": families[fid], "expires_at": exp}
                                     for jti, fid, exp in jtis])
@@ -308,7 +304,7 @@ class SqlUsersMixin:
         cutoff, tf = now - grace, tu.token_families
         gone = sa.select(tf.c.family_id).where(tf.c.expires_at <= cutoff)
         n = 0
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             for stmt in (
                 tu.login_sessions.delete().where(tu.login_sessions.c.expires_at <= cutoff),
                 tu.authorization_codes.delete().where(tu.authorization_codes.c.expires_at <= cutoff),
@@ -323,6 +319,7 @@ class SqlUsersMixin:
     async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
                                    successor_sealed: bytes | None, family_id: str, jti: str,
                                    access_expires_at: float, successor: RefreshToken | None) -> bool:
+        # its own transaction, always: the loser's rollback below must not undo an enclosing unit of work
         rt, tf = tu.refresh_tokens, tu.token_families
         try:
             async with self.engine.begin() as conn:

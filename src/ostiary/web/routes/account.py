@@ -15,9 +15,9 @@ from ..._passwords import HasherBusy, new_recovery_codes, new_totp_secret, totp_
 from ..._secrets import token_hash
 from ...core.endpoints.authorize import AuthorizationRequest
 from ...core.errors import InvalidRequest
-from ...core.grants._user_tokens import revoke_user_families
 from ...core.models import AuditEvent
 from ...core.sealing import SealError, seal, unseal
+from ...core.user_tokens import revoke_user_families
 from ...core.users import LoginSession, User
 from ..accounts import BUSY, UserFlows
 from ..http import parse_query, read_form

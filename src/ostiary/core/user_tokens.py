@@ -1,18 +1,20 @@
-"""What the user-token grants (authorization code, device code, refresh token) share: minting a user's tokens
-within a family, the first tokens of a new family, and revoking a whole family (RFC 6749 §4.1.2 code replay;
-RFC 9700 §4.14.2 refresh-token reuse)."""
+"""A user's tokens within a family, shared by the user-token grants (authorization code, device code, refresh
+token), the refresh-token introspection and revocation endpoints and the account pages: minting them, the first
+tokens of a new family, and revoking a whole family (RFC 6749 §4.1.2 code replay; RFC 9700 §4.14.2
+refresh-token reuse)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..._secrets import new_token, token_hash
-from ..context import EngineContext
-from ..issuance import TokenResponse
-from ..models import AuditEvent, Client
-from ..storage import Store
-from ..tokens import RefreshToken, TokenFamily
-from ..users import User
+from .._secrets import new_token, token_hash
+from .context import EngineContext
+from .issuance import TokenResponse
+from .models import AuditEvent, Client
+from .storage import Store
+from .tokens import RefreshToken, TokenFamily
+from .users import User
 
 __all__ = ["REFRESH_TOKEN_PREFIX", "MintedTokens", "issue_in_new_family", "mint_user_tokens", "revoke_family",
            "revoke_user_families", "store_minted", "wants_refresh_token"]
@@ -68,12 +70,17 @@ async def store_minted(ctx: EngineContext, family: TokenFamily, minted: MintedTo
 
 
 async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: Client, user: User, *,
-                              grant_type: str, nonce: str | None, ip: str | None) -> TokenResponse:
-    """The first tokens of a new family (a code exchanged, a device code redeemed): store the family, mint its
-    tokens, store them, record ``token.issued``."""
-    await ctx.store.add_family(family)
+                              spend: Callable[[], Awaitable[bool]], grant_type: str, nonce: str | None,
+                              ip: str | None) -> TokenResponse | None:
+    """The first tokens of a new family (a code exchanged, a device code redeemed), in one unit of work:
+    ``spend()`` spends the code, then the family, its access token's id and its refresh token are stored. None
+    (and nothing written) when ``spend()`` finds the code already spent. Records ``token.issued``."""
     minted = mint_user_tokens(ctx, client, family, user, family.scopes, nonce=nonce, parent_hash=None)
-    await store_minted(ctx, family, minted)
+    async with ctx.store.transaction():
+        if not await spend():
+            return None
+        await ctx.store.add_family(family)
+        await store_minted(ctx, family, minted)
     ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=family.created_at,
                               client_id=client.client_id, subject=user.user_id, grant_type=grant_type,
                               jti=minted.jti, ip=ip,
@@ -84,17 +91,19 @@ async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: C
 
 async def revoke_family(ctx: EngineContext, family_id: str, *, event: str, client_id: str | None,
                         ip: str | None, once: bool = False) -> bool:
-    """Kill every refresh token of the family and mark every access token it produced revoked, so that
-    introspection reports them inactive. Records a security event; with ``once``, only when this call is the
-    one that revoked the family (concurrent replays then record one event, not one each). True when it was."""
+    """Kill every refresh token of the family and mark every access token it produced revoked, in one unit of
+    work, so that introspection reports them inactive. Records a security event; with ``once``, only when this
+    call is the one that revoked the family (concurrent replays then record one event, not one each). True
+    when it was."""
     now = ctx.clock.now()
-    family = await ctx.store.get_family(family_id)
-    revoked = await ctx.store.revoke_family(family_id, now)
-    owner = family.client_id if family is not None else (client_id or "")
-    jtis = await ctx.store.family_jtis(family_id)
-    for jti, exp in jtis:
-        if exp > now:
-            await ctx.store.revoke_access_token(jti, owner, exp)
+    async with ctx.store.transaction():
+        revoked = await ctx.store.revoke_family(family_id, now)  # the write first: it locks the family
+        family = await ctx.store.get_family(family_id)
+        owner = family.client_id if family is not None else (client_id or "")
+        jtis = await ctx.store.family_jtis(family_id)
+        for jti, exp in jtis:
+            if exp > now:
+                await ctx.store.revoke_access_token(jti, owner, exp)
     if once and not revoked:
         return False
     ctx.audit.emit(AuditEvent(type=event, outcome="failure" if event.startswith("security.") else "success",
