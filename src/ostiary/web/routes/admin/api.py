@@ -36,6 +36,7 @@ from ....admin.service import (
 )
 from ....core import jose
 from ....core.errors import StoreUnavailable
+from ....core.issuance import verify_own_access_token
 from ....core.keys import KeyNotFound, KeyRingError
 from ....core.models import GRANT_CLIENT_CREDENTIALS, AuditEvent
 from ...http import NO_STORE, error_response, json_response, unavailable_error
@@ -59,12 +60,10 @@ def _problem(status: int, error: str, description: str, headers: dict[str, str] 
 async def _admin_client(rt: Runtime, token: str) -> str | None:
     """The id of the admin client whose client-credentials token this is, or None."""
     try:
-        verified = jose.verify_jwt(token, rt.keyring().verification_keys, issuer=rt.policy.issuer,
-                                   audience=rt.policy.issuer + "/admin", typ="at+jwt", now=rt.clock.now(),
-                                   require=("exp", "jti", "sub", "client_id"))
+        claims = verify_own_access_token(token, rt.keyring(), rt.policy, rt.clock.now(),
+                                         audience=rt.policy.issuer + "/admin")
     except jose.JoseError:
         return None
-    claims = verified.claims
     client_id = str(claims["client_id"])
     if ADMIN_SCOPE not in str(claims.get("scope", "")).split():
         return None
