@@ -18,6 +18,13 @@ from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from ._secrets import derive_key
 from .core.policy import ServerPolicy
@@ -193,7 +200,13 @@ class AuditSettings(_Section):
                                "at most the last interval); sync: the row is written before the response")
 
 
-class Settings(_Section):
+class Settings(BaseSettings):
+    """Every server setting. ``Settings(**values)`` validates the values given; ``load_settings()`` adds the
+    environment and the TOML file (pydantic-settings sources, environment first)."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, case_sensitive=True, validate_default=False,
+                                      enable_decoding=False)
+
     issuer: str = "http://127.0.0.1:8000"
     database_url: str = "sqlite+aiosqlite:///ostiary.db"
     database_timeout: Duration = Field(5, ge=1, le=60, description="connect and pool-wait timeout (503 after)")
@@ -259,6 +272,14 @@ class Settings(_Section):
             raise ValueError("redis_url must not carry query options")
         return v
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment and the file only through load_settings()
+
     def policy(self) -> ServerPolicy:
         return ServerPolicy(
             issuer=self.issuer, access_token_ttl=self.access_token_ttl,
@@ -304,29 +325,66 @@ class MasterKeys(NamedTuple):
     admin_token_hash: bytes  # HMAC key of the admin token's comparison
 
 
-def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG" or name.startswith(CLIENT_ENV_PREFIX):
-            continue
-        if name in _MOVED_CLIENT_ENV:
-            raise ConfigError(f"{name} is not a server setting: the client toolkit reads {_MOVED_CLIENT_ENV[name]} "
-                              f"now; rename it (export {_MOVED_CLIENT_ENV[name]}=\"${name}\"; unset {name})")
-        path = name[len(ENV_PREFIX):].lower().split("__")
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{name}: conflicts with another setting")
-        node[path[-1]] = value
-    return tree
+class _ServerEnvironment(EnvSettingsSource):
+    """The ``OSTIARY_*`` variables, read by pydantic-settings' environment source, with Ostiary's rules on top.
+
+    pydantic-settings maps ``OSTIARY_KEYS__ROTATE_EVERY`` to ``keys.rotate_every`` (the rest of the name is
+    case-insensitive, lists and sections are never JSON-decoded). What it cannot express stays here: the prefix is
+    matched case-sensitively; ``OSTIARY_CONFIG`` and the client toolkit's ``OSTIARY_TOOLKIT_*`` are not settings;
+    the toolkit's old names are refused with their new ones; and a variable that names no setting is an error
+    ("unknown setting"), never silently ignored.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._ours = {name: value for name, value in environ.items()
+                      if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG"
+                      and not name.startswith(CLIENT_ENV_PREFIX)}
+        for name in self._ours:
+            if name in _MOVED_CLIENT_ENV:
+                new = _MOVED_CLIENT_ENV[name]
+                raise ConfigError(f"{name} is not a server setting: the client toolkit reads {new} "
+                                  f"now; rename it (export {new}=\"${name}\"; unset {name})")
+        super().__init__(settings_cls, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter="__")
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._ours.items()}
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for name, value in self._ours.items():
+            path = name[len(ENV_PREFIX):].lower().split("__")
+            if _names_a_setting(self.settings_cls, path):
+                continue
+            node = data  # not a setting: put it where it points, so validation reports it (extra="forbid")
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{name}: conflicts with another setting")
+            node[path[-1]] = value
+        return data
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def _names_a_setting(model: type[BaseModel], path: list[str]) -> bool:
+    """Whether ``path`` (``["keys", "rotate_every"]``) is a setting or a section of ``model``."""
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return False
+    if len(path) == 1:
+        return True
+    sub = field.annotation
+    return isinstance(sub, type) and issubclass(sub, BaseModel) and _names_a_setting(sub, path[1:])
+
+
+def _config_file(settings_cls: type[BaseSettings], config_file: str | os.PathLike[str]) -> TomlConfigSettingsSource:
+    """pydantic-settings' TOML source, but a file that is missing or unreadable is an error, not an empty file."""
+    try:
+        with open(config_file, "rb"):
+            pass
+        return TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file}: not valid TOML: {exc}") from exc
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None,
@@ -334,17 +392,11 @@ def load_settings(config_file: str | os.PathLike[str] | None = None,
     """Read the TOML file (``--config`` or ``OSTIARY_CONFIG``) and the environment; validate everything."""
     env = os.environ if environ is None else environ
     config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
-    data: dict[str, Any] = {}
+    sources: list[PydanticBaseSettingsSource] = [_ServerEnvironment(Settings, env)]  # first wins
     if config_file:
-        try:
-            data = tomllib.loads(Path(config_file).read_text("utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_file}: not valid TOML: {exc}") from exc
-    data = _merge(data, _env_tree(env))
+        sources.append(_config_file(Settings, config_file))
     try:
-        return Settings.model_validate(data)
+        return Settings(_build_sources=(tuple(sources), {}))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -31,7 +31,7 @@ def set_config(path: str | None) -> None:
 #: Top-level modules of the ``server`` extra: a command that needs one of them is a server command.
 SERVER_MODULES = frozenset({"starlette", "uvicorn", "granian", "sqlalchemy", "alembic", "aiosqlite", "asyncpg",
                             "jinja2", "argon2", "pyotp", "prometheus_client", "redis", "pydantic",
-                            "pydantic_core", "orjson"})
+                            "pydantic_core", "pydantic_settings", "orjson"})
 SERVER_EXTRA_HINT = "this command is part of the server, which is not installed: pip install 'ostiary[server]'"
 
 

@@ -10,15 +10,15 @@ removed and :class:`~ostiary.client.errors.LoginRequired` asks for a new login.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from filelock import FileLock
 
 from .._clock import Clock, SystemClock
 from ..core import jose
@@ -35,24 +35,12 @@ def _lock_dir() -> Path:
     return Path(base) / "ostiary-locks"
 
 
-@contextlib.contextmanager
-def _process_lock(name: str) -> Iterator[None]:
-    """An exclusive advisory lock shared by the user's processes (POSIX ``flock``; a no-op elsewhere)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the in-process lock still applies
-        yield
-        return
+def _process_lock(name: str) -> FileLock:
+    """An exclusive lock shared by the user's processes: a lock file beside the user's cache (filelock:
+    ``flock`` on POSIX, ``msvcrt`` locking on Windows)."""
     directory = _lock_dir()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return FileLock(directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock"), mode=0o600)
 
 
 class TokenSession(IssuerClient):
