@@ -14,7 +14,7 @@ import ipaddress
 from typing import Final
 from urllib.parse import urlsplit
 
-__all__ = ["address_problem", "is_loopback_host", "url_problem"]
+__all__ = ["address_problem", "is_loopback_host", "is_loopback_url", "url_problem"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -33,6 +33,16 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether the URL's host is loopback (:func:`is_loopback_host`): the one rule for "development" URLs, used
+    by the server's settings, the client toolkit and the audit tool alike."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return bool(host) and is_loopback_host(host or "")
 
 
 def address_problem(ip: IPAddress, *, allow_loopback: bool) -> str | None:

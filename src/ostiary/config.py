@@ -26,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ._fetch_rules import is_loopback_url
 from ._secrets import derive_key
 from .core.policy import ServerPolicy
 
@@ -56,16 +57,6 @@ def _duration(value: Any) -> Any:
 
 
 Duration = Annotated[int, BeforeValidator(_duration)]
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Section(BaseModel):

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["is_loopback_url", "new_client", "url_problem", "why"]
+__all__ = ["new_client", "url_problem", "why"]
 
 USER_AGENT = "ostiary-audit"
 
 
 def new_client(timeout: float) -> httpx.Client:
     return httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT})
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def why(exc: Exception) -> str:

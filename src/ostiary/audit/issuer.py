@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .._fetch_rules import is_loopback_url
 from ..core import jose
-from ._http import is_loopback_url, new_client, url_problem, why
+from ._http import new_client, url_problem, why
 from .findings import Report
 
 __all__ = ["IssuerAudit", "audit_issuer"]

@@ -7,7 +7,6 @@ Issuers and endpoints must use ``https``, except on loopback addresses (for deve
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,20 +14,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .._fetch_rules import is_loopback_url
 from .errors import DiscoveryError
 
 __all__ = ["ServerMetadata", "adiscover", "discover", "metadata_urls", "require_https"]
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 @dataclass(frozen=True, slots=True)
 class ServerMetadata:
@@ -44,7 +33,7 @@ class ServerMetadata:
 def require_https(url: str, what: str) -> str:
     """Refuse non-``https`` URLs unless the host is a loopback address."""
     parts = urlsplit(url)
-    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_url(url)):
         return url
     if parts.scheme == "http":
         raise DiscoveryError(f"{what} {url!r} uses http on a host that is not loopback: use https "
