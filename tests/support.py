@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
 import secrets
 import signal
@@ -164,3 +166,41 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], srv: LiveServer, ti
         time.sleep(0.1)
     srv.stop()
     raise AssertionError(f"server did not become ready:\n{srv.log()}")
+
+
+def worker_pids(supervisor_pid: int) -> list[int]:
+    """The supervisor's Uvicorn worker processes (not multiprocessing's resource tracker)."""
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{p}/cmdline", "rb") as fh:
+                worker = b"spawn_main" in fh.read()
+        except OSError:
+            continue
+        if parent == supervisor_pid and worker:
+            out.append(int(p))
+    return out
+
+
+def sockets_per_process(port: int, pids: list[int], state: str) -> collections.Counter[int]:
+    """How many TCP sockets on local ``port`` in ``state`` (/proc/net/tcp: 01 established, 0A listening) each
+    of ``pids`` holds."""
+    owner = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    owner[target[8:-1]] = pid
+    count: collections.Counter[int] = collections.Counter()
+    with open("/proc/net/tcp") as fh:
+        for line in fh.read().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].split(":")[1], 16) == port and f[3] == state and f[9] in owner:
+                count[owner[f[9]]] += 1
+    return count

@@ -4,9 +4,7 @@ database only (never the machine's PostgreSQL or Redis), raw sockets, and worker
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..support import PG_ADMIN_DSN, LiveServer, create_pg_database, drop_pg_database, start_server
+from ..support import (
+    PG_ADMIN_DSN,
+    LiveServer,
+    create_pg_database,
+    drop_pg_database,
+    start_server,
+)
 
 
 @dataclass
@@ -113,44 +117,6 @@ def read_response(sock: socket.socket) -> bytes:
 
 def no_traceback(text: str) -> bool:
     return "Traceback" not in text and 'File "' not in text
-
-
-def worker_pids(supervisor_pid: int) -> list[int]:
-    """The supervisor's Uvicorn worker processes (not multiprocessing's resource tracker)."""
-    out = []
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{p}/stat") as fh:
-                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{p}/cmdline", "rb") as fh:
-                worker = b"spawn_main" in fh.read()
-        except OSError:
-            continue
-        if parent == supervisor_pid and worker:
-            out.append(int(p))
-    return out
-
-
-def sockets_per_process(port: int, pids: list[int], state: str) -> collections.Counter[int]:
-    """How many TCP sockets on local ``port`` in ``state`` (/proc/net/tcp: 01 established, 0A listening) each
-    of ``pids`` holds."""
-    owner = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    owner[target[8:-1]] = pid
-    count: collections.Counter[int] = collections.Counter()
-    with open("/proc/net/tcp") as fh:
-        for line in fh.read().splitlines()[1:]:
-            f = line.split()
-            if int(f[1].split(":")[1], 16) == port and f[3] == state and f[9] in owner:
-                count[owner[f[9]]] += 1
-    return count
 
 
 def token_for(srv: LiveServer, client: dict[str, str]) -> str:

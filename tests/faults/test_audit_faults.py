@@ -26,7 +26,7 @@ from ostiary.web import audit as audit_mod
 from ostiary.web.audit import BatchingAuditSink, bounded
 from ostiary.web.client_ip import ClientAddress
 
-from ..support import LiveServer, create_pg_database, drop_pg_database, ostiary, start_server
+from ..support import LiveServer, create_pg_database, drop_pg_database, ostiary, start_server, worker_pids
 
 pytestmark = pytest.mark.postgres
 
@@ -219,11 +219,6 @@ def test_sink_keeps_events_while_the_database_is_unreachable(pg: str, caplog: py
 MARGIN = 1.0  # seconds: one flush interval (0.2 s) plus the batch being written, with room for a busy machine
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as fh:
-        return [int(p) for p in fh.read().split()]
-
-
 def _cpu_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
@@ -254,7 +249,7 @@ def _load_and_kill(srv: LiveServer, client_id: str, secret: str) -> tuple[list[t
                     issued.append((_jti(r.json()["access_token"]), now))
                     if len(issued) == 300 and not killed_at:
                         # the busier worker: the one most likely to hold unwritten events
-                        victim = max(_children(srv.procs[0].pid), key=_cpu_ticks)
+                        victim = max(worker_pids(srv.procs[0].pid), key=_cpu_ticks)
                         os.kill(victim, signal.SIGKILL)
                         killed_at.append(time.monotonic())
 

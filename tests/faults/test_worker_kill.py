@@ -11,7 +11,8 @@ import threading
 
 import httpx
 
-from .conftest import sockets_per_process, wait_until, worker_pids
+from ..support import sockets_per_process, worker_pids
+from .conftest import wait_until
 
 CLIENTS = 16
 

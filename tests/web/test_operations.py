@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import signal
 import socket
@@ -14,7 +13,7 @@ import pytest
 
 from ostiary.store.sql import SqlStore
 
-from ..support import drop_pg_database
+from ..support import drop_pg_database, sockets_per_process, worker_pids
 
 API = "https://api.example.com"
 
@@ -89,53 +88,16 @@ def test_granian_serves_the_same_app(make_server) -> None:
                for e in _events(srv.env["OSTIARY_DATABASE_URL"]))
 
 
-def _children(pid: int) -> list[int]:
-    """The server's worker processes (not multiprocessing's resource tracker)."""
-    out = []
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{p}/stat") as fh:
-                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{p}/cmdline", "rb") as fh:
-                worker = b"spawn_main" in fh.read()
-        except OSError:
-            continue
-        if parent == pid and worker:
-            out.append(int(p))
-    return out
-
-
-def _sockets_per_process(port: int, pids: list[int], state: str) -> collections.Counter[int]:
-    """How many TCP sockets on local ``port`` in ``state`` (/proc/net/tcp: 01 established, 0A listening) each
-    process holds."""
-    owner = {}
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                owner[target[8:-1]] = pid
-    count: collections.Counter[int] = collections.Counter()
-    with open("/proc/net/tcp") as fh:
-        for line in fh.read().splitlines()[1:]:
-            f = line.split()
-            if int(f[1].split(":")[1], 16) == port and f[3] == state and f[9] in owner:
-                count[owner[f[9]]] += 1
-    return count
-
-
 def test_keep_alive_connections_opened_at_once_spread_over_every_worker(make_server) -> None:
     # Uvicorn's shared listening socket let the first worker to wake take a whole burst of connections;
     # with one SO_REUSEPORT socket per worker the kernel spreads them (all 32 on one of 2: p = 2^-31).
     srv = make_server(workers=2)
     port = int(srv.base_url.rsplit(":", 1)[1])
-    workers = _children(srv.procs[0].pid)
+    workers = worker_pids(srv.procs[0].pid)
     assert len(workers) == 2
     # /readyz answers once one worker is up; wait until both listen (a starting worker gets no connections)
     deadline = time.monotonic() + 30
-    while len(_sockets_per_process(port, workers, "0A")) < 2 and time.monotonic() < deadline:
+    while len(sockets_per_process(port, workers, "0A")) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
     try:
@@ -143,7 +105,7 @@ def test_keep_alive_connections_opened_at_once_spread_over_every_worker(make_ser
             c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         for c in conns:
             assert c.recv(4096).startswith(b"HTTP/1.1 200")
-        spread = _sockets_per_process(port, workers, "01")
+        spread = sockets_per_process(port, workers, "01")
         assert sum(spread.values()) == 32
         assert len(spread) == 2 and min(spread.values()) >= 4, spread
     finally:
@@ -153,11 +115,11 @@ def test_keep_alive_connections_opened_at_once_spread_over_every_worker(make_ser
 
 def test_a_worker_that_dies_is_replaced(make_server) -> None:
     srv = make_server(workers=2)
-    before = _children(srv.procs[0].pid)
+    before = worker_pids(srv.procs[0].pid)
     os.kill(before[0], signal.SIGKILL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        now = _children(srv.procs[0].pid)
+        now = worker_pids(srv.procs[0].pid)
         if len(now) == 2 and before[0] not in now:
             break
         time.sleep(0.1)
@@ -171,7 +133,7 @@ def test_workers_stop_when_the_supervisor_is_killed(make_server) -> None:
     """kill -9 of the supervisor (it cannot catch it) must not leave workers serving, unsupervised, on the port."""
     srv = make_server(workers=2)
     parent = srv.procs[0].pid
-    workers = _children(parent)
+    workers = worker_pids(parent)
     assert len(workers) == 2
     os.kill(parent, signal.SIGKILL)
     srv.procs[0].wait(timeout=10)
