@@ -52,10 +52,13 @@ class Runtime:
         self.policy = settings.policy()
         self.clock: Clock = clock or SystemClock()
         self.kek, self.secret_hash_key, self.admin_hash_key = settings.master_keys()
-        self.raw_store = SqlStore.from_url(settings.database_url, timeout=settings.database_timeout)
-        self.store = CachedStore(self.raw_store, self.clock, settings.clients.cache_ttl)
+        #: the database itself (``SqlStore``): for what must see every write at once (a revoked admin client,
+        #: key rotation, readiness, the purges, the audit sink)
+        self.db = SqlStore.from_url(settings.database_url, timeout=settings.database_timeout)
+        #: the database behind this process's short cache of clients: what the engine and the routes use
+        self.store = CachedStore(self.db, self.clock, settings.clients.cache_ttl)
         self.access_log = LineBuffer(logging.getLogger("ostiary.access"))
-        self.audit = BatchingAuditSink(self.raw_store, durability=settings.audit.durability,
+        self.audit = BatchingAuditSink(self.db, durability=settings.audit.durability,
                                        access_log=self.access_log)
         # one Redis connection pool and one circuit breaker per process, shared by the limiter and the poll
         # tracker; each falls back to process memory while Redis is unavailable
@@ -95,7 +98,7 @@ class Runtime:
         status = await check_schema(self.settings.database_url)
         if status.state != "current":
             raise StartupError(status.message)
-        await core_keys.ensure_signing_key(self.raw_store, self.policy, self.kek, self.clock)
+        await core_keys.ensure_signing_key(self.db, self.policy, self.kek, self.clock)
         await self.reload_keys(force=True)
         self.audit.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="ostiary-maintenance"))
@@ -105,7 +108,7 @@ class Runtime:
         gc.freeze()
 
     async def reload_keys(self, *, force: bool = False) -> None:
-        keys = await self.raw_store.list_keys()
+        keys = await self.db.list_keys()
         fingerprint = tuple((k.kid, k.activates_at, k.retires_at) for k in keys)
         now = self.clock.now()
         stale = self._keyring is None or now >= self._keyring.stale_at
@@ -125,12 +128,12 @@ class Runtime:
             ticks += 1
             try:
                 if ticks % max(1, int(60 / interval)) == 0:
-                    if await core_keys.maybe_auto_rotate(self.raw_store, self.policy, self.kek, self.clock):
+                    if await core_keys.maybe_auto_rotate(self.db, self.policy, self.kek, self.clock):
                         log.info("signing key rotated on schedule")
-                    await core_keys.purge_expired_keys(self.raw_store, self.policy, self.clock)
-                    await self.raw_store.purge_expired(self.clock.now())
-                    await self.raw_store.purge_device_authorizations(self.clock.now())
-                    await self.raw_store.purge_user_flows(self.clock.now(), PURGE_GRACE)
+                    await core_keys.purge_expired_keys(self.db, self.policy, self.clock)
+                    await self.db.purge_expired(self.clock.now())
+                    await self.db.purge_device_authorizations(self.clock.now())
+                    await self.db.purge_user_flows(self.clock.now(), PURGE_GRACE)
                 await self.reload_keys()
             except StoreUnavailable:
                 pass  # the store logged the outage once; try again next tick
@@ -148,4 +151,4 @@ class Runtime:
         self.flows.close()
         await self.external_keys.close()
         await self.fetcher.close()
-        await self.raw_store.close()
+        await self.db.close()

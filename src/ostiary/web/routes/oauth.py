@@ -119,7 +119,7 @@ async def readyz(request: Request) -> Response:
     rt = _rt(request)
     checks = {"database": False, "keys": rt.ready}
     try:
-        checks["database"] = await rt.raw_store.ping()
+        checks["database"] = await rt.db.ping()
     except Exception:  # any driver error means not ready
         checks["database"] = False
     ok = all(checks.values())

@@ -71,7 +71,7 @@ async def _admin_client(rt: Runtime, token: str) -> str | None:
     # federated ones an act claim)
     if str(claims["sub"]) != client_id or "auth_time" in claims or "act" in claims:
         return None
-    client = await rt.raw_store.get_client(client_id)  # not the per-process cache: a revoked flag counts at once
+    client = await rt.db.get_client(client_id)  # not the per-process cache: a revoked flag counts at once
     if (client is None or not client.admin or ADMIN_SCOPE not in client.scopes
             or GRANT_CLIENT_CREDENTIALS not in client.grant_types or client.grant_types & USER_FACING_GRANTS):
         return None
