@@ -17,7 +17,7 @@ from prometheus_client import (
 
 __all__ = ["AUDIT_DROPPED", "AUTH_FAILURES", "CONTENT_TYPE_LATEST", "DEVICE_GUESSING", "PASSWORD_HASH_BUSY",
            "RATE_LIMITED", "REDIS_FALLBACK", "REFRESH_TOKEN_REUSE", "REQUESTS", "TOKENS", "audit_dropped", "latency",
-           "render", "tokens_issued"]
+           "redis_fallback", "render", "tokens_issued"]
 
 REQUESTS = Counter("ostiary_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram("ostiary_http_request_seconds", "Request latency", ["route"],
@@ -41,6 +41,11 @@ AUDIT_DROPPED = Counter("ostiary_audit_events_dropped_total", "Audit events neve
 def audit_dropped(reason: str, count: int = 1) -> None:
     """``rejected``: the database refused the event (it is logged); ``queue_full``: 100,000 events waiting."""
     AUDIT_DROPPED.labels(reason).inc(count)
+
+
+def redis_fallback(component: str) -> None:
+    """An operation of ``component`` (``ratelimit``, ``device_poll``, ``readyz``) answered without Redis."""
+    REDIS_FALLBACK.labels(component).inc()
 
 
 _token_counters: dict[str, Any] = {}

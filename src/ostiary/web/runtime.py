@@ -20,16 +20,18 @@ from ..core.endpoints.token import TokenEndpoint
 from ..core.errors import StoreUnavailable
 from ..core.grants import default_grants
 from ..core.keys import KeyRing
+from ..core.ratelimit import RateLimiter
 from ..store.cache import CachedStore
+from ..store.redis.guard import RedisGuard
 from ..store.sql import SqlStore, check_schema
+from . import metrics
 from .accounts import UserFlows
 from .audit import BatchingAuditSink
 from .device_poll import device_endpoints, make_poll_tracker
 from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
 from .logs import LineBuffer
-from .ratelimit import MemoryLimiter, RateLimiter, RedisLimiter
-from .redis_guard import RedisGuard
+from .ratelimit import make_limiter
 from .safe_fetch import SafeFetcher
 
 __all__ = ["Runtime", "StartupError"]
@@ -63,8 +65,9 @@ class Runtime:
         # one Redis connection pool and one circuit breaker per process, shared by the limiter and the poll
         # tracker; each falls back to process memory while Redis is unavailable
         self.redis = (RedisGuard(settings.redis_url, timeout=settings.redis_timeout,
-                                 retry_interval=settings.redis_retry_interval) if settings.redis_url else None)
-        self.limiter: RateLimiter = RedisLimiter(self.redis) if self.redis is not None else MemoryLimiter()
+                                 retry_interval=settings.redis_retry_interval, on_fallback=metrics.redis_fallback)
+                      if settings.redis_url else None)
+        self.limiter: RateLimiter = make_limiter(self.redis)
         # one bounded fetcher for every document fetched from a URL someone else chose (safe_fetch)
         self.fetcher = SafeFetcher.for_issuer(settings.issuer)
         self.jwks_fetcher = HttpJwksFetcher(self.fetcher)

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from ostiary.core.device import PENDING_RECHECK
-from ostiary.web.device_poll import MemoryPollTracker, RedisPollTracker
-from ostiary.web.redis_guard import RedisGuard
+from ostiary.store.memory_device import MemoryPollTracker
+from ostiary.store.redis.device_poll import RedisPollTracker
+from ostiary.store.redis.guard import RedisGuard
 
 REDIS = "redis://127.0.0.1:6379/0"
 

@@ -7,6 +7,9 @@ call (a request, or ``/readyz``) probes Redis again while the others keep using 
 the breaker.
 
 (pybreaker, the usual library, has no asyncio support outside Tornado; the state machine is a few lines.)
+
+Each fallback is reported to ``on_fallback(component)``: the server counts it in ``ostiary_redis_fallback_total``
+(``web/runtime.py`` wires the metric; the store knows no metrics).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-
-from . import metrics
 
 __all__ = ["RedisGuard", "RedisUnavailable"]
 
@@ -31,7 +32,8 @@ class RedisUnavailable(Exception):
 
 
 class RedisGuard:
-    def __init__(self, url: str, *, timeout: float = 0.5, retry_interval: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 0.5, retry_interval: float = 5.0,
+                 on_fallback: Callable[[str], None] | None = None) -> None:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -41,6 +43,7 @@ class RedisGuard:
                                             retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
         self._timeout = timeout
         self._retry_interval = retry_interval
+        self._on_fallback = on_fallback or _ignore
         self._open_until = 0.0  # 0: closed (Redis in use)
         self._probing = False
         self._closed = False
@@ -51,10 +54,10 @@ class RedisGuard:
         return self._open_until == 0.0
 
     async def run(self, op: Callable[[Any], Awaitable[T]], component: str) -> T:
-        """``op(redis)``, or :class:`RedisUnavailable` (counted in ``ostiary_redis_fallback_total``)."""
+        """``op(redis)``, or :class:`RedisUnavailable` (reported to ``on_fallback``)."""
         if self._open_until:
             if time.monotonic() < self._open_until or self._probing:
-                metrics.REDIS_FALLBACK.labels(component).inc()
+                self._on_fallback(component)
                 raise RedisUnavailable
             self._probing = True  # half open: this call tries Redis
         try:
@@ -63,7 +66,7 @@ class RedisGuard:
                 result = await op(self.redis)
         except Exception as e:
             self._trip(e)
-            metrics.REDIS_FALLBACK.labels(component).inc()
+            self._on_fallback(component)
             raise RedisUnavailable from e
         if self._open_until:
             log.warning("Redis is back; shared limits and poll timing are in use again")
@@ -88,3 +91,7 @@ class RedisGuard:
         if not self._closed:
             self._closed = True
             await self.redis.aclose()
+
+
+def _ignore(component: str) -> None:
+    return None

@@ -8,9 +8,11 @@ import secrets
 
 import pytest
 
-from ostiary.web.metrics import REDIS_FALLBACK
-from ostiary.web.ratelimit import Attempt, Bucket, Lockout, MemoryLimiter, RedisLimiter, client_network
-from ostiary.web.redis_guard import RedisGuard
+from ostiary.core.ratelimit import Attempt, Bucket, Lockout, client_network
+from ostiary.store.memory_ratelimit import MemoryLimiter
+from ostiary.store.redis.guard import RedisGuard
+from ostiary.store.redis.ratelimit import RedisLimiter
+from ostiary.web.metrics import REDIS_FALLBACK, redis_fallback
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -125,7 +127,7 @@ async def test_without_redis_the_limits_fall_back_to_process_memory(where: str) 
     """Redis down or hung: the limits still hold (per process), and the breaker stops waiting for Redis."""
     async with HungRedis() as hung_url:
         url = "redis://127.0.0.1:1/0" if where == "unreachable" else hung_url
-        guard = RedisGuard(url, timeout=0.2, retry_interval=60)
+        guard = RedisGuard(url, timeout=0.2, retry_interval=60, on_fallback=redis_fallback)  # as the server wires it
         lim = RedisLimiter(guard)
         try:
             before = REDIS_FALLBACK.labels("ratelimit")._value.get()
