@@ -12,18 +12,20 @@ from typing import Any
 from ..core.models import AuditEvent, Client, SigningKey
 from .memory_device import MemoryDeviceMixin
 from .memory_federation import MemoryFederationMixin
+from .memory_tokens import MemoryTokensMixin
 from .memory_users import MemoryUsersMixin
 
 __all__ = ["MemoryStore"]
 
 # where the store keeps its rows (the mixins create theirs on first use)
-_STATE = ("clients", "keys", "revoked", "replay", "events", "_user_state", "_device_map", "_trust_policy_map")
+_STATE = ("clients", "keys", "revoked", "replay", "events", "_user_state", "_token_state", "_device_map",
+          "_trust_policy_map")
 # (store, task) of the transaction in progress in this context, if any
 _CURRENT: ContextVar[tuple[object, asyncio.Task[Any] | None] | None] = ContextVar("ostiary_memory_transaction",
                                                                                    default=None)
 
 
-class MemoryStore(MemoryUsersMixin, MemoryFederationMixin, MemoryDeviceMixin):
+class MemoryStore(MemoryUsersMixin, MemoryTokensMixin, MemoryFederationMixin, MemoryDeviceMixin):
     def __init__(self) -> None:
         self.clients: dict[str, Client] = {}
         self.keys: dict[str, SigningKey] = {}
@@ -108,6 +110,12 @@ class MemoryStore(MemoryUsersMixin, MemoryFederationMixin, MemoryDeviceMixin):
             return False
         self.replay[key] = expires_at
         return True
+
+    async def purge_user_flows(self, now: float, grace: float) -> int:
+        """``RefreshTokenRepository.purge_user_flows``: expired login sessions (memory_users.py), then codes and
+        token families (memory_tokens.py)."""
+        cutoff = now - grace
+        return self._purge_sessions(cutoff) + self._purge_tokens(now, cutoff)
 
     async def record_events(self, events: Sequence[AuditEvent]) -> None:
         self.events.extend(events)

@@ -1,15 +1,11 @@
-"""In-memory users, sessions, consents, authorization codes and refresh-token families (mixed into MemoryStore).
-
-Single use is atomic here because nothing awaits between the check and the update.
-"""
+"""In-memory users, their recovery codes, login sessions and consents (mixed into MemoryStore). Authorization
+codes and refresh-token families: ``memory_tokens.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from ..core.storage import RevokedUserTokens
-from ..core.tokens import AuthorizationCode, RefreshToken, TokenFamily
 from ..core.users import Consent, LoginSession, User
 
 __all__ = ["MemoryUsersMixin"]
@@ -21,14 +17,10 @@ class _State:
     recovery: dict[str, dict[str, float | None]] = field(default_factory=dict)
     sessions: dict[str, LoginSession] = field(default_factory=dict)  # by token hash
     consents: dict[tuple[str, str], Consent] = field(default_factory=dict)
-    codes: dict[str, AuthorizationCode] = field(default_factory=dict)
-    families: dict[str, TokenFamily] = field(default_factory=dict)
-    family_jtis: dict[str, dict[str, float]] = field(default_factory=dict)
-    refresh: dict[str, RefreshToken] = field(default_factory=dict)
 
 
 class MemoryUsersMixin:
-    revoked: dict[str, tuple[str, float]]  # MemoryStore's revoked access tokens: jti → (client_id, expires_at)
+    """Implements ``UserRepository``, ``SessionRepository`` and ``ConsentRepository``."""
 
     @property
     def _u(self) -> _State:
@@ -127,102 +119,9 @@ class MemoryUsersMixin:
     async def list_consents(self, user_id: str) -> list[Consent]:
         return sorted((c for c in self._u.consents.values() if c.user_id == user_id), key=lambda c: c.client_id)
 
-    # authorization codes
-    async def add_code(self, code: AuthorizationCode) -> None:
-        self._u.codes[code.code_hash] = code
-
-    async def get_code(self, code_hash: str) -> AuthorizationCode | None:
-        return self._u.codes.get(code_hash)
-
-    async def use_code(self, code_hash: str, now: float) -> bool:
-        code = self._u.codes.get(code_hash)
-        if code is None or code.used_at is not None:
-            return False
-        self._u.codes[code_hash] = replace(code, used_at=now)
-        return True
-
-    # refresh-token families
-    async def add_family(self, family: TokenFamily) -> None:
-        self._u.families[family.family_id] = family
-
-    async def get_family(self, family_id: str) -> TokenFamily | None:
-        return self._u.families.get(family_id)
-
-    async def revoke_family(self, family_id: str, now: float) -> bool:
-        fam = self._u.families.get(family_id)
-        if fam is None or fam.revoked_at is not None:
-            return False
-        self._u.families[family_id] = replace(fam, revoked_at=now)
-        return True
-
-    async def list_families(self, user_id: str) -> list[TokenFamily]:
-        return sorted((f for f in self._u.families.values() if f.user_id == user_id and f.revoked_at is None),
-                      key=lambda f: f.created_at)
-
-    async def revoke_user_tokens(self, user_id: str, now: float, client_id: str | None = None) -> RevokedUserTokens:
-        families = access = 0
-        for fam in list(self._u.families.values()):
-            if fam.user_id != user_id or fam.revoked_at is not None or (client_id and fam.client_id != client_id):
-                continue
-            self._u.families[fam.family_id] = replace(fam, revoked_at=now)
-            families += 1
-            for jti, exp in self._u.family_jtis.get(fam.family_id, {}).items():
-                if exp > now:
-                    self.revoked.setdefault(jti, (fam.client_id, exp))
-                    access += 1
-        return RevokedUserTokens(families, access)
-
-    async def add_family_jti(self, family_id: str, jti: str, expires_at: float) -> None:
-        self._u.family_jtis.setdefault(family_id, {})[jti] = expires_at
-
-    async def family_jtis(self, family_id: str) -> list[tuple[str, float]]:
-        return sorted(self._u.family_jtis.get(family_id, {}).items())
-
-    async def purge_user_flows(self, now: float, grace: float) -> int:
-        cutoff, u, n = now - grace, self._u, 0
-        for table in (u.sessions, u.codes):
-            for key in [k for k, v in table.items() if v.expires_at <= cutoff]:
-                del table[key]
-                n += 1
-        gone = {f for f, fam in u.families.items() if fam.expires_at <= cutoff}
-        for key in [k for k, t in u.refresh.items() if t.family_id in gone]:
-            del u.refresh[key]
-            n += 1
-        for family_id, jtis in list(u.family_jtis.items()):
-            for jti in [j for j, exp in jtis.items() if exp <= now or family_id in gone]:
-                del jtis[jti]
-                n += 1
-            if not jtis:
-                del u.family_jtis[family_id]
-        for family_id in gone:
-            del u.families[family_id]
-            n += 1
-        return n
-
-    async def add_refresh_token(self, token: RefreshToken) -> None:
-        self._u.refresh[token.token_hash] = token
-
-    async def get_refresh_token(self, token_hash: str) -> RefreshToken | None:
-        return self._u.refresh.get(token_hash)
-
-    async def use_refresh_token(self, token_hash: str, now: float, request_fp: str,
-                                successor_sealed: bytes | None) -> bool:
-        rt = self._u.refresh.get(token_hash)
-        if rt is None or rt.used_at is not None:
-            return False
-        self._u.refresh[token_hash] = replace(rt, used_at=now, request_fp=request_fp,
-                                              successor_sealed=successor_sealed)
-        return True
-
-    async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
-                                   successor_sealed: bytes | None, family_id: str, jti: str,
-                                   access_expires_at: float, successor: RefreshToken | None) -> bool:
-        fam = self._u.families.get(family_id)
-        if fam is None or fam.revoked_at is not None:
-            return False
-        if not await self.use_refresh_token(token_hash, now, request_fp, successor_sealed):
-            return False
-        await self.add_family_jti(family_id, jti, access_expires_at)
-        if successor is not None:
-            await self.add_refresh_token(successor)
-        return True
+    def _purge_sessions(self, cutoff: float) -> int:
+        """Delete the login sessions that expired before ``cutoff`` (part of ``purge_user_flows``)."""
+        gone = [k for k, v in self._u.sessions.items() if v.expires_at <= cutoff]
+        for key in gone:
+            del self._u.sessions[key]
+        return len(gone)

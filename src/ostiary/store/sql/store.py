@@ -17,6 +17,7 @@ from . import tables as t
 from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
 from .federation import SqlFederationMixin
+from .tokens import SqlTokensMixin
 from .unit_of_work import SqlUnitOfWork, dialect_insert
 from .users import SqlUsersMixin
 
@@ -119,7 +120,7 @@ def _key(row: Any) -> SigningKey:
 
 
 @guard_unavailable
-class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin, SqlUnitOfWork):
+class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin, SqlUnitOfWork):
     """Every public method raises ``StoreUnavailable`` when the database cannot be reached (availability.py).
 
     ``transaction()`` (unit_of_work.py) makes the calls inside it one unit of work. A call that fails inside a
@@ -220,6 +221,13 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlDeviceMixin, SqlUnitOfWork)
             res = await conn.execute(insert.on_conflict_do_update(
                 index_elements=["namespace", "value"], set_={"expires_at": expires_at}, where=rc.c.expires_at <= now))
         return bool(res.rowcount == 1)
+
+    async def purge_user_flows(self, now: float, grace: float) -> int:
+        """``RefreshTokenRepository.purge_user_flows``: expired login sessions (users.py), then codes and token
+        families (tokens.py), in one transaction."""
+        cutoff = now - grace
+        async with self.transaction():
+            return await self._purge_sessions(cutoff) + await self._purge_tokens(now, cutoff)
 
     # audit
     async def record_events(self, events: Sequence[AuditEvent]) -> None:

@@ -1,6 +1,6 @@
-"""Tables for users, sessions, consents, authorization codes and refresh-token families (migration 0003).
+"""Tables for people: users, their recovery codes, login sessions and consents (migration 0003).
 
-Codes, refresh tokens, session cookies and recovery codes appear only as keyed hashes.
+Session cookies and recovery codes appear only as keyed hashes. Codes and token families: ``tables_tokens.py``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import sqlalchemy as sa
 
 from .tables import metadata
 
-__all__ = ["authorization_codes", "consents", "family_tokens", "login_sessions", "recovery_codes",
-           "refresh_tokens", "token_families", "users"]
+__all__ = ["consents", "login_sessions", "recovery_codes", "users"]
 
 users = sa.Table(
     "users", metadata,
@@ -56,64 +55,4 @@ consents = sa.Table(
     sa.Column("scopes", sa.JSON, nullable=False),
     sa.Column("granted_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
-)
-
-authorization_codes = sa.Table(
-    "authorization_codes", metadata,
-    sa.Column("code_hash", sa.String(64), primary_key=True),
-    sa.Column("client_id", sa.String(256), nullable=False),
-    sa.Column("redirect_uri", sa.String(2000), nullable=False),
-    sa.Column("code_challenge", sa.String(128), nullable=False),
-    sa.Column("scopes", sa.JSON, nullable=False),
-    sa.Column("user_id", sa.String(64), nullable=False),
-    sa.Column("session_id", sa.String(64), nullable=False),
-    sa.Column("auth_time", sa.Double, nullable=False),
-    sa.Column("amr", sa.JSON, nullable=False),
-    sa.Column("family_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Double, nullable=False),
-    sa.Column("expires_at", sa.Double, nullable=False, index=True),
-    sa.Column("nonce", sa.String(512), nullable=True),
-    sa.Column("acr", sa.String(64), nullable=True),
-    sa.Column("audience", sa.JSON, nullable=False),
-    sa.Column("used_at", sa.Double, nullable=True),
-)
-
-token_families = sa.Table(
-    "token_families", metadata,
-    sa.Column("family_id", sa.String(64), primary_key=True),
-    sa.Column("client_id", sa.String(256), nullable=False),
-    sa.Column("user_id", sa.String(64), nullable=False, index=True),
-    sa.Column("scopes", sa.JSON, nullable=False),
-    sa.Column("audience", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.Double, nullable=False),
-    sa.Column("expires_at", sa.Double, nullable=False, index=True),
-    sa.Column("auth_time", sa.Double, nullable=False),
-    sa.Column("amr", sa.JSON, nullable=False),
-    sa.Column("acr", sa.String(64), nullable=True),
-    sa.Column("session_id", sa.String(64), nullable=True),
-    sa.Column("revoked_at", sa.Double, nullable=True),
-    sa.Column("dpop_jkt", sa.String(64), nullable=True),
-)
-
-family_tokens = sa.Table(
-    "family_tokens", metadata,
-    sa.Column("family_id", sa.String(64), primary_key=True),
-    sa.Column("jti", sa.String(64), primary_key=True),
-    sa.Column("expires_at", sa.Double, nullable=False, index=True),  # migration 0005: the purge
-)
-
-refresh_tokens = sa.Table(
-    "refresh_tokens", metadata,
-    sa.Column("token_hash", sa.String(64), primary_key=True),
-    sa.Column("family_id", sa.String(64), nullable=False, index=True),
-    sa.Column("client_id", sa.String(256), nullable=False),
-    sa.Column("user_id", sa.String(64), nullable=False),
-    sa.Column("scopes", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.Double, nullable=False),
-    sa.Column("expires_at", sa.Double, nullable=False, index=True),
-    sa.Column("parent_hash", sa.String(64), nullable=True),
-    sa.Column("used_at", sa.Double, nullable=True),
-    sa.Column("request_fp", sa.String(64), nullable=True),
-    sa.Column("successor_sealed", sa.LargeBinary, nullable=True),
-    sa.Column("dpop_jkt", sa.String(64), nullable=True),
 )

@@ -73,6 +73,20 @@ class SqlUnitOfWork:
         async with self.reader.connect() as own:
             yield own
 
+    # one statement, on the connection _read/_begin give: the first row, every row, the rows written
+    async def _one(self, query: Any) -> Any:
+        async with self._read() as conn:
+            return (await conn.execute(query)).first()
+
+    async def _all(self, query: Any) -> list[Any]:
+        async with self._read() as conn:
+            return list(await conn.execute(query))
+
+    async def _write(self, stmt: Any) -> int:
+        async with self._begin() as conn:
+            res = await conn.execute(stmt)
+        return int(res.rowcount or 0)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """Every store call in the block is one unit of work: all committed, or (on an exception) none."""

@@ -1,0 +1,195 @@
+"""SQL storage for authorization codes and refresh-token families (mixed into :class:`SqlStore`). Single use is
+``UPDATE … WHERE used_at IS NULL``: rowcount 1 wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ...core.storage import RevokedUserTokens
+from ...core.tokens import AuthorizationCode, RefreshToken, TokenFamily
+from . import tables as t
+from . import tables_tokens as tt
+from .unit_of_work import SqlUnitOfWork, dialect_insert
+
+__all__ = ["SqlTokensMixin"]
+
+
+def _code(row: Any) -> AuthorizationCode:
+    m = row._mapping
+    return AuthorizationCode(
+        code_hash=m["code_hash"], client_id=m["client_id"], redirect_uri=m["redirect_uri"],
+        code_challenge=m["code_challenge"], scopes=frozenset(m["scopes"]), user_id=m["user_id"],
+        session_id=m["session_id"], auth_time=m["auth_time"], amr=tuple(m["amr"]), family_id=m["family_id"],
+        created_at=m["created_at"], expires_at=m["expires_at"], nonce=m["nonce"], acr=m["acr"],
+        audience=tuple(m["audience"]), used_at=m["used_at"])
+
+
+def _family(row: Any) -> TokenFamily:
+    m = row._mapping
+    return TokenFamily(
+        family_id=m["family_id"], client_id=m["client_id"], user_id=m["user_id"], scopes=frozenset(m["scopes"]),
+        audience=tuple(m["audience"]), created_at=m["created_at"], expires_at=m["expires_at"],
+        auth_time=m["auth_time"], amr=tuple(m["amr"]), acr=m["acr"], session_id=m["session_id"],
+        revoked_at=m["revoked_at"], dpop_jkt=m["dpop_jkt"])
+
+
+def _refresh(row: Any) -> RefreshToken:
+    m = row._mapping
+    sealed = m["successor_sealed"]
+    return RefreshToken(
+        token_hash=m["token_hash"], family_id=m["family_id"], client_id=m["client_id"], user_id=m["user_id"],
+        scopes=frozenset(m["scopes"]), created_at=m["created_at"], expires_at=m["expires_at"],
+        parent_hash=m["parent_hash"], used_at=m["used_at"], request_fp=m["request_fp"],
+        successor_sealed=bytes(sealed) if sealed is not None else None, dpop_jkt=m["dpop_jkt"])
+
+
+def _refresh_row(token: RefreshToken) -> dict[str, Any]:
+    return {"token_hash": token.token_hash, "family_id": token.family_id, "client_id": token.client_id,
+            "user_id": token.user_id, "scopes": sorted(token.scopes), "created_at": token.created_at,
+            "expires_at": token.expires_at, "parent_hash": token.parent_hash, "used_at": token.used_at,
+            "request_fp": token.request_fp, "successor_sealed": token.successor_sealed,
+            "dpop_jkt": token.dpop_jkt}
+
+
+class SqlTokensMixin(SqlUnitOfWork):
+    """Mixed into :class:`~ostiary.store.sql.SqlStore`; implements ``AuthorizationCodeRepository``,
+    ``RefreshTokenRepository`` (but ``purge_user_flows``, which the store composes) and ``UserTokenRevocation``."""
+
+    # authorization codes
+    async def add_code(self, code: AuthorizationCode) -> None:
+        await self._write(tt.authorization_codes.insert().values(
+            code_hash=code.code_hash, client_id=code.client_id, redirect_uri=code.redirect_uri,
+            code_challenge=code.code_challenge, scopes=sorted(code.scopes), user_id=code.user_id,
+            session_id=code.session_id, auth_time=code.auth_time, amr=list(code.amr), family_id=code.family_id,
+            created_at=code.created_at, expires_at=code.expires_at, nonce=code.nonce, acr=code.acr,
+            audience=list(code.audience), used_at=code.used_at))
+
+    async def get_code(self, code_hash: str) -> AuthorizationCode | None:
+        ac = tt.authorization_codes
+        row = await self._one(sa.select(ac).where(ac.c.code_hash == code_hash))
+        return _code(row) if row else None
+
+    async def use_code(self, code_hash: str, now: float) -> bool:
+        ac = tt.authorization_codes
+        return await self._write(ac.update().where(ac.c.code_hash == code_hash, ac.c.used_at.is_(None))
+                                 .values(used_at=now)) == 1
+
+    # refresh-token families
+    async def add_family(self, family: TokenFamily) -> None:
+        await self._write(tt.token_families.insert().values(
+            family_id=family.family_id, client_id=family.client_id, user_id=family.user_id,
+            scopes=sorted(family.scopes), audience=list(family.audience), created_at=family.created_at,
+            expires_at=family.expires_at, auth_time=family.auth_time, amr=list(family.amr), acr=family.acr,
+            session_id=family.session_id, revoked_at=family.revoked_at, dpop_jkt=family.dpop_jkt))
+
+    async def get_family(self, family_id: str) -> TokenFamily | None:
+        tf = tt.token_families
+        row = await self._one(sa.select(tf).where(tf.c.family_id == family_id))
+        return _family(row) if row else None
+
+    async def revoke_family(self, family_id: str, now: float) -> bool:
+        tf = tt.token_families
+        return await self._write(tf.update().where(tf.c.family_id == family_id, tf.c.revoked_at.is_(None))
+                                 .values(revoked_at=now)) == 1
+
+    async def list_families(self, user_id: str) -> list[TokenFamily]:
+        tf = tt.token_families
+        return [_family(r) for r in await self._all(sa.select(tf).where(tf.c.user_id == user_id,
+                                                                         tf.c.revoked_at.is_(None))
+                                                     .order_by(tf.c.created_at))]
+
+    async def revoke_user_tokens(self, user_id: str, now: float, client_id: str | None = None) -> RevokedUserTokens:
+        tf, ft = tt.token_families, tt.family_tokens
+        live = [tf.c.user_id == user_id, tf.c.revoked_at.is_(None)]
+        if client_id is not None:
+            live.append(tf.c.client_id == client_id)
+        async with self._begin() as conn:
+            # write first: the families stay locked until commit, so a refresh rotating one of them either
+            # finished before (its access-token id is read below) or finds the family revoked
+            families = {r[0]: r[1] for r in await conn.execute(
+                tf.update().where(*live).values(revoked_at=now).returning(tf.c.family_id, tf.c.client_id))}
+            if not families:
+                return RevokedUserTokens(0, 0)
+            jtis = [(r[0], r[1], float(r[2])) for r in await conn.execute(
+                sa.select(ft.c.jti, ft.c.family_id, ft.c.expires_at)
+                .where(ft.c.family_id.in_(families), ft.c.expires_at > now))]
+            if jtis:
+                insert = dialect_insert(conn, t.revoked_tokens)
+                await conn.execute(insert.on_conflict_do_nothing(index_elements=["jti"]),
+                                   [{"jti": jti, "client_id": families[fid], "expires_at": exp}
+                                    for jti, fid, exp in jtis])
+        return RevokedUserTokens(len(families), len(jtis))
+
+    async def add_family_jti(self, family_id: str, jti: str, expires_at: float) -> None:
+        await self._write(tt.family_tokens.insert().values(family_id=family_id, jti=jti, expires_at=expires_at))
+
+    async def family_jtis(self, family_id: str) -> list[tuple[str, float]]:
+        ft = tt.family_tokens
+        rows = await self._all(sa.select(ft.c.jti, ft.c.expires_at).where(ft.c.family_id == family_id)
+                               .order_by(ft.c.jti))
+        return [(r[0], float(r[1])) for r in rows]
+
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        await self._write(tt.refresh_tokens.insert().values(**_refresh_row(token)))
+
+    async def get_refresh_token(self, token_hash: str) -> RefreshToken | None:
+        rt = tt.refresh_tokens
+        row = await self._one(sa.select(rt).where(rt.c.token_hash == token_hash))
+        return _refresh(row) if row else None
+
+    async def use_refresh_token(self, token_hash: str, now: float, request_fp: str,
+                                successor_sealed: bytes | None) -> bool:
+        rt = tt.refresh_tokens
+        return await self._write(rt.update().where(rt.c.token_hash == token_hash, rt.c.used_at.is_(None))
+                                 .values(used_at=now, request_fp=request_fp,
+                                         successor_sealed=successor_sealed)) == 1
+
+    async def _purge_tokens(self, now: float, cutoff: float) -> int:
+        """Delete the codes and families that expired before ``cutoff`` and the ids of expired access tokens
+        (part of ``purge_user_flows``)."""
+        tf = tt.token_families
+        gone = sa.select(tf.c.family_id).where(tf.c.expires_at <= cutoff)
+        n = 0
+        async with self._begin() as conn:
+            for stmt in (
+                tt.authorization_codes.delete().where(tt.authorization_codes.c.expires_at <= cutoff),
+                tt.family_tokens.delete().where(tt.family_tokens.c.expires_at <= now),
+                tt.family_tokens.delete().where(tt.family_tokens.c.family_id.in_(gone)),
+                tt.refresh_tokens.delete().where(tt.refresh_tokens.c.family_id.in_(gone)),
+                tf.delete().where(tf.c.expires_at <= cutoff),
+            ):
+                n += int((await conn.execute(stmt)).rowcount or 0)
+        return n
+
+    async def rotate_refresh_token(self, token_hash: str, now: float, request_fp: str,
+                                   successor_sealed: bytes | None, family_id: str, jti: str,
+                                   access_expires_at: float, successor: RefreshToken | None) -> bool:
+        # its own transaction, always: the loser's rollback below must not undo an enclosing unit of work
+        rt, tf = tt.refresh_tokens, tt.token_families
+        try:
+            async with self.engine.begin() as conn:
+                res = await conn.execute(rt.update().where(rt.c.token_hash == token_hash, rt.c.used_at.is_(None))
+                                         .values(used_at=now, request_fp=request_fp,
+                                                 successor_sealed=successor_sealed))
+                if res.rowcount != 1:
+                    return False
+                # the family must still be live, and stays so until this commits (a concurrent revocation
+                # waits, then sees the new access token's id)
+                live = (await conn.execute(sa.select(tf.c.family_id).where(tf.c.family_id == family_id,
+                                                                             tf.c.revoked_at.is_(None))
+                                           .with_for_update(read=True))).first()
+                if live is None:
+                    raise _FamilyRevoked
+                await conn.execute(tt.family_tokens.insert().values(family_id=family_id, jti=jti,
+                                                                    expires_at=access_expires_at))
+                if successor is not None:
+                    await conn.execute(rt.insert().values(**_refresh_row(successor)))
+        except _FamilyRevoked:
+            return False  # rolled back: the token stays unspent, its family revoked
+        return True
+
+
+class _FamilyRevoked(Exception):
+    pass
