@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
+from ostiary.core.audit import AuditEvent
 from ostiary.core.federation import TOKEN_EXCHANGE_GRANT, TOKEN_TYPE_JWT
-from ostiary.core.models import AuditEvent
 from ostiary.store.sql import SqlStore
 
 from .support import ROOT, LiveServer

@@ -9,12 +9,12 @@ from ostiary._clock import FixedClock
 from ostiary._secrets import derive_key
 from ostiary.admin.service import AdminService, ClientCreate
 from ostiary.core import keys as core_keys
+from ostiary.core.audit import AuditEvent
 from ostiary.core.context import EngineContext
 from ostiary.core.endpoints.introspection import IntrospectionEndpoint, RevocationEndpoint
 from ostiary.core.endpoints.token import TokenEndpoint
 from ostiary.core.grants import default_grants
 from ostiary.core.keys import KeyRing
-from ostiary.core.models import AuditEvent
 from ostiary.core.policy import ServerPolicy
 from ostiary.core.requests import EndpointRequest
 from ostiary.store.memory import MemoryStore

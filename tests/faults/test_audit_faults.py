@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ostiary.core.models import AuditEvent
+from ostiary.core.audit import AuditEvent
 from ostiary.store.sql import SqlStore
 from ostiary.store.sql import tables as t
 from ostiary.web import audit as audit_mod

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import replace
 
 from ostiary._clock import FixedClock
-from ostiary.core.models import Client
+from ostiary.core.clients import Client
 from ostiary.store.cache import CachedStore
 from ostiary.store.memory import MemoryStore
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ostiary.core.models import AuditEvent, Client, ClientSecret, SigningKey
+from ostiary.core.audit import AuditEvent
+from ostiary.core.clients import Client, ClientSecret
+from ostiary.core.keys import SigningKey
 from ostiary.store.sql import SqlStore, check_schema, upgrade
 
 from ..support import create_pg_database, drop_pg_database

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ostiary.core.models import Client
+from ostiary.core.clients import Client
 from ostiary.core.tokens import RefreshToken, TokenFamily
 from ostiary.store.sql import SqlStore, upgrade
 from ostiary.store.sql.store import create_engine

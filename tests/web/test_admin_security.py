@@ -21,7 +21,8 @@ import httpx
 import pyotp
 import pytest
 
-from ostiary.core.models import AuditEvent, Client
+from ostiary.core.audit import AuditEvent
+from ostiary.core.clients import Client
 from ostiary.store.sql import SqlStore
 
 from ..support import LiveServer

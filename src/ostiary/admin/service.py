@@ -14,11 +14,12 @@ from .._fetch_rules import is_loopback_host, url_problem
 from .._secrets import new_token, token_hash
 from ..core import jose
 from ..core import keys as core_keys
+from ..core.clients import AuthMethod, Client, ClientSecret
 from ..core.device import GRANT_DEVICE_CODE
 from ..core.endpoints.token import REFUSED_GRANTS
 from ..core.federation import TOKEN_EXCHANGE_GRANT
 from ..core.grants import default_grants
-from ..core.models import AuthMethod, Client, ClientSecret, SigningKey
+from ..core.keys import SigningKey
 from ..core.policy import ServerPolicy
 from ..core.requests import is_audience_uri, is_scope_token
 from ..core.storage import Store

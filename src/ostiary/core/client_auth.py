@@ -17,10 +17,10 @@ from urllib.parse import unquote_plus
 from .._clock import Clock
 from .._secrets import constant_time_equals, token_hash
 from . import jose
+from .clients import AuthMethod, Client, ClientRepository
 from .errors import InvalidClient, InvalidRequest
-from .models import AuthMethod, Client
 from .policy import ServerPolicy
-from .storage import ClientRepository, JwksFetcher, ReplayRepository
+from .storage import JwksFetcher, ReplayRepository
 
 __all__ = [
     "ASSERTION_TYPE",

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._clock import Clock
+from .audit import AuditSink
 from .client_auth import ClientAuthContext
 from .device import PollTracker
 from .federation import ExternalKeys
 from .issuance import TokenIssuer
 from .keys import KeyRing
 from .policy import ServerPolicy
-from .storage import AuditSink, JwksFetcher, Store
+from .storage import JwksFetcher, Store
 
 __all__ = ["EngineContext"]
 

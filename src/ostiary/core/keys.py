@@ -9,19 +9,49 @@ rebuilds its ring from storage periodically, so a rotation needs no restart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from .._clock import Clock
 from .._secrets import new_token
 from . import jose
-from .models import SigningKey
 from .policy import ServerPolicy
-from .storage import KeyRepository
 
-__all__ = ["SUPPORTED_ALGS", "KeyNotFound", "KeyRing", "KeyRingError", "ensure_signing_key", "maybe_auto_rotate",
-           "purge_expired_keys", "retire_key", "rotate_key", "rotate_keys"]
+__all__ = ["SUPPORTED_ALGS", "KeyNotFound", "KeyRepository", "KeyRing", "KeyRingError", "KeyState", "SigningKey",
+           "ensure_signing_key", "maybe_auto_rotate", "purge_expired_keys", "retire_key", "rotate_key", "rotate_keys"]
+
+KeyState = Literal["pending", "active", "retired", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A signing key and its life: pending (published, not signing) → active → retired (published until
+    everything it signed has expired) → expired (removed)."""
+
+    kid: str
+    alg: str
+    public_jwk: Mapping[str, Any]
+    encrypted_private_key: bytes = field(repr=False)
+    created_at: float
+    activates_at: float
+    retires_at: float | None = None
+
+    def state(self, now: float, max_token_lifetime: int) -> KeyState:
+        if now < self.activates_at:
+            return "pending"
+        if self.retires_at is None or now < self.retires_at:
+            return "active"
+        if now < self.retires_at + max_token_lifetime:
+            return "retired"
+        return "expired"
+
+
+class KeyRepository(Protocol):
+    async def list_keys(self) -> list[SigningKey]: ...
+    async def add_key(self, key: SigningKey) -> None: ...
+    async def update_key(self, key: SigningKey) -> None: ...
+    async def delete_key(self, kid: str) -> None: ...
 
 #: the algorithms this server can hold keys for
 SUPPORTED_ALGS = ("ES256", "RS256", "EdDSA")

@@ -1,35 +1,23 @@
-"""Storage Protocols, one per aggregate. ``ostiary.store`` implements them (memory, SQL)."""
+"""The storage Protocols: :class:`Store`, which composes the Protocol of each aggregate (declared beside it, in
+``clients.py``, ``keys.py``, ``audit.py``, ``users.py``, ``tokens.py``, ``device.py``, ``federation.py``), and
+those that span aggregates (revocation, replay, a user's tokens, the unit of work). ``ostiary.store`` implements
+them (memory, SQL)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple, Protocol
 
+from .audit import AuditRepository
+from .clients import ClientRepository
 from .device import DeviceAuthorizationRepository
 from .federation import TrustPolicyRepository
-from .models import AuditEvent, Client, SigningKey
+from .keys import KeyRepository
 from .tokens import AuthorizationCodeRepository, RefreshTokenRepository
 from .users import ConsentRepository, SessionRepository, UserRepository
 
-__all__ = ["AuditEventsRejected", "AuditRepository", "AuditSink", "ClientRepository", "JwksFetcher", "KeyRepository",
-           "ReplayRepository", "RevocationRepository", "RevokedUserTokens", "Store", "UnitOfWork",
+__all__ = ["JwksFetcher", "ReplayRepository", "RevocationRepository", "RevokedUserTokens", "Store", "UnitOfWork",
            "UserTokenRevocation"]
-
-
-class ClientRepository(Protocol):
-    async def get_client(self, client_id: str) -> Client | None: ...
-    async def add_client(self, client: Client) -> None: ...
-    async def update_client(self, client: Client) -> None: ...
-    async def delete_client(self, client_id: str) -> bool: ...
-    async def list_clients(self) -> list[Client]: ...
-
-
-class KeyRepository(Protocol):
-    async def list_keys(self) -> list[SigningKey]: ...
-    async def add_key(self, key: SigningKey) -> None: ...
-    async def update_key(self, key: SigningKey) -> None: ...
-    async def delete_key(self, kid: str) -> None: ...
 
 
 class RevocationRepository(Protocol):
@@ -57,19 +45,6 @@ class ReplayRepository(Protocol):
         ...
 
 
-class AuditEventsRejected(Exception):
-    """The store refuses these events as they are (a value it cannot hold): retrying them cannot succeed,
-    unlike a lost connection. ``record_events`` writes all of a batch or none of it."""
-
-
-class AuditRepository(Protocol):
-    async def record_events(self, events: Sequence[AuditEvent]) -> None:
-        """Write every event or none; raise ``AuditEventsRejected`` when the events themselves are refused."""
-        ...
-
-    async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]: ...
-
-
 class UnitOfWork(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[None]:
         """``async with store.transaction():`` makes every call on this store inside the block, by this task,
@@ -88,12 +63,6 @@ class Store(UnitOfWork, ClientRepository, KeyRepository, RevocationRepository, R
             RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
-
-
-class AuditSink(Protocol):
-    def emit(self, event: AuditEvent) -> None:
-        """Record an event without blocking the request."""
-        ...
 
 
 class JwksFetcher(Protocol):

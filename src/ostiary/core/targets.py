@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from .clients import Client
 from .errors import InvalidScope, InvalidTarget
-from .models import Client
 from .requests import scope_set
 
 __all__ = ["resolve_audience", "resolve_scopes"]

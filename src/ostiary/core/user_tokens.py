@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .._secrets import new_token, token_hash
+from .audit import AuditEvent
+from .clients import Client
 from .context import EngineContext
 from .issuance import TokenResponse
-from .models import AuditEvent, Client
 from .storage import Store
 from .tokens import RefreshToken, TokenFamily
 from .users import User

@@ -15,7 +15,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from .._clock import Clock
-from ..core.models import Client
+from ..core.clients import Client
 from ..core.storage import Store
 
 __all__ = ["CachedStore"]

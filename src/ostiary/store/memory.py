@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from ..core.models import AuditEvent, Client, SigningKey
+from ..core.audit import AuditEvent
+from ..core.clients import Client
+from ..core.keys import SigningKey
 from .memory_device import MemoryDeviceMixin
 from .memory_federation import MemoryFederationMixin
 from .memory_tokens import MemoryTokensMixin

@@ -29,9 +29,8 @@ from typing import Any, Literal
 
 import orjson
 
+from ..core.audit import AuditEvent, AuditEventsRejected, AuditRepository
 from ..core.errors import StoreUnavailable
-from ..core.models import AuditEvent
-from ..core.storage import AuditEventsRejected, AuditRepository
 from . import metrics
 from .logs import LineBuffer, write_events
 from .request_context import current_request

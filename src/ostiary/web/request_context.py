@@ -24,7 +24,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.models import AuditEvent
+from ..core.audit import AuditEvent
 from .client_ip import ClientAddress
 from .logs import REQUEST_ID, LineBuffer
 

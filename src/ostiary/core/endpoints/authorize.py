@@ -19,9 +19,10 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from ..._secrets import new_token, token_hash
+from ..audit import AuditEvent
+from ..clients import Client
 from ..context import EngineContext
 from ..errors import InvalidRequest, InvalidScope, OAuthError, UnauthorizedClient, UnsupportedResponseType
-from ..models import AuditEvent, Client
 from ..pkce import check_code_challenge
 from ..redirect_uri import match_redirect_uri
 from ..requests import scope_set, single_params

@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import quote
 
 from ..._secrets import constant_time_equals, new_token, token_hash
+from ..audit import AuditEvent
 from ..client_auth import authenticate_client
+from ..clients import Client
 from ..context import EngineContext
 from ..device import (
     GRANT_DEVICE_CODE,
@@ -23,7 +25,6 @@ from ..device import (
     user_code_locator,
 )
 from ..errors import InvalidClient, InvalidScope, ServerError, UnauthorizedClient
-from ..models import AuditEvent, Client
 from ..requests import EndpointRequest, scope_set
 from ..targets import resolve_audience
 

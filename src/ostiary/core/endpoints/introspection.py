@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..audit import AuditEvent
 from ..client_auth import AuthenticatedClient, authenticate_client
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidRequest, UnsupportedTokenType
 from ..issuance import verify_own_access_token
 from ..jose import JoseError
-from ..models import AuditEvent
 from ..requests import EndpointRequest, form_value
 from .refresh_introspection import REFRESH_TOKEN_PREFIX, introspect_refresh_token, revoke_refresh_token
 

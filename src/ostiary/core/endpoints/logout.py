@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from ..clients import Client
 from ..context import EngineContext
 from ..errors import InvalidRequest
 from ..jose import JoseError, decode_unverified, verify_jwt
-from ..models import Client
 from ..requests import single_params
 
 __all__ = ["LogoutDecision", "LogoutEndpoint"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..._secrets import token_hash
+from ..clients import Client
 from ..context import EngineContext
-from ..models import Client
 from ..user_tokens import REFRESH_TOKEN_PREFIX, revoke_family
 
 __all__ = ["REFRESH_TOKEN_PREFIX", "introspect_refresh_token", "revoke_refresh_token"]

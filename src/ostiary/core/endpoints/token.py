@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from ..audit import AuditEvent
 from ..client_auth import authenticate_client
 from ..context import EngineContext
 from ..errors import (
@@ -18,7 +19,6 @@ from ..errors import (
 )
 from ..grants import GrantRequest, TokenGrant, unexpected_parameter
 from ..issuance import TokenResponse
-from ..models import AuditEvent
 from ..requests import EndpointRequest
 
 __all__ = ["REFUSED_GRANTS", "TokenEndpoint"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..audit import AuditEvent
+from ..clients import GRANT_CLIENT_CREDENTIALS
 from ..context import EngineContext
 from ..errors import InvalidRequest, UnauthorizedClient
 from ..issuance import TokenResponse
-from ..models import GRANT_CLIENT_CREDENTIALS, AuditEvent
 from ..targets import resolve_audience, resolve_scopes
 from . import GrantRequest
 

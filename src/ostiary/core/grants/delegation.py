@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..audit import AuditEvent
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidGrant, InvalidScope, InvalidTarget, UnauthorizedClient
 from ..federation import TOKEN_TYPE_ACCESS_TOKEN
 from ..issuance import TokenResponse, verify_own_access_token
 from ..jose import JoseError
-from ..models import AuditEvent
 from ..requests import is_audience_uri, scope_set
 from . import GrantRequest
 

@@ -18,10 +18,11 @@ import json
 from dataclasses import replace
 
 from ..._secrets import sha256_b64url, token_hash
+from ..audit import AuditEvent
+from ..clients import Client
 from ..context import EngineContext
 from ..errors import InvalidGrant, InvalidScope
 from ..issuance import TokenResponse
-from ..models import AuditEvent, Client
 from ..requests import form_value, scope_set
 from ..sealing import SealError, seal, sealing_key, unseal
 from ..tokens import RefreshToken, TokenFamily

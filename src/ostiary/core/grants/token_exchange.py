@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..audit import AuditEvent
 from ..context import EngineContext
 from ..errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, OAuthError
 from ..federation import (
@@ -27,7 +28,6 @@ from ..federation import (
     jti_replay_key,
 )
 from ..issuance import TokenResponse
-from ..models import AuditEvent
 from ..requests import scope_set
 from . import GrantRequest
 from .delegation import exchange_on_behalf

@@ -11,8 +11,9 @@ from sqlalchemy import event
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ...core.models import AuditEvent, Client, ClientSecret, SigningKey
-from ...core.storage import AuditEventsRejected
+from ...core.audit import AuditEvent, AuditEventsRejected
+from ...core.clients import Client, ClientSecret
+from ...core.keys import SigningKey
 from . import tables as t
 from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin

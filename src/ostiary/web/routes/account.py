@@ -13,9 +13,9 @@ from starlette.routing import Route
 
 from ..._passwords import HasherBusy, new_recovery_codes, new_totp_secret, totp_uri, verify_totp
 from ..._secrets import token_hash
+from ...core.audit import AuditEvent
 from ...core.endpoints.authorize import AuthorizationRequest
 from ...core.errors import InvalidRequest
-from ...core.models import AuditEvent
 from ...core.sealing import SealError, seal, unseal
 from ...core.user_tokens import revoke_user_families
 from ...core.users import LoginSession, User

@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ...core.audit import AuditEvent
 from ...core.device import DeviceAuthorization, format_user_code, normalise_user_code
 from ...core.errors import InvalidClient
-from ...core.models import AuditEvent
 from ...core.users import LoginSession
 from .. import metrics
 from ..accounts import UserFlows

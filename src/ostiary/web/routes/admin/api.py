@@ -35,10 +35,11 @@ from ....admin.service import (
     key_view,
 )
 from ....core import jose
+from ....core.audit import AuditEvent
+from ....core.clients import GRANT_CLIENT_CREDENTIALS
 from ....core.errors import StoreUnavailable
 from ....core.issuance import verify_own_access_token
 from ....core.keys import KeyNotFound, KeyRingError
-from ....core.models import GRANT_CLIENT_CREDENTIALS, AuditEvent
 from ...http import NO_STORE, error_response, json_response, unavailable_error
 from ...ratelimit import Lockout, client_network, retry_after
 from ...runtime import Runtime

@@ -1,28 +1,25 @@
-"""The aggregates the protocol engine works on. Frozen; secrets only as hashes and never in ``repr``."""
+"""Clients (RFC 6749 §2) and their storage Protocol. Frozen; secrets only as hashes and never in ``repr``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "AUTH_METHODS",
     "GRANT_CLIENT_CREDENTIALS",
-    "AuditEvent",
     "AuthMethod",
     "Client",
+    "ClientRepository",
     "ClientSecret",
     "ClientType",
-    "KeyState",
-    "SigningKey",
 ]
 
 ClientType = Literal["confidential", "public"]
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
-KeyState = Literal["pending", "active", "retired", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,46 +72,9 @@ class Client:
         return self.audiences[0] if self.audiences else None
 
 
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    """A signing key and its life: pending (published, not signing) → active → retired (published until
-    everything it signed has expired) → expired (removed)."""
-
-    kid: str
-    alg: str
-    public_jwk: Mapping[str, Any]
-    encrypted_private_key: bytes = field(repr=False)
-    created_at: float
-    activates_at: float
-    retires_at: float | None = None
-
-    def state(self, now: float, max_token_lifetime: int) -> KeyState:
-        if now < self.activates_at:
-            return "pending"
-        if self.retires_at is None or now < self.retires_at:
-            return "active"
-        if now < self.retires_at + max_token_lifetime:
-            return "retired"
-        return "expired"
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """Who did what, and how it ended. Never a token or secret value: identifiers (jti, client_id) only."""
-
-    type: str
-    outcome: Literal["success", "failure"]
-    at: float
-    client_id: str | None = None
-    subject: str | None = None
-    grant_type: str | None = None
-    jti: str | None = None
-    ip: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.type, "outcome": self.outcome, "at": self.at, "client_id": self.client_id,
-            "subject": self.subject, "grant_type": self.grant_type, "jti": self.jti, "ip": self.ip,
-            "detail": dict(self.detail),
-        }
+class ClientRepository(Protocol):
+    async def get_client(self, client_id: str) -> Client | None: ...
+    async def add_client(self, client: Client) -> None: ...
+    async def update_client(self, client: Client) -> None: ...
+    async def delete_client(self, client_id: str) -> bool: ...
+    async def list_clients(self) -> list[Client]: ...
