@@ -9,6 +9,7 @@ import httpx
 
 from .discovery import ServerMetadata, discover, require_https
 from .errors import DiscoveryError
+from .http_clients import HttpClients
 from .service_token import client_secret_basic
 
 __all__ = ["IssuerClient"]
@@ -25,23 +26,15 @@ class IssuerClient:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
-        self._http = http_client
-        self._own_http: httpx.Client | None = None
-        self._timeout = timeout
+        self._http = HttpClients(http_client, timeout=timeout)
         self._metadata: ServerMetadata | None = None
 
     def _client(self) -> httpx.Client:
-        if self._http is not None:
-            return self._http
-        if self._own_http is None:
-            self._own_http = httpx.Client(timeout=self._timeout)
-        return self._own_http
+        return self._http.sync()
 
     def close(self) -> None:
         """Close the HTTP client this object made (never the caller's)."""
-        if self._own_http is not None:
-            self._own_http.close()
-            self._own_http = None
+        self._http.close()
 
     def __enter__(self) -> IssuerClient:
         return self

@@ -31,6 +31,7 @@ from .._secrets import new_token
 from ..core.jose import JoseError, PrivateKey, decode_unverified, jwk_thumbprint, public_jwk, sign_jwt
 from .discovery import adiscover, discover, require_https
 from .errors import ClientError, OAuthError, TokenEndpointUnavailable
+from .http_clients import HttpClients
 
 __all__ = ["ClientCredentialsAuth", "ServiceToken", "ServiceTokenClient", "client_secret_basic"]
 
@@ -129,11 +130,8 @@ class ServiceTokenClient:
             self._alg = str(jwk["alg"])
             self._kid = key_id or jwk_thumbprint(jwk)
         self._token_endpoint = require_https(token_endpoint, "token_endpoint") if token_endpoint else None
-        self._http = http_client
-        self._own_http: httpx.Client | None = None
-        self._ahttp = async_http_client
+        self._http = HttpClients(http_client, async_http_client, timeout=timeout)
         self._clock: Clock = clock or SystemClock()
-        self._timeout = timeout
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
@@ -205,9 +203,7 @@ class ServiceTokenClient:
         return ClientCredentialsAuth(self, scope, resource=resource, origin=origin)
 
     def close(self) -> None:
-        if self._own_http is not None:
-            self._own_http.close()
-            self._own_http = None
+        self._http.close()
 
     # -- cache ---------------------------------------------------------------------------------
 
@@ -224,16 +220,9 @@ class ServiceTokenClient:
 
     # -- the token request ---------------------------------------------------------------------
 
-    def _client(self) -> httpx.Client:
-        if self._http is not None:
-            return self._http
-        if self._own_http is None:
-            self._own_http = httpx.Client(timeout=self._timeout)
-        return self._own_http
-
     def _endpoint(self) -> str:
         if self._token_endpoint is None:
-            endpoint = discover(self.issuer, self._client()).token_endpoint
+            endpoint = discover(self.issuer, self._http.sync()).token_endpoint
             if endpoint is None:
                 raise OAuthError("invalid_configuration", "the issuer's metadata has no token_endpoint")
             self._token_endpoint = endpoint
@@ -241,11 +230,8 @@ class ServiceTokenClient:
 
     async def _aendpoint(self) -> str:
         if self._token_endpoint is None:
-            if self._ahttp is not None:
-                metadata = await adiscover(self.issuer, self._ahttp)
-            else:
-                async with httpx.AsyncClient(timeout=self._timeout) as client:
-                    metadata = await adiscover(self.issuer, client)
+            async with self._http.asynchronous() as client:
+                metadata = await adiscover(self.issuer, client)
             if metadata.token_endpoint is None:
                 raise OAuthError("invalid_configuration", "the issuer's metadata has no token_endpoint")
             self._token_endpoint = metadata.token_endpoint
@@ -283,7 +269,7 @@ class ServiceTokenClient:
             started = self._clock.now()
             form, headers = self._form(key, endpoint)
             try:
-                response = self._client().post(endpoint, data=form, headers=headers)
+                response = self._http.sync().post(endpoint, data=form, headers=headers)
             except httpx.TransportError as exc:
                 log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
             else:
@@ -299,11 +285,8 @@ class ServiceTokenClient:
             started = self._clock.now()
             form, headers = self._form(key, endpoint)
             try:
-                if self._ahttp is not None:
-                    response = await self._ahttp.post(endpoint, data=form, headers=headers)
-                else:
-                    async with httpx.AsyncClient(timeout=self._timeout) as client:
-                        response = await client.post(endpoint, data=form, headers=headers)
+                async with self._http.asynchronous() as client:
+                    response = await client.post(endpoint, data=form, headers=headers)
             except httpx.TransportError as exc:
                 log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
             else:

@@ -21,6 +21,7 @@ import httpx
 
 from .._clock import Clock
 from ..client.discovery import ServerMetadata, adiscover, discover
+from ..client.http_clients import HttpClients
 from ..core.jose import JoseError, PublicJwk, parse_jwks
 from .errors import IssuerUnavailable
 
@@ -42,10 +43,7 @@ class JwksCache:
         self._clock = clock
         self._ttl = ttl
         self._min_interval = min_refetch_interval
-        self._http = http_client
-        self._own_http: httpx.Client | None = None
-        self._ahttp = async_http_client
-        self._timeout = timeout
+        self._http = HttpClients(http_client, async_http_client, timeout=timeout)
         self._fetch_lock = threading.Lock()
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
@@ -111,17 +109,10 @@ class JwksCache:
 
     # -- blocking ------------------------------------------------------------------------------
 
-    def _client(self) -> httpx.Client:
-        if self._http is not None:
-            return self._http
-        if self._own_http is None:
-            self._own_http = httpx.Client(timeout=self._timeout)
-        return self._own_http
-
     def metadata(self) -> ServerMetadata:
         """The issuer's metadata, fetched once (blocking)."""
         if self._metadata is None:
-            self._metadata = discover(self.issuer, self._client())
+            self._metadata = discover(self.issuer, self._http.sync())
         return self._metadata
 
     def keys(self, kid: str | None) -> tuple[PublicJwk, ...]:
@@ -139,7 +130,7 @@ class JwksCache:
             jwks_uri = self.metadata().jwks_uri
             if jwks_uri is None:
                 raise JoseError("issuer metadata has no jwks_uri")
-            response = self._client().get(jwks_uri, headers={"Accept": "application/json"})
+            response = self._http.sync().get(jwks_uri, headers={"Accept": "application/json"})
             response.raise_for_status()
             self._install(response.json(), now)
         except Exception as exc:  # any failure keeps the keys we have
@@ -148,20 +139,15 @@ class JwksCache:
             self._in_flight = False
 
     def close(self) -> None:
-        if self._own_http is not None:
-            self._own_http.close()
-            self._own_http = None
+        self._http.close()
 
     # -- asyncio -------------------------------------------------------------------------------
 
     async def ametadata(self) -> ServerMetadata:
         """The issuer's metadata, fetched once (asyncio)."""
         if self._metadata is None:
-            if self._ahttp is not None:
-                self._metadata = await adiscover(self.issuer, self._ahttp)
-            else:
-                async with httpx.AsyncClient(timeout=self._timeout) as client:
-                    self._metadata = await adiscover(self.issuer, client)
+            async with self._http.asynchronous() as client:
+                self._metadata = await adiscover(self.issuer, client)
         return self._metadata
 
     async def akeys(self, kid: str | None) -> tuple[PublicJwk, ...]:
@@ -180,11 +166,8 @@ class JwksCache:
             jwks_uri = (await self.ametadata()).jwks_uri
             if jwks_uri is None:
                 raise JoseError("issuer metadata has no jwks_uri")
-            if self._ahttp is not None:
-                response = await self._ahttp.get(jwks_uri, headers={"Accept": "application/json"})
-            else:
-                async with httpx.AsyncClient(timeout=self._timeout) as client:
-                    response = await client.get(jwks_uri, headers={"Accept": "application/json"})
+            async with self._http.asynchronous() as client:
+                response = await client.get(jwks_uri, headers={"Accept": "application/json"})
             response.raise_for_status()
             self._install(response.json(), now)
         except Exception as exc:  # any failure keeps the keys we have

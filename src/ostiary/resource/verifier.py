@@ -21,6 +21,7 @@ import httpx
 
 from .._clock import Clock, SystemClock
 from .._secrets import b64url_decode, sha256_b64url
+from ..client.http_clients import HttpClients
 from ..client.service_token import client_secret_basic
 from ..core.jose import JoseError, PublicJwk, verify_jwt
 from .errors import InvalidToken, IssuerUnavailable
@@ -120,9 +121,7 @@ class TokenVerifier:
         self.leeway = float(leeway)
         self._clock: Clock = clock or SystemClock()
         self._introspection = introspection
-        self._http = http_client
-        self._ahttp = async_http_client
-        self._timeout = timeout
+        self._http = HttpClients(http_client, async_http_client, timeout=timeout)
         self.jwks = JwksCache(issuer, algorithms=algorithms, clock=self._clock, ttl=jwks_ttl,
                               min_refetch_interval=jwks_min_refetch_interval, http_client=http_client,
                               async_http_client=async_http_client, timeout=timeout)
@@ -211,12 +210,8 @@ class TokenVerifier:
         try:
             endpoint = self.jwks.metadata().introspection_endpoint if needs_metadata else None
             url, form, headers = self._introspection_request(token, endpoint)
-            client = self._http or httpx.Client(timeout=self._timeout)
-            try:
+            with self._http.sync_once() as client:
                 response = client.post(url, data=form, headers=headers)
-            finally:
-                if self._http is None:
-                    client.close()
         except httpx.HTTPError as exc:
             raise IssuerUnavailable(f"introspection failed: {type(exc).__name__}") from None
         return self._introspection_result(response)
@@ -226,11 +221,8 @@ class TokenVerifier:
         try:
             endpoint = (await self.jwks.ametadata()).introspection_endpoint if needs_metadata else None
             url, form, headers = self._introspection_request(token, endpoint)
-            if self._ahttp is not None:
-                response = await self._ahttp.post(url, data=form, headers=headers)
-            else:
-                async with httpx.AsyncClient(timeout=self._timeout) as client:
-                    response = await client.post(url, data=form, headers=headers)
+            async with self._http.asynchronous() as client:
+                response = await client.post(url, data=form, headers=headers)
         except httpx.HTTPError as exc:
             raise IssuerUnavailable(f"introspection failed: {type(exc).__name__}") from None
         return self._introspection_result(response)
