@@ -9,16 +9,15 @@ from its own process memory: protection degrades to per-process limits, never to
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Protocol
 
 from cachetools import Cache, LFUCache
 
+from ..core.throttling import Attempt, AttemptLimiter, Refusal, client_network
 from .redis_guard import RedisGuard, RedisUnavailable
 
 __all__ = ["Attempt", "Bucket", "Lockout", "MemoryLimiter", "RateLimiter", "RedisLimiter", "Refusal",
@@ -45,54 +44,18 @@ class Lockout:
     window: int
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt counted on ``key`` (the same counter as ``record_failure``): refused when ``max`` attempts
-    are already counted; the count lasts ``window`` seconds after the last attempt."""
+class RateLimiter(AttemptLimiter, Protocol):
+    """Attempt counters (sign-in, user codes), token buckets and lock-outs (the token endpoints)."""
 
-    scope: str
-    key: str
-    max: int
-    window: int
-
-
-#: Which step refused, and the seconds to wait.
-Refusal = tuple[str, float]
-
-
-class RateLimiter(Protocol):
     async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
         """Run ``steps`` in order and stop at the first that refuses (the buckets before it have given their
         token; the ones after it are untouched). One Redis round trip for all of them. None = admitted."""
         ...
 
-    async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
-        """Atomically: refuse if any counter is at its maximum (counting nothing), else count one attempt on
-        each. Reserve before checking a password or code, :meth:`release` when it was right."""
-        ...
-
-    async def release(self, attempts: Sequence[Attempt]) -> None:
-        """Take back a reserved attempt that succeeded."""
-        ...
-
+    # reserve() and release(): the attempt counters of core.throttling.AttemptLimiter
     async def failures(self, key: str) -> int: ...
     async def record_failure(self, key: str, window: int) -> int: ...
     async def close(self) -> None: ...
-
-
-@lru_cache(maxsize=8192)
-def client_network(ip: str) -> str:
-    """The unit a per-address limit counts: the address for IPv4, its /64 for IPv6 (one subscriber usually
-    holds a whole /64, so counting single IPv6 addresses would give an attacker 2⁶⁴ budgets)."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return ip
 
 
 class _Table:
