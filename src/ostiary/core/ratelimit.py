@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
-__all__ = ["Attempt", "Bucket", "Lockout", "RateLimiter", "Refusal", "client_network"]
+__all__ = ["Attempt", "AttemptLimiter", "Bucket", "Lockout", "RateLimiter", "Refusal", "client_network"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +51,8 @@ class Attempt:
 Refusal = tuple[str, float]
 
 
-class RateLimiter(Protocol):
-    async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
-        """Run ``steps`` in order and stop at the first that refuses (the buckets before it have given their
-        token; the ones after it are untouched). One Redis round trip for all of them. None = admitted."""
-        ...
+class AttemptLimiter(Protocol):
+    """The attempt counters alone: what sign-in (:mod:`ostiary.signin`) and user-code checks need."""
 
     async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
         """Atomically: refuse if any counter is at its maximum (counting nothing), else count one attempt on
@@ -64,6 +61,15 @@ class RateLimiter(Protocol):
 
     async def release(self, attempts: Sequence[Attempt]) -> None:
         """Take back a reserved attempt that succeeded."""
+        ...
+
+
+class RateLimiter(AttemptLimiter, Protocol):
+    """Attempt counters, token buckets and lock-outs (the token endpoints)."""
+
+    async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
+        """Run ``steps`` in order and stop at the first that refuses (the buckets before it have given their
+        token; the ones after it are untouched). One Redis round trip for all of them. None = admitted."""
         ...
 
     async def failures(self, key: str) -> int: ...

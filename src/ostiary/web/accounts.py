@@ -1,11 +1,10 @@
 """What the sign-in, consent and account pages need, built once per process: templates, CSRF, sessions,
-login throttling, and the core endpoints for the code flow."""
+the sign-in checks (:mod:`ostiary.signin`), and the core endpoints for the code flow."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,20 +13,21 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from .._passwords import HasherBusy, PasswordHashPool
+from .._passwords import PasswordHashPool
 from .._secrets import derive_key
 from ..config import Settings, is_loopback_url
 from ..core.context import EngineContext
 from ..core.endpoints.authorize import SCOPE_DESCRIPTIONS, AuthorizeEndpoint, SessionInfo
 from ..core.endpoints.logout import LogoutEndpoint
 from ..core.endpoints.userinfo import UserinfoEndpoint
-from ..core.users import LoginSession, User
+from ..core.ratelimit import RateLimiter
+from ..core.users import LoginSession
+from ..signin import Authenticator, Outcome, SignInLimits, SignInResult
 from . import metrics
 from .csrf import CsrfGuard
-from .ratelimit import Attempt, RateLimiter, client_network
 from .sessions import SessionManager
 
-__all__ = ["BUSY", "LoginResult", "UserFlows", "origin_of"]
+__all__ = ["BUSY", "UserFlows", "origin_of"]
 
 TEMPLATES = Path(__file__).with_name("templates")
 PAGE_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -43,13 +43,6 @@ def origin_of(uri: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class LoginResult:
-    user: User | None
-    error: str | None = None
-    status: int = 200
-
-
 class UserFlows:
     def __init__(self, settings: Settings, ctx: EngineContext, limiter: RateLimiter) -> None:
         self.settings = settings
@@ -59,6 +52,11 @@ class UserFlows:
         master = settings.master_secret()
         https = not (settings.issuer.startswith("http://") and is_loopback_url(settings.issuer))
         self.totp_key = derive_key(master, "totp-secret-sealing")
+        login = settings.login
+        self.signin = Authenticator(ctx.store, limiter, self.hasher, ctx.clock,
+                                    SignInLimits(login.max_failures_per_account, login.max_failures_per_ip,
+                                                 login.failure_window),
+                                    totp_key=self.totp_key, recovery_key=ctx.secret_hash_key)
         self.csrf = CsrfGuard(derive_key(master, "csrf"), "__Host-ostiary_csrf" if https else "ostiary_csrf")
         self.sessions = SessionManager(ctx.store, ctx.clock, ctx.secret_hash_key, https=https,
                                        ttl=settings.sessions.ttl, idle_ttl=settings.sessions.idle_ttl)
@@ -100,56 +98,22 @@ class UserFlows:
         return SessionInfo(user_id=session.user_id, session_id=session.session_id, auth_time=session.auth_time,
                            amr=session.amr)
 
-    # login
-    def _attempts(self, account: str, ip: str | None) -> list[Attempt]:
-        """The counters one sign-in attempt (password or second factor) takes a slot on: its account (the
-        resolved user id; for an unknown name, the name as typed) and its address (IPv6: the /64)."""
-        cfg = self.settings.login
-        out = [Attempt("login_account", "login:acct:" + account, cfg.max_failures_per_account, cfg.failure_window)]
-        if ip:
-            out.append(Attempt("login_ip", "login:ip:" + client_network(ip), cfg.max_failures_per_ip,
-                               cfg.failure_window))
-        return out
+    # sign-in: the checks are ostiary.signin's; the words, statuses and metrics are the pages'
+    def refusal(self, result: SignInResult, wrong: str) -> tuple[str, int]:
+        """What a page says about a sign-in step that did not pass, and its status: ``wrong`` (400) for a wrong
+        password or code, else a throttle or a full hashing pool (429, counted in the metrics)."""
+        if result.outcome is Outcome.THROTTLED:
+            metrics.RATE_LIMITED.labels(result.throttled_by or "login").inc()
+            return self.too_many_attempts, 429
+        if result.outcome is Outcome.BUSY:
+            metrics.PASSWORD_HASH_BUSY.inc()
+            return BUSY, 429
+        return wrong, 400
 
-    @staticmethod
-    def account_key(user: User | None, login: str) -> str:
-        return "user:" + user.user_id if user is not None else "name:" + login.strip().lower()[:200]
-
-    async def begin_attempt(self, account: str, ip: str | None) -> str | None:
-        """Reserve one attempt before checking a password or code (so parallel attempts cannot all pass a
-        check made before any of them failed); the refusal message, or None. A reserved attempt counts as
-        failed unless :meth:`attempt_succeeded` takes it back."""
-        refused = await self.limiter.reserve(self._attempts(account, ip))
-        if refused is None:
-            return None
-        metrics.RATE_LIMITED.labels(refused[0]).inc()
+    @property
+    def too_many_attempts(self) -> str:
         minutes = max(1, math.ceil(self.settings.login.failure_window / 60))
         return f"Too many attempts. Try again in {minutes} minutes."
-
-    async def attempt_succeeded(self, account: str, ip: str | None) -> None:
-        await self.limiter.release(self._attempts(account, ip))
-
-    async def check_password(self, login: str, password: str, ip: str | None) -> LoginResult:
-        """Same answer, and about the same time, whether or not the account exists. Throttled per resolved
-        account (the username and the email address share one counter) and per address."""
-        user = await self.ctx.store.find_user(login) if 0 < len(login) <= 320 else None
-        account = self.account_key(user, login)
-        wait = await self.begin_attempt(account, ip)
-        if wait:
-            return LoginResult(None, wait, 429)
-        try:
-            check = await self.hasher.verify(user.password_hash if user is not None else None, password)
-        except HasherBusy:
-            await self.attempt_succeeded(account, ip)  # not checked: not counted
-            metrics.PASSWORD_HASH_BUSY.inc()
-            return LoginResult(None, BUSY, 429)
-        if user is None or not check.ok or user.disabled:
-            return LoginResult(None, "Incorrect username or password.", 400)
-        await self.attempt_succeeded(account, ip)
-        if check.new_hash is not None:  # argon2 parameters changed since this hash was made
-            user = replace(user, password_hash=check.new_hash)
-            await self.ctx.store.update_user(user)
-        return LoginResult(user)
 
     def close(self) -> None:
         self.hasher.close()

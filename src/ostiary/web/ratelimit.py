@@ -2,22 +2,19 @@
 process memory otherwise) and the ``Retry-After`` seconds of a refusal.
 
 The limiter's protocol and steps are in :mod:`ostiary.core.ratelimit`, its two implementations in
-:mod:`ostiary.store.memory_ratelimit` and :mod:`ostiary.store.redis.ratelimit`. Their names are re-exported here
-so that code still importing them from ``ostiary.web.ratelimit`` keeps working while branches merge; import them
-from their homes.
+:mod:`ostiary.store.memory_ratelimit` and :mod:`ostiary.store.redis.ratelimit`.
 """
 
 from __future__ import annotations
 
 import math
 
-from ..core.ratelimit import Attempt, Bucket, Lockout, RateLimiter, Refusal, client_network
+from ..core.ratelimit import RateLimiter
 from ..store.memory_ratelimit import MemoryLimiter
 from ..store.redis.guard import RedisGuard
 from ..store.redis.ratelimit import RedisLimiter
 
-__all__ = ["Attempt", "Bucket", "Lockout", "MemoryLimiter", "RateLimiter", "RedisLimiter", "Refusal",
-           "client_network", "make_limiter", "retry_after"]
+__all__ = ["make_limiter", "retry_after"]
 
 
 def make_limiter(redis: RedisGuard | None) -> RateLimiter:

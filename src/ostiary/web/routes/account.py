@@ -11,31 +11,27 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..._passwords import HasherBusy, new_recovery_codes, new_totp_secret, totp_uri, verify_totp
-from ..._secrets import token_hash
+from ..._passwords import new_totp_secret, totp_uri
 from ...core.audit import AuditEvent
 from ...core.endpoints.authorize import AuthorizationRequest
 from ...core.errors import InvalidRequest
 from ...core.sealing import SealError, seal, unseal
 from ...core.user_tokens import revoke_user_families
 from ...core.users import LoginSession, User
+from ...signin import Outcome
 from ..accounts import BUSY, UserFlows
 from ..http import parse_query, read_form
 from .authorize import decode_authz, error_page, flows, form_of, render_outcome
+from .common import CSRF_FAILED, WRONG_CODE, WRONG_PASSWORD, client_ip
 
 __all__ = ["routes"]
 
-CSRF_FAILED = "The form expired. Go back and try again."
 REAUTH_FAILED = "Enter your password or a current code from your authenticator app."
-
-
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _audit(f: UserFlows, type_: str, outcome: str, request: Request, user_id: str | None, **detail: object) -> None:
     f.ctx.audit.emit(AuditEvent(type=type_, outcome="success" if outcome == "success" else "failure",
-                                at=f.ctx.clock.now(), subject=user_id, ip=_ip(request), detail=detail))
+                                at=f.ctx.clock.now(), subject=user_id, ip=client_ip(request), detail=detail))
 
 
 async def _continue(request: Request, f: UserFlows, session: LoginSession, authz: str | None) -> Response:
@@ -44,7 +40,7 @@ async def _continue(request: Request, f: UserFlows, session: LoginSession, authz
     if not params:
         return RedirectResponse("/account", status_code=303)
     outcome = await f.authorize.handle(AuthorizationRequest(params=params, session=f.session_info(session),
-                                                            fresh_login=True, client_ip=_ip(request)))
+                                                            fresh_login=True, client_ip=client_ip(request)))
     return await render_outcome(request, outcome)
 
 
@@ -72,11 +68,11 @@ async def login(request: Request) -> Response:
     if not f.csrf_ok(request, form):
         return f.render(request, "login.html", {**ctx, "error": CSRF_FAILED}, status=403)
     username = form.get("username", "")
-    result = await f.check_password(username, form.get("password", ""), _ip(request))
+    result = await f.signin.check_password(username, form.get("password", ""), client_ip(request))
     if result.user is None:
-        _audit(f, "login.failed", "failure", request, None, reason=result.error or "")
-        return f.render(request, "login.html", {**ctx, "error": result.error}, status=result.status,
-                        form_targets=_targets(authz))
+        error, status = f.refusal(result, WRONG_PASSWORD)
+        _audit(f, "login.failed", "failure", request, None, reason=error)
+        return f.render(request, "login.html", {**ctx, "error": error}, status=status, form_targets=_targets(authz))
     user = result.user
     old = await f.sessions.load(request, allow_pending=True)
     if old is not None:
@@ -92,25 +88,6 @@ async def login(request: Request) -> Response:
     return resp
 
 
-async def _check_second_factor(f: UserFlows, user: User, code: str) -> bool:
-    now = f.ctx.clock.now()
-    if user.totp_secret is None:
-        return False
-    try:
-        secret = unseal(user.totp_secret, f.totp_key, user.user_id).decode()
-    except SealError:
-        return False
-    step = verify_totp(secret, code, now)
-    if step is not None:
-        # RFC 6238 §5.2: a code is accepted once
-        return await f.ctx.store.use_once("totp:" + user.user_id, str(step), now + 120, now)
-    cleaned = code.strip().lower()
-    if len(cleaned) == 11 and cleaned[5] == "-":
-        return await f.ctx.store.use_recovery_code(user.user_id, token_hash("recovery:" + cleaned,
-                                                                            f.ctx.secret_hash_key), now)
-    return False
-
-
 async def login_totp(request: Request) -> Response:
     f = flows(request)
     form = await form_of(request)
@@ -122,15 +99,14 @@ async def login_totp(request: Request) -> Response:
     if session is None or user is None or not session.mfa_pending:
         ctx = {"authz": authz or "", "username": "", "error": "Sign in first.", **await _client_context(f, authz)}
         return f.render(request, "login.html", ctx, status=400)
-    account = f.account_key(user, "")
-    wait = await f.begin_attempt(account, _ip(request))  # reserved before the check (parallel guesses)
-    if wait:
-        return f.render(request, "totp.html", {"authz": authz or "", "error": wait}, status=429)
-    if not await _check_second_factor(f, user, form.get("code", "")[:40]):
+    result = await f.signin.check_second_factor(user, form.get("code", "")[:40], client_ip(request))
+    if result.outcome is Outcome.THROTTLED:
+        return f.render(request, "totp.html", {"authz": authz or "", "error": f.refusal(result, WRONG_CODE)[0]},
+                        status=429)
+    if not result.ok:
         _audit(f, "login.failed", "failure", request, user.user_id, reason="second factor")
-        return f.render(request, "totp.html", {"authz": authz or "", "error": "That code is not valid."},
+        return f.render(request, "totp.html", {"authz": authz or "", "error": WRONG_CODE},
                         status=400, form_targets=_targets(authz))
-    await f.attempt_succeeded(account, _ip(request))
     now = f.ctx.clock.now()
     session = replace(session, mfa_pending=False, amr=("pwd", "otp"), auth_time=now, last_seen=now)
     await f.ctx.store.update_session(session)
@@ -282,20 +258,13 @@ async def _reauthenticated(request: Request, f: UserFlows, user: User, proof: st
     """Changing a second factor that is on takes more than the session: the password, or a current code
     (TOTP or a recovery code). None when proven; else the message to show. Failures count towards the
     sign-in throttle of the account and the address."""
-    ip = _ip(request)
-    account = f.account_key(user, "")
-    wait = await f.begin_attempt(account, ip)  # reserved before the check (parallel guesses)
-    if wait:
-        return wait
-    proof = proof[:1024]
-    try:
-        proven = bool(proof) and (await _check_second_factor(f, user, proof[:40])
-                                  or (await f.hasher.verify(user.password_hash, proof)).ok)
-    except HasherBusy:
-        proven = None
-    if proven is not False:
-        await f.attempt_succeeded(account, ip)  # proven, or not checked (busy): not counted
-        return None if proven else BUSY
+    result = await f.signin.reauthenticate(user, proof, client_ip(request))
+    if result.ok:
+        return None
+    if result.outcome is Outcome.THROTTLED:
+        return f.refusal(result, REAUTH_FAILED)[0]
+    if result.outcome is Outcome.BUSY:  # not checked: not counted (and no 429 here: the page says why)
+        return BUSY
     _audit(f, "reauth.failed", "failure", request, user.user_id)
     return REAUTH_FAILED
 
@@ -322,18 +291,13 @@ async def totp_enroll(request: Request) -> Response:
         secret = unseal(bytes.fromhex(form.get("pending", "")), f.totp_key, "enrol:" + session.session_id).decode()
     except (SealError, ValueError):
         return error_page(request, "invalid_request", CSRF_FAILED, 400)
-    now = f.ctx.clock.now()
-    if verify_totp(secret, form.get("code", "")[:20], now) is None:
+    if not f.signin.totp_code_matches(secret, form.get("code", "")[:20]):
         return await _enroll_page(request, f, user, session, secret, "That code is not valid; try the next one.", 400)
     if user.has_totp:  # re-enrolment replaces the current factor: prove it is you, not only this browser
         refused = await _reauthenticated(request, f, user, form.get("confirm", ""))
         if refused:
             return await _enroll_page(request, f, user, session, secret, refused, 400)
-    await f.ctx.store.update_user(replace(user, totp_secret=seal(secret.encode(), f.totp_key, user.user_id),
-                                          updated_at=now))
-    codes = new_recovery_codes()
-    await f.ctx.store.set_recovery_codes(user.user_id, [token_hash("recovery:" + c, f.ctx.secret_hash_key)
-                                                        for c in codes])
+    codes = await f.signin.enable_totp(user, secret)
     ended = await _end_other_sessions(f, user, session)
     _audit(f, "totp.enrolled", "success", request, user.user_id, replaced=user.has_totp, sessions_ended=ended)
     return f.render(request, "recovery_codes.html", {"codes": codes})
@@ -349,8 +313,7 @@ async def totp_disable(request: Request) -> Response:
     refused = await _reauthenticated(request, f, user, form.get("confirm", ""))
     if refused:
         return await account(request, error=refused, status=400)
-    await f.ctx.store.update_user(replace(user, totp_secret=None, updated_at=f.ctx.clock.now()))
-    await f.ctx.store.set_recovery_codes(user.user_id, [])
+    await f.signin.disable_totp(user)
     ended = await _end_other_sessions(f, user, session)
     _audit(f, "totp.disabled", "success", request, user.user_id, sessions_ended=ended)
     return await account(request, "Two-step verification is off; your other sessions were signed out.")

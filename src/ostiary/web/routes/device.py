@@ -21,47 +21,36 @@ from starlette.routing import Route
 from ...core.audit import AuditEvent
 from ...core.device import DeviceAuthorization, format_user_code, normalise_user_code
 from ...core.errors import InvalidClient
+from ...core.ratelimit import Attempt, client_network
 from ...core.users import LoginSession
+from ...signin import Outcome
 from .. import metrics
 from ..accounts import UserFlows
 from ..device_poll import DeviceEndpoints
 from ..http import NO_STORE, json_response, protocol_route
-from ..ratelimit import Attempt, client_network
-from ..runtime import Runtime
-from .account import _check_second_factor
 from .authorize import flows, form_of
-from .oauth import _endpoint_request, _record_failure
+from .common import CSRF_FAILED, WRONG_CODE, WRONG_PASSWORD, client_ip, endpoint_request, record_failure, runtime
 
 __all__ = ["routes"]
 
 log = logging.getLogger("ostiary.device")
 
-CSRF_FAILED = "The form expired. Go back and try again."
 BAD_CODE = "That code is not valid, or it has expired. Check the code on your device and try again."
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
-
-
 def _dev(request: Request) -> DeviceEndpoints:
-    return _rt(request).device
-
-
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return runtime(request).device
 
 
 @protocol_route("device_authorization")
 async def device_authorization(request: Request) -> Response:
     """RFC 8628 §3.1-3.2."""
-    rt = _rt(request)
-    req = await _endpoint_request(request, rt, rt.policy.issuer + "/device_authorization")
+    rt = runtime(request)
+    req = await endpoint_request(request, rt, rt.policy.issuer + "/device_authorization")
     try:
         body = await rt.device.authorization.handle(req)
     except InvalidClient:
-        await _record_failure(rt, req)
+        await record_failure(rt, req)
         raise
     return json_response(body, headers=NO_STORE)
 
@@ -73,7 +62,7 @@ def _attempts(request: Request, f: UserFlows) -> list[Attempt]:
     """The counters a typed code takes a slot on: its address (IPv6: the /64) and its browser."""
     cfg = f.settings.device
     out = []
-    ip = _ip(request)
+    ip = client_ip(request)
     if ip:
         out.append(Attempt("device_ip", "device:ip:" + client_network(ip), cfg.attempts_per_ip, cfg.attempt_window))
     browser = request.cookies.get(f.csrf.cookie_name)
@@ -105,7 +94,7 @@ async def _lookup(request: Request, f: UserFlows, typed: str) -> tuple[DeviceAut
         metrics.RATE_LIMITED.labels(refused[0]).inc()
         minutes = max(1, math.ceil(f.settings.device.attempt_window / 60))
         return None, f"Too many attempts. Try again in {minutes} minutes."
-    auth = await _dev(request).verification.lookup(typed[:40], ip=_ip(request))
+    auth = await _dev(request).verification.lookup(typed[:40], ip=client_ip(request))
     if auth is None:
         await _count_wrong_code(f)
         return None, BAD_CODE
@@ -190,10 +179,11 @@ async def device_login(request: Request) -> Response:
         return posted
     auth, form = posted
     username = form.get("username", "")[:320]
-    result = await f.check_password(username, form.get("password", ""), _ip(request))
+    result = await f.signin.check_password(username, form.get("password", ""), client_ip(request))
     if result.user is None:
-        f.ctx.audit.emit(_event(f, "login.failed", request, None, reason=result.error or "", flow="device"))
-        return await _login_page(request, f, auth, username=username, error=result.error, status=result.status)
+        error, status = f.refusal(result, WRONG_PASSWORD)
+        f.ctx.audit.emit(_event(f, "login.failed", request, None, reason=error, flow="device"))
+        return await _login_page(request, f, auth, username=username, error=error, status=status)
     user = result.user
     old = await f.sessions.load(request, allow_pending=True)
     if old is not None:
@@ -219,14 +209,12 @@ async def device_login_totp(request: Request) -> Response:
     user = await f.ctx.store.get_user(session.user_id) if session is not None else None
     if session is None or user is None or not session.mfa_pending:
         return await _login_page(request, f, auth, error="Sign in first.", status=400)
-    account = f.account_key(user, "")
-    wait = await f.begin_attempt(account, _ip(request))  # reserved before the check (parallel guesses)
-    if wait:
-        return f.render(request, "device_totp.html", {**page, "error": wait}, status=429)
-    if not await _check_second_factor(f, user, form.get("code", "")[:40]):
+    result = await f.signin.check_second_factor(user, form.get("code", "")[:40], client_ip(request))
+    if result.outcome is Outcome.THROTTLED:
+        return f.render(request, "device_totp.html", {**page, "error": f.refusal(result, WRONG_CODE)[0]}, status=429)
+    if not result.ok:
         f.ctx.audit.emit(_event(f, "login.failed", request, user.user_id, reason="second factor", flow="device"))
-        return f.render(request, "device_totp.html", {**page, "error": "That code is not valid."}, status=400)
-    await f.attempt_succeeded(account, _ip(request))
+        return f.render(request, "device_totp.html", {**page, "error": WRONG_CODE}, status=400)
     now = f.ctx.clock.now()
     session = replace(session, mfa_pending=False, amr=("pwd", "otp"), auth_time=now, last_seen=now)
     await f.ctx.store.update_session(session)
@@ -250,7 +238,7 @@ async def device_confirm(request: Request) -> Response:
     approve = decision == "approve"
     ok = await _dev(request).verification.decide(auth, approve, user_id=session.user_id,
                                                  session_id=session.session_id, auth_time=session.auth_time,
-                                                 amr=session.amr, ip=_ip(request))
+                                                 amr=session.amr, ip=client_ip(request))
     if not ok:
         return _code_page(request, f, "", signed_in=True, error=BAD_CODE, status=400)
     client = await f.ctx.store.get_client(auth.client_id)
@@ -266,7 +254,7 @@ async def device_confirm(request: Request) -> Response:
 
 def _event(f: UserFlows, type_: str, request: Request, user_id: str | None, **detail: Any) -> AuditEvent:
     return AuditEvent(type=type_, outcome="success" if type_.endswith("succeeded") else "failure",
-                      at=f.ctx.clock.now(), subject=user_id, ip=_ip(request), detail=detail)
+                      at=f.ctx.clock.now(), subject=user_id, ip=client_ip(request), detail=detail)
 
 
 routes = [

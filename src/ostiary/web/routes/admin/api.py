@@ -40,8 +40,9 @@ from ....core.clients import GRANT_CLIENT_CREDENTIALS
 from ....core.errors import StoreUnavailable
 from ....core.issuance import verify_own_access_token
 from ....core.keys import KeyNotFound, KeyRingError
+from ....core.ratelimit import Lockout, client_network
 from ...http import NO_STORE, error_response, json_response, unavailable_error
-from ...ratelimit import Lockout, client_network, retry_after
+from ...ratelimit import retry_after
 from ...runtime import Runtime
 
 __all__ = ["ADMIN_TOKEN_ACTOR", "BadBody", "Handler", "admin_route", "json_body", "routes"]
