@@ -64,6 +64,8 @@ def base_env(db_url: str, issuer: str, secret_key: str, admin_token: str, extra:
         "OSTIARY_KEYS__REFRESH_INTERVAL": "1",
         "OSTIARY_KEYS__PUBLISH_DELAY": "0",
         "OSTIARY_CLIENTS__CACHE_TTL": "0",
+        # each server its own Redis keys: counters left in the shared Redis by another run never apply here
+        "OSTIARY_REDIS_PREFIX": "ostiary-test-" + secrets.token_hex(4) + ":",
         "OSTIARY_RATE_LIMITS__PER_CLIENT": "100000",
         "OSTIARY_RATE_LIMITS__PER_IP": "100000",
         "OSTIARY_RATE_LIMITS__PER_CLIENT_BURST": "100000",

@@ -205,6 +205,8 @@ class Settings(BaseSettings):
     secret_key_file: str = "ostiary-secret.key"
     admin_token: SecretStr | None = None
     redis_url: str | None = None
+    redis_prefix: str = Field("ostiary:", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:._-]+$",
+                              description="prefix of every Redis key (several deployments sharing one Redis)")
     redis_timeout: float = Field(0.5, gt=0, le=5, description="seconds to wait for Redis before the fallback")
     redis_retry_interval: float = Field(5.0, ge=0.1, le=300, description="seconds between retries of an "
                                                                            "unavailable Redis")

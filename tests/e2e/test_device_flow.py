@@ -191,7 +191,7 @@ def test_with_redis_pending_polls_skip_the_database_and_decisions_arrive_at_once
 
     assert poll().json()["error"] == "authorization_pending"  # this one read the row
     rds = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    keys = [k for k in rds.scan_iter("ostiary:poll:*") if rds.hget(k, "client") == client["client_id"].encode()]
+    keys = [k for k in rds.scan_iter(srv.env["OSTIARY_REDIS_PREFIX"] + "poll:*") if rds.hget(k, "client") == client["client_id"].encode()]
     assert len(keys) == 1
     read_at = rds.hget(keys[0], "read")
     for _ in range(3):

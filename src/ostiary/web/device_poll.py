@@ -20,8 +20,9 @@ from ..store.redis.guard import RedisGuard
 __all__ = ["DeviceEndpoints", "device_endpoints", "make_poll_tracker"]
 
 
-def make_poll_tracker(redis: RedisGuard | None) -> PollTracker:
-    return RedisPollTracker(redis) if redis is not None else MemoryPollTracker()
+def make_poll_tracker(redis: RedisGuard | None, prefix: str = "ostiary:") -> PollTracker:
+    """Redis when the process has a Redis connection (keys under ``{prefix}poll:``), process memory otherwise."""
+    return RedisPollTracker(redis, prefix=prefix + "poll:") if redis is not None else MemoryPollTracker()
 
 
 class DeviceEndpoints:

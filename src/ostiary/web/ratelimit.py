@@ -17,9 +17,9 @@ from ..store.redis.ratelimit import RedisLimiter
 __all__ = ["make_limiter", "retry_after"]
 
 
-def make_limiter(redis: RedisGuard | None) -> RateLimiter:
-    """Redis when the process has a Redis connection, process memory otherwise."""
-    return RedisLimiter(redis) if redis is not None else MemoryLimiter()
+def make_limiter(redis: RedisGuard | None, prefix: str = "ostiary:") -> RateLimiter:
+    """Redis when the process has a Redis connection (keys under ``{prefix}rl:``), process memory otherwise."""
+    return RedisLimiter(redis, prefix=prefix + "rl:") if redis is not None else MemoryLimiter()
 
 
 def retry_after(wait: float) -> int:

@@ -67,7 +67,7 @@ class Runtime:
         self.redis = (RedisGuard(settings.redis_url, timeout=settings.redis_timeout,
                                  retry_interval=settings.redis_retry_interval, on_fallback=metrics.redis_fallback)
                       if settings.redis_url else None)
-        self.limiter: RateLimiter = make_limiter(self.redis)
+        self.limiter: RateLimiter = make_limiter(self.redis, settings.redis_prefix)
         # one bounded fetcher for every document fetched from a URL someone else chose (safe_fetch)
         self.fetcher = SafeFetcher.for_issuer(settings.issuer)
         self.jwks_fetcher = HttpJwksFetcher(self.fetcher)
@@ -77,7 +77,7 @@ class Runtime:
         self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
                                  clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
                                  jwks_fetcher=self.jwks_fetcher, external_keys=self.external_keys,
-                                 poll_tracker=make_poll_tracker(self.redis))
+                                 poll_tracker=make_poll_tracker(self.redis, settings.redis_prefix))
         self.grants = default_grants()
         self.token = TokenEndpoint(self.ctx, self.grants)
         self.introspection = IntrospectionEndpoint(self.ctx)
