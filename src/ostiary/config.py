@@ -30,7 +30,7 @@ from ._fetch_rules import is_loopback_url
 from ._secrets import derive_key
 from .core.policy import ServerPolicy
 
-__all__ = ["ConfigError", "Settings", "is_loopback_url", "load_settings"]
+__all__ = ["ConfigError", "Settings", "is_loopback_url", "load_settings", "parse_duration"]
 
 ENV_PREFIX = "OSTIARY_"
 #: The client toolkit's own variables (``ostiary login``'s token file and passphrase): not server settings.
@@ -47,7 +47,8 @@ class ConfigError(Exception):
     """Settings are invalid; the message lists every problem and where it came from."""
 
 
-def _duration(value: Any) -> Any:
+def parse_duration(value: Any) -> Any:
+    """Seconds from ``"90"``, ``"15m"``, ``"2h"`` or ``"1d"`` (settings and CLI flags alike); other values as given."""
     if isinstance(value, str):
         m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
         if not m:
@@ -56,7 +57,7 @@ def _duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[int, BeforeValidator(_duration)]
+Duration = Annotated[int, BeforeValidator(parse_duration)]
 
 
 class _Section(BaseModel):

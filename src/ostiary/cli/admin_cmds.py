@@ -190,9 +190,9 @@ def client_rotate_secret(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Issue a new secret. The old one keeps working for the overlap, for a zero-downtime rollout."""
-    from ..config import _duration
+    from ..config import parse_duration
 
-    seconds = _duration(overlap) if overlap is not None else None
+    seconds = parse_duration(overlap) if overlap is not None else None
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str]:
         client, secret = await svc.rotate_secret(client_id, seconds)

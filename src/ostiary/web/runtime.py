@@ -25,12 +25,12 @@ from ..store.cache import CachedStore
 from ..store.redis.guard import RedisGuard
 from ..store.sql import SqlStore, check_schema
 from . import metrics
-from .accounts import UserFlows
 from .audit import BatchingAuditSink
 from .device_poll import device_endpoints, make_poll_tracker
 from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
 from .logs import LineBuffer
+from .pages import Pages
 from .ratelimit import make_limiter
 from .safe_fetch import SafeFetcher
 
@@ -82,7 +82,7 @@ class Runtime:
         self.token = TokenEndpoint(self.ctx, self.grants)
         self.introspection = IntrospectionEndpoint(self.ctx)
         self.revocation = RevocationEndpoint(self.ctx)
-        self.flows = UserFlows(settings, self.ctx, self.limiter)
+        self.flows = Pages(settings, self.ctx, self.limiter)
         self.metadata = server_metadata(self.policy, self.grants)
         self.device = device_endpoints(self.ctx, settings)
         self.metadata_bytes = orjson.dumps(self.metadata)

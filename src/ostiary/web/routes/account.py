@@ -19,8 +19,8 @@ from ...core.sealing import SealError, seal, unseal
 from ...core.user_tokens import revoke_user_families
 from ...core.users import LoginSession, User
 from ...signin import Outcome
-from ..accounts import BUSY, UserFlows
 from ..http import parse_query, read_form
+from ..pages import BUSY, Pages
 from .authorize import decode_authz, error_page, flows, form_of, render_outcome
 from .common import CSRF_FAILED, WRONG_CODE, WRONG_PASSWORD, client_ip
 
@@ -29,12 +29,12 @@ __all__ = ["routes"]
 REAUTH_FAILED = "Enter your password or a current code from your authenticator app."
 
 
-def _audit(f: UserFlows, type_: str, outcome: str, request: Request, user_id: str | None, **detail: object) -> None:
+def _audit(f: Pages, type_: str, outcome: str, request: Request, user_id: str | None, **detail: object) -> None:
     f.ctx.audit.emit(AuditEvent(type=type_, outcome="success" if outcome == "success" else "failure",
                                 at=f.ctx.clock.now(), subject=user_id, ip=client_ip(request), detail=detail))
 
 
-async def _continue(request: Request, f: UserFlows, session: LoginSession, authz: str | None) -> Response:
+async def _continue(request: Request, f: Pages, session: LoginSession, authz: str | None) -> Response:
     """After a successful sign-in: back into the authorization request, or to the account page."""
     params = decode_authz(authz)
     if not params:
@@ -44,7 +44,7 @@ async def _continue(request: Request, f: UserFlows, session: LoginSession, authz
     return await render_outcome(request, outcome)
 
 
-async def _client_context(f: UserFlows, authz: str | None) -> dict[str, str]:
+async def _client_context(f: Pages, authz: str | None) -> dict[str, str]:
     params = dict(decode_authz(authz))
     client = await f.ctx.store.get_client(params.get("client_id", "")[:256]) if params.get("client_id") else None
     return {"client_name": client.name if client else ""}
@@ -120,7 +120,7 @@ async def _logout_params(request: Request) -> tuple[tuple[str, str], ...]:
     return parse_query(request.url.query, 50)
 
 
-async def _finish_logout(request: Request, f: UserFlows, session: LoginSession | None, redirect: str | None
+async def _finish_logout(request: Request, f: Pages, session: LoginSession | None, redirect: str | None
                          ) -> Response:
     if session is not None:
         await f.ctx.store.end_session(session.session_id)
@@ -163,14 +163,14 @@ async def logout_confirm(request: Request) -> Response:
     return await _finish_logout(request, f, await f.sessions.load(request, allow_pending=True), decision.redirect)
 
 
-async def _signed_in(request: Request) -> tuple[UserFlows, LoginSession | None, User | None]:
+async def _signed_in(request: Request) -> tuple[Pages, LoginSession | None, User | None]:
     f = flows(request)
     session = await f.sessions.load(request)
     user = await f.ctx.store.get_user(session.user_id) if session is not None else None
     return f, session, user
 
 
-async def _account_post(request: Request) -> Response | tuple[UserFlows, LoginSession, User, dict[str, str]]:
+async def _account_post(request: Request) -> Response | tuple[Pages, LoginSession, User, dict[str, str]]:
     """A form posted from the account page: refused without its CSRF token, sent to sign-in without a
     session; otherwise who posted it, and the form."""
     f, session, user = await _signed_in(request)
@@ -246,7 +246,7 @@ def _qr_svg(uri: str) -> str:
     return buf.getvalue().decode()
 
 
-async def _enroll_page(request: Request, f: UserFlows, user: User, session: LoginSession, secret: str,
+async def _enroll_page(request: Request, f: Pages, user: User, session: LoginSession, secret: str,
                        error: str | None = None, status: int = 200) -> Response:
     pending = seal(secret.encode(), f.totp_key, "enrol:" + session.session_id).hex()
     uri = totp_uri(secret, user.username, "Ostiary " + f.settings.issuer.split("://", 1)[1])
@@ -254,7 +254,7 @@ async def _enroll_page(request: Request, f: UserFlows, user: User, session: Logi
                                                   "error": error, "reauth": user.has_totp}, status=status)
 
 
-async def _reauthenticated(request: Request, f: UserFlows, user: User, proof: str) -> str | None:
+async def _reauthenticated(request: Request, f: Pages, user: User, proof: str) -> str | None:
     """Changing a second factor that is on takes more than the session: the password, or a current code
     (TOTP or a recovery code). None when proven; else the message to show. Failures count towards the
     sign-in throttle of the account and the address."""
@@ -269,7 +269,7 @@ async def _reauthenticated(request: Request, f: UserFlows, user: User, proof: st
     return REAUTH_FAILED
 
 
-async def _end_other_sessions(f: UserFlows, user: User, current: LoginSession) -> int:
+async def _end_other_sessions(f: Pages, user: User, current: LoginSession) -> int:
     """After the second factor changed: every other browser signs in again."""
     n = 0
     for s in await f.ctx.store.list_sessions(user.user_id):

@@ -17,16 +17,16 @@ from ...core.endpoints.authorize import (
     Outcome,
 )
 from ...core.errors import InvalidRequest
-from ..accounts import UserFlows
 from ..http import parse_query, read_form
+from ..pages import Pages
 
 __all__ = ["decode_authz", "flows", "form_of", "render_outcome", "routes"]
 
 ERROR_TITLES = {"invalid_client": "Unknown application", "invalid_request": "Invalid sign-in request"}
 
 
-def flows(request: Request) -> UserFlows:
-    f: UserFlows = request.app.state.runtime.flows
+def flows(request: Request) -> Pages:
+    f: Pages = request.app.state.runtime.flows
     return f
 
 

@@ -25,9 +25,9 @@ from ...core.ratelimit import Attempt, client_network
 from ...core.users import LoginSession
 from ...signin import Outcome
 from .. import metrics
-from ..accounts import UserFlows
 from ..device_poll import DeviceEndpoints
 from ..http import NO_STORE, json_response, protocol_route
+from ..pages import Pages
 from .authorize import flows, form_of
 from .common import CSRF_FAILED, WRONG_CODE, WRONG_PASSWORD, client_ip, endpoint_request, record_failure, runtime
 
@@ -58,7 +58,7 @@ async def device_authorization(request: Request) -> Response:
 # -- attempt limits (RFC 8628 §5.1) ---------------------------------------------------------------
 
 
-def _attempts(request: Request, f: UserFlows) -> list[Attempt]:
+def _attempts(request: Request, f: Pages) -> list[Attempt]:
     """The counters a typed code takes a slot on: its address (IPv6: the /64) and its browser."""
     cfg = f.settings.device
     out = []
@@ -72,7 +72,7 @@ def _attempts(request: Request, f: UserFlows) -> list[Attempt]:
     return out
 
 
-async def _count_wrong_code(f: UserFlows) -> None:
+async def _count_wrong_code(f: Pages) -> None:
     """The server-wide count of wrong codes is an alarm, never a refusal: refusing everyone once it is reached
     would lock out every real user (and a valid code is never refused because of it)."""
     cfg = f.settings.device
@@ -84,7 +84,7 @@ async def _count_wrong_code(f: UserFlows) -> None:
                         cfg.attempts_global, cfg.attempt_window)
 
 
-async def _lookup(request: Request, f: UserFlows, typed: str) -> tuple[DeviceAuthorization | None, str | None]:
+async def _lookup(request: Request, f: Pages, typed: str) -> tuple[DeviceAuthorization | None, str | None]:
     """The authorization the typed code names, or an error message for the page (throttled, or wrong). The
     attempt is reserved before the look-up (parallel guesses cannot overrun the limits) and given back when
     the code was right."""
@@ -109,13 +109,13 @@ def _status(error: str | None) -> int:
 # -- pages -----------------------------------------------------------------------------------------
 
 
-def _code_page(request: Request, f: UserFlows, user_code: str, *, signed_in: bool, error: str | None = None,
+def _code_page(request: Request, f: Pages, user_code: str, *, signed_in: bool, error: str | None = None,
                status: int = 200) -> Response:
     return f.render(request, "device_code.html", {"user_code": user_code, "error": error, "signed_in": signed_in},
                     status=status)
 
 
-async def _posted_code(request: Request, f: UserFlows, *, signed_in: bool
+async def _posted_code(request: Request, f: Pages, *, signed_in: bool
                        ) -> Response | tuple[DeviceAuthorization, dict[str, str]]:
     """A form posted from a page that carries the user code (sign-in, second factor, decision): refused without
     its CSRF token; otherwise the authorization the code names and the form, or the code page saying why not."""
@@ -128,7 +128,7 @@ async def _posted_code(request: Request, f: UserFlows, *, signed_in: bool
     return auth, form
 
 
-async def _confirm_page(request: Request, f: UserFlows, auth: DeviceAuthorization, session: LoginSession
+async def _confirm_page(request: Request, f: Pages, auth: DeviceAuthorization, session: LoginSession
                         ) -> Response:
     client = await f.ctx.store.get_client(auth.client_id)
     user = await f.ctx.store.get_user(session.user_id)
@@ -139,7 +139,7 @@ async def _confirm_page(request: Request, f: UserFlows, auth: DeviceAuthorizatio
     return f.render(request, "device_confirm.html", ctx)
 
 
-async def _login_page(request: Request, f: UserFlows, auth: DeviceAuthorization, *, username: str = "",
+async def _login_page(request: Request, f: Pages, auth: DeviceAuthorization, *, username: str = "",
                       error: str | None = None, status: int = 200) -> Response:
     client = await f.ctx.store.get_client(auth.client_id)
     return f.render(request, "device_login.html", {
@@ -252,7 +252,7 @@ async def device_confirm(request: Request) -> Response:
     return f.render(request, "device_done.html", ctx)
 
 
-def _event(f: UserFlows, type_: str, request: Request, user_id: str | None, **detail: Any) -> AuditEvent:
+def _event(f: Pages, type_: str, request: Request, user_id: str | None, **detail: Any) -> AuditEvent:
     return AuditEvent(type=type_, outcome="success" if type_.endswith("succeeded") else "failure",
                       at=f.ctx.clock.now(), subject=user_id, ip=client_ip(request), detail=detail)
 

@@ -27,7 +27,7 @@ from . import metrics
 from .csrf import CsrfGuard
 from .sessions import SessionManager
 
-__all__ = ["BUSY", "UserFlows", "origin_of"]
+__all__ = ["BUSY", "Pages", "origin_of"]
 
 TEMPLATES = Path(__file__).with_name("templates")
 PAGE_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -43,7 +43,10 @@ def origin_of(uri: str) -> str | None:
     return None
 
 
-class UserFlows:
+class Pages:
+    """The browser pages' shared kit (one per process): templates, CSRF, sessions, sign-in checks, code-flow
+    endpoints. The pages themselves are routes (``web/routes/authorize.py``, ``account.py``, ``device.py``)."""
+
     def __init__(self, settings: Settings, ctx: EngineContext, limiter: RateLimiter) -> None:
         self.settings = settings
         self.ctx = ctx
