@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 from collections.abc import Sequence
@@ -59,8 +60,11 @@ def _text(value: str | None, limit: int) -> str | None:
 
 
 def _ip(value: str | None) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else _valid_ip(value)
+
+
+@functools.lru_cache(maxsize=4096)  # a client's address repeats from request to request
+def _valid_ip(value: str) -> str | None:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
