@@ -23,9 +23,11 @@ def _capture(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     handler = logs._JsonHandler(out)
     handler.setFormatter(logs.JsonFormatter())
     monkeypatch.setattr(root, "handlers", [handler])
-    for name in ("ostiary", "ostiary.audit", "ostiary.access"):
+    # as configure_logging leaves them, whatever an earlier test (an in-process Uvicorn, a dictConfig) did
+    for name in ("ostiary", "ostiary.audit", "ostiary.access", "uvicorn", "uvicorn.error", "asyncio"):
         monkeypatch.setattr(logging.getLogger(name), "handlers", [])
         monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
     _level(logging.INFO)
     return out
 
@@ -144,6 +146,7 @@ def test_configure_logging_routes_every_library_through_one_json_handler(monkeyp
     for name in ("ostiary", "uvicorn", "uvicorn.error", "uvicorn.access", "asyncio", "py.warnings"):
         monkeypatch.setattr(logging.getLogger(name), "propagate", logging.getLogger(name).propagate)
         monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+        monkeypatch.setattr(logging.getLogger(name), "disabled", logging.getLogger(name).disabled)
     out = io.StringIO()
     monkeypatch.setattr(sys, "stderr", out)
     try:

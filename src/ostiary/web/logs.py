@@ -195,6 +195,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         handler.setFormatter(JsonFormatter())
         sys.excepthook = _excepthook
         threading.excepthook = _thread_excepthook
+        logging.captureWarnings(False)  # if someone captured warnings before us, take them over anew
         logging.captureWarnings(True)
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -212,6 +213,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         for h in list(lg.handlers):  # Uvicorn or Granian may have configured their own plain-text handlers
             lg.removeHandler(h)
         lg.propagate = True
+        lg.disabled = False  # a dictConfig(disable_existing_loggers=True) elsewhere must not silence them
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # Ostiary writes its own access log
     root._ostiary_configured = True  # type: ignore[attr-defined]
     # the server never logs file/line, thread or process names: skip collecting them on every record
