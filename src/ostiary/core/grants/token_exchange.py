@@ -14,6 +14,7 @@ goes to the audit log and to ``ostiary federation explain``, never to the caller
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..audit import AuditEvent
@@ -58,17 +59,7 @@ class TokenExchangeGrant:
         return await self._federate(req, ctx)
 
     async def _delegate(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
-        params = req.params
-        for name in ("actor_token", "actor_token_type"):
-            if name in params:
-                raise InvalidRequest("actor_token is not supported: the authenticated client is the actor")
-        token = params.get("subject_token")
-        if not token:
-            raise InvalidRequest("missing parameter 'subject_token'")
-        requested = params.get("requested_token_type")
-        if requested is not None and requested != TOKEN_TYPE_ACCESS_TOKEN:
-            raise InvalidRequest("requested_token_type must be " + TOKEN_TYPE_ACCESS_TOKEN)
-        return await exchange_on_behalf(req, ctx, token)
+        return await exchange_on_behalf(req, ctx, _subject_token(req.params))
 
     async def _federate(self, req: GrantRequest, ctx: EngineContext) -> TokenResponse:
         detail: dict[str, Any] = {}
@@ -83,19 +74,10 @@ class TokenExchangeGrant:
 
     async def _exchange(self, req: GrantRequest, ctx: EngineContext, detail: dict[str, Any]) -> TokenResponse:
         params = req.params
-        for name in ("actor_token", "actor_token_type"):
-            if name in params:
-                raise InvalidRequest("delegation (actor_token) is not supported; send only a subject_token")
-        token = params.get("subject_token")
-        if not token:
-            raise InvalidRequest("missing parameter 'subject_token'")
-        token_type = params.get("subject_token_type")
-        if token_type not in SUBJECT_TOKEN_TYPES:
+        token = _subject_token(params)
+        if params.get("subject_token_type") not in SUBJECT_TOKEN_TYPES:
             raise InvalidRequest("subject_token_type must be " + " or ".join(sorted(SUBJECT_TOKEN_TYPES | {
                 TOKEN_TYPE_ACCESS_TOKEN})))
-        requested = params.get("requested_token_type")
-        if requested is not None and requested != TOKEN_TYPE_ACCESS_TOKEN:
-            raise InvalidRequest("requested_token_type must be " + TOKEN_TYPE_ACCESS_TOKEN)
         scope_set(params.get("scope"))  # malformed → invalid_request
         # only an authenticated client counts: a public client's bare client_id proves nothing
         client = req.client
@@ -139,3 +121,19 @@ def _describe(report: FederationReport) -> dict[str, Any]:
     if report.grant is not None:
         out.update(aud=list(report.grant.audience), scope=" ".join(report.grant.scopes))
     return out
+
+
+def _subject_token(params: Mapping[str, str]) -> str:
+    """What both cases require of an RFC 8693 §2.1 request: no ``actor_token`` (the authenticated client is the
+    actor), a ``subject_token``, and an access token as the requested type. The federation case calls it inside
+    its audited block, so its refusals are audited too."""
+    if "actor_token" in params or "actor_token_type" in params:
+        raise InvalidRequest("actor_token is not supported: the authenticated client is the actor; "
+                             "send only a subject_token")
+    token = params.get("subject_token")
+    if not token:
+        raise InvalidRequest("missing parameter 'subject_token'")
+    requested = params.get("requested_token_type")
+    if requested is not None and requested != TOKEN_TYPE_ACCESS_TOKEN:
+        raise InvalidRequest("requested_token_type must be " + TOKEN_TYPE_ACCESS_TOKEN)
+    return token
