@@ -190,6 +190,9 @@ class AuditSettings(_Section):
     durability: Literal["batched", "sync"] = Field(
         "batched", description="batched: rows written every 0.2 s off the request path (a killed process loses "
                                "at most the last interval); sync: the row is written before the response")
+    retention: Duration = Field(
+        365 * 86400, ge=0, description="events older than this are deleted by the maintenance task, in bounded "
+                                       "batches (0 keeps them forever)")
 
 
 class Settings(BaseSettings):

@@ -121,3 +121,17 @@ async def test_schema_status_names_the_command(backend: str, tmp_path: Path) -> 
     finally:
         if name:
             await asyncio.to_thread(drop_pg_database, name)
+
+
+async def test_audit_purge_deletes_the_oldest_events_before_the_cutoff_in_bounded_batches(store) -> None:  # type: ignore[no-untyped-def]
+    tag = secrets.token_hex(4)
+    events = [AuditEvent(type=f"purge.{tag}", outcome="success", at=-1000.0 + i, client_id=f"c{i}") for i in range(7)]
+    await store.record_events(events)
+    # older than anything another test records; before -995: events 0..4 qualify; a batch of 3 takes the three oldest
+    assert await store.purge_events(-995.0, 3) == 3
+    left = [e.client_id for e in await store.list_events(limit=50, type_prefix=f"purge.{tag}")]
+    assert sorted(left) == ["c3", "c4", "c5", "c6"]
+    assert await store.purge_events(-995.0, 3) == 2
+    assert await store.purge_events(-995.0, 3) == 0
+    left = [e.client_id for e in await store.list_events(limit=50, type_prefix=f"purge.{tag}")]
+    assert sorted(left) == ["c5", "c6"]

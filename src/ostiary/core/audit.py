@@ -44,6 +44,11 @@ class AuditRepository(Protocol):
 
     async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]: ...
 
+    async def purge_events(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` of the oldest events recorded before ``before``; return how many went.
+        Bounded, so that a retention purge over a large table never holds one long transaction."""
+        ...
+
 
 class AuditSink(Protocol):
     def emit(self, event: AuditEvent) -> None:

@@ -122,6 +122,12 @@ class MemoryStore(MemoryUsersMixin, MemoryTokensMixin, MemoryFederationMixin, Me
     async def record_events(self, events: Sequence[AuditEvent]) -> None:
         self.events.extend(events)
 
+    async def purge_events(self, before: float, limit: int) -> int:
+        old = [i for i, e in enumerate(self.events) if e.at < before][:limit]
+        for i in reversed(old):
+            del self.events[i]
+        return len(old)
+
     async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]:
         found = [e for e in reversed(self.events) if type_prefix is None or e.type.startswith(type_prefix)]
         return found[:limit]

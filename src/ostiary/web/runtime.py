@@ -46,6 +46,8 @@ class StartupError(Exception):
 #: Expired sessions, codes and token families are kept this long before they are deleted, so a replayed code
 #: or refresh token is still recognised (and its family revoked) for a day after it expired.
 PURGE_GRACE = 86_400.0
+AUDIT_PURGE_BATCH = 10_000  # rows a retention batch deletes
+AUDIT_PURGE_BATCHES = 20  # batches per maintenance minute: 200,000 rows
 
 
 class Runtime:
@@ -137,11 +139,23 @@ class Runtime:
                     await self.db.purge_expired(self.clock.now())
                     await self.db.purge_device_authorizations(self.clock.now())
                     await self.db.purge_user_flows(self.clock.now(), PURGE_GRACE)
+                    await self._purge_audit()
                 await self.reload_keys()
             except StoreUnavailable:
                 pass  # the store logged the outage once; try again next tick
             except Exception:
                 log.exception("maintenance failed; retrying")
+
+    async def _purge_audit(self) -> None:
+        """Retention: delete events older than ``audit.retention``, at most AUDIT_PURGE_BATCHES batches a
+        minute, so a backlog (a table that grew for years) is worked off without long locks."""
+        retention = self.settings.audit.retention
+        if retention <= 0:
+            return
+        before = self.clock.now() - retention
+        for _ in range(AUDIT_PURGE_BATCHES):
+            if await self.db.purge_events(before, AUDIT_PURGE_BATCH) < AUDIT_PURGE_BATCH:
+                return
 
     async def stop(self) -> None:
         for task in self._tasks:

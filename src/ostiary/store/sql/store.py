@@ -245,6 +245,17 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin
                 raise AuditEventsRejected(str(exc.orig)[:300]) from exc
             raise  # the database or the connection failed: worth a retry
 
+    async def purge_events(self, before: float, limit: int) -> int:
+        """One bounded batch: the oldest rows (the ``at`` index) before the cut-off. On PostgreSQL rows another
+        node is deleting at the same moment are skipped, not waited for."""
+        ae = t.audit_events
+        async with self._begin() as conn:
+            pick = sa.select(ae.c.id).where(ae.c.at < before).order_by(ae.c.at).limit(limit)
+            if conn.dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True)
+            res = await conn.execute(ae.delete().where(ae.c.id.in_(pick.scalar_subquery())))
+        return int(res.rowcount or 0)
+
     async def list_events(self, limit: int = 100, type_prefix: str | None = None) -> list[AuditEvent]:
         q = sa.select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
         if type_prefix:
