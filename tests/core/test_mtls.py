@@ -18,7 +18,8 @@ from ostiary.admin.service import ClientUpdate
 from ostiary.core import jose, mtls
 from ostiary.core.endpoints.authorize import AuthorizationRequest, AuthorizeEndpoint
 from ostiary.core.endpoints.token import TokenEndpoint
-from ostiary.core.errors import InvalidClient, InvalidGrant, InvalidRequest
+from ostiary.core.endpoints.userinfo import UserinfoEndpoint
+from ostiary.core.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidToken
 from ostiary.core.grants import default_grants
 
 from .test_authorize import CB, VERIFIER, _params, _setup
@@ -120,6 +121,12 @@ async def test_public_client_refresh_tokens_are_bound_to_the_certificate(engine)
         await _token(engine, code_form, None, mtls.NO_TRUST_ANCHORS)
     t = await _token(engine, code_form, own, mtls.NO_TRUST_ANCHORS)
     assert jose.decode_unverified(t.access_token)[1]["cnf"] == {"x5t#S256": mtls.certificate_thumbprint(own)}
+    # the userinfo endpoint is a protected resource too (RFC 8705 §3)
+    userinfo = UserinfoEndpoint(engine.ctx)
+    assert (await userinfo.handle("Bearer " + t.access_token, client_cert=own))["sub"]
+    for cert in (None, _der(_cert("thief")[0])):
+        with pytest.raises(InvalidToken):
+            await userinfo.handle("Bearer " + t.access_token, client_cert=cert)
     refresh = {"grant_type": "refresh_token", "refresh_token": t.refresh_token, "client_id": cid}
     # the client's registration no longer asks for bound tokens: the family stays bound all the same
     await engine.admin.update_client(cid, ClientUpdate(tls_client_certificate_bound_access_tokens=False))

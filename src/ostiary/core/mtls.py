@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
-from .._secrets import b64url
+from .._secrets import b64url, constant_time_equals
 from .errors import InvalidRequest
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "NO_TRUST_ANCHORS",
     "TlsClientAuthName",
     "TrustAnchors",
+    "bound_certificate_presented",
     "certificate_confirmation",
     "certificate_der",
     "certificate_thumbprint",
@@ -79,6 +80,21 @@ def certificate_confirmation(client_cert: bytes | None) -> dict[str, str]:
         return {CNF_X5T: certificate_thumbprint(certificate_der(client_cert))}
     except ValueError as exc:
         raise InvalidRequest("the TLS client certificate cannot be read") from exc
+
+
+def bound_certificate_presented(claims: Mapping[str, Any], client_cert: bytes | None) -> bool:
+    """Whether a token's claims allow this request: no ``cnf.x5t#S256``, or the presented certificate has that
+    thumbprint (RFC 8705 §3: a certificate-bound token without its certificate is refused)."""
+    cnf = claims.get("cnf")
+    if not isinstance(cnf, Mapping) or CNF_X5T not in cnf:
+        return True
+    if client_cert is None or not isinstance(cnf[CNF_X5T], str):
+        return False
+    try:
+        presented = certificate_thumbprint(certificate_der(client_cert))
+    except ValueError:
+        return False
+    return constant_time_equals(presented, cnf[CNF_X5T])
 
 
 def certificate_thumbprint(der: bytes) -> str:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from .._secrets import constant_time_equals
-from ..core.mtls import CNF_X5T, certificate_der, certificate_thumbprint
+from ..core.mtls import bound_certificate_presented
 from .errors import InvalidToken
 from .token import AccessToken
 
@@ -31,18 +30,11 @@ __all__ = ["ClientCertificates", "check_certificate_binding"]
 def check_certificate_binding(token: AccessToken, client_cert: bytes | str | None) -> None:
     """Raise :class:`InvalidToken` when ``token`` is certificate-bound (``cnf.x5t#S256``) and ``client_cert``
     (DER or PEM) is missing or another certificate. RFC 8705 §3."""
-    cnf = token.claims.get("cnf")
-    if not isinstance(cnf, Mapping) or CNF_X5T not in cnf:
-        return
-    bound = cnf[CNF_X5T]
-    if not isinstance(bound, str) or client_cert is None:
-        raise InvalidToken("certificate-bound token without a client certificate")
-    try:
-        presented = certificate_thumbprint(certificate_der(client_cert))
-    except (ValueError, TypeError):
-        raise InvalidToken("certificate-bound token with an unreadable client certificate") from None
-    if not constant_time_equals(presented, bound):
-        raise InvalidToken("certificate-bound token presented with another client certificate")
+    if isinstance(client_cert, str):
+        client_cert = client_cert.encode("ascii", "replace")
+    if not bound_certificate_presented(token.claims, client_cert):
+        raise InvalidToken("certificate-bound token without its client certificate" if client_cert is None
+                           else "certificate-bound token presented with another or an unreadable certificate")
 
 
 def _pem_from_header(value: str) -> str | None:
