@@ -25,6 +25,7 @@ PUBLIC: dict[str, set[str]] = {
     "ostiary.resource": {
         "AccessToken", "InsufficientScope", "Introspection", "InvalidRequest", "InvalidToken", "IssuerUnavailable",
         "JwksCache", "MissingToken", "ResourceError", "TokenVerifier", "WrongTokenKind", "is_service_token",
+        "ClientCertificates", "check_certificate_binding",
     },
     "ostiary.resource.starlette": {"BearerAuthMiddleware"},
     "ostiary.resource.fastapi": {"BearerError", "install", "require_scopes", "require_service", "require_token",

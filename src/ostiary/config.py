@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -151,6 +160,13 @@ class ServerSettings(_Section):
                                                              "X-Forwarded-For header is believed")
     proxy_header: Literal["x-forwarded-for", "forwarded"] = Field(
         "x-forwarded-for", description="the header trusted proxies set: X-Forwarded-For or RFC 7239 Forwarded")
+    tls_cert_file: str | None = Field(None, description="PEM certificate (chain) of a TLS listener: "
+                                                        "`ostiary serve` speaks HTTPS")
+    tls_key_file: str | None = Field(None, description="PEM private key of the TLS listener")
+    tls_client_ca_file: str | None = Field(None, description="PEM CA bundle: the TLS listener asks clients for a "
+                                                             "certificate that chains to one of these (mTLS)")
+    tls_client_cert_required: bool = Field(False, description="the TLS handshake fails without a client "
+                                                              "certificate (else it is optional)")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -179,11 +195,32 @@ class ServerSettings(_Section):
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
         return v
 
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("server.tls_cert_file and server.tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("server.tls_client_ca_file needs a TLS listener (server.tls_cert_file, tls_key_file)")
+        if self.tls_client_cert_required and self.tls_client_ca_file is None:
+            raise ValueError("server.tls_client_cert_required needs server.tls_client_ca_file")
+        return self
+
     def metrics_listener(self) -> tuple[str, int] | None:
         if self.metrics_address is None:
             return None
         host, _, port = self.metrics_address.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+class MtlsSettings(_Section):
+    """Mutual-TLS client authentication and certificate-bound tokens (RFC 8705)."""
+
+    ca_file: str | None = Field(None, description="PEM bundle of the CAs whose client certificates "
+                                                  "tls_client_auth accepts (unset: tls_client_auth is off)")
+    proxy_cert_header: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="header in which a trusted proxy (server.trusted_proxies) forwards the client certificate, "
+                    "URL-encoded PEM (e.g. X-Client-Cert); from any other peer it is removed")
 
 
 class AuditSettings(_Section):
@@ -227,6 +264,7 @@ class Settings(BaseSettings):
     device: DeviceSettings = DeviceSettings()
     server: ServerSettings = ServerSettings()
     audit: AuditSettings = AuditSettings()
+    mtls: MtlsSettings = MtlsSettings()
 
     @field_validator("issuer")
     @classmethod

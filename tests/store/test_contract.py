@@ -12,6 +12,8 @@ import pytest
 from ostiary.core.audit import AuditEvent
 from ostiary.core.clients import Client, ClientSecret
 from ostiary.core.keys import SigningKey
+from ostiary.core.mtls import TlsClientAuthName
+from ostiary.core.tokens import TokenFamily
 from ostiary.store.sql import SqlStore, check_schema, upgrade
 
 from ..support import create_pg_database, drop_pg_database
@@ -45,6 +47,24 @@ async def test_clients_round_trip(store) -> None:  # type: ignore[no-untyped-def
     assert await store.get_client(c.client_id) is None
     with pytest.raises(KeyError):
         await store.update_client(changed)
+
+
+async def test_mtls_client_metadata_and_family_binding_round_trip(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 8705: the registered certificate name, the token-binding flag, and a family's certificate thumbprint."""
+    c = _client(token_endpoint_auth_method="tls_client_auth",
+                tls_client_auth=TlsClientAuthName(subject_dn="CN=svc,O=Example"),
+                tls_client_certificate_bound_access_tokens=True)
+    await store.add_client(c)
+    assert await store.get_client(c.client_id) == c
+    changed = replace(c, tls_client_auth=TlsClientAuthName(san_ip="10.0.0.7"),
+                      tls_client_certificate_bound_access_tokens=False)
+    await store.update_client(changed)
+    assert await store.get_client(c.client_id) == changed
+    family = TokenFamily(family_id=secrets.token_hex(8), client_id=c.client_id, user_id="u", scopes=frozenset({"a"}),
+                         audience=("https://api.example.com",), created_at=1.0, expires_at=99.0, auth_time=1.0,
+                         x5t_s256="A" * 43)
+    await store.add_family(family)
+    assert await store.get_family(family.family_id) == family
 
 
 async def test_keys_round_trip(store) -> None:  # type: ignore[no-untyped-def]

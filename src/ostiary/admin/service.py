@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from ..core.endpoints.token import REFUSED_GRANTS
 from ..core.federation import TOKEN_EXCHANGE_GRANT
 from ..core.grants import default_grants
 from ..core.keys import SigningKey
+from ..core.mtls import TlsClientAuthName, normalized_dn
 from ..core.policy import ServerPolicy
 from ..core.requests import is_audience_uri, is_scope_token
 from ..core.storage import Store
@@ -127,6 +129,15 @@ class ClientCreate(BaseModel):
     admin: bool = Field(False, description="may call the admin API with its client-credentials tokens "
                                            "(client_credentials only)")
     id_token_signed_response_alg: IdTokenAlg = "RS256"
+    tls_client_auth_subject_dn: str | None = Field(None, max_length=1000, description=(
+        "tls_client_auth (RFC 8705 §2.1.2): the certificate's subject DN, RFC 4514 (CN=svc,O=Example)"))
+    tls_client_auth_san_dns: str | None = Field(None, max_length=253, description="tls_client_auth: a dNSName SAN")
+    tls_client_auth_san_uri: str | None = Field(None, max_length=2000, description="tls_client_auth: a URI SAN")
+    tls_client_auth_san_ip: str | None = Field(None, max_length=45, description="tls_client_auth: an iPAddress SAN")
+    tls_client_auth_san_email: str | None = Field(None, max_length=320,
+                                                  description="tls_client_auth: an rfc822Name SAN")
+    tls_client_certificate_bound_access_tokens: bool = Field(
+        False, description="access tokens carry cnf.x5t#S256 of the client's TLS certificate (RFC 8705 §3)")
 
     @field_validator("client_id")
     @classmethod
@@ -178,6 +189,9 @@ class ClientCreate(BaseModel):
                              "--audience https://api.example.com (admin API: audiences)")
         if method == "private_key_jwt" and not (self.jwks or self.jwks_uri):
             raise ValueError("private_key_jwt needs --jwks or --jwks-uri")
+        _check_tls_client_auth(method, self.tls_name())
+        if method == "self_signed_tls_client_auth" and not self.jwks:
+            raise ValueError("self_signed_tls_client_auth needs --jwks: the client's certificate (x5c) or its key")
         if self.jwks is not None:
             try:
                 if not jose.parse_jwks(self.jwks):
@@ -191,6 +205,11 @@ class ClientCreate(BaseModel):
             raise ValueError("may_exchange_for needs the token exchange grant: add --grant-type "
                              + TOKEN_EXCHANGE_GRANT)
         return self
+
+    def tls_name(self) -> TlsClientAuthName:
+        return TlsClientAuthName(subject_dn=self.tls_client_auth_subject_dn, san_dns=self.tls_client_auth_san_dns,
+                                 san_uri=self.tls_client_auth_san_uri, san_ip=self.tls_client_auth_san_ip,
+                                 san_email=self.tls_client_auth_san_email)
 
     def auth_method(self) -> AuthMethod:
         if self.token_endpoint_auth_method:
@@ -215,6 +234,34 @@ class ClientUpdate(BaseModel):
     first_party: bool | None = None
     admin: bool | None = None
     id_token_signed_response_alg: IdTokenAlg | None = None
+    tls_client_auth_subject_dn: str | None = Field(None, max_length=1000)
+    tls_client_auth_san_dns: str | None = Field(None, max_length=253)
+    tls_client_auth_san_uri: str | None = Field(None, max_length=2000)
+    tls_client_auth_san_ip: str | None = Field(None, max_length=45)
+    tls_client_auth_san_email: str | None = Field(None, max_length=320)
+    tls_client_certificate_bound_access_tokens: bool | None = None
+
+
+def _check_tls_client_auth(method: str | None, name: TlsClientAuthName) -> None:
+    """RFC 8705 §2.1.2: a tls_client_auth client registers exactly one of the subject DN and the SANs; the
+    self-signed method (§2.2.2) uses the registered JWKS (``--jwks``, with ``x5c`` or the certificate's key)."""
+    given = name.as_dict()
+    if method == "tls_client_auth":
+        if len(given) != 1:
+            raise ValueError("tls_client_auth needs exactly one of --tls-subject-dn, --tls-san-dns, --tls-san-uri, "
+                             "--tls-san-ip, --tls-san-email (admin API: tls_client_auth_subject_dn, …)")
+        if name.subject_dn is not None:
+            try:
+                normalized_dn(name.subject_dn)
+            except ValueError:
+                raise ValueError("tls_client_auth_subject_dn is not an RFC 4514 DN (e.g. CN=svc,O=Example)") from None
+        if name.san_ip is not None:
+            try:
+                ipaddress.ip_address(name.san_ip)
+            except ValueError:
+                raise ValueError("tls_client_auth_san_ip is not an IP address") from None
+    elif given:
+        raise ValueError(f"{', '.join(sorted(given))}: only for token_endpoint_auth_method tls_client_auth")
 
 
 def check_admin_rules(spec: ClientCreate, issuer: str) -> None:
@@ -247,6 +294,8 @@ def client_view(c: Client, now: float) -> dict[str, Any]:
         "allowed_origins": list(c.allowed_origins), "jwks_uri": c.jwks_uri, "has_jwks": c.jwks is not None,
         "first_party": c.first_party, "admin": c.admin,
         "id_token_signed_response_alg": c.id_token_signed_response_alg,
+        **c.tls_client_auth.as_dict(),
+        "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
         "secrets": [{"created_at": int(s.created_at),
                      "expires_at": int(s.expires_at) if s.expires_at else None, "active": s.usable(now)}
                     for s in c.secrets],
@@ -308,7 +357,9 @@ class AdminService:
             redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), secrets=secrets, jwks=spec.jwks,
             jwks_uri=spec.jwks_uri, first_party=spec.first_party, admin=spec.admin,
-            id_token_signed_response_alg=spec.id_token_signed_response_alg, created_at=now, updated_at=now)
+            id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
+            tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
+            created_at=now, updated_at=now)
         try:
             await self.store.add_client(client)
         except ValueError as exc:
@@ -337,6 +388,8 @@ class AdminService:
             "jwks": dict(current.jwks) if current.jwks else None, "jwks_uri": current.jwks_uri,
             "first_party": current.first_party, "admin": current.admin,
             "id_token_signed_response_alg": current.id_token_signed_response_alg,
+            **current.tls_client_auth.as_dict(),
+            "tls_client_certificate_bound_access_tokens": current.tls_client_certificate_bound_access_tokens,
         }
         merged.update(changes.model_dump(exclude_none=True))
         spec = ClientCreate.model_validate(merged)  # the same rules as at creation
@@ -352,7 +405,9 @@ class AdminService:
             redirect_uris=tuple(spec.redirect_uris), post_logout_redirect_uris=tuple(spec.post_logout_redirect_uris),
             allowed_origins=tuple(spec.allowed_origins), jwks=spec.jwks, jwks_uri=spec.jwks_uri,
             first_party=spec.first_party, admin=spec.admin,
-            id_token_signed_response_alg=spec.id_token_signed_response_alg, updated_at=self.clock.now())
+            id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
+            tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
+            updated_at=self.clock.now())
         await self.store.update_client(updated)
         return updated
 

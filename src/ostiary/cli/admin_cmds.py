@@ -65,7 +65,8 @@ def client_create(
     public: bool = typer.Option(False, "--public", help="A public client (SPA, mobile, CLI): no secret."),
     auth_method: str | None = typer.Option(None, "--auth-method",
                                            help="client_secret_basic (default), client_secret_post, "
-                                                "private_key_jwt, none"),
+                                                "private_key_jwt, tls_client_auth (with one --tls-… name), "
+                                                "self_signed_tls_client_auth (with --jwks), none"),
     grant_type: list[str] = typer.Option(["client_credentials"], "--grant-type",
                                          help="Allowed grant (repeat). Default: client_credentials."),
     scope: list[str] = typer.Option([], "--scope", help="Allowed scope (repeat, or space-separated)."),
@@ -90,6 +91,16 @@ def client_create(
     id_token_alg: str = typer.Option("RS256", "--id-token-alg",
                                      help="Algorithm of this client's ID tokens (id_token_signed_response_alg): "
                                           "RS256 (default), ES256 or EdDSA, if the server signs with it."),
+    tls_subject_dn: str | None = typer.Option(
+        None, "--tls-subject-dn", help="tls_client_auth: the certificate's subject DN, RFC 4514 "
+                                       "(\"CN=billing,O=Example\")."),
+    tls_san_dns: str | None = typer.Option(None, "--tls-san-dns", help="tls_client_auth: a DNS name SAN instead."),
+    tls_san_uri: str | None = typer.Option(None, "--tls-san-uri", help="tls_client_auth: a URI SAN instead."),
+    tls_san_ip: str | None = typer.Option(None, "--tls-san-ip", help="tls_client_auth: an IP address SAN instead."),
+    tls_san_email: str | None = typer.Option(None, "--tls-san-email", help="tls_client_auth: an email SAN instead."),
+    cert_bound_tokens: bool = typer.Option(
+        False, "--cert-bound-tokens", help="Bind access tokens to the client's TLS certificate (cnf.x5t#S256, "
+                                           "RFC 8705); the client must present it on every token request."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),
 ) -> None:
     """Register a client. A secret, if any, is printed once and stored only as a hash."""
@@ -99,7 +110,10 @@ def client_create(
                 resource_audiences=serves, may_exchange_for=may_exchange_for, redirect_uris=redirect_uri,
                 jwks=_jwks(jwks_file), jwks_uri=jwks_uri,
                 post_logout_redirect_uris=post_logout_redirect_uri, allowed_origins=allowed_origin,
-                first_party=first_party, admin=admin, id_token_signed_response_alg=id_token_alg)
+                first_party=first_party, admin=admin, id_token_signed_response_alg=id_token_alg,
+                tls_client_auth_subject_dn=tls_subject_dn, tls_client_auth_san_dns=tls_san_dns,
+                tls_client_auth_san_uri=tls_san_uri, tls_client_auth_san_ip=tls_san_ip,
+                tls_client_auth_san_email=tls_san_email, tls_client_certificate_bound_access_tokens=cert_bound_tokens)
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
         client, secret = await svc.create_client(ClientCreate.model_validate(spec))
@@ -152,6 +166,11 @@ def client_update(
     redirect_uri: list[str] | None = typer.Option(None, "--redirect-uri", help="Replace the redirect URIs."),
     admin: bool | None = typer.Option(None, "--admin/--no-admin", help="Allow or stop admin API access."),
     id_token_alg: str | None = typer.Option(None, "--id-token-alg", help="Algorithm of this client's ID tokens."),
+    tls_subject_dn: str | None = typer.Option(None, "--tls-subject-dn",
+                                              help="tls_client_auth: the certificate's subject DN (RFC 4514)."),
+    cert_bound_tokens: bool | None = typer.Option(
+        None, "--cert-bound-tokens/--no-cert-bound-tokens",
+        help="Bind access tokens to the client's TLS certificate (RFC 8705), or stop."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a client; every option replaces the whole list it names."""
@@ -159,7 +178,8 @@ def client_update(
         name=name, grant_types=grant_type or None, admin=admin,
         scopes=[s for item in scope for s in item.split()] if scope else None, audiences=audience or None,
         resource_audiences=serves or None, may_exchange_for=may_exchange_for or None,
-        redirect_uris=redirect_uri or None, id_token_signed_response_alg=id_token_alg)
+        redirect_uris=redirect_uri or None, id_token_signed_response_alg=id_token_alg,
+        tls_client_auth_subject_dn=tls_subject_dn, tls_client_certificate_bound_access_tokens=cert_bound_tokens)
 
     async def go(svc: AdminService) -> dict[str, Any]:
         spec = ClientUpdate.model_validate(changes)

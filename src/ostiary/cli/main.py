@@ -141,7 +141,8 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
     configure_logging(s.log_level, s.log_format)  # the parent's own lines are JSON lines too
     listener = s.server.metrics_listener() if s.metrics else None
     target = "ostiary.web.app:app_from_env"
-    banner = (f"serving {s.issuer} on http://{host}:{port} with {workers} {server} worker(s); "
+    tls = s.server.tls_cert_file is not None
+    banner = (f"serving {s.issuer} on {'https' if tls else 'http'}://{host}:{port} with {workers} {server} worker(s); "
               f"database {s.database_url.split('://')[0]}"
               + (f"; metrics on http://{s.server.metrics_address}/metrics" if listener else ""))
     with contextlib.ExitStack() as stack:
@@ -160,6 +161,9 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
         else:
             err_console.print("ostiary: " + banner)
         if server == "granian":
+            if tls:
+                fail("the TLS listener (server.tls_cert_file) runs on Uvicorn: use --server uvicorn, or terminate "
+                     "TLS at a proxy")
             from granian import Granian
             from granian.constants import Interfaces
 
@@ -177,7 +181,7 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
         # from server.trusted_proxies
         options: dict[str, Any] = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 10,
                                    "server_header": False, "proxy_headers": False,
-                                   **uvicorn_http_option()}  # request-head limits
+                                   **uvicorn_http_option(), **_tls_options(s)}  # request-head limits
         if workers > 1 and reuse_port_supported():
             # one listening socket per worker, so the kernel spreads connections (see web/workers.py)
             code = serve_uvicorn_workers(target, host, port, workers, options,
@@ -187,6 +191,25 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
             code = 0
     if code:
         raise typer.Exit(code)
+
+
+def _tls_options(s: Any) -> dict[str, Any]:
+    """Uvicorn's TLS options from ``server.tls_*``: a certificate and key make the listener HTTPS; a client CA
+    bundle makes it ask for client certificates (mutual TLS, RFC 8705), optional unless required."""
+    import ssl
+
+    srv = s.server
+    if srv.tls_cert_file is None:
+        return {}
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        path = getattr(srv, name)
+        if path is not None and not os.path.isfile(path):
+            fail(f"server.{name}: {path} is not a file")
+    options: dict[str, Any] = {"ssl_certfile": srv.tls_cert_file, "ssl_keyfile": srv.tls_key_file}
+    if srv.tls_client_ca_file is not None:
+        options["ssl_ca_certs"] = srv.tls_client_ca_file
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED if srv.tls_client_cert_required else ssl.CERT_OPTIONAL
+    return options
 
 
 @app.command()

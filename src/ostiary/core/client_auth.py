@@ -1,7 +1,10 @@
 """Client authentication at the token, introspection, revocation and device endpoints: one step.
 
 Methods: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1), ``private_key_jwt``
-(RFC 7523 §2.2, OIDC Core §9) and ``none`` for public clients. Exactly one method per request.
+(RFC 7523 §2.2, OIDC Core §9), ``tls_client_auth`` and ``self_signed_tls_client_auth`` (RFC 8705 §2: the TLS
+client certificate, ``EndpointRequest.client_cert``, with ``client_id`` in the body) and ``none`` for public
+clients. Exactly one method per request: a client certificate alone is not a method (a public client may
+present one to bind its tokens), so the client's registration decides whether it authenticates.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from urllib.parse import unquote_plus
 
 from .._clock import Clock
 from .._secrets import constant_time_equals, token_hash
-from . import jose
-from .clients import AuthMethod, Client, ClientRepository
+from . import jose, mtls
+from .clients import TLS_AUTH_METHODS, AuthMethod, Client, ClientRepository
 from .errors import InvalidClient, InvalidRequest
 from .policy import ServerPolicy
 from .storage import JwksFetcher, ReplayRepository
@@ -52,6 +55,8 @@ class ClientAuthContext:
     secret_hash_key: bytes
     clock: Clock
     endpoint_url: str
+    #: RFC 8705 §2.1: the certificate authorities ``tls_client_auth`` certificates must chain to
+    trust_anchors: mtls.TrustAnchors = mtls.NO_TRUST_ANCHORS
 
 
 class ClientAuthenticator(Protocol):
@@ -84,8 +89,10 @@ def parse_basic_authorization(authorization: str) -> tuple[str, str]:
 
 
 async def authenticate_client(params: Mapping[str, str], authorization: str | None,
-                              ctx: ClientAuthContext) -> AuthenticatedClient | None:
-    """Authenticate the caller. ``None`` when the request carries no client identification at all."""
+                              ctx: ClientAuthContext, client_cert: bytes | None = None
+                              ) -> AuthenticatedClient | None:
+    """Authenticate the caller. ``None`` when the request carries no client identification at all.
+    ``client_cert``: the DER certificate of the TLS connection (RFC 8705), when the client presented one."""
     has_basic = authorization is not None and authorization.lower().startswith("basic ")
     if authorization is not None and not has_basic:
         authorization = None  # other schemes (e.g. DPoP, Bearer) are not client authentication here
@@ -111,9 +118,44 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
     if public_id is None:
         return None
     client = await ctx.clients.get_client(public_id) if CLIENT_ID.fullmatch(public_id) else None
+    if client is not None and client.token_endpoint_auth_method in TLS_AUTH_METHODS:
+        return _tls_client(client, client_cert, ctx)
     if client is None or client.token_endpoint_auth_method != "none":
         raise _invalid(False, f"client {public_id[:64]!r} unknown or not public")
     return AuthenticatedClient(client, "none")
+
+
+def _tls_client(client: Client, client_cert: bytes | None, ctx: ClientAuthContext) -> AuthenticatedClient:
+    """RFC 8705 §2.1 (PKI) and §2.2 (self-signed): the TLS client certificate authenticates the client."""
+    method = client.token_endpoint_auth_method
+    if client_cert is None:
+        raise _invalid(False, f"{method}: no client certificate on the connection",
+                       "this client authenticates with its TLS client certificate, and none was presented")
+    try:
+        cert = mtls.parse_certificate(client_cert)
+    except ValueError as exc:
+        raise _invalid(False, f"{method}: unreadable client certificate") from exc
+    now = ctx.clock.now()
+    if method == "tls_client_auth":
+        if not ctx.trust_anchors:
+            raise _invalid(False, "tls_client_auth: no trust anchors configured (mtls.ca_file)")
+        if not mtls.chains_to(cert, ctx.trust_anchors, now, leeway=ctx.policy.leeway):
+            raise _invalid(False, "tls_client_auth: the certificate does not chain to a trust anchor, or is "
+                                  "expired or not yet valid")
+        if not mtls.matches_registered_name(cert, client.tls_client_auth):
+            raise _invalid(False, "tls_client_auth: the certificate's subject or SAN is not the registered one")
+        return AuthenticatedClient(client, method)
+    if not mtls.valid_at(cert, now, ctx.policy.leeway):
+        raise _invalid(False, "self_signed_tls_client_auth: the certificate is expired or not yet valid")
+    jwks = client.jwks or {}
+    raw_keys = [k for k in jwks.get("keys", ()) if isinstance(k, Mapping)] if isinstance(jwks, Mapping) else []
+    try:
+        keys = [k.key for k in jose.parse_jwks(jwks)] if jwks else []
+    except jose.JoseError:
+        keys = []
+    if not mtls.matches_registered_key(cert, raw_keys, keys):
+        raise _invalid(False, "self_signed_tls_client_auth: the certificate is not one of the registered keys")
+    return AuthenticatedClient(client, method)
 
 
 async def _secret(client_id: str, secret: str, method: AuthMethod, ctx: ClientAuthContext, *,

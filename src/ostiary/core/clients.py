@@ -6,9 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .mtls import NO_TLS_NAME, TlsClientAuthName
+
 __all__ = [
     "AUTH_METHODS",
     "GRANT_CLIENT_CREDENTIALS",
+    "TLS_AUTH_METHODS",
     "AuthMethod",
     "Client",
     "ClientRepository",
@@ -17,8 +20,12 @@ __all__ = [
 ]
 
 ClientType = Literal["confidential", "public"]
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth",
+                     "self_signed_tls_client_auth", "none"]
+AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt",
+                                        "tls_client_auth", "self_signed_tls_client_auth", "none")
+#: RFC 8705 §2: the two mutual-TLS methods
+TLS_AUTH_METHODS: frozenset[str] = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 
 
@@ -60,6 +67,10 @@ class Client:
     admin: bool = False
     #: OIDC Registration §2; RS256 is the default there, and the one algorithm every relying party accepts
     id_token_signed_response_alg: str = "RS256"
+    #: RFC 8705 §2.1.2: the subject DN or the one SAN of a ``tls_client_auth`` client's certificate
+    tls_client_auth: TlsClientAuthName = NO_TLS_NAME
+    #: RFC 8705 §3.4 ``tls_client_certificate_bound_access_tokens``: access tokens carry ``cnf.x5t#S256``
+    tls_client_certificate_bound_access_tokens: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .._clock import Clock
@@ -12,6 +12,7 @@ from .device import PollTracker
 from .federation import ExternalKeys
 from .issuance import TokenIssuer
 from .keys import KeyRing
+from .mtls import NO_TRUST_ANCHORS, TrustAnchors
 from .policy import ServerPolicy
 from .storage import JwksFetcher, Store
 
@@ -29,12 +30,18 @@ class EngineContext:
     jwks_fetcher: JwksFetcher | None = None
     external_keys: ExternalKeys | None = None
     poll_tracker: PollTracker | None = None  # RFC 8628 §3.5 slow_down, kept out of the database
+    #: RFC 8705 §2.1: the certificate authorities of ``tls_client_auth``
+    trust_anchors: TrustAnchors = NO_TRUST_ANCHORS
+    #: the ``cnf`` claim of the access tokens minted for *this* request (RFC 8705 §3.1 ``x5t#S256``): the token
+    #: endpoint sets it on its per-request copy (``dataclasses.replace``) once the client is known, so every
+    #: grant binds its tokens without knowing how
+    confirmation: Mapping[str, str] | None = None
 
     @property
     def issuer(self) -> TokenIssuer:
-        return TokenIssuer(self.policy, self.keyring, self.clock)
+        return TokenIssuer(self.policy, self.keyring, self.clock, self.confirmation)
 
     def client_auth(self, endpoint_url: str) -> ClientAuthContext:
         return ClientAuthContext(policy=self.policy, clients=self.store, replay=self.store,
                                  jwks_fetcher=self.jwks_fetcher, secret_hash_key=self.secret_hash_key,
-                                 clock=self.clock, endpoint_url=endpoint_url)
+                                 clock=self.clock, endpoint_url=endpoint_url, trust_anchors=self.trust_anchors)

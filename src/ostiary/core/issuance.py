@@ -69,10 +69,13 @@ class TokenResponse:
 
 
 class TokenIssuer:
-    def __init__(self, policy: ServerPolicy, keyring: Callable[[], KeyRing], clock: Clock) -> None:
+    def __init__(self, policy: ServerPolicy, keyring: Callable[[], KeyRing], clock: Clock,
+                 confirmation: Mapping[str, str] | None = None) -> None:
         self._policy = policy
         self._keyring = keyring
         self._clock = clock
+        #: RFC 7800 ``cnf`` of every access token this issuer mints (RFC 8705 §3.1 certificate binding)
+        self._confirmation = confirmation
 
     def access_token(self, *, subject: str, client_id: str, audience: Sequence[str], scopes: Sequence[str],
                      lifetime: int | None = None, extra_claims: Mapping[str, Any] | None = None
@@ -89,6 +92,8 @@ class TokenIssuer:
         }
         if scope:
             claims["scope"] = scope
+        if self._confirmation:
+            claims["cnf"] = dict(self._confirmation)
         if extra_claims:
             claims.update({k: v for k, v in extra_claims.items() if k not in claims})
         token = self._keyring().sign(claims, ACCESS_TOKEN_TYP, self._policy.access_token_alg)

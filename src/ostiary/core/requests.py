@@ -23,7 +23,8 @@ class EndpointRequest:
     """A POSTed form to the token, introspection, revocation or device endpoint.
 
     ``params`` keeps every (name, value) pair in order; ``authorization`` and ``dpop`` are the headers
-    of the same names (DPoP is carried for sender-constrained tokens, RFC 9449).
+    of the same names (DPoP is carried for sender-constrained tokens, RFC 9449); ``client_cert`` is the DER
+    certificate the client presented on the TLS connection, or that a trusted proxy forwarded (RFC 8705).
     """
 
     endpoint: str
@@ -31,6 +32,7 @@ class EndpointRequest:
     authorization: str | None = field(default=None, repr=False)
     dpop: str | None = field(default=None, repr=False)
     client_ip: str | None = None
+    client_cert: bytes | None = field(default=None, repr=False)
 
     def single(self) -> dict[str, str]:
         return single_params(self.params)

@@ -59,6 +59,8 @@ class TokenFamily:
     session_id: str | None = None
     revoked_at: float | None = None
     dpop_jkt: str | None = None
+    #: RFC 8705 §4: a public client's refresh tokens are bound to its certificate (``x5t#S256``)
+    x5t_s256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,14 @@ refresh-token reuse)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .._secrets import new_token, token_hash
 from .audit import AuditEvent
 from .clients import Client
 from .context import EngineContext
 from .issuance import TokenResponse
+from .mtls import CNF_X5T
 from .storage import Store
 from .tokens import RefreshToken, TokenFamily
 from .users import User
@@ -76,6 +77,10 @@ async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: C
     """The first tokens of a new family (a code exchanged, a device code redeemed), in one unit of work:
     ``spend()`` spends the code, then the family, its access token's id and its refresh token are stored. None
     (and nothing written) when ``spend()`` finds the code already spent. Records ``token.issued``."""
+    if client.is_public and ctx.confirmation:
+        # RFC 8705 §4: a public client's refresh tokens are bound to the certificate it used (a confidential
+        # client's are bound to the client, which authenticates on every refresh)
+        family = replace(family, x5t_s256=ctx.confirmation.get(CNF_X5T))
     minted = mint_user_tokens(ctx, client, family, user, family.scopes, nonce=nonce, parent_hash=None)
     async with ctx.store.transaction():
         if not await spend():

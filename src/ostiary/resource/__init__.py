@@ -4,6 +4,7 @@
 :mod:`ostiary.resource.starlette`, :mod:`ostiary.resource.fastapi` and :mod:`ostiary.resource.flask`.
 """
 
+from ._mtls import ClientCertificates, check_certificate_binding
 from .errors import (
     InsufficientScope,
     InvalidRequest,
@@ -19,6 +20,7 @@ from .verifier import Introspection, TokenVerifier
 
 __all__ = [
     "AccessToken",
+    "ClientCertificates",
     "InsufficientScope",
     "Introspection",
     "InvalidRequest",
@@ -29,5 +31,6 @@ __all__ = [
     "ResourceError",
     "TokenVerifier",
     "WrongTokenKind",
+    "check_certificate_binding",
     "is_service_token",
 ]

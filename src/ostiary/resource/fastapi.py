@@ -21,6 +21,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
 from ._http import bearer_from_scope, form_has_access_token, needs_form_check, render_error
+from ._mtls import ClientCertificates
 from .errors import ResourceError
 from .token import AccessToken
 from .verifier import TokenVerifier
@@ -28,6 +29,7 @@ from .verifier import TokenVerifier
 __all__ = ["BearerError", "install", "require_scopes", "require_service", "require_token", "require_user"]
 
 STATE_KEY = "ostiary_token_verifier"
+CERTS_KEY = "ostiary_client_certificates"
 
 
 class BearerError(HTTPException):
@@ -46,9 +48,11 @@ async def _render(request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
-def install(app: FastAPI, verifier: TokenVerifier) -> None:
-    """Keep ``verifier`` in ``app.state`` for the dependencies and render errors as RFC 6750 JSON."""
+def install(app: FastAPI, verifier: TokenVerifier, *, certificates: ClientCertificates | None = None) -> None:
+    """Keep ``verifier`` in ``app.state`` for the dependencies and render errors as RFC 6750 JSON.
+    ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705)."""
     setattr(app.state, STATE_KEY, verifier)
+    setattr(app.state, CERTS_KEY, certificates or ClientCertificates())
     app.add_exception_handler(BearerError, _render)
 
 
@@ -68,8 +72,10 @@ class _RequireToken(HTTPBearer):
                 verifier: TokenVerifier | None = getattr(request.app.state, STATE_KEY, None)
                 if verifier is None:
                     raise RuntimeError("call ostiary.resource.fastapi.install(app, verifier) first")
+                certificates: ClientCertificates = getattr(request.app.state, CERTS_KEY, ClientCertificates())
                 token = await verifier.averify(bearer_from_scope(request.scope,
-                                                                  form_token=await _form_token(request)))
+                                                                  form_token=await _form_token(request)),
+                                               client_cert=certificates.from_scope(request.scope))
                 request.scope.setdefault("state", {})["access_token"] = token
             token.require(self._scopes, user=self._user, service=self._service)
         except ResourceError as exc:

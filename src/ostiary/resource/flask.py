@@ -12,6 +12,7 @@ from typing import ParamSpec, TypeVar
 from flask import Response, g, request
 
 from ._http import bearer_token, is_form, render_error
+from ._mtls import ClientCertificates
 from .errors import ResourceError
 from .verifier import TokenVerifier
 
@@ -22,9 +23,11 @@ R = TypeVar("R")
 
 
 def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, user: bool = False,
-                  service: bool = False, realm: str | None = None
+                  service: bool = False, realm: str | None = None, certificates: ClientCertificates | None = None
                   ) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
-    """Decorate a view so it runs only for a valid token with ``scopes`` (and of the right kind)."""
+    """Decorate a view so it runs only for a valid token with ``scopes`` (and of the right kind).
+    ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705)."""
+    source = certificates or ClientCertificates()
     wanted = tuple(scopes.split()) if isinstance(scopes, str) else tuple(scopes)
 
     def decorator(view: Callable[P, R]) -> Callable[P, R | Response]:
@@ -36,7 +39,7 @@ def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, 
                 form_token = bool(authorization) and is_form(request.method, request.content_type) \
                     and "access_token" in request.form
                 raw = bearer_token(authorization, request.query_string.decode("latin-1"), form_token=form_token)
-                token = verifier.verify(raw)
+                token = verifier.verify(raw, client_cert=source.from_environ(request.environ))
                 token.require(wanted, user=user, service=service)
             except ResourceError as exc:
                 status, headers, body = render_error(exc, realm)

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._http import FORM_SCAN_LIMIT, bearer_from_scope, form_has_access_token, needs_form_check, render_error
+from ._mtls import ClientCertificates
 from .errors import MissingToken, ResourceError
 from .token import AccessToken
 from .verifier import TokenVerifier
@@ -26,12 +27,15 @@ class BearerAuthMiddleware:
 
     With ``required=True`` (the default) a request without a token gets 401; with ``required=False``
     it passes with ``access_token = None`` (a token that is present but bad is always refused).
-    Paths in ``exempt`` (exact match, e.g. ``/healthz``) are not checked at all.
+    Paths in ``exempt`` (exact match, e.g. ``/healthz``) are not checked at all. ``certificates`` says where
+    the client's TLS certificate comes from, which certificate-bound tokens must match (RFC 8705 §3).
     """
 
     def __init__(self, app: ASGIApp, verifier: TokenVerifier, *, required: bool = True,
-                 realm: str | None = None, exempt: Collection[str] = ()) -> None:
+                 realm: str | None = None, exempt: Collection[str] = (),
+                 certificates: ClientCertificates | None = None) -> None:
         self.app = app
+        self.certificates = certificates or ClientCertificates()
         self.verifier = verifier
         self.required = required
         self.realm = realm
@@ -46,7 +50,8 @@ class BearerAuthMiddleware:
         if needs_form_check(scope):  # RFC 6750 §2: a token in the header and in the form body is refused
             form_token, receive = await _scan_form(receive)
         try:
-            access = await self.verifier.averify(bearer_from_scope(scope, form_token=form_token))
+            access = await self.verifier.averify(bearer_from_scope(scope, form_token=form_token),
+                                                 client_cert=self.certificates.from_scope(scope))
         except MissingToken as exc:
             if self.required:
                 await self._reject(exc, scope, send)

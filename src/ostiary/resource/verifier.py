@@ -24,6 +24,7 @@ from .._secrets import b64url_decode, sha256_b64url
 from ..client.http_clients import HttpClients
 from ..client.service_token import client_secret_basic
 from ..core.jose import JoseError, PublicJwk, verify_jwt
+from ._mtls import check_certificate_binding
 from .errors import InvalidToken, IssuerUnavailable
 from .jwks_cache import JwksCache
 from .token import AccessToken
@@ -132,25 +133,30 @@ class TokenVerifier:
 
     # -- public API ----------------------------------------------------------------------------
 
-    def verify(self, token: str) -> AccessToken:
-        """Verify ``token`` (blocking; may fetch keys or call introspection)."""
+    def verify(self, token: str, *, client_cert: bytes | str | None = None) -> AccessToken:
+        """Verify ``token`` (blocking; may fetch keys or call introspection). ``client_cert``: the request's
+        TLS client certificate (DER or PEM), which a certificate-bound token must match (RFC 8705 §3)."""
         key, cached = self._lookup(token)
-        if cached is not None:
-            return cached
-        if token.count(".") != 2:
-            return self._remember_introspected(key, self._introspect(token))
-        kid = _kid(token)
-        return self._check_jwt(token, key, kid, self.jwks.keys(kid))
+        if cached is None:
+            if token.count(".") != 2:
+                cached = self._remember_introspected(key, self._introspect(token))
+            else:
+                kid = _kid(token)
+                cached = self._check_jwt(token, key, kid, self.jwks.keys(kid))
+        check_certificate_binding(cached, client_cert)
+        return cached
 
-    async def averify(self, token: str) -> AccessToken:
-        """Verify ``token`` without blocking the event loop."""
+    async def averify(self, token: str, *, client_cert: bytes | str | None = None) -> AccessToken:
+        """Verify ``token`` without blocking the event loop (``client_cert`` as for :meth:`verify`)."""
         key, cached = self._lookup(token)
-        if cached is not None:
-            return cached
-        if token.count(".") != 2:
-            return self._remember_introspected(key, await self._aintrospect(token))
-        kid = _kid(token)
-        return self._check_jwt(token, key, kid, await self.jwks.akeys(kid))
+        if cached is None:
+            if token.count(".") != 2:
+                cached = self._remember_introspected(key, await self._aintrospect(token))
+            else:
+                kid = _kid(token)
+                cached = self._check_jwt(token, key, kid, await self.jwks.akeys(kid))
+        check_certificate_binding(cached, client_cert)
+        return cached
 
     def close(self) -> None:
         """Close the private HTTP client, if one was made."""

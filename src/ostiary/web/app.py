@@ -55,7 +55,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
     # own answers (408, 503, the safety net's 500) included
     app.add_middleware(RequestContext, addresses=ClientAddress(settings.server.trusted_proxies,
                                                                settings.server.proxy_header),
-                       access_log=runtime.access_log, audit=runtime.audit)
+                       access_log=runtime.access_log, audit=runtime.audit,
+                       cert_header=settings.mtls.proxy_cert_header)
     return app
 
 

@@ -8,12 +8,18 @@ request's first byte), else ``408`` and the connection is closed; and it may be 
 ``server.max_header_bytes`` long, else Uvicorn's ``400 Invalid HTTP request`` and the connection is closed.
 The request body has its own limits (``server.max_body_bytes``, ``server.body_timeout``: web/guard.py).
 
+Over TLS it also fills the ASGI TLS extension (``scope["extensions"]["tls"]``, asgiref's "TLS" extension),
+which Uvicorn does not: ``client_cert_chain`` holds the client certificate the handshake verified, as PEM, for
+mutual-TLS client authentication (RFC 8705). Python's ``ssl`` gives the peer's leaf certificate only, so the
+chain is that one certificate.
+
 ``ostiary serve`` selects it with Uvicorn's ``http`` option; the app factory sets the limits from the settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -39,6 +45,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cls.max_header_bytes = max_header_bytes
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._tls: dict[str, Any] | None = _tls_extension(transport)
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
@@ -71,6 +78,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._tls is not None:
+            tls: dict[object, object] = {}
+            tls.update(self._tls)
+            self.scope["extensions"] = {"tls": tls}
         self._head_bytes = 0
         self._start_head_timer()  # a keep-alive connection's next request: its head has the same time limit
 
@@ -85,6 +96,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_head_timer()
         super().on_headers_complete()
+
+
+def _tls_extension(transport: asyncio.Transport) -> dict[str, Any] | None:
+    """The ASGI TLS extension of a connection (None when it is not TLS). The handshake is over when Uvicorn's
+    protocol sees the connection, so the peer certificate is known once, for every request on it."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return {"server_cert": None, "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+            "client_cert_name": None, "client_cert_error": None, "tls_version": None, "cipher_suite": None}
 
 
 def uvicorn_http_option() -> dict[str, Any]:

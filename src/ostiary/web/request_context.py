@@ -1,6 +1,7 @@
 """Per-request context, one pure ASGI middleware outside every route:
 
 - the client address, resolved once by ``web.client_ip`` and put in ``scope["client"]``;
+- the client certificate forwarded by a trusted proxy (``web.client_cert``), or the header stripped;
 - a request id: a well-formed ``X-Request-ID`` from a trusted proxy is kept (1 to 64 characters of
   ``A-Za-z0-9-_``), anything else is replaced by a new one; returned as ``X-Request-ID`` and added to every
   log line written while the request is handled;
@@ -25,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.audit import AuditEvent
+from .client_cert import apply_forwarded_certificate
 from .client_ip import ClientAddress
 from .logs import REQUEST_ID, LineBuffer
 
@@ -58,8 +60,9 @@ _UNAVAILABLE = orjson.dumps({"error": "temporarily_unavailable",
 
 class RequestContext:
     def __init__(self, app: ASGIApp, *, addresses: ClientAddress, access_log: LineBuffer,
-                 audit: BatchingAuditSink | None = None) -> None:
+                 audit: BatchingAuditSink | None = None, cert_header: str | None = None) -> None:
         self.app = app
+        self.cert_header = cert_header.lower().encode("latin-1") if cert_header else None
         self.addresses = addresses
         self.access_log = access_log
         self.audit = audit
@@ -80,6 +83,9 @@ class RequestContext:
         proxied = False
         if self.addresses.enabled and peer:
             proxied = self.addresses.trusted_peer(peer[0])
+        if self.cert_header is not None:
+            apply_forwarded_certificate(scope, self.cert_header, trusted_peer=proxied)
+        if self.addresses.enabled and peer:
             host = self.addresses.resolve(peer[0], scope["headers"])
             if host is not None and host != peer[0]:
                 scope["client"] = (host, peer[1])  # the port stays the connection's (web.guard counts by it)

@@ -20,6 +20,7 @@ from ..core.endpoints.token import TokenEndpoint
 from ..core.errors import StoreUnavailable
 from ..core.grants import default_grants
 from ..core.keys import KeyRing
+from ..core.mtls import TrustAnchors, load_trust_anchors
 from ..core.ratelimit import RateLimiter
 from ..store.cache import CachedStore
 from ..store.redis.guard import RedisGuard
@@ -50,6 +51,17 @@ AUDIT_PURGE_BATCH = 10_000  # rows a retention batch deletes
 AUDIT_PURGE_BATCHES = 20  # batches per maintenance minute: 200,000 rows
 
 
+def _trust_anchors(path: str | None) -> TrustAnchors:
+    """``mtls.ca_file``: the CAs of ``tls_client_auth`` (RFC 8705 §2.1); a file that is not one stops the start."""
+    if path is None:
+        return TrustAnchors()
+    try:
+        with open(path, "rb") as fh:
+            return load_trust_anchors(fh.read())
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"mtls.ca_file {path}: not a readable PEM certificate bundle ({exc})") from exc
+
+
 class Runtime:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -76,16 +88,21 @@ class Runtime:
         self.external_keys = HttpExternalKeys(self.fetcher)
         self._keyring: KeyRing | None = None
         self._key_fingerprint: tuple[Any, ...] = ()
+        anchors = _trust_anchors(settings.mtls.ca_file)
         self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
                                  clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
                                  jwks_fetcher=self.jwks_fetcher, external_keys=self.external_keys,
-                                 poll_tracker=make_poll_tracker(self.redis, settings.redis_prefix))
+                                 poll_tracker=make_poll_tracker(self.redis, settings.redis_prefix),
+                                 trust_anchors=anchors)
         self.grants = default_grants()
         self.token = TokenEndpoint(self.ctx, self.grants)
         self.introspection = IntrospectionEndpoint(self.ctx)
         self.revocation = RevocationEndpoint(self.ctx)
         self.flows = Pages(settings, self.ctx, self.limiter)
-        self.metadata = server_metadata(self.policy, self.grants)
+        # RFC 8705: certificates reach us from our own TLS listener or from a trusted proxy's header
+        mtls = bool(settings.server.tls_client_ca_file
+                    or (settings.mtls.proxy_cert_header and settings.server.trusted_proxies))
+        self.metadata = server_metadata(self.policy, self.grants, mtls=mtls, tls_client_auth=bool(anchors))
         self.device = device_endpoints(self.ctx, settings)
         self.metadata_bytes = orjson.dumps(self.metadata)
         self._tasks: list[asyncio.Task[None]] = []

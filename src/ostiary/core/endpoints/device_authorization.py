@@ -71,7 +71,8 @@ class DeviceAuthorizationEndpoint:
         """RFC 8628 §3.2 Device Authorization Response."""
         ctx = self.ctx
         params = request.single()
-        client_auth = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint))
+        client_auth = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint),
+                                                request.client_cert)
         if client_auth is None:
             raise InvalidClient("client authentication required (public clients send client_id)")
         client = client_auth.client

@@ -23,7 +23,8 @@ async def _require_client(request: EndpointRequest, ctx: EngineContext, *, allow
                           ) -> tuple[AuthenticatedClient, dict[str, str]]:
     params = request.single()
     try:
-        client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint))
+        client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint),
+                                           request.client_cert)
     except InvalidClient as exc:
         ctx.audit.emit(AuditEvent(type="client.auth_failed", outcome="failure", at=ctx.clock.now(),
                                   ip=request.client_ip, detail={"reason": exc.debug[:200],
@@ -65,7 +66,8 @@ class IntrospectionEndpoint:
         if await self.ctx.store.is_access_token_revoked(str(claims["jti"])):
             return INACTIVE
         out = {"active": True, "token_type": "Bearer"}
-        for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act"):
+        # cnf: RFC 8705 §3.2, the resource server learns the certificate the token is bound to
+        for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act", "cnf"):
             if name in claims:
                 out[name] = claims[name]
         return out

@@ -16,8 +16,14 @@ AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 ASSERTION_ALGS = ["ES256", "ES384", "ES512", "RS256", "PS256", "EdDSA"]
 
 
-def server_metadata(policy: ServerPolicy, grant_types: Iterable[str]) -> dict[str, Any]:
+def server_metadata(policy: ServerPolicy, grant_types: Iterable[str], *, mtls: bool = False,
+                    tls_client_auth: bool = False) -> dict[str, Any]:
+    """``mtls``: client certificates reach the server (its TLS listener asks for them, or a trusted proxy
+    forwards them), so ``self_signed_tls_client_auth`` and certificate-bound tokens work (RFC 8705 §2.2, §3.3);
+    ``tls_client_auth`` besides: trust anchors are configured (§2.1)."""
     grants = sorted(grant_types)
+    methods = [*AUTH_METHODS, *(("tls_client_auth",) if mtls and tls_client_auth else ()),
+               *(("self_signed_tls_client_auth",) if mtls else ())]
     return {
         "issuer": policy.issuer,
         "token_endpoint": policy.token_endpoint,
@@ -26,14 +32,15 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str]) -> dict[st
         "revocation_endpoint": policy.revocation_endpoint,
         "grant_types_supported": grants,
         **oidc_metadata(policy),
-        "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
+        "token_endpoint_auth_methods_supported": [*methods, "none"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
-        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
-        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         **({"device_authorization_endpoint": policy.issuer + "/device_authorization"}
            if "urn:ietf:params:oauth:grant-type:device_code" in grants else {}),
+        **({"tls_client_certificate_bound_access_tokens": True} if mtls else {}),
     }
 
 

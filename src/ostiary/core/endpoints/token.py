@@ -19,6 +19,7 @@ from ..errors import (
 )
 from ..grants import GrantRequest, TokenGrant, unexpected_parameter
 from ..issuance import TokenResponse
+from ..mtls import certificate_confirmation
 from ..requests import EndpointRequest
 
 __all__ = ["REFUSED_GRANTS", "TokenEndpoint"]
@@ -45,7 +46,8 @@ class TokenEndpoint:
             raise InvalidRequest("missing parameter 'grant_type'")
         ctx = self.ctx
         try:
-            client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint))
+            client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint),
+                                               request.client_cert)
         except InvalidClient as exc:
             ctx.audit.emit(AuditEvent(type="client.auth_failed", outcome="failure", at=ctx.clock.now(),
                                       grant_type=grant_type[:100], ip=request.client_ip,
@@ -58,6 +60,9 @@ class TokenEndpoint:
             raise InvalidClient("client authentication required")
         if client is not None and grant_type not in client.client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        if client is not None and client.client.tls_client_certificate_bound_access_tokens:
+            # RFC 8705 §3: this request's tokens are bound to the certificate of the connection
+            ctx = replace(ctx, confirmation=certificate_confirmation(request.client_cert))
         try:
             unexpected = unexpected_parameter(grant, self.grants.values(), params)
             if unexpected is not None:

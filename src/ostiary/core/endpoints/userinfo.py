@@ -9,6 +9,7 @@ from ..context import EngineContext
 from ..errors import InvalidRequest, InvalidToken, OAuthError
 from ..issuance import verify_own_access_token
 from ..jose import JoseError
+from ..mtls import bound_certificate_presented
 
 __all__ = ["CLAIMS_SUPPORTED", "SCOPES_SUPPORTED", "InsufficientScope", "UserinfoEndpoint", "claims_for"]
 
@@ -42,7 +43,9 @@ class UserinfoEndpoint:
     def __init__(self, ctx: EngineContext) -> None:
         self.ctx = ctx
 
-    async def handle(self, authorization: str | None, *, token_elsewhere: bool = False) -> dict[str, Any]:
+    async def handle(self, authorization: str | None, *, token_elsewhere: bool = False,
+                     client_cert: bytes | None = None) -> dict[str, Any]:
+        """``client_cert``: the request's TLS client certificate, which a certificate-bound token needs."""
         ctx = self.ctx
         if token_elsewhere:
             raise _bearer_error(InvalidRequest, "send the access token in the Authorization header only")
@@ -57,6 +60,9 @@ class UserinfoEndpoint:
             raise _bearer_error(InvalidToken, "the access token is invalid or expired") from exc
         if await ctx.store.is_access_token_revoked(str(claims["jti"])):
             raise _bearer_error(InvalidToken, "the access token is revoked")
+        if not bound_certificate_presented(claims, client_cert):
+            raise _bearer_error(InvalidToken, "the access token is bound to a TLS client certificate (RFC 8705), "
+                                              "and this request did not present it")
         scopes = frozenset(str(claims.get("scope", "")).split())
         if "openid" not in scopes:
             raise _bearer_error(InsufficientScope, "the access token lacks the openid scope")

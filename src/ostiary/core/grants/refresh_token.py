@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from ..._secrets import sha256_b64url, token_hash
+from ..._secrets import constant_time_equals, sha256_b64url, token_hash
 from ..audit import AuditEvent
 from ..clients import Client
 from ..context import EngineContext
 from ..errors import InvalidGrant, InvalidScope
 from ..issuance import TokenResponse
+from ..mtls import certificate_der, certificate_thumbprint
 from ..requests import form_value, scope_set
 from ..sealing import SealError, seal, sealing_key, unseal
 from ..tokens import RefreshToken, TokenFamily
@@ -54,6 +55,16 @@ def _as_registered_now(family: TokenFamily, client: Client, issuer: str) -> Toke
     return replace(family, scopes=scopes, audience=audience)
 
 
+def _same_certificate(thumbprint: str, client_cert: bytes | None) -> bool:
+    if client_cert is None:
+        return False
+    try:
+        presented = certificate_thumbprint(certificate_der(client_cert))
+    except ValueError:
+        return False
+    return constant_time_equals(presented, thumbprint)
+
+
 class RefreshTokenReused(InvalidGrant):
     """A spent refresh token was presented again (RFC 9700 §4.14.2). ``family_revoked``: this request revoked
     the family (and recorded the security event); False when a concurrent or earlier reuse already had."""
@@ -81,6 +92,10 @@ class RefreshTokenGrant:
         family = await ctx.store.get_family(rt.family_id)
         if family is None or family.revoked_at is not None:
             raise InvalidGrant(_INVALID, debug="family revoked")
+        if family.x5t_s256 is not None and not _same_certificate(family.x5t_s256, req.request.client_cert):
+            # RFC 8705 §4: refused, and the family is left alone (the presenter may simply lack the certificate)
+            raise InvalidGrant("the refresh token is bound to a TLS client certificate, and this connection "
+                               "did not present it", debug="refresh token certificate mismatch")
         requested = scope_set(req.params.get("scope"))
         if requested - family.scopes:
             raise InvalidScope("the scope may be narrowed on refresh, never widened")

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ...core.audit import AuditEvent, AuditEventsRejected
 from ...core.clients import Client, ClientSecret
 from ...core.keys import SigningKey
+from ...core.mtls import TlsClientAuthName
 from . import tables as t
 from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
@@ -92,8 +93,16 @@ def _client_row(c: Client) -> dict[str, Any]:
                     for s in c.secrets],
         "jwks": dict(c.jwks) if c.jwks else None, "jwks_uri": c.jwks_uri, "first_party": c.first_party,
         "admin": c.admin, "id_token_signed_response_alg": c.id_token_signed_response_alg,
+        "tls_client_auth": _tls_name_row(c.tls_client_auth),
+        "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
         "created_at": c.created_at, "updated_at": c.updated_at,
     }
+
+
+def _tls_name_row(name: TlsClientAuthName) -> dict[str, str] | None:
+    row = {k: v for k, v in (("subject_dn", name.subject_dn), ("san_dns", name.san_dns), ("san_uri", name.san_uri),
+                             ("san_ip", name.san_ip), ("san_email", name.san_email)) if v is not None}
+    return row or None
 
 
 def _client(row: Any) -> Client:
@@ -109,6 +118,8 @@ def _client(row: Any) -> Client:
         secrets=tuple(ClientSecret(s["hash"], s["created_at"], s["expires_at"]) for s in m["secrets"]),
         jwks=m["jwks"], jwks_uri=m["jwks_uri"], first_party=bool(m["first_party"]),
         admin=bool(m["admin"]), id_token_signed_response_alg=m["id_token_signed_response_alg"],
+        tls_client_auth=TlsClientAuthName(**(m["tls_client_auth"] or {})),
+        tls_client_certificate_bound_access_tokens=bool(m["tls_client_certificate_bound_access_tokens"]),
         created_at=m["created_at"], updated_at=m["updated_at"],
     )
 

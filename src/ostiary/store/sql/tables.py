@@ -28,6 +28,10 @@ clients = sa.Table(
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("may_exchange_for", sa.JSON, nullable=False, server_default="[]"),
     sa.Column("id_token_signed_response_alg", sa.String(16), nullable=False, server_default="RS256"),
+    # RFC 8705: the registered certificate name ({"subject_dn": …} or one SAN) and the token binding
+    sa.Column("tls_client_auth", sa.JSON, nullable=True),
+    sa.Column("tls_client_certificate_bound_access_tokens", sa.Boolean, nullable=False, default=False,
+              server_default=sa.false()),
 )
 
 signing_keys = sa.Table(

@@ -47,6 +47,7 @@ token_families = sa.Table(
     sa.Column("session_id", sa.String(64), nullable=True),
     sa.Column("revoked_at", sa.Double, nullable=True),
     sa.Column("dpop_jkt", sa.String(64), nullable=True),
+    sa.Column("x5t_s256", sa.String(64), nullable=True),
 )
 
 family_tokens = sa.Table(

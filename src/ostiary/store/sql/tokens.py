@@ -32,7 +32,7 @@ def _family(row: Any) -> TokenFamily:
         family_id=m["family_id"], client_id=m["client_id"], user_id=m["user_id"], scopes=frozenset(m["scopes"]),
         audience=tuple(m["audience"]), created_at=m["created_at"], expires_at=m["expires_at"],
         auth_time=m["auth_time"], amr=tuple(m["amr"]), acr=m["acr"], session_id=m["session_id"],
-        revoked_at=m["revoked_at"], dpop_jkt=m["dpop_jkt"])
+        revoked_at=m["revoked_at"], dpop_jkt=m["dpop_jkt"], x5t_s256=m["x5t_s256"])
 
 
 def _refresh(row: Any) -> RefreshToken:
@@ -82,7 +82,8 @@ class SqlTokensMixin(SqlUnitOfWork):
             family_id=family.family_id, client_id=family.client_id, user_id=family.user_id,
             scopes=sorted(family.scopes), audience=list(family.audience), created_at=family.created_at,
             expires_at=family.expires_at, auth_time=family.auth_time, amr=list(family.amr), acr=family.acr,
-            session_id=family.session_id, revoked_at=family.revoked_at, dpop_jkt=family.dpop_jkt))
+            session_id=family.session_id, revoked_at=family.revoked_at, dpop_jkt=family.dpop_jkt,
+            x5t_s256=family.x5t_s256))
 
     async def get_family(self, family_id: str) -> TokenFamily | None:
         tf = tt.token_families

@@ -11,6 +11,7 @@ from ...core.errors import TooManyRequests
 from ...core.ratelimit import Bucket, Lockout, client_network
 from ...core.requests import EndpointRequest
 from .. import metrics
+from ..client_cert import presented_certificate
 from ..http import claimed_client_id, read_form
 from ..ratelimit import retry_after
 from ..runtime import Runtime
@@ -53,7 +54,8 @@ async def endpoint_request(request: Request, rt: Runtime, url: str) -> EndpointR
             metrics.RATE_LIMITED.labels(refused[0]).inc()
             raise TooManyRequests(retry_after(refused[1]))
     return EndpointRequest(endpoint=url, params=params, authorization=authorization,
-                           dpop=request.headers.get("dpop"), client_ip=ip)
+                           dpop=request.headers.get("dpop"), client_ip=ip,
+                           client_cert=presented_certificate(request.scope))
 
 
 async def record_failure(rt: Runtime, req: EndpointRequest) -> None:

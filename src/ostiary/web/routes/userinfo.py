@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..client_cert import presented_certificate
 from ..http import NO_STORE, json_response, protocol_route, read_form
 from .authorize import flows
 
@@ -20,7 +21,8 @@ async def userinfo(request: Request) -> Response:
             "application/x-www-form-urlencoded"):
         form = await read_form(request, f.settings.server.max_body_bytes)
         elsewhere = elsewhere or any(k == "access_token" for k, _ in form)
-    claims = await f.userinfo.handle(request.headers.get("authorization"), token_elsewhere=elsewhere)
+    claims = await f.userinfo.handle(request.headers.get("authorization"), token_elsewhere=elsewhere,
+                                     client_cert=presented_certificate(request.scope))
     return json_response(claims, headers=NO_STORE)
 
 
