@@ -104,7 +104,8 @@ def oauth_provider(url: str, storage: MemoryStorage, callback: LoopbackCallback,
     """The SDK's OAuth provider for the MCP server at ``url``: a public client (no secret) with a loopback
     redirect URI. The scope is left to the SDK: what the server's metadata says it needs."""
     metadata = OAuthClientMetadata(client_name="Ostiary MCP example client",
-                                   redirect_uris=[AnyUrl(callback.redirect_uri)], grant_types=GRANT_TYPES, response_types=["code"], token_endpoint_auth_method="none")
+                                   redirect_uris=[AnyUrl(callback.redirect_uri)], grant_types=GRANT_TYPES,
+                                   response_types=["code"], token_endpoint_auth_method="none")
     return OAuthClientProvider(server_url=url, client_metadata=metadata, storage=storage,
                                redirect_handler=redirect_handler, callback_handler=callback.wait,
                                client_metadata_url=client_metadata_url)

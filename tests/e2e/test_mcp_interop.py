@@ -263,3 +263,23 @@ async def test_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_again(
         spent = await http_plain.post(stack.ostiary.base_url + "/token", data={
             "grant_type": "refresh_token", "refresh_token": tokens.refresh_token, "client_id": client_id})
     assert spent.status_code == 400 and spent.json()["error"] == "invalid_grant"
+
+
+# -- make demo-mcp ---------------------------------------------------------------------------------
+
+
+def test_demo_check_starts_everything_prints_json_and_cleans_up() -> None:
+    """``make demo-mcp`` runs examples/mcp_server/run.py; ``--check`` starts the same, checks what a client sees
+    first (401 → RFC 9728 document naming Ostiary) and stops."""
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "run.py"), "--check"], capture_output=True, text=True,
+                          timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["username"] == "demo" and len(info["password"]) >= 12 and info["client_id"] == "demo-mcp-client"
+    assert info["metadata"]["resource"] == info["mcp_url"]
+    assert [a.rstrip("/") for a in info["metadata"]["authorization_servers"]] == [info["issuer"]]
+    assert info["metadata_url"].endswith("/.well-known/oauth-protected-resource/mcp")
+    assert not Path(info["workdir"]).exists()
+    for url in (info["issuer"], info["mcp_url"]):  # every process is gone
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=2)
