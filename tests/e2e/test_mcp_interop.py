@@ -8,7 +8,10 @@ RFC 9728 document from the challenge and Ostiary's metadata from it, runs Author
 ``resource`` while real Chromium signs in and consents, calls a tool, and after the access token is made to
 expire, refreshes (with ``resource``) and calls again.
 
-How the client is registered is a fixture parametrized by mode, so other registration paths (dynamic client
+The TypeScript SDK's client (``@modelcontextprotocol/sdk``, tests/mcp_node/mcp_client.mjs) does the same
+through its own OAuth support, headless in Node, with Chromium doing the browser step.
+
+How the client is registered (Python SDK test) is a fixture parametrized by mode, so other registration paths (dynamic client
 registration, a client ID metadata document) become one more ``REGISTRATION_MODES`` entry each.
 """
 
@@ -18,6 +21,7 @@ import asyncio
 import base64
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -264,6 +268,74 @@ async def test_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_again(
             "grant_type": "refresh_token", "refresh_token": tokens.refresh_token, "client_id": client_id})
     assert spent.status_code == 400 and spent.json()["error"] == "invalid_grant"
 
+
+# -- the TypeScript SDK's client -------------------------------------------------------------------
+
+
+NODE_DIR = ROOT / "tests" / "mcp_node"
+
+
+@pytest.fixture(scope="module")
+def node_client() -> Path:
+    """``npm install`` once (idempotent: only when node_modules is missing)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("node and npm are needed for the MCP TypeScript SDK test (apt-get install nodejs npm)")
+    if not (NODE_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, capture_output=True,
+                       timeout=300)
+    return NODE_DIR / "mcp_client.mjs"
+
+
+async def test_typescript_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_again(
+        stack: Stack, node_client: Path, browser: Any) -> None:
+    """``@modelcontextprotocol/sdk``'s own OAuth client (StreamableHTTPClientTransport with an auth provider),
+    headless: it prints the authorization URL, Chromium signs in and consents, the code reaches the Node
+    process's loopback callback; it calls a tool, then, when the server refuses its access token, refreshes
+    and calls again."""
+    out = stack.ostiary.cli("client", "create", "--name", "TS MCP client", "--public",
+                            "--grant-type", "authorization_code", "--grant-type", "refresh_token",
+                            "--scope", SCOPE + " offline_access", "--audience", stack.mcp_url,
+                            "--redirect-uri", "http://127.0.0.1/callback", "--json")
+    client_id = json.loads(out.stdout)["client_id"]
+    user = new_user(stack.ostiary, name="Ts User")
+    context = await browser.new_context()
+    context.set_default_timeout(20_000)
+    person = Person(await context.new_page(), user)
+    proc = await asyncio.create_subprocess_exec("node", str(node_client), stack.mcp_url, client_id, cwd=NODE_DIR,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    events: dict[str, dict[str, Any]] = {}
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        while True:
+            line = await asyncio.wait_for(proc.stdout.readline(), 120)
+            if not line:
+                break
+            event = json.loads(line)
+            events[event["event"]] = event
+            if event["event"] == "authorize":
+                await person(event["url"])
+        assert await asyncio.wait_for(proc.wait(), 60) == 0, (await proc.stderr.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await context.close()
+
+    assert len(person.urls) == 1 and person.consent_clients == ["TS MCP client"]
+    asked = {k: v[0] for k, v in parse_qs(urlsplit(person.urls[0]).query).items()}
+    assert person.urls[0].startswith(stack.ostiary.issuer + "/authorize?")
+    assert asked["resource"] == stack.mcp_url and asked["code_challenge_method"] == "S256"
+    assert asked["client_id"] == client_id and SCOPE in asked["scope"].split()
+    called, refreshed = events["called"], events["refreshed"]
+    assert called["whoami"]["subject"] == user["id"] and called["whoami"]["client_id"] == client_id
+    assert called["whoami"]["resource"] == stack.mcp_url
+    assert _claims(called["access_token"])["aud"] in (stack.mcp_url, [stack.mcp_url])
+    assert "welcome" in refreshed["notes"] and refreshed["whoami"] == called["whoami"]
+    assert refreshed["token_responses"] == 2  # the code exchange, then one refresh
+    assert refreshed["access_token"] != called["access_token"]
+    assert refreshed["refresh_token"] and refreshed["refresh_token"] != called["refresh_token"]  # rotated
+    assert _claims(refreshed["access_token"])["aud"] in (stack.mcp_url, [stack.mcp_url])
 
 # -- make demo-mcp ---------------------------------------------------------------------------------
 
