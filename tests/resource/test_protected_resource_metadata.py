@@ -4,6 +4,8 @@ token verifier over ours."""
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -168,3 +170,18 @@ def test_mcp_auth_settings_keep_the_issuer_as_written() -> None:
     assert str(settings.issuer_url) == "https://login.example.com"  # RFC 8414 §3.3: compared as strings
     assert str(settings.resource_server_url) == "https://tools.example.com/mcp"
     assert settings.required_scopes == ["notes:read"] and settings.validate_token_resource is True
+
+
+async def test_mcp_token_verifier_fails_safe_when_the_issuer_is_unreachable(
+        issuer: StandInIssuer, caplog: pytest.LogCaptureFixture) -> None:
+    """No keys can be fetched: the token is refused (the SDK answers 401), never let through."""
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mcp = McpTokenVerifier.for_server(f"http://127.0.0.1:{port}", AUDIENCE, timeout=2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ostiary.resource"):
+            assert await mcp.verify_token(issuer.mint(iss=f"http://127.0.0.1:{port}")) is None
+        assert "issuer is unavailable" in caplog.text
+    finally:
+        mcp.close()
