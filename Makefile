@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-ci demo-web test lint typecheck unit services bench clean
+.PHONY: demo demo-ci demo-web demo-mcp test lint typecheck unit services bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 demo-web: $(STAMP)
 	$(BIN)/python examples/web_microservices/run.py
+
+demo-mcp: $(STAMP)
+	$(BIN)/python examples/mcp_server/run.py
 
 demo-ci: $(STAMP)
 	$(BIN)/python examples/ci_federation/run.py

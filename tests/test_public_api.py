@@ -24,13 +24,14 @@ PUBLIC: dict[str, set[str]] = {
     },
     "ostiary.resource": {
         "AccessToken", "InsufficientScope", "Introspection", "InvalidRequest", "InvalidToken", "IssuerUnavailable",
-        "JwksCache", "MissingToken", "ResourceError", "TokenVerifier", "WrongTokenKind", "is_service_token",
-        "ClientCertificates", "check_certificate_binding",
+        "JwksCache", "MissingToken", "ProtectedResourceMetadata", "ResourceError", "TokenVerifier", "WrongTokenKind",
+        "is_service_token", "ClientCertificates", "check_certificate_binding",
     },
-    "ostiary.resource.starlette": {"BearerAuthMiddleware"},
+    "ostiary.resource.starlette": {"BearerAuthMiddleware", "ProtectedResourceMetadataApp"},
     "ostiary.resource.fastapi": {"BearerError", "install", "require_scopes", "require_service", "require_token",
                                  "require_user"},
-    "ostiary.resource.flask": {"require_token"},
+    "ostiary.resource.flask": {"require_token", "serve_metadata"},
+    "ostiary.resource.mcp": {"McpTokenVerifier", "auth_settings"},
     "ostiary.audit": {
         "ApiAudit", "CHECKS", "CLIENT_KINDS", "Check", "Finding", "IssuerAudit", "MISTAKES", "QUICK_REFERENCE",
         "Recommendation", "Report", "SEVERITIES", "Severity", "audit_api", "audit_issuer", "default_user",

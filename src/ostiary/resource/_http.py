@@ -94,13 +94,19 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_error(error: ResourceError, realm: str | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Status, headers and JSON body for ``error`` (RFC 6750 §3 challenge on 401 and insufficient_scope)."""
+def render_error(error: ResourceError, realm: str | None = None, resource_metadata: str | None = None
+                 ) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and JSON body for ``error`` (RFC 6750 §3 challenge on 401 and insufficient_scope).
+
+    ``resource_metadata`` is the URL of the API's RFC 9728 document, named in the challenge (RFC 9728 §5.1) so
+    a client that has no token yet, or a token without the scope, finds the authorization server to ask."""
     params: list[str] = [f"realm={_quoted(realm)}"] if realm else []
     if error.error is not None:
         params.append(f"error={_quoted(error.error)}")
     if isinstance(error, InsufficientScope):
         params.append(f"scope={_quoted(' '.join(error.required))}")
+    if resource_metadata:
+        params.append(f"resource_metadata={_quoted(resource_metadata)}")
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
     if error.status_code == 401 or isinstance(error, InsufficientScope | InvalidRequest):
         headers.append(("www-authenticate", " ".join(["Bearer", ", ".join(params)]).strip()))

@@ -10,6 +10,9 @@ RFC 6750 §3 error renderer::
 
 If :class:`~ostiary.resource.starlette.BearerAuthMiddleware` already verified the request, the
 dependencies reuse its ``request.state.access_token`` instead of verifying again.
+
+``install(app, verifier, metadata=ProtectedResourceMetadata(...))`` also serves the API's RFC 9728 document
+at its well-known paths and names it in every challenge (``resource_metadata="…"``).
 """
 
 from __future__ import annotations
@@ -17,26 +20,32 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
 from ._http import bearer_from_scope, form_has_access_token, needs_form_check, render_error
 from ._mtls import ClientCertificates
 from .errors import ResourceError
+from .metadata import ProtectedResourceMetadata
 from .token import AccessToken
 from .verifier import TokenVerifier
 
 __all__ = ["BearerError", "install", "require_scopes", "require_service", "require_token", "require_user"]
 
 STATE_KEY = "ostiary_token_verifier"
+<<<<<<< HEAD
 CERTS_KEY = "ostiary_client_certificates"
+=======
+METADATA_KEY = "ostiary_resource_metadata"
+>>>>>>> mcp
 
 
 class BearerError(HTTPException):
     """A refused request. Without :func:`install` FastAPI still renders the right status and challenge."""
 
-    def __init__(self, error: ResourceError, realm: str | None = None) -> None:
-        status, headers, body = render_error(error, realm)
+    def __init__(self, error: ResourceError, realm: str | None = None, resource_metadata: str | None = None) -> None:
+        status, headers, body = render_error(error, realm, resource_metadata)
         super().__init__(status, detail=error.description,
                          headers={k: v for k, v in headers if k != "content-type"})
         self.body = body
@@ -48,12 +57,30 @@ async def _render(request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
+<<<<<<< HEAD
 def install(app: FastAPI, verifier: TokenVerifier, *, certificates: ClientCertificates | None = None) -> None:
     """Keep ``verifier`` in ``app.state`` for the dependencies and render errors as RFC 6750 JSON.
     ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705)."""
     setattr(app.state, STATE_KEY, verifier)
     setattr(app.state, CERTS_KEY, certificates or ClientCertificates())
+=======
+def install(app: FastAPI, verifier: TokenVerifier, *, metadata: ProtectedResourceMetadata | None = None) -> None:
+    """Keep ``verifier`` in ``app.state`` for the dependencies and render errors as RFC 6750 JSON. With
+    ``metadata``, serve that RFC 9728 document (``GET``, no token needed, left out of the OpenAPI schema) and
+    point every challenge at it."""
+    setattr(app.state, STATE_KEY, verifier)
+    setattr(app.state, METADATA_KEY, metadata)
+>>>>>>> mcp
     app.add_exception_handler(BearerError, _render)
+    if metadata is not None:
+        document = metadata.document()
+        _, headers, _ = metadata.response()
+
+        async def protected_resource_metadata() -> JSONResponse:
+            return JSONResponse(document, headers={k: v for k, v in headers if k != "content-type"})
+
+        for path in metadata.paths:
+            app.add_api_route(path, protected_resource_metadata, methods=["GET"], include_in_schema=False)
 
 
 class _RequireToken(HTTPBearer):
@@ -79,7 +106,8 @@ class _RequireToken(HTTPBearer):
                 request.scope.setdefault("state", {})["access_token"] = token
             token.require(self._scopes, user=self._user, service=self._service)
         except ResourceError as exc:
-            raise BearerError(exc) from None
+            metadata: ProtectedResourceMetadata | None = getattr(request.app.state, METADATA_KEY, None)
+            raise BearerError(exc, resource_metadata=metadata.url if metadata is not None else None) from None
         return token
 
 

@@ -1,6 +1,8 @@
 """A Flask view decorator that requires a verified access token, stored on ``flask.g.access_token``.
 
-Failures are answered per RFC 6750 §3 with a JSON body; the view is not called.
+Failures are answered per RFC 6750 §3 with a JSON body; the view is not called. With the API's
+:class:`~ostiary.resource.metadata.ProtectedResourceMetadata` (``metadata=``), every challenge names it
+(RFC 9728 §5.1); :func:`serve_metadata` publishes the document itself.
 """
 
 from __future__ import annotations
@@ -9,21 +11,27 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import ParamSpec, TypeVar
 
-from flask import Response, g, request
+from flask import Flask, Response, g, request
 
 from ._http import bearer_token, is_form, render_error
 from ._mtls import ClientCertificates
 from .errors import ResourceError
+from .metadata import ProtectedResourceMetadata
 from .verifier import TokenVerifier
 
-__all__ = ["require_token"]
+__all__ = ["require_token", "serve_metadata"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, user: bool = False,
+<<<<<<< HEAD
                   service: bool = False, realm: str | None = None, certificates: ClientCertificates | None = None
+=======
+                  service: bool = False, realm: str | None = None,
+                  metadata: ProtectedResourceMetadata | None = None,
+>>>>>>> mcp
                   ) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
     """Decorate a view so it runs only for a valid token with ``scopes`` (and of the right kind).
     ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705)."""
@@ -42,7 +50,7 @@ def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, 
                 token = verifier.verify(raw, client_cert=source.from_environ(request.environ))
                 token.require(wanted, user=user, service=service)
             except ResourceError as exc:
-                status, headers, body = render_error(exc, realm)
+                status, headers, body = render_error(exc, realm, metadata.url if metadata is not None else None)
                 return Response(body, status=status, headers=headers)
             g.access_token = token
             return view(*args, **kwargs)
@@ -52,3 +60,15 @@ def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, 
     return decorator
 
 
+
+
+def serve_metadata(app: Flask, metadata: ProtectedResourceMetadata) -> None:
+    """Answer ``GET`` on the document's well-known paths (RFC 9728 §3) with the document, no token needed."""
+    status, headers, body = metadata.response()
+
+    def protected_resource_metadata() -> Response:
+        return Response(body, status=status, headers=headers)
+
+    for i, path in enumerate(metadata.paths):
+        app.add_url_rule(path, endpoint=f"ostiary_protected_resource_metadata_{i}",
+                         view_func=protected_resource_metadata, methods=["GET"])
