@@ -34,11 +34,8 @@ from .verifier import TokenVerifier
 __all__ = ["BearerError", "install", "require_scopes", "require_service", "require_token", "require_user"]
 
 STATE_KEY = "ostiary_token_verifier"
-<<<<<<< HEAD
 CERTS_KEY = "ostiary_client_certificates"
-=======
 METADATA_KEY = "ostiary_resource_metadata"
->>>>>>> mcp
 
 
 class BearerError(HTTPException):
@@ -57,20 +54,15 @@ async def _render(request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
-<<<<<<< HEAD
-def install(app: FastAPI, verifier: TokenVerifier, *, certificates: ClientCertificates | None = None) -> None:
+def install(app: FastAPI, verifier: TokenVerifier, *, certificates: ClientCertificates | None = None,
+            metadata: ProtectedResourceMetadata | None = None) -> None:
     """Keep ``verifier`` in ``app.state`` for the dependencies and render errors as RFC 6750 JSON.
-    ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705)."""
-    setattr(app.state, STATE_KEY, verifier)
-    setattr(app.state, CERTS_KEY, certificates or ClientCertificates())
-=======
-def install(app: FastAPI, verifier: TokenVerifier, *, metadata: ProtectedResourceMetadata | None = None) -> None:
-    """Keep ``verifier`` in ``app.state`` for the dependencies and render errors as RFC 6750 JSON. With
+    ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705). With
     ``metadata``, serve that RFC 9728 document (``GET``, no token needed, left out of the OpenAPI schema) and
     point every challenge at it."""
     setattr(app.state, STATE_KEY, verifier)
+    setattr(app.state, CERTS_KEY, certificates or ClientCertificates())
     setattr(app.state, METADATA_KEY, metadata)
->>>>>>> mcp
     app.add_exception_handler(BearerError, _render)
     if metadata is not None:
         document = metadata.document()

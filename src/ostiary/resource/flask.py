@@ -26,15 +26,12 @@ R = TypeVar("R")
 
 
 def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, user: bool = False,
-<<<<<<< HEAD
-                  service: bool = False, realm: str | None = None, certificates: ClientCertificates | None = None
-=======
-                  service: bool = False, realm: str | None = None,
+                  service: bool = False, realm: str | None = None, certificates: ClientCertificates | None = None,
                   metadata: ProtectedResourceMetadata | None = None,
->>>>>>> mcp
                   ) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
     """Decorate a view so it runs only for a valid token with ``scopes`` (and of the right kind).
-    ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705)."""
+    ``certificates``: where the client certificate comes from (certificate-bound tokens, RFC 8705);
+    ``metadata``: the API's RFC 9728 document, named in every challenge (serve it with ``serve_metadata``)."""
     source = certificates or ClientCertificates()
     wanted = tuple(scopes.split()) if isinstance(scopes, str) else tuple(scopes)
 
@@ -58,8 +55,6 @@ def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, 
         return wrapper
 
     return decorator
-
-
 
 
 def serve_metadata(app: Flask, metadata: ProtectedResourceMetadata) -> None:

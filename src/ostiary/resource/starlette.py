@@ -30,24 +30,17 @@ class BearerAuthMiddleware:
 
     With ``required=True`` (the default) a request without a token gets 401; with ``required=False``
     it passes with ``access_token = None`` (a token that is present but bad is always refused).
-<<<<<<< HEAD
     Paths in ``exempt`` (exact match, e.g. ``/healthz``) are not checked at all. ``certificates`` says where
     the client's TLS certificate comes from, which certificate-bound tokens must match (RFC 8705 §3).
-=======
-    Paths in ``exempt`` (exact match, e.g. ``/healthz``) are not checked at all.
 
     With ``metadata``, ``GET`` on its well-known paths answers the RFC 9728 document without a token, and
     every challenge carries ``resource_metadata="…"`` (RFC 9728 §5.1).
->>>>>>> mcp
     """
 
     def __init__(self, app: ASGIApp, verifier: TokenVerifier, *, required: bool = True,
                  realm: str | None = None, exempt: Collection[str] = (),
-<<<<<<< HEAD
-                 certificates: ClientCertificates | None = None) -> None:
-=======
+                 certificates: ClientCertificates | None = None,
                  metadata: ProtectedResourceMetadata | None = None) -> None:
->>>>>>> mcp
         self.app = app
         self.certificates = certificates or ClientCertificates()
         self.verifier = verifier
