@@ -27,6 +27,7 @@ demo-ci: $(STAMP)
 services:
 	@bash scripts/ensure-services.sh
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-haproxy.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
