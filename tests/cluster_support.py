@@ -422,6 +422,7 @@ defaults
 frontend ostiary
     bind 127.0.0.1:{self.haproxy_port}
     option forwardfor
+    http-response set-header X-Ostiary-Node %[srv_name]
     default_backend nodes
 
 backend nodes
