@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-ci demo-web demo-mcp test lint typecheck unit services bench clean
+.PHONY: demo demo-ci demo-web demo-mcp demo-cluster test lint typecheck unit services bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo-web: $(STAMP)
 
 demo-mcp: $(STAMP)
 	$(BIN)/python examples/mcp_server/run.py
+
+# three nodes in their own network namespaces behind HAProxy (needs root); Ctrl-C removes everything
+demo-cluster: $(STAMP) services
+	$(BIN)/python examples/cluster/run.py
 
 demo-ci: $(STAMP)
 	$(BIN)/python examples/ci_federation/run.py

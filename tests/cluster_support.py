@@ -447,6 +447,11 @@ frontend stats
                                          stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         log.close()
         _wait_port("127.0.0.1", self.haproxy_port)
+        deadline = time.monotonic() + 15
+        while not (self.workdir / "haproxy.sock").exists():
+            if self._haproxy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start:\n{(self.workdir / 'haproxy.log').read_text()}")
+            time.sleep(0.05)
 
 
 def _prepare_database(env: dict[str, str]) -> None:
