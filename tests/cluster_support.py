@@ -250,15 +250,29 @@ class Cluster:
         """``ostiary ARGS`` on the host, against the cluster's database."""
         return ostiary(list(args), self.env, check=check)
 
-    def backend_status(self) -> dict[str, str]:
-        """HAProxy's view: ``{"node1": "UP", "node2": "DOWN", …}`` (its stats socket, ``show stat``)."""
+    @property
+    def haproxy_pid(self) -> int:
+        assert self._haproxy is not None
+        return self._haproxy.pid
+
+    @property
+    def forwarder_pids(self) -> list[int]:
+        """The socat forwarders (each forks a child per connection)."""
+        return [p.pid for p in self._host_procs]
+
+    def haproxy_command(self, command: str) -> str:
+        """A command on HAProxy's stats socket (``show stat``, ``disable server nodes/node2``, …)."""
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(self.workdir / "haproxy.sock"))
-            s.sendall(b"show stat\n")
+            s.sendall(command.encode() + b"\n")
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
-        lines = data.decode().splitlines()
+        return data.decode()
+
+    def backend_status(self) -> dict[str, str]:
+        """HAProxy's view: ``{"node1": "UP", "node2": "DOWN", …}`` (``MAINT`` when disabled)."""
+        lines = self.haproxy_command("show stat").splitlines()
         header = lines[0].lstrip("# ").split(",")
         out = {}
         for line in lines[1:]:
