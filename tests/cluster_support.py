@@ -444,6 +444,9 @@ backend nodes
     option httpchk
     http-check send meth GET uri /readyz
     http-check expect status 200
+    # a refused connection fails a check at once; a slow answer only after 3 s: a node busy under load
+    # (a /readyz taking longer than the check interval) is not taken out of service for being busy
+    timeout check 3s
     default-server inter 500ms fall 2 rise 2
 {servers}
 
