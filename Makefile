@@ -22,7 +22,9 @@ demo-mcp: $(STAMP)
 	$(BIN)/python examples/mcp_server/run.py
 
 # three nodes in their own network namespaces behind HAProxy (needs root); Ctrl-C removes everything
-demo-cluster: $(STAMP) services
+demo-cluster: $(STAMP)
+	@bash scripts/ensure-services.sh
+	@bash scripts/ensure-haproxy.sh
 	$(BIN)/python examples/cluster/run.py
 
 demo-ci: $(STAMP)

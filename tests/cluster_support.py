@@ -170,6 +170,7 @@ def _allocation_lock() -> Iterator[None]:
 class Node:
     index: int
     netns: str
+    host_if: str  # the host end of its veth pair
     host_addr: str  # the host side of its veth: HAProxy's source address, and where its DB/Redis forwarders listen
     addr: str  # its own address, inside its namespace
     log_path: Path
@@ -316,7 +317,7 @@ class Cluster:
         with _allocation_lock():
             octet = next(o for o in secrets.SystemRandom().sample(range(1, 255), 254) if o not in _used_octets())
             for i in range(self.nodes_count):
-                self.nodes.append(self._make_node(i, octet))
+                self._make_node(i, octet)
         host_db = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{self.db_name}"
         self.env = base_env(host_db, self.url, secrets.token_urlsafe(40), self.admin_token, {
             "OSTIARY_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -357,7 +358,8 @@ class Cluster:
                 proc.wait(timeout=5)
         self._host_procs.clear()
         for node in self.nodes:
-            _remove_netns(node.netns)
+            _remove_netns(node.netns)  # its veth end goes with it, and the pair with that end
+            subprocess.run(["ip", "link", "del", node.host_if], capture_output=True)  # made, never moved
         self.nodes.clear()
         if self.db_name:
             with contextlib.suppress(Exception):
@@ -371,11 +373,12 @@ class Cluster:
 
     # ---- the parts ----
 
-    def _make_node(self, i: int, octet: int) -> Node:
+    def _make_node(self, i: int, octet: int) -> None:
         netns = f"{NETNS_PREFIX}{os.getpid()}-{self._suffix}-{i}"
         host_if, node_if = f"oc{self._suffix}{i}h", f"oc{self._suffix}{i}n"
         host_addr, addr = f"10.231.{octet}.{4 * i + 1}", f"10.231.{octet}.{4 * i + 2}"
-        node = Node(i, netns, host_addr, addr, self.workdir / f"node{i + 1}.log")
+        node = Node(i, netns, host_if, host_addr, addr, self.workdir / f"node{i + 1}.log")
+        self.nodes.append(node)  # before anything is made: stop() removes whatever part of it exists
         _ip("netns", "add", netns)
         _ip("link", "add", host_if, "type", "veth", "peer", "name", node_if)
         _ip("link", "set", node_if, "netns", netns)
@@ -384,7 +387,6 @@ class Cluster:
         _ip("-n", netns, "addr", "add", f"{addr}/30", "dev", node_if)
         _ip("-n", netns, "link", "set", node_if, "up")
         _ip("-n", netns, "link", "set", "lo", "up")
-        return node
 
     def _node_env(self, node: Node) -> dict[str, str]:
         env = dict(self.env)
