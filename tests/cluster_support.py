@@ -108,7 +108,7 @@ def _remove_netns(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-async def _pg_exec(sql: str, *args: Any) -> list[Any]:
+async def pg_fetch(sql: str, *args: Any) -> list[Any]:
     import asyncpg
 
     conn = await asyncpg.connect(PG_ADMIN_DSN)
@@ -140,13 +140,13 @@ def cleanup_stale() -> list[str]:
                 os.kill(int(p), signal.SIGKILL)
                 removed.append(f"process {p}")
     try:
-        rows = asyncio.run(_pg_exec("SELECT datname FROM pg_database WHERE datname LIKE $1", DB_PREFIX + "%"))
+        rows = asyncio.run(pg_fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", DB_PREFIX + "%"))
     except OSError:
         rows = []
     for (datname,) in rows:
         owner = datname[len(DB_PREFIX):].split("_")[0]
         if owner.isdigit() and not _alive(int(owner)):
-            asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{datname}" WITH (FORCE)'))
+            asyncio.run(pg_fetch(f'DROP DATABASE IF EXISTS "{datname}" WITH (FORCE)'))
             removed.append(datname)
     return removed
 
@@ -310,7 +310,7 @@ class Cluster:
         self._suffix = secrets.token_hex(3)
         tag = f"ostc-tag-{os.getpid()}-{self._suffix}"
         self.db_name = f"{DB_PREFIX}{os.getpid()}_{self._suffix}"
-        asyncio.run(_pg_exec(f'CREATE DATABASE "{self.db_name}"'))
+        asyncio.run(pg_fetch(f'CREATE DATABASE "{self.db_name}"'))
         self.haproxy_port = self.haproxy_port or free_port()
         self.stats_port = self.stats_port or free_port()
         self.admin_token = "admin-" + secrets.token_urlsafe(24)
@@ -363,7 +363,7 @@ class Cluster:
         self.nodes.clear()
         if self.db_name:
             with contextlib.suppress(Exception):
-                asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+                asyncio.run(pg_fetch(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
             self.db_name = ""
 
     def restart(self, node: Node) -> None:
