@@ -14,11 +14,17 @@ from .jose import verify_jwt
 from .keys import KeyRing
 from .policy import ServerPolicy
 
-__all__ = ["ACCESS_TOKEN_CLAIMS", "IssuedAccessToken", "TokenIssuer", "TokenResponse", "verify_own_access_token"]
+__all__ = ["ACCESS_TOKEN_CLAIMS", "IssuedAccessToken", "TokenIssuer", "TokenResponse", "new_jti",
+           "verify_own_access_token"]
 
 ACCESS_TOKEN_TYP = "at+jwt"
 #: what every access token this server mints carries (RFC 9068 §2.2; ``aud`` is absent when it names nobody)
 ACCESS_TOKEN_CLAIMS = ("exp", "iat", "jti", "sub", "client_id")
+
+
+def new_jti() -> str:
+    """A fresh access-token id (RFC 9068 §2.2: ``jti``)."""
+    return new_token(16)
 
 
 def verify_own_access_token(token: str, keyring: KeyRing, policy: ServerPolicy, now: float, *,
@@ -78,12 +84,13 @@ class TokenIssuer:
         self._confirmation = confirmation
 
     def access_token(self, *, subject: str, client_id: str, audience: Sequence[str], scopes: Sequence[str],
-                     lifetime: int | None = None, extra_claims: Mapping[str, Any] | None = None
-                     ) -> IssuedAccessToken:
-        """RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti (and nbf, scope)."""
-        now = int(self._clock.now())
+                     lifetime: int | None = None, extra_claims: Mapping[str, Any] | None = None,
+                     jti: str | None = None, issued_at: int | None = None) -> IssuedAccessToken:
+        """RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti (and nbf, scope). ``jti`` and ``issued_at``
+        when they were chosen (and stored) before signing (``new_jti``; the clock's second)."""
+        now = int(self._clock.now()) if issued_at is None else issued_at
         ttl = min(lifetime or self._policy.access_token_ttl, self._policy.access_token_ttl)
-        jti = new_token(16)
+        jti = jti or new_jti()
         scope = " ".join(sorted(scopes))
         aud: str | list[str] = audience[0] if len(audience) == 1 else list(audience)
         claims: dict[str, Any] = {

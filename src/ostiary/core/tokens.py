@@ -10,12 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .._secrets import constant_time_equals
+
 __all__ = [
     "AuthorizationCode",
     "AuthorizationCodeRepository",
+    "RefreshRotation",
     "RefreshToken",
     "RefreshTokenRepository",
+    "RotationOutcome",
     "TokenFamily",
+    "registered_grant",
+    "rotation_refusal",
+    "successor_of",
 ]
 
 
@@ -83,6 +90,96 @@ class RefreshToken:
     dpop_jkt: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshRotation:
+    """One refresh request, as ``RefreshTokenRepository.rotate_refresh_token_once`` carries it out: the token
+    presented, the client presenting it and what its *current* registration allows, and the ids minted ahead
+    (the new access token's ``jti`` and expiry, the successor's hash) so that the store can find, spend and
+    succeed the token in one round trip before anything is signed."""
+
+    token_hash: str = field(repr=False)
+    client_id: str
+    now: float
+    requested: frozenset[str]  # the ``scope`` parameter; empty: the whole grant
+    client_scopes: frozenset[str]
+    client_audiences: frozenset[str]  # the client's registered audiences and its own client_id
+    userinfo_audience: str  # allowed as an audience while ``openid`` is
+    refresh_allowed: bool  # the client may have refresh tokens at all ("refresh_token" among its grant types)
+    jti: str
+    access_expires_at: float
+    successor_hash: str = field(repr=False)
+    idle_ttl: float
+    #: ``x5t#S256`` of the TLS client certificate of this request (None: none, or unreadable); a family bound
+    #: to a certificate (RFC 8705 §4) rotates only with it
+    x5t_s256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RotationOutcome:
+    """What ``rotate_refresh_token_once`` found (before it wrote anything) and did. ``rotated``: this call spent
+    the token, recorded the jti and stored ``successor`` (None when none was due)."""
+
+    token: RefreshToken | None
+    family: TokenFamily | None
+    user_enabled: bool  # the token's user exists and is not disabled
+    rotated: bool
+    successor: RefreshToken | None = field(default=None, repr=False)
+
+
+def registered_grant(scopes: frozenset[str], audience: tuple[str, ...], client_scopes: frozenset[str],
+                     client_audiences: frozenset[str], userinfo_audience: str
+                     ) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """A grant's scopes and audiences as the client's current registration allows them (``client_audiences``
+    holds its registered audiences and its client_id; the userinfo audience stays while ``openid`` does).
+    None when nothing of either is left."""
+    kept = scopes & client_scopes
+    allowed = {*client_audiences, *((userinfo_audience,) if "openid" in kept else ())}
+    aud = tuple(a for a in audience if a in allowed)
+    if not kept or not aud:
+        return None
+    return kept, aud
+
+
+def rotation_refusal(token: RefreshToken | None, family: TokenFamily | None, user_enabled: bool,
+                     r: RefreshRotation) -> str | None:
+    """Why ``r`` may not spend ``token`` (None: it may), checked in the refresh grant's order. Every store's
+    ``rotate_refresh_token_once`` spends exactly when this is None at the moment it spends."""
+    if token is None or token.client_id != r.client_id:
+        return "unknown refresh token or another client's"
+    if family is None or family.revoked_at is not None:
+        return "family revoked"
+    if family.x5t_s256 is not None and (r.x5t_s256 is None or not constant_time_equals(r.x5t_s256,
+                                                                                        family.x5t_s256)):
+        return "certificate mismatch"
+    if r.requested - family.scopes:
+        return "scope widened"
+    if token.used_at is not None:
+        return "spent"
+    if r.now >= token.expires_at or r.now >= family.expires_at:
+        return "expired"
+    if r.requested - r.client_scopes:
+        return "scope no longer allowed"
+    if registered_grant(family.scopes, family.audience, r.client_scopes, r.client_audiences,
+                        r.userinfo_audience) is None:
+        return "nothing registered"
+    if not user_enabled:
+        return "user gone or disabled"
+    return None
+
+
+def successor_of(token: RefreshToken, family: TokenFamily, r: RefreshRotation) -> RefreshToken | None:
+    """The refresh token that succeeds ``token`` once ``r`` spent it, when one is due: the client may have
+    refresh tokens and, with OpenID Connect, ``offline_access`` is still granted (OIDC Core §11)."""
+    grant = registered_grant(family.scopes, family.audience, r.client_scopes, r.client_audiences,
+                             r.userinfo_audience)
+    if grant is None or not r.refresh_allowed or ("openid" in grant[0] and "offline_access" not in grant[0]):
+        return None
+    return RefreshToken(token_hash=r.successor_hash, family_id=family.family_id, client_id=r.client_id,
+                        user_id=token.user_id, scopes=grant[0], created_at=r.now,
+                        expires_at=min(family.expires_at, r.now + r.idle_ttl), parent_hash=token.token_hash,
+                        dpop_jkt=family.dpop_jkt)
+
+
 class AuthorizationCodeRepository(Protocol):
     async def add_code(self, code: AuthorizationCode) -> None: ...
     async def get_code(self, code_hash: str) -> AuthorizationCode | None: ...
@@ -124,4 +221,12 @@ class RefreshTokenRepository(Protocol):
         """One unit of work: spend the token and, only if this caller spent it, record the new access
         token's jti in the family and store the successor. False (and nothing written) for the loser, and
         when the family is revoked (the token then stays unspent)."""
+        ...
+
+    async def rotate_refresh_token_once(self, rotation: RefreshRotation) -> RotationOutcome:
+        """Find the token (with its family and whether its user is enabled), and, exactly when
+        ``rotation_refusal`` finds nothing against it, spend it, record ``rotation.jti`` in the family and store
+        ``successor_of`` it: atomically, one caller of several concurrent ones at most. On PostgreSQL one
+        statement (one round trip). The family stays unrevoked until the rotation is stored (a concurrent
+        revocation then sees the new jti). Never writes anything when it does not rotate."""
         ...

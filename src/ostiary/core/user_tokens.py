@@ -18,8 +18,8 @@ from .storage import Store
 from .tokens import RefreshToken, TokenFamily
 from .users import User
 
-__all__ = ["REFRESH_TOKEN_PREFIX", "MintedTokens", "issue_in_new_family", "mint_user_tokens", "revoke_family",
-           "revoke_user_families", "store_minted", "wants_refresh_token"]
+__all__ = ["REFRESH_TOKEN_PREFIX", "MintedTokens", "PreparedIds", "issue_in_new_family", "mint_user_tokens",
+           "new_refresh_token", "revoke_family", "revoke_user_families", "store_minted", "wants_refresh_token"]
 
 REFRESH_TOKEN_PREFIX = "ost_rt_"
 
@@ -32,32 +32,50 @@ class MintedTokens:
     refresh: RefreshToken | None = field(default=None, repr=False)
 
 
+def new_refresh_token() -> str:
+    """A fresh refresh token (opaque, 256 bits)."""
+    return new_token(32, REFRESH_TOKEN_PREFIX)
+
+
 def wants_refresh_token(client: Client, scopes: frozenset[str]) -> bool:
     """Refresh tokens go to clients allowed the grant; with OpenID Connect only for ``offline_access``
     (OIDC Core §11)."""
     return "refresh_token" in client.grant_types and ("offline_access" in scopes or "openid" not in scopes)
 
 
-def mint_user_tokens(ctx: EngineContext, client: Client, family: TokenFamily, user: User,
-                     scopes: frozenset[str], *, nonce: str | None, parent_hash: str | None) -> MintedTokens:
+@dataclass(frozen=True, slots=True)
+class PreparedIds:
+    """What a rotation chooses before it stores anything and signs the tokens after: the access token's
+    ``jti`` and issue time (its expiry follows), and the successor refresh token (used when one is due)."""
+
+    jti: str
+    issued_at: int
+    refresh_token: str = field(repr=False)
+
+
+def mint_user_tokens(ctx: EngineContext, client: Client, family: TokenFamily, user_id: str,
+                     scopes: frozenset[str], *, nonce: str | None, parent_hash: str | None,
+                     prepared: PreparedIds | None = None) -> MintedTokens:
     """An access token (RFC 9068), an id_token when ``openid`` was granted (OIDC Core §3.1.3.3), and a new
     refresh token when the client may have one. Nothing is stored here."""
     now = ctx.clock.now()
-    at = ctx.issuer.access_token(subject=user.user_id, client_id=client.client_id, audience=family.audience,
-                                 scopes=sorted(scopes), extra_claims={"auth_time": int(family.auth_time)})
+    at = ctx.issuer.access_token(subject=user_id, client_id=client.client_id, audience=family.audience,
+                                 scopes=sorted(scopes), extra_claims={"auth_time": int(family.auth_time)},
+                                 jti=prepared.jti if prepared else None,
+                                 issued_at=prepared.issued_at if prepared else None)
     id_token = None
     if "openid" in scopes:
-        id_token = ctx.issuer.id_token(subject=user.user_id, client_id=client.client_id,
+        id_token = ctx.issuer.id_token(subject=user_id, client_id=client.client_id,
                                        auth_time=family.auth_time, nonce=nonce, amr=family.amr, acr=family.acr,
                                        access_token=at.token, sid=family.session_id,
                                        alg=client.id_token_signed_response_alg)
     refresh_plain: str | None = None
     refresh: RefreshToken | None = None
     if wants_refresh_token(client, family.scopes):
-        refresh_plain = new_token(32, REFRESH_TOKEN_PREFIX)
+        refresh_plain = prepared.refresh_token if prepared else new_refresh_token()
         expires = min(family.expires_at, now + ctx.policy.refresh_token_idle_ttl)
         refresh = RefreshToken(token_hash=token_hash(refresh_plain, ctx.secret_hash_key),
-                               family_id=family.family_id, client_id=client.client_id, user_id=user.user_id,
+                               family_id=family.family_id, client_id=client.client_id, user_id=user_id,
                                scopes=family.scopes, created_at=now, expires_at=expires, parent_hash=parent_hash,
                                dpop_jkt=family.dpop_jkt)
     response = TokenResponse(access_token=at.token, expires_in=at.expires_in, scope=at.scope or None,
@@ -81,7 +99,7 @@ async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: C
         # RFC 8705 §4: a public client's refresh tokens are bound to the certificate it used (a confidential
         # client's are bound to the client, which authenticates on every refresh)
         family = replace(family, x5t_s256=ctx.confirmation.get(CNF_X5T))
-    minted = mint_user_tokens(ctx, client, family, user, family.scopes, nonce=nonce, parent_hash=None)
+    minted = mint_user_tokens(ctx, client, family, user.user_id, family.scopes, nonce=nonce, parent_hash=None)
     async with ctx.store.transaction():
         if not await spend():
             return None

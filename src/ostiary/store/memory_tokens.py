@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..core.storage import RevokedUserTokens
-from ..core.tokens import AuthorizationCode, RefreshToken, TokenFamily
+from ..core.tokens import (
+    AuthorizationCode,
+    RefreshRotation,
+    RefreshToken,
+    RotationOutcome,
+    TokenFamily,
+    rotation_refusal,
+    successor_of,
+)
 
 __all__ = ["MemoryTokensMixin"]
 
@@ -26,6 +34,9 @@ class MemoryTokensMixin:
     MemoryStore composes) and ``UserTokenRevocation``."""
 
     revoked: dict[str, tuple[str, float]]  # MemoryStore's revoked access tokens: jti → (client_id, expires_at)
+
+    def _user_enabled(self, user_id: str) -> bool:  # MemoryStore's users
+        raise NotImplementedError
 
     @property
     def _t(self) -> _State:
@@ -134,3 +145,17 @@ class MemoryTokensMixin:
         if successor is not None:
             await self.add_refresh_token(successor)
         return True
+
+    async def rotate_refresh_token_once(self, rotation: RefreshRotation) -> RotationOutcome:
+        # atomic: nothing awaits between the checks and the writes
+        token = self._t.refresh.get(rotation.token_hash)
+        family = self._t.families.get(token.family_id) if token is not None else None
+        enabled = token is not None and self._user_enabled(token.user_id)
+        if token is None or family is None or rotation_refusal(token, family, enabled, rotation) is not None:
+            return RotationOutcome(token, family, enabled, rotated=False)
+        self._t.refresh[token.token_hash] = replace(token, used_at=rotation.now)
+        self._t.family_jtis.setdefault(family.family_id, {})[rotation.jti] = rotation.access_expires_at
+        successor = successor_of(token, family, rotation)
+        if successor is not None:
+            self._t.refresh[successor.token_hash] = successor
+        return RotationOutcome(token, family, enabled, rotated=True, successor=successor)

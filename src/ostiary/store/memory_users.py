@@ -39,6 +39,11 @@ class MemoryUsersMixin:
     async def get_user(self, user_id: str) -> User | None:
         return self._u.users.get(user_id)
 
+    def _user_enabled(self, user_id: str) -> bool:
+        """The user exists and is not disabled (the refresh rotation's check, made without awaiting)."""
+        user = self._u.users.get(user_id)
+        return user is not None and not user.disabled
+
     async def find_user(self, login: str) -> User | None:
         key = login.strip().lower()
         for u in self._u.users.values():

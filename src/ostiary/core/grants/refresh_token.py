@@ -22,12 +22,12 @@ from ..audit import AuditEvent
 from ..clients import Client
 from ..context import EngineContext
 from ..errors import InvalidGrant, InvalidScope
-from ..issuance import TokenResponse
+from ..issuance import TokenResponse, new_jti
 from ..mtls import certificate_der, certificate_thumbprint
 from ..requests import form_value, scope_set
 from ..sealing import SealError, seal, sealing_key, unseal
-from ..tokens import RefreshToken, TokenFamily
-from ..user_tokens import mint_user_tokens, revoke_family
+from ..tokens import RefreshRotation, RefreshToken, TokenFamily, registered_grant
+from ..user_tokens import PreparedIds, mint_user_tokens, new_refresh_token, revoke_family
 from . import GrantRequest
 
 __all__ = ["RefreshTokenGrant", "RefreshTokenReused"]
@@ -47,12 +47,48 @@ def _as_registered_now(family: TokenFamily, client: Client, issuer: str) -> Toke
     removed since the grant are not minted again (RFC 6749 §6: never more than originally granted; and never
     more than the client may have now). The userinfo audience stays while ``openid`` does; the client itself
     (the audience of a grant without any) always."""
-    scopes = family.scopes & client.scopes
-    allowed = {*client.audiences, client.client_id, *((issuer + "/userinfo",) if "openid" in scopes else ())}
-    audience = tuple(a for a in family.audience if a in allowed)
-    if not scopes or not audience:
+    grant = registered_grant(family.scopes, family.audience, client.scopes, _audiences(client),
+                             issuer + "/userinfo")
+    if grant is None:
         return None  # refused by the caller (after the reuse check: a replay still revokes the family)
-    return replace(family, scopes=scopes, audience=audience)
+    return replace(family, scopes=grant[0], audience=grant[1])
+
+
+def _audiences(client: Client) -> frozenset[str]:
+    return frozenset({*client.audiences, client.client_id})
+
+
+def _check_found(rt: RefreshToken | None, family: TokenFamily | None, client: Client, requested: frozenset[str],
+                 client_cert: bytes | None) -> tuple[RefreshToken, TokenFamily]:
+    """The checks before the reuse check: the token is this client's, its family live (and, bound to a
+    certificate, presented with it), the scope not widened."""
+    if rt is None or rt.client_id != client.client_id:
+        # bound to the client: another client's attempt is refused and does not harm the family
+        raise InvalidGrant(_INVALID, debug="unknown refresh token or another client's")
+    if family is None or family.revoked_at is not None:
+        raise InvalidGrant(_INVALID, debug="family revoked")
+    if family.x5t_s256 is not None and not _same_certificate(family.x5t_s256, client_cert):
+        # RFC 8705 §4: refused, and the family is left alone (the presenter may simply lack the certificate)
+        raise InvalidGrant("the refresh token is bound to a TLS client certificate, and this connection "
+                           "did not present it", debug="refresh token certificate mismatch")
+    if requested - family.scopes:
+        raise InvalidScope("the scope may be narrowed on refresh, never widened")
+    return rt, family
+
+
+def _check_live(rt: RefreshToken, family: TokenFamily, client: Client, requested: frozenset[str], now: float,
+                issuer: str) -> TokenFamily:
+    """The checks after the reuse check (the token is unspent): unexpired, and still registered for the client.
+    The family as the client's registration allows it now."""
+    if now >= rt.expires_at or now >= family.expires_at:
+        raise InvalidGrant(_INVALID, debug="refresh token expired")
+    if requested - client.scopes:
+        raise InvalidScope("scope no longer allowed for this client: "
+                           + " ".join(sorted(requested - client.scopes))[:200])
+    narrowed = _as_registered_now(family, client, issuer)
+    if narrowed is None:
+        raise InvalidGrant(_INVALID, debug="nothing of the grant is still registered for the client")
+    return narrowed
 
 
 def _same_certificate(thumbprint: str, client_cert: bytes | None) -> bool:
@@ -63,6 +99,16 @@ def _same_certificate(thumbprint: str, client_cert: bytes | None) -> bool:
     except ValueError:
         return False
     return constant_time_equals(presented, thumbprint)
+
+
+def _thumbprint(client_cert: bytes | None) -> str | None:
+    """``x5t#S256`` of the certificate this request came with; None without one (or unreadable)."""
+    if client_cert is None:
+        return None
+    try:
+        return certificate_thumbprint(certificate_der(client_cert))
+    except ValueError:
+        return None
 
 
 class RefreshTokenReused(InvalidGrant):
@@ -84,21 +130,64 @@ class RefreshTokenGrant:
         assert req.client is not None
         client = req.client.client
         presented = form_value(req.params, "refresh_token")
-        rt_hash = token_hash(presented, ctx.secret_hash_key)
-        rt = await ctx.store.get_refresh_token(rt_hash) if len(presented) <= 512 else None
-        if rt is None or rt.client_id != client.client_id:
-            # bound to the client: another client's attempt is refused and does not harm the family
+        if len(presented) > 512:
             raise InvalidGrant(_INVALID, debug="unknown refresh token or another client's")
-        family = await ctx.store.get_family(rt.family_id)
-        if family is None or family.revoked_at is not None:
-            raise InvalidGrant(_INVALID, debug="family revoked")
-        if family.x5t_s256 is not None and not _same_certificate(family.x5t_s256, req.request.client_cert):
-            # RFC 8705 §4: refused, and the family is left alone (the presenter may simply lack the certificate)
-            raise InvalidGrant("the refresh token is bound to a TLS client certificate, and this connection "
-                               "did not present it", debug="refresh token certificate mismatch")
+        rt_hash = token_hash(presented, ctx.secret_hash_key)
         requested = scope_set(req.params.get("scope"))
-        if requested - family.scopes:
-            raise InvalidScope("the scope may be narrowed on refresh, never widened")
+        if ctx.policy.refresh_token_reuse_window > 0:
+            return await self._with_reuse_window(req, ctx, client, rt_hash, requested)
+        return await self._in_one_trip(req, ctx, client, rt_hash, requested)
+
+    async def _in_one_trip(self, req: GrantRequest, ctx: EngineContext, client: Client, rt_hash: str,
+                           requested: frozenset[str]) -> TokenResponse:
+        """Strict rotation (no reuse window): the store finds, checks, spends and succeeds the token at once
+        (one round trip on PostgreSQL) with ids chosen here; the tokens are signed afterwards."""
+        now = ctx.clock.now()
+        prepared = PreparedIds(jti=new_jti(), issued_at=int(now), refresh_token=new_refresh_token())
+        rotation = RefreshRotation(
+            token_hash=rt_hash, client_id=client.client_id, now=now, requested=requested,
+            client_scopes=client.scopes, client_audiences=_audiences(client),
+            userinfo_audience=ctx.policy.issuer + "/userinfo", refresh_allowed="refresh_token" in client.grant_types,
+            jti=prepared.jti, access_expires_at=prepared.issued_at + ctx.policy.access_token_ttl,
+            successor_hash=token_hash(prepared.refresh_token, ctx.secret_hash_key),
+            idle_ttl=ctx.policy.refresh_token_idle_ttl, x5t_s256=_thumbprint(req.request.client_cert))
+        out = await ctx.store.rotate_refresh_token_once(rotation)
+        # the grant's own checks, on what the store found: they say why a refused rotation was refused, and
+        # a rotation the store made passes them (the store applies the same rules: rotation_refusal)
+        rt, family = _check_found(out.token, out.family, client, requested, req.request.client_cert)
+        if not out.rotated and rt.used_at is not None:
+            return await self._reused(ctx, rt.family_id, client.client_id, req)
+        family = _check_live(rt, family, client, requested, now, ctx.policy.issuer)
+        if not out.rotated:
+            if not out.user_enabled:
+                raise InvalidGrant(_INVALID, debug="user gone or disabled")
+            # every check passed on what was found, yet nothing was rotated: the token changed since (not
+            # on PostgreSQL, where the statement locks it first). Spent meanwhile: a reuse like any other
+            latest = await ctx.store.get_refresh_token(rt_hash)
+            if latest is not None and latest.used_at is None:
+                raise InvalidGrant(_INVALID, debug="family revoked")
+            return await self._reused(ctx, rt.family_id, client.client_id, req)
+        scopes = requested or family.scopes
+        minted = mint_user_tokens(ctx, client, family, rt.user_id, scopes, nonce=None, parent_hash=rt_hash,
+                                  prepared=prepared)
+        if (minted.refresh is None) != (out.successor is None):  # the store's rules and the grant's differ
+            raise InvalidGrant(_INVALID, debug="refresh token successor disagrees with the store")
+        self._issued(ctx, req, client, rt.user_id, family, minted.jti, minted.response, now)
+        return minted.response
+
+    def _issued(self, ctx: EngineContext, req: GrantRequest, client: Client, user_id: str, family: TokenFamily,
+                jti: str, response: TokenResponse, now: float) -> None:
+        ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=now, client_id=client.client_id,
+                                  subject=user_id, grant_type=self.grant_type, jti=jti, ip=req.request.client_ip,
+                                  detail={"scope": response.scope or "", "family_id": family.family_id}))
+
+    async def _with_reuse_window(self, req: GrantRequest, ctx: EngineContext, client: Client, rt_hash: str,
+                                 requested: frozenset[str]) -> TokenResponse:
+        """With a reuse window the spent token keeps its successor sealed, which needs the signed tokens
+        before the write: read, sign, then rotate (several round trips)."""
+        found = await ctx.store.get_refresh_token(rt_hash)
+        family = await ctx.store.get_family(found.family_id) if found is not None else None
+        rt, family = _check_found(found, family, client, requested, req.request.client_cert)
         narrowed = _as_registered_now(family, client, ctx.policy.issuer)
         scopes = requested or (narrowed.scopes if narrowed is not None else family.scopes)
         fp = sha256_b64url(f"{client.client_id}|{' '.join(sorted(scopes))}|{family.dpop_jkt or ''}")
@@ -109,21 +198,12 @@ class RefreshTokenGrant:
             if again is not None:
                 return again
             return await self._reused(ctx, rt.family_id, client.client_id, req)
-        if now >= rt.expires_at or now >= family.expires_at:
-            raise InvalidGrant(_INVALID, debug="refresh token expired")
-        if requested - client.scopes:
-            raise InvalidScope("scope no longer allowed for this client: "
-                               + " ".join(sorted(requested - client.scopes))[:200])
-        if narrowed is None:
-            raise InvalidGrant(_INVALID, debug="nothing of the grant is still registered for the client")
-        family = narrowed
+        family = _check_live(rt, family, client, requested, now, ctx.policy.issuer)
         user = await ctx.store.get_user(rt.user_id)
         if user is None or user.disabled:
             raise InvalidGrant(_INVALID, debug="user gone or disabled")
-        minted = mint_user_tokens(ctx, client, family, user, scopes, nonce=None, parent_hash=rt_hash)
-        sealed = None
-        if ctx.policy.refresh_token_reuse_window > 0:
-            sealed = seal(json.dumps(minted.response.body()).encode(), key, rt_hash)
+        minted = mint_user_tokens(ctx, client, family, user.user_id, scopes, nonce=None, parent_hash=rt_hash)
+        sealed = seal(json.dumps(minted.response.body()).encode(), key, rt_hash)
         if not await ctx.store.rotate_refresh_token(rt_hash, now, fp, sealed, family.family_id, minted.jti,
                                                     minted.access_expires_at, minted.refresh):
             latest = await ctx.store.get_refresh_token(rt_hash)
@@ -135,10 +215,7 @@ class RefreshTokenGrant:
             if again is not None:
                 return again
             return await self._reused(ctx, rt.family_id, client.client_id, req)
-        ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=now, client_id=client.client_id,
-                                  subject=user.user_id, grant_type=self.grant_type, jti=minted.jti,
-                                  ip=req.request.client_ip,
-                                  detail={"scope": minted.response.scope or "", "family_id": family.family_id}))
+        self._issued(ctx, req, client, user.user_id, family, minted.jti, minted.response, now)
         return minted.response
 
     async def _reused(self, ctx: EngineContext, family_id: str, client_id: str, req: GrantRequest) -> TokenResponse:

@@ -6,11 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ...core.storage import RevokedUserTokens
-from ...core.tokens import AuthorizationCode, RefreshToken, TokenFamily
+from ...core.tokens import (
+    AuthorizationCode,
+    RefreshRotation,
+    RefreshToken,
+    RotationOutcome,
+    TokenFamily,
+    rotation_refusal,
+    successor_of,
+)
 from . import tables as t
 from . import tables_tokens as tt
+from . import tables_users as tu
 from .unit_of_work import SqlUnitOfWork, dialect_insert
 
 __all__ = ["SqlTokensMixin"]
@@ -192,5 +202,147 @@ class SqlTokensMixin(SqlUnitOfWork):
         return True
 
 
+    async def rotate_refresh_token_once(self, rotation: RefreshRotation) -> RotationOutcome:
+        current = self._current()
+        if current is not None:  # inside a unit of work: its connection, whatever the dialect
+            return await _rotate_on(current, rotation)
+        if self.engine.dialect.name == "postgresql":
+            # one statement on an AUTOCOMMIT connection: one round trip, no BEGIN/COMMIT around it
+            async with self.reader.connect() as conn:
+                return await _rotate_pg(conn, rotation)
+        async with self.engine.begin() as conn:
+            return await _rotate_on(conn, rotation)
+
+
 class _FamilyRevoked(Exception):
     pass
+
+
+async def _rotate_on(conn: Any, r: RefreshRotation) -> RotationOutcome:
+    """``rotate_refresh_token_once`` as several statements in the caller's transaction (SQLite; or PostgreSQL
+    inside a unit of work, where the one statement is used as well)."""
+    if conn.dialect.name == "postgresql":
+        return await _rotate_pg(conn, r)
+    rt, tf = tt.refresh_tokens, tt.token_families
+    # the write first: SQLite then holds its write lock, so nothing changes under the reads that follow
+    claimed = (await conn.execute(rt.update().where(rt.c.token_hash == r.token_hash)
+                                  .values(used_at=rt.c.used_at))).rowcount == 1
+    row = (await conn.execute(sa.select(rt).where(rt.c.token_hash == r.token_hash))).first() if claimed else None
+    token = _refresh(row) if row is not None else None
+    family = None
+    enabled = False
+    if token is not None:
+        frow = (await conn.execute(sa.select(tf).where(tf.c.family_id == token.family_id))).first()
+        family = _family(frow) if frow is not None else None
+        enabled = (await conn.execute(sa.select(tu.users.c.disabled)
+                                      .where(tu.users.c.user_id == token.user_id))).scalar() is False
+    if token is None or family is None or rotation_refusal(token, family, enabled, r) is not None:
+        return RotationOutcome(token, family, enabled, rotated=False)
+    if (await conn.execute(rt.update().where(rt.c.token_hash == r.token_hash, rt.c.used_at.is_(None))
+                           .values(used_at=r.now))).rowcount != 1:
+        return RotationOutcome(token, family, enabled, rotated=False)  # not reached while the lock is held
+    await conn.execute(tt.family_tokens.insert().values(family_id=family.family_id, jti=r.jti,
+                                                        expires_at=r.access_expires_at))
+    successor = successor_of(token, family, r)
+    if successor is not None:
+        await conn.execute(rt.insert().values(**_refresh_row(successor)))
+    return RotationOutcome(token, family, enabled, rotated=True, successor=successor)
+
+
+# ``rotate_refresh_token_once`` on PostgreSQL: one statement. ``tok`` locks the token row (a concurrent rotation
+# of the same token waits here and then sees it spent), ``fam`` share-locks its family (a concurrent revocation
+# waits for this statement and then sees the new jti), ``ok`` is ``rotation_refusal`` in SQL, and the three
+# writes happen only when ``ok`` has its row. What the statement found comes back whatever it did.
+_ROTATE_PG = sa.text("""
+WITH tok AS (
+    SELECT * FROM refresh_tokens WHERE token_hash = :token_hash FOR UPDATE
+), fam AS (
+    SELECT f.* FROM token_families f JOIN tok ON f.family_id = tok.family_id FOR SHARE OF f
+), usr AS (
+    SELECT u.disabled FROM users u JOIN tok ON u.user_id = tok.user_id
+), reg AS (
+    SELECT ARRAY(SELECT json_array_elements_text(fam.scopes)) AS granted,
+           ARRAY(SELECT s FROM json_array_elements_text(fam.scopes) AS s
+                 WHERE s = ANY(:client_scopes) ORDER BY s COLLATE "C") AS scopes,
+           ARRAY(SELECT json_array_elements_text(fam.audience)) AS audience
+    FROM fam
+), ok AS (
+    SELECT reg.scopes FROM tok, fam, usr, reg
+    WHERE tok.client_id = :client_id
+      AND fam.revoked_at IS NULL
+      AND (fam.x5t_s256 IS NULL OR fam.x5t_s256 = :x5t_s256)
+      AND :requested <@ reg.granted
+      AND tok.used_at IS NULL
+      AND :now < tok.expires_at AND :now < fam.expires_at
+      AND :requested <@ :client_scopes
+      AND cardinality(reg.scopes) > 0
+      AND reg.audience && (:client_audiences
+                           || CASE WHEN 'openid' = ANY(reg.scopes) THEN ARRAY[:userinfo] ELSE '{}' END)
+      AND NOT usr.disabled
+), spent AS (
+    UPDATE refresh_tokens SET used_at = :now
+    FROM ok WHERE refresh_tokens.token_hash = :token_hash AND refresh_tokens.used_at IS NULL
+    RETURNING ok.scopes
+), jti AS (
+    INSERT INTO family_tokens (family_id, jti, expires_at)
+    SELECT tok.family_id, :jti, :access_expires_at FROM spent, tok
+    RETURNING jti
+), successor AS (
+    INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, created_at, expires_at,
+                                parent_hash, dpop_jkt)
+    SELECT :successor_hash, fam.family_id, tok.client_id, tok.user_id, array_to_json(spent.scopes), :now,
+           least(fam.expires_at, :now + :idle_ttl), tok.token_hash, fam.dpop_jkt
+    FROM spent, tok, fam
+    WHERE :refresh_allowed AND ('offline_access' = ANY(spent.scopes) OR NOT 'openid' = ANY(spent.scopes))
+    RETURNING *
+)
+SELECT tok.*, fam.client_id AS f_client_id, fam.user_id AS f_user_id, fam.scopes AS f_scopes,
+       fam.audience AS f_audience, fam.created_at AS f_created_at, fam.expires_at AS f_expires_at,
+       fam.auth_time AS f_auth_time, fam.amr AS f_amr, fam.acr AS f_acr, fam.session_id AS f_session_id,
+       fam.revoked_at AS f_revoked_at, fam.dpop_jkt AS f_dpop_jkt, fam.x5t_s256 AS f_x5t_s256,
+       fam.family_id AS f_family_id,
+       usr.disabled AS u_disabled, (SELECT count(*) FROM jti) AS rotated,
+       successor.token_hash AS s_token_hash, successor.scopes AS s_scopes, successor.created_at AS s_created_at,
+       successor.expires_at AS s_expires_at
+FROM tok LEFT JOIN fam ON true LEFT JOIN usr ON true LEFT JOIN successor ON true
+""").bindparams(
+    sa.bindparam("token_hash", type_=sa.String), sa.bindparam("client_id", type_=sa.String),
+    sa.bindparam("now", type_=sa.Double), sa.bindparam("requested", type_=ARRAY(sa.Text)),
+    sa.bindparam("client_scopes", type_=ARRAY(sa.Text)), sa.bindparam("client_audiences", type_=ARRAY(sa.Text)),
+    sa.bindparam("userinfo", type_=sa.Text), sa.bindparam("refresh_allowed", type_=sa.Boolean),
+    sa.bindparam("jti", type_=sa.String), sa.bindparam("access_expires_at", type_=sa.Double),
+    sa.bindparam("successor_hash", type_=sa.String), sa.bindparam("idle_ttl", type_=sa.Double),
+    sa.bindparam("x5t_s256", type_=sa.String),
+).columns(scopes=sa.JSON, f_scopes=sa.JSON, f_audience=sa.JSON, f_amr=sa.JSON, s_scopes=sa.JSON)
+
+
+async def _rotate_pg(conn: Any, r: RefreshRotation) -> RotationOutcome:
+    row = (await conn.execute(_ROTATE_PG, {
+        "token_hash": r.token_hash, "client_id": r.client_id, "now": r.now, "requested": sorted(r.requested),
+        "client_scopes": sorted(r.client_scopes), "client_audiences": sorted(r.client_audiences),
+        "userinfo": r.userinfo_audience, "refresh_allowed": r.refresh_allowed, "jti": r.jti,
+        "access_expires_at": r.access_expires_at, "successor_hash": r.successor_hash, "idle_ttl": r.idle_ttl,
+        "x5t_s256": r.x5t_s256,
+    })).first()
+    if row is None:
+        return RotationOutcome(None, None, user_enabled=False, rotated=False)
+    m = row._mapping
+    token = _refresh(row)
+    family = None
+    if m["f_family_id"] is not None:
+        family = TokenFamily(
+            family_id=m["f_family_id"], client_id=m["f_client_id"], user_id=m["f_user_id"],
+            scopes=frozenset(m["f_scopes"]), audience=tuple(m["f_audience"]), created_at=m["f_created_at"],
+            expires_at=m["f_expires_at"], auth_time=m["f_auth_time"], amr=tuple(m["f_amr"]), acr=m["f_acr"],
+            session_id=m["f_session_id"], revoked_at=m["f_revoked_at"], dpop_jkt=m["f_dpop_jkt"],
+            x5t_s256=m["f_x5t_s256"])
+    successor = None
+    if m["s_token_hash"] is not None:
+        assert family is not None
+        successor = RefreshToken(token_hash=m["s_token_hash"], family_id=family.family_id,
+                                 client_id=token.client_id, user_id=token.user_id,
+                                 scopes=frozenset(m["s_scopes"]), created_at=m["s_created_at"],
+                                 expires_at=m["s_expires_at"], parent_hash=token.token_hash,
+                                 dpop_jkt=family.dpop_jkt)
+    return RotationOutcome(token, family, m["u_disabled"] is False, rotated=m["rotated"] == 1,
+                           successor=successor)
