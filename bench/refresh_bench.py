@@ -15,6 +15,18 @@
    parameters (``ostiary._passwords``) and subtracted, and reported separately. A ``GET /healthz`` round
    trip is reported as the HTTP floor of the same client and server.
 
+3. Client credentials on the same server (``--cc``, on by default): after each rotation cell, ``wrk`` (the load
+   generator of ``bench/token_bench.py``, with ``bench/wrk/token.lua``) requests client-credentials tokens at
+   the same concurrency for the same duration; the ratio rotations/s ÷ tokens/s of one server in one run is the
+   figure issue 15 item 2 names. (The rotations' Python load generator takes more CPU from the server than wrk
+   does, so the ratio is, if anything, understated.)
+4. Round trips per rotation (``--round-trips N``): the server's application is created in this process on the
+   same database and ``N`` rotations are made through it (ASGI, no socket) while SQLAlchemy's
+   ``before_cursor_execute``/``begin``/``commit``/``rollback`` events count every statement and every
+   transaction boundary (BEGIN and COMMIT are round trips of their own; a statement on an AUTOCOMMIT
+   connection has none). The audit events those rotations record are flushed before counting stops, so their
+   share is included. Run it on another checkout's code with ``PYTHONPATH=/that/checkout/src`` (schema alike).
+
 The load generator is Python on the same machine: the rotations go over raw HTTP/1.1 keep-alive connections
 (``bench/_rawhttp.py``, one per family; httpx with 64 concurrent requests on one client cost milliseconds of CPU
 per request and was the bottleneck); it still takes some CPU from the server, so the rotation figures are a
@@ -22,6 +34,7 @@ lower bound of what the server alone can do on this machine.
 
     .venv/bin/python bench/refresh_bench.py                  # c=16,64, 10 s x 3 runs, 30 flows
     .venv/bin/python bench/refresh_bench.py --duration 2 --runs 1 --flows 3 --output -   # smoke test
+    .venv/bin/python bench/refresh_bench.py --round-trips-only --output -   # only count round trips
 
 It imports ``tests.support`` (database creation, server start-up) and ``tests.web._codeflow`` (the sign-in
 form driver), stops the server it started and drops the database it created.
@@ -37,6 +50,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +99,93 @@ def token_hist(srv: LiveServer) -> tuple[float, float]:
     for kind, v in HIST.findall(text):
         vals[kind] += float(v)
     return vals["sum"], vals["count"]
+
+
+def wrk_cc(srv: LiveServer, client: dict[str, Any], conc: int, duration: float) -> dict[str, Any]:
+    """Client-credentials tokens/s of ``srv`` with wrk, as bench/token_bench.py measures them."""
+    env = {**os.environ, "BENCH_CLIENT_ID": client["client_id"], "BENCH_CLIENT_SECRET": client["client_secret"],
+           "BENCH_SCOPE": "api:read"}
+    out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "--timeout", "5s", "--latency", "-s",
+                          str(ROOT / "bench" / "wrk" / "token.lua"), srv.base_url + "/token"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^BENCH_JSON (\{.*\})$", out, re.M)
+    if not match:
+        raise RuntimeError(f"no BENCH_JSON line in wrk output:\n{out}")
+    doc = json.loads(match.group(1))
+    errors = {k[4:]: int(v) for k, v in doc.items() if k.startswith("err_") and v}
+    return {"rps": doc["requests"] / (doc["duration_us"] / 1e6), "p50": doc["p50_us"] / 1000,
+            "p99": doc["p99_us"] / 1000, "errors": errors}
+
+
+async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int) -> dict[str, Any]:
+    """Statements and transaction boundaries per rotation, counted in this process (see the module docstring):
+    the server's app on the same database, driven over ASGI."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
+
+    from ostiary.config import load_settings
+    from ostiary.web.app import create_app
+
+    saved = dict(os.environ)
+    os.environ.update({**srv.env, "OSTIARY_LOG_LEVEL": "warning"})  # no log line per request on stderr
+    try:
+        settings = load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    app = create_app(settings)
+    counting = {"on": False}
+    statements: dict[str, int] = {}
+    boundaries = {"BEGIN": 0, "COMMIT": 0, "ROLLBACK": 0}
+
+    def autocommit(conn: Any) -> bool:
+        return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
+
+    def on_statement(conn: Any, cursor: Any, stmt: str, *args: Any) -> None:
+        if counting["on"]:
+            words = stmt.split()
+            verb = words[0].upper() if words else "?"
+            table = next((w.strip('"(') for w in words if w.strip('"(') in KNOWN_TABLES), "")
+            key = f"{verb} {table}".strip()
+            statements[key] = statements.get(key, 0) + 1
+
+    def on_boundary(name: str) -> Any:
+        def listener(conn: Any, *args: Any) -> None:
+            if counting["on"] and not autocommit(conn):
+                boundaries[name] += 1
+        return listener
+
+    listeners = [("before_cursor_execute", on_statement), ("begin", on_boundary("BEGIN")),
+                 ("commit", on_boundary("COMMIT")), ("rollback", on_boundary("ROLLBACK"))]
+    for name, fn in listeners:
+        sa.event.listen(Engine, name, fn)
+    try:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                       base_url=srv.base_url) as c:
+            async def one(tok: str) -> str:
+                r = await c.post("/token", data={"grant_type": "refresh_token", "refresh_token": tok,
+                                                 "client_id": client_id})
+                assert r.status_code == 200, r.text
+                return str(r.json()["refresh_token"])
+
+            token = await one(token)  # warm: the client cache, the keys, prepared statements
+            await asyncio.sleep(0.5)
+            counting["on"] = True
+            for _ in range(n):
+                token = await one(token)
+            await app.state.runtime.audit.flush()  # the audit events of these rotations, written now
+            counting["on"] = False
+    finally:
+        for name, fn in listeners:
+            sa.event.remove(Engine, name, fn)
+    total = sum(statements.values()) + sum(boundaries.values())
+    return {"n": n, "statements": dict(sorted(statements.items())), "boundaries": boundaries,
+            "round_trips": total / n, "token": token}
+
+
+KNOWN_TABLES = {"refresh_tokens", "token_families", "family_tokens", "users", "clients", "audit_events",
+                "revoked_tokens", "signing_keys", "keys"}
 
 
 def make_families(srv: LiveServer, client: dict[str, Any], user: dict[str, Any], n: int) -> list[str]:
@@ -216,6 +317,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--flows", type=int, default=30)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cc", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure client-credentials tokens/s of the same server with wrk (default on)")
+    ap.add_argument("--round-trips", type=int, default=30, metavar="N",
+                    help="count statements and round trips over N rotations in this process (0: skip)")
+    ap.add_argument("--round-trips-only", action="store_true", help="only count the round trips, then stop")
     ap.add_argument("--output", default=str(ROOT / "bench" / "RESULTS-codeflow.md"), help="'-' for stdout")
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -224,11 +330,27 @@ def main() -> None:
     name, url = create_pg_database()
     tmp = Path(tempfile.mkdtemp(prefix="ost-refresh-bench-"))
     # the test harness turns caches off so tests see changes at once; the benchmark runs the production defaults
+    # the limiter still runs, with limits the load cannot reach (as in bench/token_bench.py)
     srv = start_server(url, tmp, workers=args.workers,
-                       extra_env={"OSTIARY_CLIENTS__CACHE_TTL": "5", "OSTIARY_KEYS__REFRESH_INTERVAL": "5"})
+                       extra_env={"OSTIARY_CLIENTS__CACHE_TTL": "5", "OSTIARY_KEYS__REFRESH_INTERVAL": "5",
+                                  "OSTIARY_RATE_LIMITS__PER_CLIENT": "1000000",
+                                  "OSTIARY_RATE_LIMITS__PER_CLIENT_BURST": "1000000",
+                                  "OSTIARY_RATE_LIMITS__PER_IP": "1000000",
+                                  "OSTIARY_RATE_LIMITS__PER_IP_BURST": "1000000"})
+    trips: dict[str, Any] | None = None
+    cc: dict[int, list[dict[str, Any]]] = {c: [] for c in concs}
     try:
         client = web_client(srv, name="bench rotations")
         user = new_user(srv)
+        if args.round_trips or args.round_trips_only:
+            spare = make_families(srv, client, user, 1)[0]
+            trips = asyncio.run(count_round_trips(srv, client["client_id"], spare, args.round_trips or 30))
+            log(f"round trips per rotation: {trips['round_trips']:.2f} ({trips['statements']}, "
+                f"{trips['boundaries']})")
+            if args.round_trips_only:
+                print(json.dumps({k: v for k, v in trips.items() if k != "token"}, indent=2))
+                return
+        cc_client = srv.create_client(grant_types=["client_credentials"], scopes=["api:read"]) if args.cc else None
         log(f"server {srv.base_url} (PostgreSQL, {args.workers} workers); making {max(concs)} families")
         families = make_families(srv, client, user, max(concs))
         results: dict[int, list[dict[str, Any]]] = {c: [] for c in concs}
@@ -241,6 +363,13 @@ def main() -> None:
                 log(f"run {run + 1} c={c}: {res['rps']:.0f} rotations/s p50 {res['p50']:.1f} ms "
                     f"p99 {res['p99']:.1f} ms server {res['server_ms']:.2f} ms/req load {res['load']} "
                     f"errors {res['errors'] or 'none'}")
+                if cc_client is not None:
+                    got = wrk_cc(srv, cc_client, c, args.duration)
+                    got["load"] = loadavg()
+                    cc[c].append(got)
+                    log(f"run {run + 1} c={c}: {got['rps']:.0f} client-credentials tokens/s p99 "
+                        f"{got['p99']:.1f} ms load {got['load']} errors {got['errors'] or 'none'} "
+                        f"(ratio {res['rps'] / got['rps']:.3f})")
         log(f"code flows x{args.flows}")
         flows = code_flows(srv, args.flows)
         argon_ms = statistics.median(flows["argon2"])
@@ -252,7 +381,7 @@ def main() -> None:
         srv.stop()
         drop_pg_database(name)
     load_after = loadavg()
-    write(args, concs, results, flows, argon_ms, params, load_before, load_after)
+    write(args, concs, results, flows, argon_ms, params, load_before, load_after, cc, trips)
 
 
 def row(label: str, values: list[float]) -> str:
@@ -261,7 +390,7 @@ def row(label: str, values: list[float]) -> str:
 
 def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[dict[str, Any]]],
           flows: dict[str, list[float]], argon_ms: float, params: dict[str, Any], load_before: str,
-          load_after: str) -> None:
+          load_after: str, cc: dict[int, list[dict[str, Any]]], trips: dict[str, Any] | None) -> None:
     med = statistics.median
     lines = [
         "# Refresh-token rotation and code-flow cost (issue 3)", "",
@@ -276,7 +405,8 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
         "## Command", "",
         "```sh",
         f".venv/bin/python bench/refresh_bench.py --concurrency {args.concurrency} --duration {args.duration:g} "
-        f"--runs {args.runs} --flows {args.flows} --workers {args.workers}",
+        f"--runs {args.runs} --flows {args.flows} --workers {args.workers}"
+        + ("" if args.cc else " --no-cc") + f" --round-trips {args.round_trips}",
         "```", "",
         f"## Refresh-token rotations (median of {args.runs} runs of {args.duration:g} s)", "",
         "Each client coroutine owns one token family (made through the code flow) and rotates it in a loop: "
@@ -293,6 +423,29 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
         runs = ", ".join(f"{r['rps']:.0f}" for r in rs)
         lines.append(f"| {c} | **{mid['rps']:.0f}** | {mid['p50']:.1f} | {mid['p99']:.1f} | "
                      f"{mid['server_ms']:.2f} | {runs} | {errs} |")
+    if any(cc.values()):
+        lines += [
+            "", "## Rotations against client-credentials tokens of the same server, same run", "",
+            "After each rotation cell, wrk requests client-credentials tokens (client_secret_basic, ES256 JWT) "
+            "from the same server at the same concurrency for the same duration (bench/wrk/token.lua). The "
+            "ratio is the one issue 15 item 2 names (goal ≥ 0.25).", "",
+            "| concurrency | rotations/s | client-credentials tokens/s | ratio | cc p99 ms | runs (ratio) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in concs:
+            rot = med([r["rps"] for r in results[c]])
+            tok = med([r["rps"] for r in cc[c]])
+            runs = ", ".join(f"{r['rps'] / k['rps']:.3f}" for r, k in zip(results[c], cc[c], strict=True))
+            lines.append(f"| {c} | {rot:.0f} | {tok:.0f} | **{rot / tok:.3f}** | "
+                         f"{med([r['p99'] for r in cc[c]]):.1f} | {runs} |")
+    if trips is not None:
+        lines += [
+            "", f"## Round trips to PostgreSQL per rotation ({trips['n']} rotations, counted in-process)", "",
+            f"**{trips['round_trips']:.2f}** round trips per rotation: statements "
+            + ", ".join(f"{k} ×{v / trips['n']:.2f}" for k, v in trips["statements"].items())
+            + "; transaction boundaries " + ", ".join(f"{k} ×{v / trips['n']:.2f}"
+                                                       for k, v in trips["boundaries"].items()) + ".",
+        ]
     lines += [
         "", f"## One code flow, step by step (median of {args.flows} sign-ins, fresh cookies, prompt=consent)", "",
         "Times are client-side round trips on loopback (they include HTTP parsing on both sides); the token "
