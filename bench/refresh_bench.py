@@ -117,7 +117,8 @@ def wrk_cc(srv: LiveServer, client: dict[str, Any], conc: int, duration: float) 
             "p99": doc["p99_us"] / 1000, "errors": errors}
 
 
-async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int) -> dict[str, Any]:
+async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int,
+                            cc_client: dict[str, Any]) -> dict[str, Any]:
     """Statements and transaction boundaries per rotation, counted in this process (see the module docstring):
     the server's app on the same database, driven over ASGI."""
     import sqlalchemy as sa
@@ -169,19 +170,33 @@ async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int)
                 assert r.status_code == 200, r.text
                 return str(r.json()["refresh_token"])
 
+            async def cc() -> None:
+                r = await c.post("/token", data={"grant_type": "client_credentials", "scope": "api:read"},
+                                 auth=(cc_client["client_id"], cc_client["client_secret"]))
+                assert r.status_code == 200, r.text
+
             token = await one(token)  # warm: the client cache, the keys, prepared statements
+            await cc()
             await asyncio.sleep(0.5)
             counting["on"] = True
+            cpu0 = time.process_time()
             for _ in range(n):
                 token = await one(token)
             await app.state.runtime.audit.flush()  # the audit events of these rotations, written now
+            rotation_cpu = (time.process_time() - cpu0) / n
             counting["on"] = False
+            cpu0 = time.process_time()
+            for _ in range(n):
+                await cc()
+            await app.state.runtime.audit.flush()
+            cc_cpu = (time.process_time() - cpu0) / n
     finally:
         for name, fn in listeners:
             sa.event.remove(Engine, name, fn)
     total = sum(statements.values()) + sum(boundaries.values())
     return {"n": n, "statements": dict(sorted(statements.items())), "boundaries": boundaries,
-            "round_trips": total / n, "token": token}
+            "round_trips": total / n, "rotation_cpu_ms": rotation_cpu * 1000, "cc_cpu_ms": cc_cpu * 1000,
+            "token": token}
 
 
 KNOWN_TABLES = {"refresh_tokens", "token_families", "family_tokens", "users", "clients", "audit_events",
@@ -344,9 +359,12 @@ def main() -> None:
         user = new_user(srv)
         if args.round_trips or args.round_trips_only:
             spare = make_families(srv, client, user, 1)[0]
-            trips = asyncio.run(count_round_trips(srv, client["client_id"], spare, args.round_trips or 30))
+            trips = asyncio.run(count_round_trips(srv, client["client_id"], spare, args.round_trips or 30,
+                                                  srv.create_client(grant_types=["client_credentials"],
+                                                                    scopes=["api:read"])))
             log(f"round trips per rotation: {trips['round_trips']:.2f} ({trips['statements']}, "
-                f"{trips['boundaries']})")
+                f"{trips['boundaries']}); in-process CPU per rotation {trips['rotation_cpu_ms']:.2f} ms, per "
+                f"client-credentials token {trips['cc_cpu_ms']:.2f} ms")
             if args.round_trips_only:
                 print(json.dumps({k: v for k, v in trips.items() if k != "token"}, indent=2))
                 return
@@ -444,7 +462,13 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
             f"**{trips['round_trips']:.2f}** round trips per rotation: statements "
             + ", ".join(f"{k} ×{v / trips['n']:.2f}" for k, v in trips["statements"].items())
             + "; transaction boundaries " + ", ".join(f"{k} ×{v / trips['n']:.2f}"
-                                                       for k, v in trips["boundaries"].items()) + ".",
+                                                       for k, v in trips["boundaries"].items()) + ".", "",
+            f"CPU of the application in this process (``time.process_time``, one request at a time; the "
+            f"database's own CPU not included): **{trips['rotation_cpu_ms']:.2f} ms** per rotation, "
+            f"**{trips['cc_cpu_ms']:.2f} ms** per client-credentials token ({trips['n']} of each): a rotation "
+            f"costs the application {trips['rotation_cpu_ms'] / trips['cc_cpu_ms']:.2f} tokens "
+            f"(ratio {trips['cc_cpu_ms'] / trips['rotation_cpu_ms']:.2f}). Less sensitive to a busy machine "
+            "than the throughput figures.",
         ]
     lines += [
         "", f"## One code flow, step by step (median of {args.flows} sign-ins, fresh cookies, prompt=consent)", "",
