@@ -10,6 +10,12 @@ repeating the *same* request (same scope; and the same DPoP key once refresh tok
 very same successor tokens back, kept sealed (AES-GCM) on the spent token for that purpose. This forgives
 multi-tab apps and lost responses, at the price that a thief who replays the exact request within the window
 obtains the successor instead of triggering revocation.
+
+Without a window (the default) a rotation is one call to the store, ``rotate_refresh_token_once`` (one
+statement on PostgreSQL): the new access token's jti and the successor are chosen first, the store finds,
+checks (``core.tokens.rotation_refusal``), spends and succeeds the token at once, and the tokens are signed
+afterwards; a refused rotation is explained by the same checks, in the same order, on what the store found. With
+a window the successor must be sealed on the spent token, so it is signed before the write: read, sign, rotate.
 """
 
 from __future__ import annotations
