@@ -194,3 +194,27 @@ def test_required_globally_and_short_lived(make_server: Any) -> None:
 def test_a_request_uri_lives_at_most_a_minute() -> None:
     with pytest.raises(ConfigError, match="par.expires_in"):
         load_settings(environ={"OSTIARY_PAR__EXPIRES_IN": "120"})
+
+
+@pytest.mark.parametrize("body, ctype", [
+    (b"", "application/x-www-form-urlencoded"),
+    (b"client_id=x", "text/plain"),
+    (b"client_id=%ff%fe&response_type=code", "application/x-www-form-urlencoded"),
+    (b"client_id=a&client_id=b", "application/x-www-form-urlencoded"),
+    (b"client_id=nobody&request=" + b"a." * 5000, "application/x-www-form-urlencoded"),
+    (b"client_id=nobody&request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Ax", "application/x-www-form-urlencoded"),
+])
+def test_malformed_pushes_are_4xx(server: LiveServer, body: bytes, ctype: str) -> None:
+    r = httpx.post(server.base_url + "/par", content=body, headers={"Content-Type": ctype})
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"] in ("invalid_request", "invalid_client") and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("uri", ["urn:ietf:params:oauth:request_uri:", "urn:ietf:params:oauth:request_uri:\u00e9\u0000",
+                                 "urn:ietf:params:oauth:request_uri:" + "x" * 5000, "https://evil.example/r",
+                                 "urn:ietf:params:oauth:request_uri:%00"])
+def test_malformed_request_uris_are_an_error_page(server: LiveServer, uri: str) -> None:
+    client = web_client(server)
+    r = httpx.get(server.base_url + "/authorize", params={"client_id": client["client_id"], "request_uri": uri})
+    assert r.status_code == 400 and "location" not in r.headers and "Traceback" not in r.text
+    assert error_code(r) in ("invalid_request_uri", "request_uri_not_supported", "invalid_request")
