@@ -85,6 +85,9 @@ def test_client_secret_basic_is_refused(fapi: LiveServer) -> None:
                        auth=(client["client_id"], client["client_secret"]),
                        headers={"DPoP": dpop_proof(fapi.issuer + "/token")})
     assert token.status_code == 401 and "FAPI 2.0" in token.json()["error_description"]
+    introspect = httpx.post(fapi.base_url + "/introspect", data={"token": "x"},
+                            auth=(client["client_id"], client["client_secret"]))
+    assert introspect.status_code == 401 and "FAPI 2.0" in introspect.json()["error_description"]
 
 
 def test_pushed_requests_must_name_the_redirect_uri(fapi: LiveServer) -> None:

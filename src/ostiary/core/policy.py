@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FAPI2_AUTH_METHODS", "Profile", "ServerPolicy"]
+__all__ = ["Profile", "ServerPolicy"]
 
 Profile = Literal["default", "fapi2"]
-#: FAPI 2.0 Security Profile §5.3.2.1: the only client authentication methods allowed (mTLS, RFC 8705, by name)
-FAPI2_AUTH_METHODS = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
 
 
 @dataclass(frozen=True, slots=True)

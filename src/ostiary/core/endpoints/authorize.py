@@ -34,8 +34,9 @@ from ..errors import (
     UnauthorizedClient,
     UnsupportedResponseType,
 )
+from ..fapi import fapi2_client_refusal
 from ..pkce import check_code_challenge
-from ..policy import FAPI2_AUTH_METHODS, ServerPolicy
+from ..policy import ServerPolicy
 from ..pushed import INTERACTION_TTL, REQUEST_URI_PREFIX
 from ..redirect_uri import match_redirect_uri
 from ..request_object import open_request_object
@@ -59,7 +60,6 @@ __all__ = [
     "SessionInfo",
     "ValidAuthorization",
     "check_authorization_request",
-    "fapi2_client_refusal",
     "resolve_redirect_uri",
 ]
 
@@ -194,19 +194,6 @@ def resolve_redirect_uri(params: Mapping[str, str], client: Client) -> str:
     if not match_redirect_uri(redirect_uri, client.redirect_uris):
         raise InvalidRequest("the redirect_uri is not registered for this application")
     return redirect_uri
-
-
-def fapi2_client_refusal(client: Client, method: str | None = None) -> str | None:
-    """FAPI 2.0 Security Profile §5.3.2.1: confidential clients only, authenticated by private_key_jwt or mTLS.
-    The reason a client (or the method it just used) is refused, or ``None``."""
-    if client.is_public or client.token_endpoint_auth_method == "none":
-        return ("FAPI 2.0 mode: public clients are not allowed (FAPI 2.0 Security Profile 5.3.2.1): register a "
-                "confidential client with private_key_jwt or mTLS")
-    used = method or client.token_endpoint_auth_method
-    if used not in FAPI2_AUTH_METHODS:
-        return (f"FAPI 2.0 mode: client authentication {used} is not allowed (FAPI 2.0 Security Profile 5.3.2.1): "
-                "use private_key_jwt, tls_client_auth or self_signed_tls_client_auth")
-    return None
 
 
 def check_authorization_request(params: Mapping[str, str], resources: list[str], client: Client,

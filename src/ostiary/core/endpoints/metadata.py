@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..fapi import FAPI2_AUTH_METHODS
 from ..policy import ServerPolicy
 
 __all__ = ["server_metadata"]
@@ -49,8 +50,6 @@ def _fapi2_overrides(policy: ServerPolicy, offered: list[str]) -> dict[str, Any]
     """FAPI 2.0 mode: advertise only what that profile allows (no public clients, no client secrets)."""
     if not policy.fapi2:
         return {}
-    from ..policy import FAPI2_AUTH_METHODS
-
     methods = [m for m in offered if m in FAPI2_AUTH_METHODS]
     return {"token_endpoint_auth_methods_supported": methods,
             "introspection_endpoint_auth_methods_supported": methods,

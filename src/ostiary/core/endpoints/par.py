@@ -16,10 +16,11 @@ from ..audit import AuditEvent
 from ..client_auth import authenticate_client
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidRequest
+from ..fapi import fapi2_client_refusal
 from ..pushed import REQUEST_URI_PREFIX, PushedRequest
 from ..request_object import open_request_object
 from ..requests import EndpointRequest, single_params
-from .authorize import RESPONSE_MODES, check_authorization_request, fapi2_client_refusal, resolve_redirect_uri
+from .authorize import RESPONSE_MODES, check_authorization_request, resolve_redirect_uri
 
 __all__ = ["CLIENT_AUTH_PARAMETERS", "PushedAuthorizationEndpoint", "PushedAuthorizationResponse"]
 

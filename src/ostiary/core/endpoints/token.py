@@ -17,11 +17,11 @@ from ..errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from ..fapi import fapi2_client_refusal
 from ..grants import GrantRequest, TokenGrant, unexpected_parameter
 from ..issuance import TokenResponse
 from ..mtls import certificate_confirmation
 from ..requests import EndpointRequest
-from .authorize import fapi2_client_refusal
 
 __all__ = ["REFUSED_GRANTS", "TokenEndpoint"]
 
