@@ -319,3 +319,18 @@ async def test_fapi2_refuses_public_clients(engine: Engine) -> None:
     with pytest.raises(OAuthError, match="public clients"):
         await engine.token({"grant_type": "authorization_code", "code": "x", "redirect_uri": CB,
                             "code_verifier": VERIFIER, "client_id": pub})
+
+
+async def test_a_pushed_prompt_login_is_satisfied_by_the_sign_in(engine: Engine) -> None:
+    """The sign-in that prompt=login asked for is recorded on the pushed request: the consent form that follows
+    continues to the code instead of asking for another sign-in."""
+    s = await _setup(engine)
+    uri = await _push(engine, s, **_auth(prompt="login", max_age="0"))
+    ep = AuthorizeEndpoint(engine.ctx)
+    need = await ep.handle(AuthorizationRequest((("client_id", s.cid), ("request_uri", uri)), session=s.session,
+                                                browser="b"))
+    assert isinstance(need, NeedLogin) and need.reason == "prompt=login"
+    engine.clock.advance(5)
+    consent = await ep.handle(AuthorizationRequest(need.params, session=s.session, fresh_login=True, browser="b"))
+    assert isinstance(consent, NeedConsent)
+    _code(await ep.handle(AuthorizationRequest(consent.params, session=s.session, consent="allow", browser="b")))
