@@ -90,9 +90,10 @@ class TokenEndpoint:
         refusal = fapi2_client_refusal(client.client, client.method)
         if refusal is not None:
             raise InvalidClient(refusal)
-        # TODO(mTLS): a request over mutual TLS (RFC 8705) is sender-constrained too: accept it here once
-        # EndpointRequest carries the client certificate (the mtls branch adds it), e.g.
-        # ``if request.dpop is None and request.client_certificate is None``.
-        if request.dpop is None:
+        # mTLS (RFC 8705 §3): a client registered for certificate-bound tokens gets them bound to the connection's
+        # certificate below (none presented: invalid_request there). A certificate alone binds nothing.
+        # DPoP (RFC 9449): the proof is checked and bound by the DPoP machinery; its presence is the rule here.
+        if request.dpop is None and not client.client.tls_client_certificate_bound_access_tokens:
             raise InvalidRequest("FAPI 2.0 mode: access tokens must be sender-constrained (FAPI 2.0 Security "
-                                 "Profile 5.3.2.2): send a DPoP proof (RFC 9449) or use mutual TLS (RFC 8705)")
+                                 "Profile 5.3.2.2): send a DPoP proof (RFC 9449), or register the client for "
+                                 "certificate-bound tokens and use mutual TLS (RFC 8705)")
