@@ -334,3 +334,23 @@ async def test_a_pushed_prompt_login_is_satisfied_by_the_sign_in(engine: Engine)
     consent = await ep.handle(AuthorizationRequest(need.params, session=s.session, fresh_login=True, browser="b"))
     assert isinstance(consent, NeedConsent)
     _code(await ep.handle(AuthorizationRequest(consent.params, session=s.session, consent="allow", browser="b")))
+
+
+async def test_fapi2_accepts_certificate_bound_tokens_instead_of_dpop(engine: Engine) -> None:
+    from ostiary.core import mtls
+
+    from .test_mtls import NOW, _cert, _der, _token
+
+    engine.clock.set(NOW.timestamp())
+    engine.policy = dataclasses.replace(engine.policy, profile="fapi2")
+    root = _cert("Root", ca=True)
+    anchors = mtls.TrustAnchors((root[0],))
+    cert = _der(_cert("svc", issuer=root)[0])
+    bound, _ = await engine.client(token_endpoint_auth_method="tls_client_auth", tls_client_auth_subject_dn="CN=svc,O=Ex",
+                                   tls_client_certificate_bound_access_tokens=True)
+    t = await _token(engine, {"grant_type": "client_credentials", "client_id": bound}, cert, anchors)
+    assert jose.decode_unverified(t.access_token)[1]["cnf"] == {"x5t#S256": mtls.certificate_thumbprint(cert)}
+    unbound, _ = await engine.client(token_endpoint_auth_method="tls_client_auth",
+                                     tls_client_auth_subject_dn="CN=svc,O=Ex")
+    with pytest.raises(InvalidRequest, match="sender-constrained"):  # a certificate alone binds nothing
+        await _token(engine, {"grant_type": "client_credentials", "client_id": unbound}, cert, anchors)
