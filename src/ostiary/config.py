@@ -142,6 +142,13 @@ class DeviceSettings(_Section):
     attempt_window: Duration = Field(900, ge=10, le=86400, description="window of the attempt limits")
 
 
+class PushedRequestSettings(_Section):
+    """RFC 9126 pushed authorization requests (README "Pushed and signed requests")."""
+
+    required: bool = Field(False, description="every client must push its authorization requests to /par")
+    expires_in: Duration = Field(60, ge=1, le=60, description="lifetime of a request_uri (at most 60 s)")
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -255,6 +262,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     metrics: bool = True
+    profile: Literal["default", "fapi2"] = Field(
+        "default", description="fapi2: the FAPI 2.0 Security Profile (PAR, private_key_jwt or mTLS, sender-constrained "
+                               "tokens, no public clients)")
+    par: PushedRequestSettings = PushedRequestSettings()
     refresh_token: RefreshTokenSettings = RefreshTokenSettings()
     keys: KeySettings = KeySettings()
     clients: ClientSettings = ClientSettings()
@@ -323,6 +334,8 @@ class Settings(BaseSettings):
             client_secret_overlap=self.clients.secret_overlap, access_token_alg=self.keys.algorithm,
             key_algorithms=tuple(self.keys.algorithms),
             key_publish_delay=self.keys.publish_delay, key_rotate_every=self.keys.rotate_every,
+            profile=self.profile, require_pushed_authorization_requests=self.par.required,
+            par_expires_in=self.par.expires_in,
         )
 
     def master_secret(self, *, create: bool = True) -> bytes:

@@ -138,6 +138,8 @@ class ClientCreate(BaseModel):
                                                   description="tls_client_auth: an rfc822Name SAN")
     tls_client_certificate_bound_access_tokens: bool = Field(
         False, description="access tokens carry cnf.x5t#S256 of the client's TLS certificate (RFC 8705 §3)")
+    require_pushed_authorization_requests: bool = Field(
+        False, description="its authorization requests must be pushed to /par first (RFC 9126 §6)")
 
     @field_validator("client_id")
     @classmethod
@@ -240,6 +242,7 @@ class ClientUpdate(BaseModel):
     tls_client_auth_san_ip: str | None = Field(None, max_length=45)
     tls_client_auth_san_email: str | None = Field(None, max_length=320)
     tls_client_certificate_bound_access_tokens: bool | None = None
+    require_pushed_authorization_requests: bool | None = None
 
 
 def _check_tls_client_auth(method: str | None, name: TlsClientAuthName) -> None:
@@ -296,6 +299,7 @@ def client_view(c: Client, now: float) -> dict[str, Any]:
         "id_token_signed_response_alg": c.id_token_signed_response_alg,
         **c.tls_client_auth.as_dict(),
         "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
+        "require_pushed_authorization_requests": c.require_pushed_authorization_requests,
         "secrets": [{"created_at": int(s.created_at),
                      "expires_at": int(s.expires_at) if s.expires_at else None, "active": s.usable(now)}
                     for s in c.secrets],
@@ -359,6 +363,7 @@ class AdminService:
             jwks_uri=spec.jwks_uri, first_party=spec.first_party, admin=spec.admin,
             id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
+            require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
             created_at=now, updated_at=now)
         try:
             await self.store.add_client(client)
@@ -390,6 +395,7 @@ class AdminService:
             "id_token_signed_response_alg": current.id_token_signed_response_alg,
             **current.tls_client_auth.as_dict(),
             "tls_client_certificate_bound_access_tokens": current.tls_client_certificate_bound_access_tokens,
+            "require_pushed_authorization_requests": current.require_pushed_authorization_requests,
         }
         merged.update(changes.model_dump(exclude_none=True))
         spec = ClientCreate.model_validate(merged)  # the same rules as at creation
@@ -407,6 +413,7 @@ class AdminService:
             first_party=spec.first_party, admin=spec.admin,
             id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
+            require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
             updated_at=self.clock.now())
         await self.store.update_client(updated)
         return updated

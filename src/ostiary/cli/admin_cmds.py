@@ -40,6 +40,8 @@ def _show_client(view: dict[str, Any], secret: str | None) -> None:
         console.print(f"[bold]{key}[/]: {view[key]}")
     if view["admin"]:
         console.print("[bold]admin[/]: True (may call the admin API)")
+    if view.get("require_pushed_authorization_requests"):
+        console.print("[bold]require_pushed_authorization_requests[/]: True (authorization requests go to /par)")
     for key in ("grant_types", "scopes", "audiences", "resource_audiences", "may_exchange_for", "redirect_uris"):
         if view[key]:
             console.print(f"[bold]{key}[/]: {' '.join(view[key])}")
@@ -101,6 +103,9 @@ def client_create(
     cert_bound_tokens: bool = typer.Option(
         False, "--cert-bound-tokens", help="Bind access tokens to the client's TLS certificate (cnf.x5t#S256, "
                                            "RFC 8705); the client must present it on every token request."),
+    require_par: bool = typer.Option(False, "--require-par",
+                                     help="Its authorization requests must be pushed to /par first (RFC 9126 "
+                                          "require_pushed_authorization_requests)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),
 ) -> None:
     """Register a client. A secret, if any, is printed once and stored only as a hash."""
@@ -113,7 +118,8 @@ def client_create(
                 first_party=first_party, admin=admin, id_token_signed_response_alg=id_token_alg,
                 tls_client_auth_subject_dn=tls_subject_dn, tls_client_auth_san_dns=tls_san_dns,
                 tls_client_auth_san_uri=tls_san_uri, tls_client_auth_san_ip=tls_san_ip,
-                tls_client_auth_san_email=tls_san_email, tls_client_certificate_bound_access_tokens=cert_bound_tokens)
+                tls_client_auth_san_email=tls_san_email, tls_client_certificate_bound_access_tokens=cert_bound_tokens,
+                require_pushed_authorization_requests=require_par)
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
         client, secret = await svc.create_client(ClientCreate.model_validate(spec))
@@ -171,6 +177,9 @@ def client_update(
     cert_bound_tokens: bool | None = typer.Option(
         None, "--cert-bound-tokens/--no-cert-bound-tokens",
         help="Bind access tokens to the client's TLS certificate (RFC 8705), or stop."),
+    require_par: bool | None = typer.Option(None, "--require-par/--no-require-par",
+                                            help="Require (or stop requiring) pushed authorization requests "
+                                                 "(RFC 9126) from this client."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a client; every option replaces the whole list it names."""
@@ -179,7 +188,8 @@ def client_update(
         scopes=[s for item in scope for s in item.split()] if scope else None, audiences=audience or None,
         resource_audiences=serves or None, may_exchange_for=may_exchange_for or None,
         redirect_uris=redirect_uri or None, id_token_signed_response_alg=id_token_alg,
-        tls_client_auth_subject_dn=tls_subject_dn, tls_client_certificate_bound_access_tokens=cert_bound_tokens)
+        tls_client_auth_subject_dn=tls_subject_dn, tls_client_certificate_bound_access_tokens=cert_bound_tokens,
+        require_pushed_authorization_requests=require_par)
 
     async def go(svc: AdminService) -> dict[str, Any]:
         spec = ClientUpdate.model_validate(changes)

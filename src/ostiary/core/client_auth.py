@@ -32,6 +32,7 @@ __all__ = [
     "ClientAuthenticator",
     "assertion_audience_ok",
     "authenticate_client",
+    "load_client_keys",
     "parse_basic_authorization",
 ]
 
@@ -243,12 +244,21 @@ def _verify_assertion(assertion: str, keys: list[jose.PublicJwk], client_id: str
                            now=now, require=("exp", "iss", "sub", "aud", "jti"))
 
 
-async def _client_keys(client: Client, ctx: ClientAuthContext, *, force: bool) -> list[jose.PublicJwk]:
+async def load_client_keys(client: Client, fetcher: JwksFetcher | None, *, force: bool) -> list[jose.PublicJwk]:
+    """The client's registered public keys (``jwks``, else ``jwks_uri`` through ``fetcher``): what verifies its
+    ``private_key_jwt`` assertions and its request objects (RFC 9101). ``LookupError`` when it registered none;
+    ``jose.JoseError``, ``OSError`` or ``ValueError`` when they cannot be loaded."""
     if client.jwks:
         return jose.parse_jwks(client.jwks)
-    if client.jwks_uri and ctx.jwks_fetcher is not None:
-        try:
-            return jose.parse_jwks(await ctx.jwks_fetcher.fetch(client.jwks_uri, force=force))
-        except (jose.JoseError, OSError, ValueError) as exc:
-            raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc
-    raise _invalid(False, "client has no registered keys")
+    if client.jwks_uri and fetcher is not None:
+        return jose.parse_jwks(await fetcher.fetch(client.jwks_uri, force=force))
+    raise LookupError("client has no registered keys")
+
+
+async def _client_keys(client: Client, ctx: ClientAuthContext, *, force: bool) -> list[jose.PublicJwk]:
+    try:
+        return await load_client_keys(client, ctx.jwks_fetcher, force=force)
+    except LookupError as exc:
+        raise _invalid(False, "client has no registered keys") from exc
+    except (jose.JoseError, OSError, ValueError) as exc:
+        raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc

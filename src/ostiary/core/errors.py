@@ -16,6 +16,8 @@ __all__ = [
     "InvalidClient",
     "InvalidGrant",
     "InvalidRequest",
+    "InvalidRequestObject",
+    "InvalidRequestUri",
     "InvalidScope",
     "InvalidTarget",
     "InvalidToken",
@@ -65,6 +67,18 @@ class InvalidRequest(OAuthError):
     """RFC 6749 §5.2 ``invalid_request``."""
 
     error = "invalid_request"
+
+
+class InvalidRequestObject(OAuthError):
+    """RFC 9101 §6.3, OIDC Core §3.1.2.6 ``invalid_request_object``: the request object is invalid."""
+
+    error = "invalid_request_object"
+
+
+class InvalidRequestUri(OAuthError):
+    """RFC 9101 §6.3, RFC 9126 §4 ``invalid_request_uri``: unknown, expired, used, or another client's."""
+
+    error = "invalid_request_uri"
 
 
 class InvalidClient(OAuthError):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["ServerPolicy"]
+__all__ = ["Profile", "ServerPolicy"]
+
+Profile = Literal["default", "fapi2"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,27 @@ class ServerPolicy:
     key_rotate_every: int | None = None
     assertion_max_lifetime: int = 300
     leeway: int = 30
+    #: "fapi2": the FAPI 2.0 Security Profile's rules on top (README "FAPI 2.0 mode")
+    profile: Profile = "default"
+    #: RFC 9126 §5: every client must push its authorization requests (also implied by ``profile="fapi2"``)
+    require_pushed_authorization_requests: bool = False
+    #: RFC 9126 §2.2 ``expires_in`` of a request_uri (at most 60 seconds)
+    par_expires_in: int = 60
+    #: RFC 9101: a request object may not expire later than this after now, nor be older (``nbf``) than this
+    request_object_max_lifetime: int = 3600
+
+    @property
+    def fapi2(self) -> bool:
+        return self.profile == "fapi2"
+
+    @property
+    def par_required(self) -> bool:
+        """Every client must use PAR (the global switch, or FAPI 2.0 mode)."""
+        return self.require_pushed_authorization_requests or self.fapi2
+
+    @property
+    def pushed_authorization_request_endpoint(self) -> str:
+        return self.issuer + "/par"
 
     @property
     def token_endpoint(self) -> str:

@@ -1,5 +1,6 @@
 """The storage Protocols: :class:`Store`, which composes the Protocol of each aggregate (declared beside it, in
-``clients.py``, ``keys.py``, ``audit.py``, ``users.py``, ``tokens.py``, ``device.py``, ``federation.py``), and
+``clients.py``, ``keys.py``, ``audit.py``, ``users.py``, ``tokens.py``, ``device.py``, ``federation.py``,
+``pushed.py``), and
 those that span aggregates (revocation, replay, a user's tokens, the unit of work). ``ostiary.store`` implements
 them (memory, SQL)."""
 
@@ -13,6 +14,7 @@ from .clients import ClientRepository
 from .device import DeviceAuthorizationRepository
 from .federation import TrustPolicyRepository
 from .keys import KeyRepository
+from .pushed import PushedRequestRepository
 from .tokens import AuthorizationCodeRepository, RefreshTokenRepository
 from .users import ConsentRepository, SessionRepository, UserRepository
 
@@ -60,7 +62,8 @@ class UnitOfWork(Protocol):
 
 class Store(UnitOfWork, ClientRepository, KeyRepository, RevocationRepository, ReplayRepository, AuditRepository,
             UserTokenRevocation, UserRepository, SessionRepository, ConsentRepository, AuthorizationCodeRepository,
-            RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
+            RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, PushedRequestRepository,
+            Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 

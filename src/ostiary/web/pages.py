@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from .._passwords import PasswordHashPool
 from .._secrets import derive_key
@@ -77,8 +77,10 @@ class Pages:
         """A page with its CSP: forms may post here and to ``form_targets`` (the client's redirect origin, so
         a redirect after a form is allowed); never framed; scripts only from /static when asked."""
         cookie = request.cookies.get(self.csrf.cookie_name)
-        new_cookie = None
-        if not cookie or len(cookie) > 100:
+        new_cookie: str | None = getattr(request.state, "new_csrf_cookie", None)
+        if new_cookie is not None:
+            cookie = new_cookie
+        elif not cookie or len(cookie) > 100:
             cookie = new_cookie = self.csrf.new_cookie()
         body = self.env.get_template(template).render(csrf_token=self.csrf.token_for(cookie), **(context or {}))
         targets = " ".join(dict.fromkeys(o for o in (origin_of(t) for t in form_targets) if o))
@@ -90,6 +92,24 @@ class Pages:
             resp.set_cookie(self.csrf.cookie_name, new_cookie, path="/", secure=self.sessions.secure, httponly=True,
                             samesite="lax")
         return resp
+
+    def browser_id(self, request: Request) -> str:
+        """The browser's CSRF cookie, made now if it has none (then set by :meth:`render` or
+        :meth:`set_browser_cookie`): what binds a pushed authorization request to the browser that opened it."""
+        cookie = request.cookies.get(self.csrf.cookie_name)
+        if cookie and len(cookie) <= 100:
+            return cookie
+        new: str | None = getattr(request.state, "new_csrf_cookie", None)
+        if new is None:
+            new = request.state.new_csrf_cookie = self.csrf.new_cookie()
+        return new
+
+    def set_browser_cookie(self, request: Request, resp: Response) -> None:
+        """Set the cookie :meth:`browser_id` made, on a response :meth:`render` did not make."""
+        new: str | None = getattr(request.state, "new_csrf_cookie", None)
+        if new is not None and self.csrf.cookie_name not in resp.headers.get("set-cookie", ""):
+            resp.set_cookie(self.csrf.cookie_name, new, path="/", secure=self.sessions.secure, httponly=True,
+                            samesite="lax")
 
     def csrf_ok(self, request: Request, form: Mapping[str, str]) -> bool:
         return self.csrf.check(request.cookies.get(self.csrf.cookie_name), form.get("csrf_token"))

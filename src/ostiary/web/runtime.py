@@ -16,6 +16,7 @@ from ..core import keys as core_keys
 from ..core.context import EngineContext
 from ..core.endpoints.introspection import IntrospectionEndpoint, RevocationEndpoint
 from ..core.endpoints.metadata import server_metadata
+from ..core.endpoints.par import PushedAuthorizationEndpoint
 from ..core.endpoints.token import TokenEndpoint
 from ..core.errors import StoreUnavailable
 from ..core.grants import default_grants
@@ -96,6 +97,7 @@ class Runtime:
                                  trust_anchors=anchors)
         self.grants = default_grants()
         self.token = TokenEndpoint(self.ctx, self.grants)
+        self.par = PushedAuthorizationEndpoint(self.ctx)
         self.introspection = IntrospectionEndpoint(self.ctx)
         self.revocation = RevocationEndpoint(self.ctx)
         self.flows = Pages(settings, self.ctx, self.limiter)
@@ -155,6 +157,7 @@ class Runtime:
                     await core_keys.purge_expired_keys(self.db, self.policy, self.clock)
                     await self.db.purge_expired(self.clock.now())
                     await self.db.purge_device_authorizations(self.clock.now())
+                    await self.db.purge_pushed_requests(self.clock.now())
                     await self.db.purge_user_flows(self.clock.now(), PURGE_GRACE)
                     await self._purge_audit()
                 await self.reload_keys()

@@ -8,6 +8,10 @@ if any, and the user's consent decision when it comes from the consent form) and
 * :class:`AuthorizationResponse` — redirect to the client (``error`` set for an error, RFC 6749 §4.1.2.1),
   always with ``state`` and ``iss`` (RFC 9207);
 * :class:`NeedLogin` / :class:`NeedConsent` — show the login or consent page, then call again.
+
+The request may come by reference (``request_uri`` from ``/par``, RFC 9126) or as a signed request object
+(``request``, RFC 9101); either way the parameters it carries replace the outer ones. The checks both
+``/authorize`` and ``/par`` make are :func:`resolve_redirect_uri` and :func:`check_authorization_request`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,24 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode
 
-from ..._secrets import new_token, token_hash
+from ..._secrets import constant_time_equals, new_token, token_hash
 from ..audit import AuditEvent
 from ..clients import Client
 from ..context import EngineContext
-from ..errors import InvalidRequest, InvalidScope, OAuthError, UnauthorizedClient, UnsupportedResponseType
+from ..errors import (
+    InvalidRequest,
+    InvalidRequestUri,
+    InvalidScope,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
+from ..fapi import fapi2_client_refusal
 from ..pkce import check_code_challenge
+from ..policy import ServerPolicy
+from ..pushed import INTERACTION_TTL, REQUEST_URI_PREFIX
 from ..redirect_uri import match_redirect_uri
+from ..request_object import open_request_object
 from ..requests import scope_set, single_params
 from ..targets import resolve_audience
 from ..tokens import AuthorizationCode
@@ -43,6 +58,9 @@ __all__ = [
     "NeedConsent",
     "NeedLogin",
     "SessionInfo",
+    "ValidAuthorization",
+    "check_authorization_request",
+    "resolve_redirect_uri",
 ]
 
 #: RFC 6749 §4.1.2 recommends at most ten minutes; we allow one.
@@ -82,6 +100,9 @@ class AuthorizationRequest:
     fresh_login: bool = False
     consent: Literal["allow", "deny"] | None = None
     client_ip: str | None = None
+    #: an opaque value that identifies the browser (the web layer's CSRF cookie): a pushed request claimed by
+    #: one browser is continued (sign-in, consent) only by that browser
+    browser: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +151,12 @@ class NeedConsent:
 Outcome = ErrorPage | AuthorizationResponse | NeedLogin | NeedConsent
 
 
+class _RequestUriNotSupported(OAuthError):
+    """OIDC Core §3.1.2.6 ``request_uri_not_supported``: a request_uri that is not one of ours (a URL)."""
+
+    error = "request_uri_not_supported"
+
+
 class _Redirect(Exception):
     def __init__(self, error: str, description: str) -> None:
         super().__init__(description)
@@ -138,7 +165,9 @@ class _Redirect(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Valid:
+class ValidAuthorization:
+    """An authorization request that passed :func:`check_authorization_request`."""
+
     client: Client
     redirect_uri: str
     response_mode: str
@@ -151,6 +180,79 @@ class _Valid:
     acr_values: tuple[str, ...]
     login_hint: str | None
     audience: tuple[str, ...]
+
+
+def resolve_redirect_uri(params: Mapping[str, str], client: Client) -> str:
+    """The request's redirect URI: as sent, or the client's only one when it sent none (RFC 6749 §3.1.2.3; OIDC
+    requests must send it). Exact match against the registered URIs (loopback port rule, RFC 8252 §7.3).
+    ``InvalidRequest`` otherwise: at ``/authorize`` an error page, never a redirect (RFC 6749 §4.1.2.1)."""
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri is None:
+        if len(client.redirect_uris) != 1 or "openid" in params.get("scope", "").split(" "):
+            raise InvalidRequest("the request has no redirect_uri")
+        redirect_uri = client.redirect_uris[0]
+    if not match_redirect_uri(redirect_uri, client.redirect_uris):
+        raise InvalidRequest("the redirect_uri is not registered for this application")
+    return redirect_uri
+
+
+def check_authorization_request(params: Mapping[str, str], resources: list[str], client: Client,
+                                redirect_uri: str, mode: str, state: str | None,
+                                policy: ServerPolicy) -> ValidAuthorization:
+    """Everything an authorization request must satisfy once its client and redirect URI are known: the same
+    checks at ``/authorize`` and ``/par`` (RFC 9126 §2.1: "the AS MUST validate the pushed request as it would an
+    authorization request"). Raises the ``OAuthError`` to send back."""
+    if "request" in params or "request_uri" in params:
+        raise InvalidRequest("request and request_uri cannot be nested")
+    response_type = params.get("response_type")
+    if not response_type:
+        raise InvalidRequest("response_type is required (use response_type=code)")
+    if response_type != "code":
+        raise UnsupportedResponseType(IMPLICIT_REFUSED.format(rt=response_type[:40]))
+    if "authorization_code" not in client.grant_types:
+        raise UnauthorizedClient("this application may not use the authorization code flow")
+    challenge = check_code_challenge(params.get("code_challenge"), params.get("code_challenge_method"))
+    scopes = scope_set(params.get("scope")) or client.scopes
+    extra = scopes - client.scopes
+    if extra:
+        raise InvalidScope("scope not allowed for this client: " + " ".join(sorted(extra))[:200])
+    if not scopes:
+        raise InvalidScope("no scope requested and the client has none")
+    # OIDC Core §3.1.2.1: nonce is optional in the code flow, and PKCE (required for every client here)
+    # already binds the code to this request. When one is sent it goes into the id_token, and the client
+    # checks it there. An empty value counts as absent (RFC 6749 §3.1).
+    nonce = params.get("nonce") or None
+    if nonce is not None and len(nonce) > MAX_NONCE:
+        raise InvalidRequest(f"nonce must be at most {MAX_NONCE} characters")
+    prompt = frozenset(params.get("prompt", "").split())
+    unknown = prompt - set(PROMPT_VALUES)
+    if unknown:
+        raise InvalidRequest("unsupported prompt value: " + " ".join(sorted(unknown))[:100])
+    if "none" in prompt and len(prompt) > 1:
+        raise InvalidRequest("prompt=none cannot be combined with other values")
+    max_age: int | None = None
+    if "max_age" in params:
+        if not _MAX_AGE.match(params["max_age"]):
+            raise InvalidRequest("max_age must be a non-negative integer")
+        max_age = int(params["max_age"])
+    if resources or client.audiences:
+        audience: tuple[str, ...] = resolve_audience(client, resources)
+    else:
+        audience = ()
+    if "openid" in scopes:
+        audience = (*audience, policy.issuer + "/userinfo")
+    return ValidAuthorization(client=client, redirect_uri=redirect_uri, response_mode=mode, state=state,
+                              scopes=scopes, challenge=challenge, nonce=nonce, prompt=prompt, max_age=max_age,
+                              acr_values=tuple(params.get("acr_values", "").split()),
+                              login_hint=params.get("login_hint"), audience=audience or (client.client_id,))
+
+
+@dataclass(frozen=True, slots=True)
+class _Pushed:
+    """The pushed request (RFC 9126) this call continues."""
+
+    request_id: str = field(repr=False)
+    request_uri: str
 
 
 class AuthorizeEndpoint:
@@ -169,26 +271,92 @@ class AuthorizeEndpoint:
         client = await ctx.store.get_client(client_id) if len(client_id) <= 256 else None
         if client is None:
             return ErrorPage("invalid_client", "this application is not registered here")
-        scope_hint = params.get("scope", "")
-        redirect_uri = params.get("redirect_uri")
-        if redirect_uri is None:
-            if len(client.redirect_uris) != 1 or "openid" in scope_hint.split(" "):
-                return ErrorPage("invalid_request", "the request has no redirect_uri")
-            redirect_uri = client.redirect_uris[0]
-        if not match_redirect_uri(redirect_uri, client.redirect_uris):
-            return ErrorPage("invalid_request", "the redirect_uri is not registered for this application")
+        pairs = req.params
+        pushed: _Pushed | None = None
+        if "request_uri" in params:
+            try:
+                pushed, pairs = await self._pushed(params["request_uri"], client, req)
+            except OAuthError as exc:
+                return ErrorPage(exc.error, exc.description)
+            params = single_params(pairs)  # validated at the push
+        elif "request" in params:
+            try:
+                pairs = await open_request_object(params["request"], client, ctx.policy, ctx.jwks_fetcher,
+                                                  ctx.clock.now())
+                params = single_params(pairs)
+            except OAuthError as exc:
+                return self._outer_error(params, client, exc)
+        try:
+            redirect_uri = resolve_redirect_uri(params, client)
+        except InvalidRequest as exc:
+            return ErrorPage("invalid_request", exc.description)
         state = params.get("state")
         mode = params.get("response_mode", "query")
         if mode not in RESPONSE_MODES:
-            return self._redirect(redirect_uri, "query", state, "invalid_request",
-                                  "response_mode must be query or form_post")
+            return await self._conclude(pushed, self._redirect(redirect_uri, "query", state, "invalid_request",
+                                                               "response_mode must be query or form_post"))
         try:
-            valid = await self._validate(params, req, client, redirect_uri, mode, state)
-            return await self._decide(valid, params, req)
+            if ctx.policy.fapi2:
+                refusal = fapi2_client_refusal(client)
+                if refusal is not None:
+                    raise UnauthorizedClient(refusal)
+            if pushed is None and ctx.policy.fapi2:
+                raise InvalidRequest("FAPI 2.0 mode: authorization requests must be pushed first (FAPI 2.0 Security "
+                                     "Profile 5.3.2.2, RFC 9126): POST them to /par and send the request_uri")
+            if pushed is None and (ctx.policy.par_required or client.require_pushed_authorization_requests):
+                raise InvalidRequest("authorization requests must be pushed first (RFC 9126): POST them to /par "
+                                     "and send the request_uri")
+            resources = [v for k, v in pairs if k == "resource"]
+            valid = check_authorization_request(params, resources, client, redirect_uri, mode, state, ctx.policy)
+            outcome = await self._decide(valid, pairs, req, pushed)
         except _Redirect as exc:
-            return self._redirect(redirect_uri, mode, state, exc.error, exc.description)
+            outcome = self._redirect(redirect_uri, mode, state, exc.error, exc.description)
         except OAuthError as exc:
-            return self._redirect(redirect_uri, mode, state, exc.error, exc.description)
+            outcome = self._redirect(redirect_uri, mode, state, exc.error, exc.description)
+        return await self._conclude(pushed, outcome)
+
+    async def _pushed(self, request_uri: str, client: Client,
+                      req: AuthorizationRequest) -> tuple[_Pushed, tuple[tuple[str, str], ...]]:
+        """RFC 9126 §4: the pushed request behind ``request_uri``, claimed by this browser the first time; the
+        sign-in and consent forms (``fresh_login`` / ``consent``) continue a claimed one."""
+        ctx = self.ctx
+        if not request_uri.startswith(REQUEST_URI_PREFIX):
+            raise _RequestUriNotSupported("request_uri must come from this server's /par endpoint (request_uri by "
+                                          "reference to another URL is not supported)")
+        request_id = token_hash(request_uri[len(REQUEST_URI_PREFIX):], ctx.secret_hash_key)
+        row = await ctx.store.get_pushed_request(request_id)
+        now = ctx.clock.now()
+        unknown = "the request_uri is unknown, expired, already used, or was pushed by another client"
+        if row is None or row.client_id != client.client_id or row.expires_at <= now:
+            raise InvalidRequestUri(unknown)
+        browser = token_hash(req.browser, ctx.secret_hash_key) if req.browser else None
+        continuation = req.fresh_login or req.consent is not None
+        if row.claimed_at is None:
+            if continuation or not await ctx.store.claim_pushed_request(request_id, client.client_id, browser, now,
+                                                                        now + INTERACTION_TTL):
+                raise InvalidRequestUri(unknown)
+        elif not continuation:
+            raise InvalidRequestUri("the request_uri was already used (it is single use): push the request again")
+        elif row.browser_hash is not None and (browser is None
+                                               or not constant_time_equals(browser, row.browser_hash)):
+            raise InvalidRequestUri("this authorization request was started in another browser")
+        return _Pushed(request_id, request_uri), row.params
+
+    def _outer_error(self, params: Mapping[str, str], client: Client, exc: OAuthError) -> Outcome:
+        """A request object that cannot be used (RFC 9101 §6.3): back to the outer redirect URI when it is one of
+        the client's, else an error page."""
+        redirect_uri = params.get("redirect_uri")
+        if redirect_uri is None or not match_redirect_uri(redirect_uri, client.redirect_uris):
+            return ErrorPage(exc.error, exc.description)
+        mode = params.get("response_mode", "query")
+        return self._redirect(redirect_uri, mode if mode in RESPONSE_MODES else "query", params.get("state"),
+                              exc.error, exc.description)
+
+    async def _conclude(self, pushed: _Pushed | None, outcome: Outcome) -> Outcome:
+        """A flow that ends (a code or an error goes back to the client) spends its pushed request."""
+        if pushed is not None and isinstance(outcome, AuthorizationResponse) and outcome.error is not None:
+            await self.ctx.store.spend_pushed_request(pushed.request_id)
+        return outcome
 
     def _redirect(self, redirect_uri: str, mode: str, state: str | None, error: str,
                   description: str) -> AuthorizationResponse:
@@ -198,57 +366,12 @@ class AuthorizeEndpoint:
         out.append(("iss", self.ctx.policy.issuer))
         return AuthorizationResponse(redirect_uri, mode, tuple(out), error=error)
 
-    async def _validate(self, params: dict[str, str], req: AuthorizationRequest, client: Client,
-                        redirect_uri: str, mode: str, state: str | None) -> _Valid:
-        if "request" in params:
-            raise _Redirect("request_not_supported", "request objects are not supported")
-        if "request_uri" in params:
-            raise _Redirect("request_uri_not_supported", "request_uri is not supported")
-        response_type = params.get("response_type")
-        if not response_type:
-            raise InvalidRequest("response_type is required (use response_type=code)")
-        if response_type != "code":
-            raise UnsupportedResponseType(IMPLICIT_REFUSED.format(rt=response_type[:40]))
-        if "authorization_code" not in client.grant_types:
-            raise UnauthorizedClient("this application may not use the authorization code flow")
-        challenge = check_code_challenge(params.get("code_challenge"), params.get("code_challenge_method"))
-        scopes = scope_set(params.get("scope")) or client.scopes
-        extra = scopes - client.scopes
-        if extra:
-            raise InvalidScope("scope not allowed for this client: " + " ".join(sorted(extra))[:200])
-        if not scopes:
-            raise InvalidScope("no scope requested and the client has none")
-        # OIDC Core §3.1.2.1: nonce is optional in the code flow, and PKCE (required for every client here)
-        # already binds the code to this request. When one is sent it goes into the id_token, and the client
-        # checks it there. An empty value counts as absent (RFC 6749 §3.1).
-        nonce = params.get("nonce") or None
-        if nonce is not None and len(nonce) > MAX_NONCE:
-            raise InvalidRequest(f"nonce must be at most {MAX_NONCE} characters")
-        prompt = frozenset(params.get("prompt", "").split())
-        unknown = prompt - set(PROMPT_VALUES)
-        if unknown:
-            raise InvalidRequest("unsupported prompt value: " + " ".join(sorted(unknown))[:100])
-        if "none" in prompt and len(prompt) > 1:
-            raise InvalidRequest("prompt=none cannot be combined with other values")
-        max_age: int | None = None
-        if "max_age" in params:
-            if not _MAX_AGE.match(params["max_age"]):
-                raise InvalidRequest("max_age must be a non-negative integer")
-            max_age = int(params["max_age"])
-        resources = [v for k, v in req.params if k == "resource"]
-        if resources or client.audiences:
-            audience: tuple[str, ...] = resolve_audience(client, resources)
-        else:
-            audience = ()
-        if "openid" in scopes:
-            audience = (*audience, self.ctx.policy.issuer + "/userinfo")
-        return _Valid(client=client, redirect_uri=redirect_uri, response_mode=mode, state=state, scopes=scopes,
-                      challenge=challenge, nonce=nonce, prompt=prompt, max_age=max_age,
-                      acr_values=tuple(params.get("acr_values", "").split()),
-                      login_hint=params.get("login_hint"), audience=audience or (client.client_id,))
-
-    async def _decide(self, v: _Valid, params: dict[str, str], req: AuthorizationRequest) -> Outcome:
+    async def _decide(self, v: ValidAuthorization, pairs: tuple[tuple[str, str], ...], req: AuthorizationRequest,
+                      pushed: _Pushed | None) -> Outcome:
         ctx = self.ctx
+        # the parameters the sign-in and consent forms send back: a pushed request stays on the server
+        carried = pairs if pushed is None else (("client_id", v.client.client_id),
+                                                ("request_uri", pushed.request_uri), ("redirect_uri", v.redirect_uri))
         now = ctx.clock.now()
         s = req.session
         reason: str | None = None
@@ -267,10 +390,12 @@ class AuthorizeEndpoint:
         if reason is not None or s is None:
             if "none" in v.prompt:
                 raise _Redirect("login_required", "the user must sign in")
-            return NeedLogin(v.client, v.redirect_uri, req.params, reason or "login", v.login_hint)
+            return NeedLogin(v.client, v.redirect_uri, carried, reason or "login", v.login_hint)
         if req.consent == "deny":
             raise _Redirect("access_denied", "the user denied the request")
-        onward = _onward(req.params, fresh=req.fresh_login)
+        onward = _onward(pairs, fresh=req.fresh_login)
+        if pushed is not None and onward != pairs:
+            await ctx.store.update_pushed_params(pushed.request_id, onward)
         if req.consent == "allow":
             old = await ctx.store.get_consent(s.user_id, v.client.client_id)
             await ctx.store.save_consent(Consent(
@@ -286,11 +411,14 @@ class AuthorizeEndpoint:
                 if "none" in v.prompt:
                     raise _Redirect("consent_required", "the user must approve this application")
                 return NeedConsent(v.client, v.redirect_uri, s.user_id, tuple(sorted(v.scopes)),
-                                   tuple(sorted(v.scopes - granted)), onward)
-        return await self._issue_code(v, s, req)
+                                   tuple(sorted(v.scopes - granted)), onward if pushed is None else carried)
+        return await self._issue_code(v, s, req, pushed)
 
-    async def _issue_code(self, v: _Valid, s: SessionInfo, req: AuthorizationRequest) -> AuthorizationResponse:
+    async def _issue_code(self, v: ValidAuthorization, s: SessionInfo, req: AuthorizationRequest,
+                          pushed: _Pushed | None) -> AuthorizationResponse:
         ctx = self.ctx
+        if pushed is not None and not await ctx.store.spend_pushed_request(pushed.request_id):
+            raise InvalidRequestUri("the request_uri was already used (it is single use): push the request again")
         now = ctx.clock.now()
         code = new_token(32)
         await ctx.store.add_code(AuthorizationCode(

@@ -8,6 +8,7 @@ from ..audit import AuditEvent
 from ..client_auth import AuthenticatedClient, authenticate_client
 from ..context import EngineContext
 from ..errors import InvalidClient, InvalidRequest, UnsupportedTokenType
+from ..fapi import fapi2_client_refusal
 from ..issuance import verify_own_access_token
 from ..jose import JoseError
 from ..requests import EndpointRequest, form_value
@@ -34,6 +35,10 @@ async def _require_client(request: EndpointRequest, ctx: EngineContext, *, allow
         raise InvalidClient("client authentication required")
     if client.method == "none" and not allow_public:
         raise InvalidClient("public clients cannot use this endpoint")
+    if ctx.policy.fapi2:  # FAPI 2.0 Security Profile §5.3.2.1, at every endpoint that authenticates clients
+        refusal = fapi2_client_refusal(client.client, client.method)
+        if refusal is not None:
+            raise InvalidClient(refusal)
     return client, params
 
 

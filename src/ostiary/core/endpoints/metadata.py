@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..fapi import FAPI2_AUTH_METHODS
 from ..policy import ServerPolicy
 
 __all__ = ["server_metadata"]
@@ -41,11 +42,23 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str], *, mtls: b
         **({"device_authorization_endpoint": policy.issuer + "/device_authorization"}
            if "urn:ietf:params:oauth:grant-type:device_code" in grants else {}),
         **({"tls_client_certificate_bound_access_tokens": True} if mtls else {}),
+        **_fapi2_overrides(policy, methods),
     }
+
+
+def _fapi2_overrides(policy: ServerPolicy, offered: list[str]) -> dict[str, Any]:
+    """FAPI 2.0 mode: advertise only what that profile allows (no public clients, no client secrets)."""
+    if not policy.fapi2:
+        return {}
+    methods = [m for m in offered if m in FAPI2_AUTH_METHODS]
+    return {"token_endpoint_auth_methods_supported": methods,
+            "introspection_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint_auth_methods_supported": methods}
 
 
 def oidc_metadata(policy: ServerPolicy) -> dict[str, Any]:
     """Authorization Code + PKCE and OpenID Connect (OIDC Discovery §3; RFC 9207 §3; RFC 7636 §6.2)."""
+    from ..request_object import REQUEST_OBJECT_ALGS
     from ..users import ACR_MFA, ACR_PWD
     from .authorize import PROMPT_VALUES, RESPONSE_MODES
     from .userinfo import CLAIMS_SUPPORTED, SCOPES_SUPPORTED
@@ -66,6 +79,10 @@ def oidc_metadata(policy: ServerPolicy) -> dict[str, Any]:
         "prompt_values_supported": list(PROMPT_VALUES),
         "authorization_response_iss_parameter_supported": True,
         "claims_parameter_supported": False,
-        "request_parameter_supported": False,
+        # RFC 9101: signed request objects by value; by reference only as a pushed request (RFC 9126)
+        "request_parameter_supported": True,
+        "request_object_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
         "request_uri_parameter_supported": False,
+        "pushed_authorization_request_endpoint": policy.pushed_authorization_request_endpoint,
+        "require_pushed_authorization_requests": policy.par_required,
     }

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from ..audit import AuditEvent
-from ..client_auth import authenticate_client
+from ..client_auth import AuthenticatedClient, authenticate_client
 from ..context import EngineContext
 from ..errors import (
     AuthorizationPending,
@@ -17,6 +17,7 @@ from ..errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from ..fapi import fapi2_client_refusal
 from ..grants import GrantRequest, TokenGrant, unexpected_parameter
 from ..issuance import TokenResponse
 from ..mtls import certificate_confirmation
@@ -58,6 +59,8 @@ class TokenEndpoint:
             raise UnsupportedGrantType(REFUSED_GRANTS.get(grant_type, "unsupported grant_type"))
         if client is None and grant.requires_client:
             raise InvalidClient("client authentication required")
+        if ctx.policy.fapi2:
+            self._fapi2(request, client)
         if client is not None and grant_type not in client.client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         if client is not None and client.client.tls_client_certificate_bound_access_tokens:
@@ -77,3 +80,20 @@ class TokenEndpoint:
                                       detail={"error": exc.error, "reason": (exc.debug or exc.description)[:200]}))
             raise
         return response if response.grant_type else replace(response, grant_type=grant_type)
+
+    @staticmethod
+    def _fapi2(request: EndpointRequest, client: AuthenticatedClient | None) -> None:
+        """FAPI 2.0 Security Profile §5.3.2.1 (client authentication) and §5.3.2.2 item 6 (sender-constrained
+        access tokens: DPoP, RFC 9449, or mTLS, RFC 8705)."""
+        if client is None:
+            raise InvalidClient("FAPI 2.0 mode: public clients are not allowed (FAPI 2.0 Security Profile 5.3.2.1)")
+        refusal = fapi2_client_refusal(client.client, client.method)
+        if refusal is not None:
+            raise InvalidClient(refusal)
+        # mTLS (RFC 8705 §3): a client registered for certificate-bound tokens gets them bound to the connection's
+        # certificate below (none presented: invalid_request there). A certificate alone binds nothing.
+        # DPoP (RFC 9449): the proof is checked and bound by the DPoP machinery; its presence is the rule here.
+        if request.dpop is None and not client.client.tls_client_certificate_bound_access_tokens:
+            raise InvalidRequest("FAPI 2.0 mode: access tokens must be sender-constrained (FAPI 2.0 Security "
+                                 "Profile 5.3.2.2): send a DPoP proof (RFC 9449), or register the client for "
+                                 "certificate-bound tokens and use mutual TLS (RFC 8705)")

@@ -19,6 +19,7 @@ from . import tables as t
 from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
 from .federation import SqlFederationMixin
+from .pushed import SqlPushedMixin
 from .tokens import SqlTokensMixin
 from .unit_of_work import SqlUnitOfWork, dialect_insert
 from .users import SqlUsersMixin
@@ -95,6 +96,7 @@ def _client_row(c: Client) -> dict[str, Any]:
         "admin": c.admin, "id_token_signed_response_alg": c.id_token_signed_response_alg,
         "tls_client_auth": _tls_name_row(c.tls_client_auth),
         "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
+        "require_pushed_authorization_requests": c.require_pushed_authorization_requests,
         "created_at": c.created_at, "updated_at": c.updated_at,
     }
 
@@ -120,6 +122,7 @@ def _client(row: Any) -> Client:
         admin=bool(m["admin"]), id_token_signed_response_alg=m["id_token_signed_response_alg"],
         tls_client_auth=TlsClientAuthName(**(m["tls_client_auth"] or {})),
         tls_client_certificate_bound_access_tokens=bool(m["tls_client_certificate_bound_access_tokens"]),
+        require_pushed_authorization_requests=bool(m["require_pushed_authorization_requests"]),
         created_at=m["created_at"], updated_at=m["updated_at"],
     )
 
@@ -132,7 +135,8 @@ def _key(row: Any) -> SigningKey:
 
 
 @guard_unavailable
-class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin, SqlUnitOfWork):
+class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin, SqlPushedMixin,
+               SqlUnitOfWork):
     """Every public method raises ``StoreUnavailable`` when the database cannot be reached (availability.py).
 
     ``transaction()`` (unit_of_work.py) makes the calls inside it one unit of work. A call that fails inside a

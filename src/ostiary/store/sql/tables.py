@@ -32,6 +32,7 @@ clients = sa.Table(
     sa.Column("tls_client_auth", sa.JSON, nullable=True),
     sa.Column("tls_client_certificate_bound_access_tokens", sa.Boolean, nullable=False, default=False,
               server_default=sa.false()),
+    sa.Column("require_pushed_authorization_requests", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 signing_keys = sa.Table(

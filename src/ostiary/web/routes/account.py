@@ -40,7 +40,8 @@ async def _continue(request: Request, f: Pages, session: LoginSession, authz: st
     if not params:
         return RedirectResponse("/account", status_code=303)
     outcome = await f.authorize.handle(AuthorizationRequest(params=params, session=f.session_info(session),
-                                                            fresh_login=True, client_ip=client_ip(request)))
+                                                            fresh_login=True, client_ip=client_ip(request),
+                                                            browser=f.browser_id(request)))
     return await render_outcome(request, outcome)
 
 

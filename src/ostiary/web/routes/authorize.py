@@ -87,8 +87,11 @@ async def authorize(request: Request) -> Response:
         return error_page(request, "invalid_request", exc.description, exc.status)
     session = await f.sessions.load(request)
     outcome = await f.authorize.handle(AuthorizationRequest(params=params, session=f.session_info(session),
-                                                            client_ip=request.client.host if request.client else None))
-    return await render_outcome(request, outcome)
+                                                            client_ip=request.client.host if request.client else None,
+                                                            browser=f.browser_id(request)))
+    resp = await render_outcome(request, outcome)
+    f.set_browser_cookie(request, resp)
+    return resp
 
 
 async def consent(request: Request) -> Response:
@@ -104,7 +107,7 @@ async def consent(request: Request) -> Response:
     outcome = await f.authorize.handle(AuthorizationRequest(
         params=decode_authz(form.get("authz")), session=f.session_info(session),
         consent="allow" if decision == "allow" else "deny",
-        client_ip=request.client.host if request.client else None))
+        client_ip=request.client.host if request.client else None, browser=f.browser_id(request)))
     return await render_outcome(request, outcome)
 
 

@@ -32,6 +32,19 @@ async def token(request: Request) -> Response:
     return json_response(result.body(), headers=NO_STORE)
 
 
+@protocol_route("par")
+async def par(request: Request) -> Response:
+    """RFC 9126 §2: 201 with the request_uri."""
+    rt = runtime(request)
+    req = await endpoint_request(request, rt, rt.policy.pushed_authorization_request_endpoint)
+    try:
+        result = await rt.par.handle(req)
+    except InvalidClient:
+        await record_failure(rt, req)
+        raise
+    return json_response(result.body(), 201, headers=NO_STORE)
+
+
 @protocol_route("introspect")
 async def introspect(request: Request) -> Response:
     """RFC 7662 §2."""
@@ -102,6 +115,7 @@ async def metrics_route(request: Request) -> Response:
 
 routes = [
     Route("/token", token, methods=["POST"]),
+    Route("/par", par, methods=["POST"]),
     Route("/introspect", introspect, methods=["POST"]),
     Route("/revoke", revoke, methods=["POST"]),
     Route("/.well-known/openid-configuration", metadata, methods=["GET"]),
