@@ -142,6 +142,36 @@ class DeviceSettings(_Section):
     attempt_window: Duration = Field(900, ge=10, le=86400, description="window of the attempt limits")
 
 
+def _scope_list(value: Any) -> Any:
+    """A comma- or space-separated list from the environment; a list from TOML."""
+    if isinstance(value, str):
+        return [v for v in re.split(r"[,\s]+", value) if v]
+    return value
+
+
+class RegistrationSettings(_Section):
+    """Dynamic client registration (RFC 7591) and management (RFC 7592): off unless asked for."""
+
+    policy: Literal["off", "open", "initial_access_token"] = Field(
+        "off", description="off; open (anyone may register a public client); initial_access_token (only with a "
+                           "token from `ostiary client registration-token create`)")
+    scopes: Annotated[list[str], BeforeValidator(_scope_list)] = Field(
+        ["openid", "profile", "email", "offline_access"],
+        description="the scopes a dynamically registered client may be given (asking for others is refused)")
+    per_ip: int = Field(10, ge=1, le=100000, description="registrations per IP address per window")
+    window: Duration = Field(3600, ge=60, le=30 * 86400, description="the counting window of per_ip")
+    idle_expiry: Duration | None = Field(30 * 86400, ge=3600, description="a dynamic client that obtains no token "
+                                                                          "this long is deleted (none: never)")
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not re.fullmatch(r"[\x21\x23-\x5B\x5D-\x7E]+", s)]
+        if bad:
+            raise ValueError(f"invalid scope token(s): {', '.join(map(repr, bad))}")
+        return sorted(set(v))
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -265,6 +295,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     audit: AuditSettings = AuditSettings()
     mtls: MtlsSettings = MtlsSettings()
+    registration: RegistrationSettings = RegistrationSettings()
 
     @field_validator("issuer")
     @classmethod
@@ -323,6 +354,7 @@ class Settings(BaseSettings):
             client_secret_overlap=self.clients.secret_overlap, access_token_alg=self.keys.algorithm,
             key_algorithms=tuple(self.keys.algorithms),
             key_publish_delay=self.keys.publish_delay, key_rotate_every=self.keys.rotate_every,
+            dynamic_registration=self.registration.policy != "off",
         )
 
     def master_secret(self, *, create: bool = True) -> bytes:

@@ -23,6 +23,8 @@ class ServerPolicy:
     key_rotate_every: int | None = None
     assertion_max_lifetime: int = 300
     leeway: int = 30
+    #: RFC 7591 registration is open to someone (``registration.policy`` is not ``off``)
+    dynamic_registration: bool = False
 
     @property
     def token_endpoint(self) -> str:
@@ -35,6 +37,10 @@ class ServerPolicy:
     @property
     def revocation_endpoint(self) -> str:
         return self.issuer + "/revoke"
+
+    @property
+    def registration_endpoint(self) -> str:
+        return self.issuer + "/register"
 
     @property
     def jwks_uri(self) -> str:

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple, Protocol
 
 from .audit import AuditRepository
-from .clients import ClientRepository
+from .clients import ClientRepository, InitialAccessTokenRepository
 from .device import DeviceAuthorizationRepository
 from .federation import TrustPolicyRepository
 from .keys import KeyRepository
@@ -58,9 +58,9 @@ class UnitOfWork(Protocol):
         ...
 
 
-class Store(UnitOfWork, ClientRepository, KeyRepository, RevocationRepository, ReplayRepository, AuditRepository,
-            UserTokenRevocation, UserRepository, SessionRepository, ConsentRepository, AuthorizationCodeRepository,
-            RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
+class Store(UnitOfWork, ClientRepository, InitialAccessTokenRepository, KeyRepository, RevocationRepository,
+            ReplayRepository, AuditRepository, UserTokenRevocation, UserRepository, SessionRepository,
+            ConsentRepository, AuthorizationCodeRepository, RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
