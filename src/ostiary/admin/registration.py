@@ -34,7 +34,8 @@ from ..core.redirect_uri import validate_dynamic_redirect_uri
 from ..core.storage import Store
 from .service import AdminError, AdminService, ClientCreate
 
-__all__ = ["IAT_PREFIX", "RAT_PREFIX", "RegistrationPolicy", "RegistrationService"]
+__all__ = ["IAT_PREFIX", "RAT_PREFIX", "RegistrationPolicy", "RegistrationService", "bearer",
+           "create_initial_access_token"]
 
 IAT_PREFIX = "ost_iat_"
 RAT_PREFIX = "ost_rat_"
@@ -106,6 +107,23 @@ def _web_uri(meta: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
+async def create_initial_access_token(store: Store, clock: Clock, secret_hash_key: bytes, *, uses: int,
+                                      expires_in: int) -> tuple[str, InitialAccessToken, AuditEvent]:
+    """RFC 7591 §3: a token that registers up to ``uses`` clients within ``expires_in`` seconds; stored as a
+    keyed hash, shown once. Returns the token, what was stored, and the audit event to record."""
+    if uses < 1:
+        raise AdminError("--uses must be at least 1")
+    if expires_in < 60:
+        raise AdminError("--expires-in must be at least 60 seconds (e.g. 1h)")
+    now = clock.now()
+    token = new_token(32, IAT_PREFIX)
+    stored = InitialAccessToken(token_hash(token, secret_hash_key), now, now + expires_in, uses)
+    await store.add_initial_access_token(stored)
+    event = AuditEvent(type="registration.token_created", outcome="success", at=now,
+                       detail={"uses": uses, "expires_at": int(stored.expires_at)})
+    return token, stored, event
+
+
 @dataclass
 class RegistrationService:
     store: Store
@@ -114,20 +132,6 @@ class RegistrationService:
     clock: Clock
     audit: AuditSink
     secret_hash_key: bytes = field(repr=False)
-
-    # initial access tokens (RFC 7591 §3)
-    async def create_initial_access_token(self, uses: int, expires_in: int) -> tuple[str, InitialAccessToken]:
-        if uses < 1:
-            raise AdminError("--uses must be at least 1")
-        if expires_in < 60:
-            raise AdminError("--expires-in must be at least 60 seconds")
-        now = self.clock.now()
-        token = new_token(32, IAT_PREFIX)
-        stored = InitialAccessToken(token_hash(token, self.secret_hash_key), now, now + expires_in, uses)
-        await self.store.add_initial_access_token(stored)
-        self.audit.emit(AuditEvent(type="registration.token_created", outcome="success", at=now,
-                                   detail={"uses": uses, "expires_at": int(stored.expires_at)}))
-        return token, stored
 
     # RFC 7591 §3.1
     async def register(self, metadata: Any, authorization: str | None, ip: str | None) -> dict[str, Any]:

@@ -60,7 +60,8 @@ class UnitOfWork(Protocol):
 
 class Store(UnitOfWork, ClientRepository, InitialAccessTokenRepository, KeyRepository, RevocationRepository,
             ReplayRepository, AuditRepository, UserTokenRevocation, UserRepository, SessionRepository,
-            ConsentRepository, AuthorizationCodeRepository, RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, Protocol):
+            ConsentRepository, AuthorizationCodeRepository, RefreshTokenRepository, TrustPolicyRepository,
+            DeviceAuthorizationRepository, Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
