@@ -149,6 +149,13 @@ def _scope_list(value: Any) -> Any:
     return value
 
 
+def _never_or_duration(value: Any) -> Any:
+    """``never`` (or nothing) is None; anything else a duration."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "never", "none")):
+        return None
+    return parse_duration(value)
+
+
 class RegistrationSettings(_Section):
     """Dynamic client registration (RFC 7591) and management (RFC 7592): off unless asked for."""
 
@@ -160,8 +167,8 @@ class RegistrationSettings(_Section):
         description="the scopes a dynamically registered client may be given (asking for others is refused)")
     per_ip: int = Field(10, ge=1, le=100000, description="registrations per IP address per window")
     window: Duration = Field(3600, ge=60, le=30 * 86400, description="the counting window of per_ip")
-    idle_expiry: Duration | None = Field(30 * 86400, ge=3600, description="a dynamic client that obtains no token "
-                                                                          "this long is deleted (none: never)")
+    idle_expiry: Annotated[int | None, BeforeValidator(_never_or_duration)] = Field(
+        30 * 86400, ge=3600, description="a dynamic client that obtains no token this long is deleted (never: kept)")
 
     @field_validator("scopes")
     @classmethod
