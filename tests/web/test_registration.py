@@ -186,6 +186,17 @@ def test_too_many_registrations_from_one_address(make_server: Callable[..., Live
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
 
 
+def test_only_registrations_an_initial_access_token_allowed_are_not_counted(
+        make_server: Callable[..., LiveServer]) -> None:
+    srv = make_server(extra_env={"OSTIARY_REGISTRATION__POLICY": "initial_access_token",
+                                 "OSTIARY_REGISTRATION__PER_IP": "2"})
+    token = iat(srv, "--uses", "3")
+    assert [register(srv, agent_metadata(), token).status_code for _ in range(3)] == [201, 201, 201]
+    # made-up tokens count: they cannot be used to try without limit
+    codes = [register(srv, agent_metadata(), "ost_iat_" + secrets.token_hex(8)).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+
+
 def test_registration_access_token_guards_the_configuration_endpoint(open_server: LiveServer) -> None:
     mine = register(open_server, agent_metadata()).json()
     other = register(open_server, agent_metadata(client_name="other")).json()

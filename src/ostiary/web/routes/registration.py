@@ -41,20 +41,25 @@ async def _json(request: Request, max_bytes: int) -> Any:
 
 @protocol_route("register")
 async def register(request: Request) -> Response:
-    """RFC 7591 §3.1. Anonymous registrations count towards a per-address limit."""
+    """RFC 7591 §3.1. Registrations count towards a per-address limit, except those an initial access token
+    allowed."""
     rt = runtime(request)
     ip = client_ip(request)
     cfg = rt.settings.registration
     if cfg.policy == "off":
         return Response(status_code=404)
-    if "authorization" not in request.headers and ip is not None:
-        refused = await rt.limiter.reserve([Attempt("registration_ip", "register:ip:" + client_network(ip),
-                                                    cfg.per_ip, cfg.window)])
-        if refused is not None:
-            metrics.RATE_LIMITED.labels(refused[0]).inc()
-            raise TooManyRequests(retry_after(refused[1]))
+    authorization = request.headers.get("authorization")
+    # every attempt counts (a made-up Bearer token must not get around the limit); one that registered a
+    # client with a valid initial access token is given back, so an operator's script is not limited
+    attempt = [Attempt("registration_ip", "register:ip:" + client_network(ip), cfg.per_ip, cfg.window)] if ip else []
+    refused = await rt.limiter.reserve(attempt)
+    if refused is not None:
+        metrics.RATE_LIMITED.labels(refused[0]).inc()
+        raise TooManyRequests(retry_after(refused[1]))
     metadata = await _json(request, rt.settings.server.max_body_bytes)
-    out = await rt.registration.register(metadata, request.headers.get("authorization"), ip)
+    out = await rt.registration.register(metadata, authorization, ip)
+    if authorization:
+        await rt.limiter.release(attempt)
     return json_response(out, 201, NO_STORE)
 
 
