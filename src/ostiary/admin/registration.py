@@ -99,7 +99,11 @@ def _web_uri(meta: Mapping[str, Any], name: str) -> str | None:
     value = _string(meta, name)
     if value is None:
         return None
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise InvalidClientMetadata(f"{name} is not a valid URL") from None
     if (parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc or parts.fragment
             or any(ch <= " " for ch in value)
             or (parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1"))):

@@ -106,12 +106,12 @@ TOUCH_INTERVAL = 600.0
 
 def uri_origin(uri: str) -> str | None:
     """``scheme://host[:port]`` of an http(s) URI (the port only when not the default), or None."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc:
-        return None
     try:
+        parts = urlsplit(uri)
         port = parts.port
     except ValueError:
+        return None
+    if parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc:
         return None
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     default = 443 if parts.scheme == "https" else 80
