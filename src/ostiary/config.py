@@ -165,6 +165,9 @@ class RegistrationSettings(_Section):
     scopes: Annotated[list[str], BeforeValidator(_scope_list)] = Field(
         ["openid", "profile", "email", "offline_access"],
         description="the scopes a dynamically registered client may be given (asking for others is refused)")
+    audiences: Annotated[list[str], BeforeValidator(_scope_list)] = Field(
+        [], description="the APIs (RFC 8707 resource indicators, e.g. your MCP server's URL) a dynamically "
+                        "registered client may obtain tokens for")
     per_ip: int = Field(10, ge=1, le=100000, description="registrations per IP address per window")
     window: Duration = Field(3600, ge=60, le=30 * 86400, description="the counting window of per_ip")
     idle_expiry: Annotated[int | None, BeforeValidator(_never_or_duration)] = Field(
@@ -177,6 +180,14 @@ class RegistrationSettings(_Section):
         if bad:
             raise ValueError(f"invalid scope token(s): {', '.join(map(repr, bad))}")
         return sorted(set(v))
+
+    @field_validator("audiences")
+    @classmethod
+    def _audiences(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if "#" in a or ":" not in a]
+        if bad:
+            raise ValueError(f"each audience must be an absolute URI without a fragment: {', '.join(map(repr, bad))}")
+        return list(dict.fromkeys(v))
 
 
 class ServerSettings(_Section):

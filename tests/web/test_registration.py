@@ -6,6 +6,7 @@ consent for clients nobody vetted, and the CLI that lists and disables them."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -25,8 +26,10 @@ from ..conftest import db_url_for
 from ..support import LiveServer, start_server
 from ._codeflow import REDIRECT, Browser, auth_params, exchange, forms, new_user, pkce, query, refresh
 
+MCP = "https://mcp.example.com/mcp"
 OPEN_ENV = {"OSTIARY_REGISTRATION__POLICY": "open", "OSTIARY_REGISTRATION__PER_IP": "1000",
-            "OSTIARY_REGISTRATION__SCOPES": "openid profile email offline_access"}
+            "OSTIARY_REGISTRATION__SCOPES": "openid profile email offline_access",
+            "OSTIARY_REGISTRATION__AUDIENCES": MCP}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -115,6 +118,29 @@ def test_open_registration_then_a_full_code_flow(open_server: LiveServer) -> Non
         b.close()
     with open_server.admin() as c:
         assert c.get("/clients/" + reg["client_id"]).json()["last_used_at"] is not None  # touched by /token
+
+
+def test_a_registered_client_gets_tokens_for_the_configured_resource_only(open_server: LiveServer) -> None:
+    reg = register(open_server, agent_metadata()).json()
+    client = {"client_id": reg["client_id"]}
+    user = new_user(open_server)
+    b = Browser(open_server)
+    try:
+        verifier, challenge = pkce()
+        r = b.authorize(**auth_params(client, challenge, resource=MCP))
+        r = b.login(r, user["username"], user["password"])
+        r = b.submit(r, "consent-form", decision="allow")
+        code = query(r.headers["location"])["code"]
+        tokens = exchange(open_server, client, code, verifier)
+        assert tokens.status_code == 200, tokens.text
+        part = tokens.json()["access_token"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        assert MCP in ([claims["aud"]] if isinstance(claims["aud"], str) else claims["aud"])
+        _, challenge = pkce()
+        r = b.authorize(**auth_params(client, challenge, resource="https://other.example.com/api"))
+        assert query(r.headers["location"])["error"] == "invalid_target"
+    finally:
+        b.close()
 
 
 BAD_REDIRECTS = [

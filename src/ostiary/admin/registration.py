@@ -58,6 +58,8 @@ class RegistrationPolicy:
 
     mode: Mode
     scopes: frozenset[str]
+    #: the audiences (RFC 8707 resources) every registered client is given
+    audiences: tuple[str, ...] = ()
 
 
 def _unauthorized(description: str) -> InvalidToken:
@@ -282,7 +284,8 @@ class RegistrationService:
                 name=proposed_name or "unnamed application",
                 client_type="public" if method == "none" else "confidential",
                 token_endpoint_auth_method=method,
-                grant_types=grants, scopes=sorted(scopes), redirect_uris=redirect_uris, jwks=jwks,
+                grant_types=grants, scopes=sorted(scopes), audiences=list(self.policy.audiences),
+                redirect_uris=redirect_uris, jwks=jwks,
                 jwks_uri=jwks_uri, id_token_signed_response_alg=alg)
             client, secret = self.admin.new_client(spec)
         except ValidationError as exc:

@@ -103,7 +103,8 @@ class Runtime:
         self.flows = Pages(settings, self.ctx, self.limiter)
         self.registration = RegistrationService(
             self.store, AdminService(self.store, self.policy, self.clock, self.secret_hash_key, self.kek),
-            RegistrationPolicy(settings.registration.policy, frozenset(settings.registration.scopes)),
+            RegistrationPolicy(settings.registration.policy, frozenset(settings.registration.scopes),
+                               tuple(settings.registration.audiences)),
             self.clock, self.audit, self.secret_hash_key)
         # RFC 8705: certificates reach us from our own TLS listener or from a trusted proxy's header
         mtls = bool(settings.server.tls_client_ca_file

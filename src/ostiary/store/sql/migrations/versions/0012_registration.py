@@ -3,7 +3,7 @@ clients, when a client was last used, its logo and home page, the hash of its re
 the initial access tokens an administrator hands out.
 
 Revision ID: 0012_registration
-Revises: 0008
+Revises: 0011_mtls
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_registration"
-down_revision = "0008"
+down_revision = "0011_mtls"
 branch_labels = None
 depends_on = None
 
