@@ -147,6 +147,52 @@ class PushedRequestSettings(_Section):
 
     required: bool = Field(False, description="every client must push its authorization requests to /par")
     expires_in: Duration = Field(60, ge=1, le=60, description="lifetime of a request_uri (at most 60 s)")
+def _scope_list(value: Any) -> Any:
+    """A comma- or space-separated list from the environment; a list from TOML."""
+    if isinstance(value, str):
+        return [v for v in re.split(r"[,\s]+", value) if v]
+    return value
+
+
+def _never_or_duration(value: Any) -> Any:
+    """``never`` (or nothing) is None; anything else a duration."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "never", "none")):
+        return None
+    return parse_duration(value)
+
+
+class RegistrationSettings(_Section):
+    """Dynamic client registration (RFC 7591) and management (RFC 7592): off unless asked for."""
+
+    policy: Literal["off", "open", "initial_access_token"] = Field(
+        "off", description="off; open (anyone may register a public client); initial_access_token (only with a "
+                           "token from `ostiary client registration-token create`)")
+    scopes: Annotated[list[str], BeforeValidator(_scope_list)] = Field(
+        ["openid", "profile", "email", "offline_access"],
+        description="the scopes a dynamically registered client may be given (asking for others is refused)")
+    audiences: Annotated[list[str], BeforeValidator(_scope_list)] = Field(
+        [], description="the APIs (RFC 8707 resource indicators, e.g. your MCP server's URL) a dynamically "
+                        "registered client may obtain tokens for")
+    per_ip: int = Field(10, ge=1, le=100000, description="registrations per IP address per window")
+    window: Duration = Field(3600, ge=60, le=30 * 86400, description="the counting window of per_ip")
+    idle_expiry: Annotated[int | None, BeforeValidator(_never_or_duration)] = Field(
+        30 * 86400, ge=3600, description="a dynamic client that obtains no token this long is deleted (never: kept)")
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not re.fullmatch(r"[\x21\x23-\x5B\x5D-\x7E]+", s)]
+        if bad:
+            raise ValueError(f"invalid scope token(s): {', '.join(map(repr, bad))}")
+        return sorted(set(v))
+
+    @field_validator("audiences")
+    @classmethod
+    def _audiences(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if "#" in a or ":" not in a]
+        if bad:
+            raise ValueError(f"each audience must be an absolute URI without a fragment: {', '.join(map(repr, bad))}")
+        return list(dict.fromkeys(v))
 
 
 class ServerSettings(_Section):
@@ -276,6 +322,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     audit: AuditSettings = AuditSettings()
     mtls: MtlsSettings = MtlsSettings()
+    registration: RegistrationSettings = RegistrationSettings()
 
     @field_validator("issuer")
     @classmethod
@@ -336,6 +383,7 @@ class Settings(BaseSettings):
             key_publish_delay=self.keys.publish_delay, key_rotate_every=self.keys.rotate_every,
             profile=self.profile, require_pushed_authorization_requests=self.par.required,
             par_expires_in=self.par.expires_in,
+            dynamic_registration=self.registration.policy != "off",
         )
 
     def master_secret(self, *, create: bool = True) -> bytes:

@@ -75,9 +75,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("mcp-interop")
-    srv = start_server(f"sqlite+aiosqlite:///{tmp / 'ost.db'}", tmp)
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
+    # dynamic client registration open, for the "dcr" mode: registered clients may get tokens for this MCP server
+    srv = start_server(f"sqlite+aiosqlite:///{tmp / 'ost.db'}", tmp, extra_env={
+        "OSTIARY_REGISTRATION__POLICY": "open", "OSTIARY_REGISTRATION__AUDIENCES": url,
+        "OSTIARY_REGISTRATION__SCOPES": f"openid offline_access {SCOPE}"})
     log = tmp / "mcp.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, str(EXAMPLE / "server.py"), "--issuer", srv.issuer, "--url", url,
@@ -126,9 +129,16 @@ def _pre_registered(stack: Stack, callback: Any) -> Registration:
                         expected_client_id=client_id, client_name="MCP interop client")
 
 
-#: mode → how to register. Add "dcr" (client_info None: the SDK registers at registration_endpoint) and
-#: "client-id-metadata-document" (client_metadata_url served by the test) here when the server has them.
-REGISTRATION_MODES: dict[str, Callable[[Stack, Any], Registration]] = {"pre-registered": _pre_registered}
+def _dynamic(stack: Stack, callback: Any) -> Registration:
+    """Nothing registered beforehand: the SDK registers itself at the ``registration_endpoint`` of Ostiary's
+    metadata (RFC 7591, ``registration.policy = open``); the consent page shows the name it chose."""
+    return Registration("dcr", None, client_name="Ostiary MCP example client")
+
+
+#: mode → how to register. Add "client-id-metadata-document" (client_metadata_url served by the test) here
+#: when the server has it.
+REGISTRATION_MODES: dict[str, Callable[[Stack, Any], Registration]] = {"pre-registered": _pre_registered,
+                                                                      "dcr": _dynamic}
 
 
 @pytest.fixture(params=sorted(REGISTRATION_MODES))

@@ -243,6 +243,7 @@ class ClientUpdate(BaseModel):
     tls_client_auth_san_email: str | None = Field(None, max_length=320)
     tls_client_certificate_bound_access_tokens: bool | None = None
     require_pushed_authorization_requests: bool | None = None
+    disabled: bool | None = Field(None, description="a disabled client is refused at every endpoint")
 
 
 def _check_tls_client_auth(method: str | None, name: TlsClientAuthName) -> None:
@@ -304,6 +305,9 @@ def client_view(c: Client, now: float) -> dict[str, Any]:
                      "expires_at": int(s.expires_at) if s.expires_at else None, "active": s.usable(now)}
                     for s in c.secrets],
         "created_at": int(c.created_at), "updated_at": int(c.updated_at),
+        "dynamic": c.dynamic, "disabled": c.disabled,
+        "last_used_at": int(c.last_used_at) if c.last_used_at is not None else None,
+        "logo_uri": c.logo_uri, "client_uri": c.client_uri,
     }
 
 
@@ -343,6 +347,16 @@ class AdminService:
                 raise InvalidMetadata(str(exc)) from None
 
     async def create_client(self, spec: ClientCreate) -> tuple[Client, str | None]:
+        client, secret = self.new_client(spec)
+        try:
+            await self.store.add_client(client)
+        except ValueError as exc:
+            raise AdminError(f"a client with id {client.client_id!r} already exists") from exc
+        return client, secret
+
+    def new_client(self, spec: ClientCreate) -> tuple[Client, str | None]:
+        """The client ``spec`` describes, checked against this server (admin rules, signable ID-token algorithm,
+        fetchable ``jwks_uri``), with a new secret when it authenticates with one; not stored yet."""
         check_admin_rules(spec, self.policy.issuer)
         self._check_signable(spec)
         self._check_fetchable(spec)
@@ -365,10 +379,6 @@ class AdminService:
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
             require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
             created_at=now, updated_at=now)
-        try:
-            await self.store.add_client(client)
-        except ValueError as exc:
-            raise AdminError(f"a client with id {client.client_id!r} already exists") from exc
         return client, secret
 
     async def get_client(self, client_id: str) -> Client:
@@ -377,8 +387,9 @@ class AdminService:
             raise NotFound(f"no client {client_id!r}; see `ostiary client list`")
         return client
 
-    async def list_clients(self) -> list[Client]:
-        return await self.store.list_clients()
+    async def list_clients(self, *, dynamic: bool | None = None) -> list[Client]:
+        """Every client, or only those registered by themselves (``dynamic=True``) or by an administrator."""
+        return [c for c in await self.store.list_clients() if dynamic is None or c.dynamic == dynamic]
 
     async def update_client(self, client_id: str, changes: ClientUpdate) -> Client:
         current = await self.get_client(client_id)
@@ -397,7 +408,7 @@ class AdminService:
             "tls_client_certificate_bound_access_tokens": current.tls_client_certificate_bound_access_tokens,
             "require_pushed_authorization_requests": current.require_pushed_authorization_requests,
         }
-        merged.update(changes.model_dump(exclude_none=True))
+        merged.update(changes.model_dump(exclude_none=True, exclude={"disabled"}))
         spec = ClientCreate.model_validate(merged)  # the same rules as at creation
         check_admin_rules(spec, self.policy.issuer)
         if changes.id_token_signed_response_alg is not None:
@@ -414,7 +425,11 @@ class AdminService:
             id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
             require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
-            updated_at=self.clock.now())
+            updated_at=self.clock.now(),
+            disabled=current.disabled if changes.disabled is None else changes.disabled)
+        if updated.dynamic and updated.first_party:
+            raise InvalidMetadata("a dynamically registered client cannot be first-party: nobody vetted it, so "
+                                  "its users are always asked to consent")
         await self.store.update_client(updated)
         return updated
 

@@ -133,20 +133,91 @@ def client_create(
 
 
 @client_app.command("list")
-def client_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def client_list(
+    dynamic: bool = typer.Option(False, "--dynamic", help="Only clients that registered themselves (RFC 7591), "
+                                                          "with when each was last used."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """List registered clients."""
     async def go(svc: AdminService) -> list[dict[str, Any]]:
-        return [client_view(c, svc.clock.now()) for c in await svc.list_clients()]
+        return [client_view(c, svc.clock.now()) for c in await svc.list_clients(dynamic=True if dynamic else None)]
 
     views = _with_service(go)
     if as_json:
         print_json(views)
         return
+    if dynamic:
+        table = id_table("client_id", "name", "redirect URIs", "created", "last used", "disabled",
+                         ids=[v["client_id"] for v in views])
+        for v in views:
+            table.add_row(v["client_id"], v["name"], " ".join(v["redirect_uris"]), _ts(v["created_at"]),
+                          _ts(v["last_used_at"]), str(v["disabled"]))
+        console.print(table)
+        return
     table = id_table("client_id", "name", "type", "auth", "grants", "scopes", ids=[v["client_id"] for v in views])
     for v in views:
-        table.add_row(v["client_id"], v["name"], v["client_type"], v["token_endpoint_auth_method"],
+        name = v["name"] + (" (dynamic)" if v["dynamic"] else "") + (" (disabled)" if v["disabled"] else "")
+        table.add_row(v["client_id"], name, v["client_type"], v["token_endpoint_auth_method"],
                       " ".join(v["grant_types"]), " ".join(v["scopes"]))
     console.print(table)
+
+
+registration_token_app = typer.Typer(
+    help="Initial access tokens for dynamic client registration (registration.policy = initial_access_token).",
+    no_args_is_help=True)
+client_app.add_typer(registration_token_app, name="registration-token")
+
+
+@registration_token_app.command("create")
+def registration_token_create(
+    uses: int = typer.Option(1, "--uses", min=1, max=100000, help="How many clients it may register."),
+    expires_in: str = typer.Option("1h", "--expires-in", help="How long it is valid: 90s, 15m, 1h, 7d."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Mint an initial access token (RFC 7591 §3). Give it to whoever registers the client: they send it as
+    `Authorization: Bearer …` to POST /register. Shown once; stored only as a hash."""
+    from ..admin.registration import create_initial_access_token
+    from ..config import parse_duration
+
+    try:
+        seconds = int(parse_duration(expires_in))
+    except ValueError as exc:
+        fail(f"--expires-in: {exc}")
+
+    def go(s: Settings, store: SqlStore) -> Awaitable[tuple[str, int]]:
+        async def run() -> tuple[str, int]:
+            _, secret_hash_key, _ = s.master_keys()
+            token, stored, event = await create_initial_access_token(store, SystemClock(), secret_hash_key,
+                                                                      uses=uses, expires_in=seconds)
+            await store.record_events([event])
+            return token, int(stored.expires_at)
+        return run()
+
+    token, expires_at = with_store(go)
+    if as_json:
+        print_json({"initial_access_token": token, "uses": uses, "expires_at": expires_at})
+        return
+    console.print(f"[bold]initial_access_token[/]: {token}")
+    console.print(f"registers up to {uses} client(s) until {_ts(expires_at)}")
+    console.print("[yellow]Store this token now: it is shown once and kept only as a hash.[/]")
+
+
+@client_app.command("disable")
+def client_disable(
+    client_id: str,
+    enable: bool = typer.Option(False, "--enable", help="Enable it again instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Disable a client: every endpoint refuses it (sign-in, tokens, refresh) until enabled again."""
+    async def go(svc: AdminService) -> dict[str, Any]:
+        client = await svc.update_client(client_id, ClientUpdate(disabled=not enable))
+        return client_view(client, svc.clock.now())
+
+    view = _with_service(go)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"{'enabled' if enable else 'disabled'} {client_id}")
 
 
 @client_app.command("show")

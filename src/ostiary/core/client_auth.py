@@ -119,10 +119,10 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
     if public_id is None:
         return None
     client = await ctx.clients.get_client(public_id) if CLIENT_ID.fullmatch(public_id) else None
-    if client is not None and client.token_endpoint_auth_method in TLS_AUTH_METHODS:
+    if client is not None and not client.disabled and client.token_endpoint_auth_method in TLS_AUTH_METHODS:
         return _tls_client(client, client_cert, ctx)
-    if client is None or client.token_endpoint_auth_method != "none":
-        raise _invalid(False, f"client {public_id[:64]!r} unknown or not public")
+    if client is None or client.disabled or client.token_endpoint_auth_method != "none":
+        raise _invalid(False, f"client {public_id[:64]!r} unknown, disabled or not public")
     return AuthenticatedClient(client, "none")
 
 
@@ -169,8 +169,8 @@ async def _secret(client_id: str, secret: str, method: AuthMethod, ctx: ClientAu
         for stored in client.secrets:
             # compare against every usable secret (two during a rotation overlap), always in constant time
             ok |= stored.usable(now) & constant_time_equals(presented, stored.secret_hash)
-    if client is None or not ok:
-        raise _invalid(basic, f"bad secret or unknown client {client_id[:64]!r}")
+    if client is None or not ok or client.disabled:
+        raise _invalid(basic, f"bad secret, unknown or disabled client {client_id[:64]!r}")
     if client.token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
         raise _invalid(basic, f"client registered for {client.token_endpoint_auth_method}")
     return AuthenticatedClient(client, method)
@@ -203,8 +203,8 @@ async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) ->
     if "client_id" in params and params["client_id"] != client_id:
         raise _invalid(False, "client_id differs from the assertion's iss")
     client = await ctx.clients.get_client(client_id)
-    if client is None or client.token_endpoint_auth_method != "private_key_jwt":
-        raise _invalid(False, f"client {client_id[:64]!r} unknown or not registered for private_key_jwt")
+    if client is None or client.disabled or client.token_endpoint_auth_method != "private_key_jwt":
+        raise _invalid(False, f"client {client_id[:64]!r} unknown, disabled or not registered for private_key_jwt")
     keys = await _client_keys(client, ctx, force=False)
     now = ctx.clock.now()
     if not assertion_audience_ok(unverified.get("aud"), ctx.policy.issuer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from .mtls import NO_TLS_NAME, TlsClientAuthName
 
@@ -12,11 +13,16 @@ __all__ = [
     "AUTH_METHODS",
     "GRANT_CLIENT_CREDENTIALS",
     "TLS_AUTH_METHODS",
+    "TOUCH_INTERVAL",
     "AuthMethod",
     "Client",
     "ClientRepository",
     "ClientSecret",
     "ClientType",
+    "InitialAccessToken",
+    "InitialAccessTokenRepository",
+    "client_origin",
+    "uri_origin",
 ]
 
 ClientType = Literal["confidential", "public"]
@@ -75,6 +81,17 @@ class Client:
     require_pushed_authorization_requests: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
+    #: registered by the client itself (RFC 7591): nobody vetted it; consent is asked every time
+    dynamic: bool = False
+    #: refused at every endpoint until enabled again (``ostiary client disable``)
+    disabled: bool = False
+    #: when it last obtained a token (dynamic clients: updated at most once per ``TOUCH_INTERVAL``)
+    last_used_at: float | None = None
+    #: RFC 7591 §2, shown on the consent page only when it is on the client's own origin
+    logo_uri: str | None = None
+    client_uri: str | None = None
+    #: RFC 7592 §3: the keyed hash of the registration access token (dynamic clients only)
+    registration_token_hash: str | None = field(default=None, repr=False)
 
     @property
     def is_public(self) -> bool:
@@ -85,9 +102,68 @@ class Client:
         return self.audiences[0] if self.audiences else None
 
 
+#: a dynamic client's ``last_used_at`` is written at most this often (seconds): one UPDATE per client per interval
+TOUCH_INTERVAL = 600.0
+
+
+def uri_origin(uri: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URI (the port only when not the default), or None."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
+def client_origin(client: Client) -> str | None:
+    """The origin that speaks for a client nobody vetted: that of its ``client_id`` when that is an https URL
+    (a client ID metadata document), else that of its first http(s) redirect URI. None for a client with
+    neither (a private-use scheme has no host)."""
+    for uri in (client.client_id, *client.redirect_uris):
+        origin = uri_origin(uri)
+        if origin is not None:
+            return origin
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class InitialAccessToken:
+    """RFC 7591 §3: a token that allows registering ``uses_left`` more clients until ``expires_at``. Stored
+    only as its keyed hash."""
+
+    token_hash: str = field(repr=False)
+    created_at: float
+    expires_at: float
+    uses_left: int
+
+
+class InitialAccessTokenRepository(Protocol):
+    async def add_initial_access_token(self, token: InitialAccessToken) -> None: ...
+
+    async def spend_initial_access_token(self, token_hash: str, now: float) -> bool:
+        """Atomically take one use of an unexpired token with uses left; False when there is none (unknown,
+        expired or used up). Inside a transaction the use is given back if the transaction fails."""
+        ...
+
+
 class ClientRepository(Protocol):
     async def get_client(self, client_id: str) -> Client | None: ...
     async def add_client(self, client: Client) -> None: ...
     async def update_client(self, client: Client) -> None: ...
     async def delete_client(self, client_id: str) -> bool: ...
     async def list_clients(self) -> list[Client]: ...
+
+    async def touch_client(self, client_id: str, now: float, interval: float) -> None:
+        """Set ``last_used_at`` to ``now`` unless it is already within ``interval`` of it (a cheap, idempotent
+        UPDATE)."""
+        ...
+
+    async def purge_idle_dynamic_clients(self, idle_since: float, now: float) -> int:
+        """Delete the dynamic clients unused (``last_used_at``, else ``created_at``) since before ``idle_since``,
+        and the initial access tokens expired or used up by ``now``; the number of clients deleted."""
+        ...

@@ -14,7 +14,9 @@ __all__ = [
     "AuthorizationPending",
     "ExpiredToken",
     "InvalidClient",
+    "InvalidClientMetadata",
     "InvalidGrant",
+    "InvalidRedirectUri",
     "InvalidRequest",
     "InvalidRequestObject",
     "InvalidRequestUri",
@@ -118,6 +120,18 @@ class UnsupportedTokenType(OAuthError):
     """RFC 7009 §2.2.1."""
 
     error = "unsupported_token_type"
+
+
+class InvalidRedirectUri(OAuthError):
+    """RFC 7591 §3.2.2: a redirect URI the registration refuses."""
+
+    error = "invalid_redirect_uri"
+
+
+class InvalidClientMetadata(OAuthError):
+    """RFC 7591 §3.2.2: a metadata field that is invalid or not allowed here."""
+
+    error = "invalid_client_metadata"
 
 
 class InvalidToken(OAuthError):

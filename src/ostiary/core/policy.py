@@ -47,6 +47,8 @@ class ServerPolicy:
     @property
     def pushed_authorization_request_endpoint(self) -> str:
         return self.issuer + "/par"
+    #: RFC 7591 registration is open to someone (``registration.policy`` is not ``off``)
+    dynamic_registration: bool = False
 
     @property
     def token_endpoint(self) -> str:
@@ -59,6 +61,10 @@ class ServerPolicy:
     @property
     def revocation_endpoint(self) -> str:
         return self.issuer + "/revoke"
+
+    @property
+    def registration_endpoint(self) -> str:
+        return self.issuer + "/register"
 
     @property
     def jwks_uri(self) -> str:

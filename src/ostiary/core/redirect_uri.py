@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["is_loopback_redirect", "match_redirect_uri", "validate_redirect_uri"]
+__all__ = ["is_loopback_redirect", "match_redirect_uri", "validate_dynamic_redirect_uri", "validate_redirect_uri"]
 
 #: ``http://`` in lower case (the comparison is of strings, RFC 9700 §4.1.3), a loopback IP literal, an optional
 #: port of ASCII digits, then nothing or a path or query; no userinfo, no fragment (RFC 8252 §7.3).
@@ -59,3 +59,27 @@ def validate_redirect_uri(uri: str) -> str:
         return uri
     raise ValueError(f"redirect URI must be https, http on a loopback address, or a private-use scheme "
                      f"like com.example.app:/callback: {uri!r}")
+
+
+def validate_dynamic_redirect_uri(uri: str) -> str:
+    """The stricter rule for clients that register themselves (RFC 7591 §2, RFC 9700 §4.1.1): what
+    :func:`validate_redirect_uri` allows, but only https or http on a loopback address (no private-use scheme,
+    which any app on a device may claim), and never userinfo, a wildcard, whitespace or a control character."""
+    if len(uri) > 2000:
+        raise ValueError("redirect URI longer than 2000 characters")
+    if any(ch <= " " or ch == "\x7f" for ch in uri):
+        raise ValueError(f"redirect URI must not contain whitespace or control characters: {uri[:200]!r}")
+    if "*" in uri:
+        raise ValueError(f"redirect URI must not contain a wildcard: {uri[:200]!r}")
+    validate_redirect_uri(uri)
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http"):
+        raise ValueError(f"a registered client's redirect URI must be https or http on 127.0.0.1 or [::1]: "
+                         f"{uri[:200]!r}")
+    if "@" in parts.netloc:
+        raise ValueError(f"redirect URI must not contain userinfo (user@host): {uri[:200]!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"redirect URI has an invalid port: {uri[:200]!r}") from None
+    return uri

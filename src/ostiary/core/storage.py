@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple, Protocol
 
 from .audit import AuditRepository
-from .clients import ClientRepository
+from .clients import ClientRepository, InitialAccessTokenRepository
 from .device import DeviceAuthorizationRepository
 from .federation import TrustPolicyRepository
 from .keys import KeyRepository
@@ -60,10 +60,10 @@ class UnitOfWork(Protocol):
         ...
 
 
-class Store(UnitOfWork, ClientRepository, KeyRepository, RevocationRepository, ReplayRepository, AuditRepository,
-            UserTokenRevocation, UserRepository, SessionRepository, ConsentRepository, AuthorizationCodeRepository,
-            RefreshTokenRepository, TrustPolicyRepository, DeviceAuthorizationRepository, PushedRequestRepository,
-            Protocol):
+class Store(UnitOfWork, ClientRepository, InitialAccessTokenRepository, KeyRepository, RevocationRepository,
+            ReplayRepository, AuditRepository, UserTokenRevocation, UserRepository, SessionRepository,
+            ConsentRepository, AuthorizationCodeRepository, RefreshTokenRepository, TrustPolicyRepository,
+            DeviceAuthorizationRepository, PushedRequestRepository, Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from ..core.audit import AuditEvent
-from ..core.clients import Client
+from ..core.clients import Client, InitialAccessToken
 from ..core.keys import SigningKey
 from .memory_device import MemoryDeviceMixin
 from .memory_federation import MemoryFederationMixin
@@ -21,8 +22,8 @@ from .memory_users import MemoryUsersMixin
 __all__ = ["MemoryStore"]
 
 # where the store keeps its rows (the mixins create theirs on first use)
-_STATE = ("clients", "keys", "revoked", "replay", "events", "_user_state", "_token_state", "_device_map",
-          "_trust_policy_map", "_pushed_map")
+_STATE = ("clients", "initial_access_tokens", "keys", "revoked", "replay", "events", "_user_state", "_token_state",
+          "_device_map", "_trust_policy_map", "_pushed_map")
 # (store, task) of the transaction in progress in this context, if any
 _CURRENT: ContextVar[tuple[object, asyncio.Task[Any] | None] | None] = ContextVar("ostiary_memory_transaction",
                                                                                    default=None)
@@ -32,6 +33,7 @@ class MemoryStore(MemoryUsersMixin, MemoryTokensMixin, MemoryFederationMixin, Me
                   MemoryPushedMixin):
     def __init__(self) -> None:
         self.clients: dict[str, Client] = {}
+        self.initial_access_tokens: dict[str, InitialAccessToken] = {}
         self.keys: dict[str, SigningKey] = {}
         self.revoked: dict[str, tuple[str, float]] = {}
         self.replay: dict[tuple[str, str], float] = {}
@@ -79,6 +81,30 @@ class MemoryStore(MemoryUsersMixin, MemoryTokensMixin, MemoryFederationMixin, Me
 
     async def list_clients(self) -> list[Client]:
         return sorted(self.clients.values(), key=lambda c: (c.created_at, c.client_id))
+
+    async def touch_client(self, client_id: str, now: float, interval: float) -> None:
+        c = self.clients.get(client_id)
+        if c is not None and (c.last_used_at is None or c.last_used_at <= now - interval):
+            self.clients[client_id] = dataclasses.replace(c, last_used_at=now)
+
+    async def purge_idle_dynamic_clients(self, idle_since: float, now: float) -> int:
+        idle = [c.client_id for c in self.clients.values()
+                if c.dynamic and (c.last_used_at if c.last_used_at is not None else c.created_at) < idle_since]
+        for client_id in idle:
+            del self.clients[client_id]
+        for h in [h for h, tok in self.initial_access_tokens.items() if tok.expires_at <= now or tok.uses_left <= 0]:
+            del self.initial_access_tokens[h]
+        return len(idle)
+
+    async def add_initial_access_token(self, token: InitialAccessToken) -> None:
+        self.initial_access_tokens[token.token_hash] = token
+
+    async def spend_initial_access_token(self, token_hash: str, now: float) -> bool:
+        tok = self.initial_access_tokens.get(token_hash)
+        if tok is None or tok.uses_left <= 0 or tok.expires_at <= now:
+            return False
+        self.initial_access_tokens[token_hash] = dataclasses.replace(tok, uses_left=tok.uses_left - 1)
+        return True
 
     async def list_keys(self) -> list[SigningKey]:
         return sorted(self.keys.values(), key=lambda k: (k.created_at, k.kid))

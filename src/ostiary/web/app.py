@@ -24,11 +24,11 @@ __all__ = ["app_from_env", "create_app", "route_table"]
 
 def route_table() -> list[BaseRoute]:
     """The one route table: every path the server answers."""
-    from .routes import account, admin, authorize, device, oauth, userinfo
+    from .routes import account, admin, authorize, device, oauth, registration, userinfo
 
     static = Mount("/static", app=StaticFiles(directory=Path(__file__).with_name("static")), name="static")
     return [*oauth.routes, *admin.routes, *authorize.routes, *account.routes, *userinfo.routes, *device.routes,
-            static]
+            *registration.routes, static]
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:

@@ -73,9 +73,11 @@ class Pages:
 
     # pages
     def render(self, request: Request, template: str, context: Mapping[str, Any] | None = None, *,
-               status: int = 200, form_targets: Iterable[str] = (), script: bool = False) -> HTMLResponse:
+               status: int = 200, form_targets: Iterable[str] = (), script: bool = False,
+               img_sources: Iterable[str] = ()) -> HTMLResponse:
         """A page with its CSP: forms may post here and to ``form_targets`` (the client's redirect origin, so
-        a redirect after a form is allowed); never framed; scripts only from /static when asked."""
+        a redirect after a form is allowed); images from here and ``img_sources`` (a client's own logo); never
+        framed; scripts only from /static when asked."""
         cookie = request.cookies.get(self.csrf.cookie_name)
         new_cookie: str | None = getattr(request.state, "new_csrf_cookie", None)
         if new_cookie is not None:
@@ -84,7 +86,9 @@ class Pages:
             cookie = new_cookie = self.csrf.new_cookie()
         body = self.env.get_template(template).render(csrf_token=self.csrf.token_for(cookie), **(context or {}))
         targets = " ".join(dict.fromkeys(o for o in (origin_of(t) for t in form_targets) if o))
-        csp = (f"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' {targets}".rstrip()
+        images = "".join(f" {o}" for o in dict.fromkeys(o for o in (origin_of(i) for i in img_sources) if o))
+        csp = (f"default-src 'none'; style-src 'self'; img-src 'self' data:{images}; form-action 'self' {targets}"
+               .rstrip()
                + "; frame-ancestors 'none'; base-uri 'none'" + ("; script-src 'self'" if script else ""))
         headers = {**PAGE_NO_STORE, "Content-Security-Policy": csp, "X-Frame-Options": "DENY"}
         resp = HTMLResponse(body, status_code=status, headers=headers)

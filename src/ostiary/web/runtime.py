@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 
 from .._clock import Clock, SystemClock
+from ..admin.registration import RegistrationPolicy, RegistrationService
+from ..admin.service import AdminService
 from ..config import Settings
 from ..core import keys as core_keys
 from ..core.context import EngineContext
@@ -101,6 +103,11 @@ class Runtime:
         self.introspection = IntrospectionEndpoint(self.ctx)
         self.revocation = RevocationEndpoint(self.ctx)
         self.flows = Pages(settings, self.ctx, self.limiter)
+        self.registration = RegistrationService(
+            self.store, AdminService(self.store, self.policy, self.clock, self.secret_hash_key, self.kek),
+            RegistrationPolicy(settings.registration.policy, frozenset(settings.registration.scopes),
+                               tuple(settings.registration.audiences)),
+            self.clock, self.audit, self.secret_hash_key)
         # RFC 8705: certificates reach us from our own TLS listener or from a trusted proxy's header
         mtls = bool(settings.server.tls_client_ca_file
                     or (settings.mtls.proxy_cert_header and settings.server.trusted_proxies))
@@ -160,6 +167,7 @@ class Runtime:
                     await self.db.purge_pushed_requests(self.clock.now())
                     await self.db.purge_user_flows(self.clock.now(), PURGE_GRACE)
                     await self._purge_audit()
+                    await self._purge_idle_clients()
                 await self.reload_keys()
             except StoreUnavailable:
                 pass  # the store logged the outage once; try again next tick
@@ -176,6 +184,16 @@ class Runtime:
         for _ in range(AUDIT_PURGE_BATCHES):
             if await self.db.purge_events(before, AUDIT_PURGE_BATCH) < AUDIT_PURGE_BATCH:
                 return
+
+    async def _purge_idle_clients(self) -> None:
+        """Dynamic clients unused for ``registration.idle_expiry`` go (and spent initial access tokens)."""
+        idle = self.settings.registration.idle_expiry
+        if idle is None:
+            return
+        now = self.clock.now()
+        gone = await self.db.purge_idle_dynamic_clients(now - idle, now)
+        if gone:
+            log.info("idle dynamic clients deleted", extra={"count": gone})
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -269,7 +269,7 @@ class AuthorizeEndpoint:
         if not client_id:
             return ErrorPage("invalid_request", "the request has no client_id")
         client = await ctx.store.get_client(client_id) if len(client_id) <= 256 else None
-        if client is None:
+        if client is None or client.disabled:
             return ErrorPage("invalid_client", "this application is not registered here")
         pairs = req.params
         pushed: _Pushed | None = None
@@ -404,6 +404,13 @@ class AuthorizeEndpoint:
             ctx.audit.emit(AuditEvent(type="consent.granted", outcome="success", at=now,
                                       client_id=v.client.client_id, subject=s.user_id, ip=req.client_ip,
                                       detail={"scope": " ".join(sorted(v.scopes))}))
+        elif v.client.dynamic:
+            # a client nobody vetted (RFC 7591 registration): the user is asked every time, never silently
+            # (prompt=none cannot be answered with a code), whatever was approved before
+            if "none" in v.prompt:
+                raise _Redirect("consent_required", "the user must approve this application")
+            return NeedConsent(v.client, v.redirect_uri, s.user_id, tuple(sorted(v.scopes)),
+                               tuple(sorted(v.scopes)), onward)
         elif not v.client.first_party:
             consent = await ctx.store.get_consent(s.user_id, v.client.client_id)
             granted = consent.scopes if consent else frozenset()

@@ -43,6 +43,8 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str], *, mtls: b
            if "urn:ietf:params:oauth:grant-type:device_code" in grants else {}),
         **({"tls_client_certificate_bound_access_tokens": True} if mtls else {}),
         **_fapi2_overrides(policy, methods),
+        # RFC 8414 §2: only when someone may register (RFC 7591 §3)
+        **({"registration_endpoint": policy.registration_endpoint} if policy.dynamic_registration else {}),
     }
 
 

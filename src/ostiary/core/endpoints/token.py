@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from ..audit import AuditEvent
 from ..client_auth import AuthenticatedClient, authenticate_client
+from ..clients import TOUCH_INTERVAL, Client
 from ..context import EngineContext
 from ..errors import (
     AuthorizationPending,
@@ -79,6 +80,8 @@ class TokenEndpoint:
                                       grant_type=grant_type, ip=request.client_ip,
                                       detail={"error": exc.error, "reason": (exc.debug or exc.description)[:200]}))
             raise
+        if client is not None and client.client.dynamic:
+            await _touch(client.client, ctx)
         return response if response.grant_type else replace(response, grant_type=grant_type)
 
     @staticmethod
@@ -97,3 +100,11 @@ class TokenEndpoint:
             raise InvalidRequest("FAPI 2.0 mode: access tokens must be sender-constrained (FAPI 2.0 Security "
                                  "Profile 5.3.2.2): send a DPoP proof (RFC 9449), or register the client for "
                                  "certificate-bound tokens and use mutual TLS (RFC 8705)")
+
+async def _touch(client: Client, ctx: EngineContext) -> None:
+    """A dynamic client that obtains tokens is in use: its idle expiry starts again. Written at most once per
+    ``TOUCH_INTERVAL`` (the cached client's ``last_used_at`` may be stale; the UPDATE's own condition keeps it
+    at one write)."""
+    now = ctx.clock.now()
+    if client.last_used_at is None or now - client.last_used_at >= TOUCH_INTERVAL:
+        await ctx.store.touch_client(client.client_id, now, TOUCH_INTERVAL)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.audit import AuditEvent, AuditEventsRejected
-from ...core.clients import Client, ClientSecret
+from ...core.clients import Client, ClientSecret, InitialAccessToken
 from ...core.keys import SigningKey
 from ...core.mtls import TlsClientAuthName
 from . import tables as t
@@ -97,7 +97,9 @@ def _client_row(c: Client) -> dict[str, Any]:
         "tls_client_auth": _tls_name_row(c.tls_client_auth),
         "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
         "require_pushed_authorization_requests": c.require_pushed_authorization_requests,
-        "created_at": c.created_at, "updated_at": c.updated_at,
+        "created_at": c.created_at, "updated_at": c.updated_at, "dynamic": c.dynamic, "disabled": c.disabled,
+        "last_used_at": c.last_used_at, "logo_uri": c.logo_uri, "client_uri": c.client_uri,
+        "registration_token_hash": c.registration_token_hash,
     }
 
 
@@ -123,7 +125,9 @@ def _client(row: Any) -> Client:
         tls_client_auth=TlsClientAuthName(**(m["tls_client_auth"] or {})),
         tls_client_certificate_bound_access_tokens=bool(m["tls_client_certificate_bound_access_tokens"]),
         require_pushed_authorization_requests=bool(m["require_pushed_authorization_requests"]),
-        created_at=m["created_at"], updated_at=m["updated_at"],
+        created_at=m["created_at"], updated_at=m["updated_at"], dynamic=bool(m["dynamic"]),
+        disabled=bool(m["disabled"]), last_used_at=m["last_used_at"], logo_uri=m["logo_uri"],
+        client_uri=m["client_uri"], registration_token_hash=m["registration_token_hash"],
     )
 
 
@@ -188,6 +192,37 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin
         async with self._read() as conn:
             rows = await conn.execute(sa.select(t.clients).order_by(t.clients.c.created_at, t.clients.c.client_id))
             return [_client(r) for r in rows]
+
+    async def touch_client(self, client_id: str, now: float, interval: float) -> None:
+        c = t.clients.c
+        await self._write(t.clients.update().where(
+            c.client_id == client_id, sa.or_(c.last_used_at.is_(None), c.last_used_at <= now - interval))
+            .values(last_used_at=now))
+
+    async def purge_idle_dynamic_clients(self, idle_since: float, now: float) -> int:
+        c = t.clients.c
+        iat = t.initial_access_tokens.c
+        async with self._begin() as conn:
+            res = await conn.execute(t.clients.delete().where(
+                c.dynamic.is_(True), sa.func.coalesce(c.last_used_at, c.created_at) < idle_since))
+            await conn.execute(t.initial_access_tokens.delete().where(
+                sa.or_(iat.expires_at <= now, iat.uses_left <= 0)))
+        return int(res.rowcount or 0)
+
+    # initial access tokens (RFC 7591 §3)
+    async def add_initial_access_token(self, token: InitialAccessToken) -> None:
+        await self._write(t.initial_access_tokens.insert().values(
+            token_hash=token.token_hash, created_at=token.created_at, expires_at=token.expires_at,
+            uses_left=token.uses_left))
+
+    async def spend_initial_access_token(self, token_hash: str, now: float) -> bool:
+        """One conditional UPDATE: two registrations racing for the last use cannot both win."""
+        iat = t.initial_access_tokens.c
+        if not _storable(token_hash):
+            return False
+        return await self._write(t.initial_access_tokens.update().where(
+            iat.token_hash == token_hash, iat.uses_left > 0, iat.expires_at > now)
+            .values(uses_left=iat.uses_left - 1)) == 1
 
     # keys
     async def list_keys(self) -> list[SigningKey]:

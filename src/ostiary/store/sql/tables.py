@@ -33,6 +33,21 @@ clients = sa.Table(
     sa.Column("tls_client_certificate_bound_access_tokens", sa.Boolean, nullable=False, default=False,
               server_default=sa.false()),
     sa.Column("require_pushed_authorization_requests", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("dynamic", sa.Boolean, nullable=False, server_default=sa.false(), index=True),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_used_at", sa.Double, nullable=True),
+    sa.Column("logo_uri", sa.String(2000), nullable=True),
+    sa.Column("client_uri", sa.String(2000), nullable=True),
+    sa.Column("registration_token_hash", sa.String(128), nullable=True),
+)
+
+#: RFC 7591 §3 initial access tokens (``ostiary client registration-token create``), by keyed hash
+initial_access_tokens = sa.Table(
+    "initial_access_tokens", metadata,
+    sa.Column("token_hash", sa.String(128), primary_key=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),
+    sa.Column("uses_left", sa.Integer, nullable=False),
 )
 
 signing_keys = sa.Table(

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ...core.clients import client_origin, uri_origin
 from ...core.endpoints.authorize import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -69,10 +70,15 @@ async def render_outcome(request: Request, outcome: Outcome, *, username: str = 
                         status=status, form_targets=[outcome.redirect_uri])
     assert isinstance(outcome, NeedConsent)
     user = await f.ctx.store.get_user(outcome.user_id)
+    client = outcome.client
+    origin = client_origin(client) if client.dynamic else None
+    # a self-registered client's logo only from its own origin (never a third party's image, never a tracker)
+    logo = client.logo_uri if origin and client.logo_uri and uri_origin(client.logo_uri) == origin else None
     return f.render(request, "consent.html", {
-        "authz": urlencode(outcome.params), "client_name": outcome.client.name,
+        "authz": urlencode(outcome.params), "client_name": client.name, "unverified": client.dynamic,
+        "client_origin": origin or "", "logo_uri": logo or "",
         "username": user.username if user else "", "scopes": outcome.scopes, "new_scopes": outcome.new_scopes},
-        form_targets=[outcome.redirect_uri])
+        form_targets=[outcome.redirect_uri], img_sources=[logo] if logo else ())
 
 
 async def authorize(request: Request) -> Response:

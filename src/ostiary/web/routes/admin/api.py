@@ -189,7 +189,11 @@ async def json_body(request: Request) -> Any:
 @admin_route
 async def list_clients(request: Request, svc: AdminService) -> Response:
     now = svc.clock.now()
-    return json_response([client_view(c, now) for c in await svc.list_clients()], headers=NO_STORE)
+    flag = request.query_params.get("dynamic")
+    if flag not in (None, "true", "false"):
+        raise BadBody("dynamic must be true or false")
+    dynamic = None if flag is None else flag == "true"
+    return json_response([client_view(c, now) for c in await svc.list_clients(dynamic=dynamic)], headers=NO_STORE)
 
 
 @admin_route

@@ -52,7 +52,10 @@ def _client_paths() -> dict[str, Any]:
 
     return {
         "/clients": {
-            "get": {"summary": "List clients", "responses": {"200": ok, "401": err, "429": err}},
+            "get": {"summary": "List clients (dynamic=true: only those registered by themselves, RFC 7591; "
+                               "dynamic=false: only those an administrator registered)",
+                    "parameters": [{"name": "dynamic", "in": "query", "schema": {"type": "boolean"}}],
+                    "responses": {"200": ok, "401": err, "429": err}},
             "post": {"summary": "Register a client; the secret is in the response, once",
                      "requestBody": body("ClientCreate"), "responses": {"201": ok, "401": err, "409": err,
                                                                       "422": err}},
@@ -60,7 +63,8 @@ def _client_paths() -> dict[str, Any]:
         "/clients/{client_id}": {
             "parameters": client_id,
             "get": {"summary": "Show a client", "responses": {"200": ok, "401": err, "404": err}},
-            "patch": {"summary": "Change a client", "requestBody": body("ClientUpdate"),
+            "patch": {"summary": "Change a client (disabled=true: refused at every endpoint until enabled again)",
+                      "requestBody": body("ClientUpdate"),
                       "responses": {"200": ok, "401": err, "404": err, "422": err}},
             "delete": {"summary": "Delete a client", "responses": {"204": {"description": "deleted"},
                                                                    "401": err, "404": err}},
