@@ -73,7 +73,9 @@ class Runtime:
         self.kek, self.secret_hash_key, self.admin_hash_key = settings.master_keys()
         #: the database itself (``SqlStore``): for what must see every write at once (a revoked admin client,
         #: key rotation, readiness, the purges, the audit sink)
-        self.db = SqlStore.from_url(settings.database_url, timeout=settings.database_timeout)
+        self.db = SqlStore.from_url(settings.database_url, timeout=settings.database_timeout,
+                                    pool_size=settings.database_pool_size,
+                                    max_overflow=settings.database_max_overflow)
         #: the database behind this process's short cache of clients: what the engine and the routes use
         self.store = CachedStore(self.db, self.clock, settings.clients.cache_ttl)
         self.access_log = LineBuffer(logging.getLogger("ostiary.access"))

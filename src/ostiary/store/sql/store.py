@@ -36,7 +36,7 @@ def _json_dumps(value: Any) -> str:
 _JSON = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
-def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, timeout: float = 5.0) -> AsyncEngine:
     """An async engine. SQLite gets WAL and a busy timeout so several processes can share the file.
 
     On PostgreSQL ``timeout`` bounds both opening a connection and waiting for a pooled one: during an outage a
@@ -55,7 +55,7 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         return engine
     # No pre-ping: it doubles the round trips of every read. A connection the server dropped raises a
     # disconnect error once, SQLAlchemy invalidates it, and the pool replaces it; recycling bounds its age.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800,
                                pool_timeout=timeout, connect_args={"timeout": timeout}, **_JSON)
 
 
@@ -155,8 +155,8 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 5.0) -> SqlStore:
-        return cls(create_engine(url, timeout=timeout))
+    def from_url(cls, url: str, *, timeout: float = 5.0, pool_size: int = 10, max_overflow: int = 10) -> SqlStore:
+        return cls(create_engine(url, timeout=timeout, pool_size=pool_size, max_overflow=max_overflow))
 
     # clients
     async def get_client(self, client_id: str) -> Client | None:
