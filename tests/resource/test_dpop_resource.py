@@ -8,14 +8,9 @@ share a Redis replay cache. Tokens come from the stand-in issuer; proofs are mad
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import flask
@@ -23,6 +18,7 @@ import httpx
 import jwt as pyjwt
 import pytest
 import redis
+from _dpop_api import Api
 from _issuer import AUDIENCE, StandInIssuer
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import Depends, FastAPI
@@ -48,38 +44,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 PREFIX = f"ostiary-test-dpopkit:{uuid.uuid4().hex[:12]}:"
 NONCE_SECRET = "dpop-nonce-secret-for-the-tests"
 PUBLIC = "https://api.example.test"  # the public URL of the two API processes behind one (imagined) proxy
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- processes -------------------------------------------------------------------------------------
-
-
-class Api:
-    def __init__(self, issuer: str, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.public = env.get("EXTERNAL_URL") or self.url  # the URL clients address (proofs' htu)
-        full = {**os.environ, "ISSUER": issuer, "AUDIENCE": AUDIENCE, "PORT": str(self.port), **env,
-                "PYTHONPATH": str(Path(__file__).parent)}
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_dpop_api.py")], env=full)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(self.url + "/me", timeout=1)
-                return
-            except httpx.TransportError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the API process did not start") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
