@@ -41,6 +41,7 @@ __all__ = [
     "public_jwk",
     "sign_jwt",
     "verify_jwt",
+    "verify_with_embedded_jwk",
 ]
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
@@ -326,6 +327,64 @@ def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequ
         if iat > now + leeway:
             raise jwt.ImmatureSignatureError("iat is in the future")
     return claims
+
+
+#: JWK members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2)
+_PRIVATE_MEMBERS: Final[frozenset[str]] = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def verify_with_embedded_jwk(token: str, *, typ: str, allowed_algs: Iterable[str]) -> VerifiedJwt:
+    """Verify a compact JWS signed by the public key in its own ``jwk`` header (RFC 9449 §4.3 DPoP proofs).
+
+    The header's ``typ`` must be ``typ``; ``alg`` one of ``allowed_algs`` (asymmetric only) and of the key's
+    type (an EC key's curve fixes it); the ``jwk`` a public EC, RSA or OKP key (a private member, or an
+    ``oct`` key, is refused). Only the signature is checked here; the claims are the caller's. ``JoseError``."""
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
+        raise JoseError("not a compact JWS")
+    try:
+        header = json.loads(b64url_decode(token[: token.index(".")]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JoseError("malformed JWT header") from exc
+    if not isinstance(header, dict):
+        raise JoseError("malformed JWT header")
+    htyp = header.get("typ")
+    if not isinstance(htyp, str) or htyp.lower() != typ.lower():
+        raise JoseError(f"typ must be {typ}")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGS or alg not in frozenset(allowed_algs):
+        raise JoseError("algorithm not allowed")
+    if "crit" in header:
+        raise JoseError("unsupported critical header")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise JoseError("no jwk header")
+    if _PRIVATE_MEMBERS & jwk.keys() or jwk.get("kty") not in ("EC", "RSA", "OKP"):
+        raise JoseError("the jwk must be a public asymmetric key")
+    if not all(isinstance(v, str) for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")):
+        raise JoseError("malformed jwk")
+    try:
+        key = jwt.PyJWK({k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}).key
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError) as exc:
+        raise JoseError("malformed jwk") from exc
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        fits = alg_for_key(key) == alg if key.curve.name in ("secp256r1", "secp384r1", "secp521r1") else False
+    elif isinstance(key, rsa.RSAPublicKey):
+        fits = alg[:2] in ("RS", "PS") and key.key_size >= 2048
+    else:
+        fits = isinstance(key, ed25519.Ed25519PublicKey) and alg == "EdDSA"
+    if not fits:
+        raise JoseError("the algorithm does not fit the key")
+    try:
+        claims = jwt.decode(token, key, algorithms=[alg], options=cast(Any, {
+            "verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
+            "verify_iss": False, "require": []}))
+    except jwt.InvalidSignatureError as exc:
+        raise JoseError("signature verification failed") from exc
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise JoseError("invalid token") from exc
+    if not isinstance(claims, dict):
+        raise JoseError("malformed JWT")
+    return VerifiedJwt(header=header, claims=claims, key=PublicJwk(kid=None, alg=alg, key=key, jwk=jwk))
 
 
 def encrypt_private_key(pem: bytes, kek: bytes, kid: str) -> bytes:
