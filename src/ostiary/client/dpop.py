@@ -104,7 +104,7 @@ class DpopNonces:
 
     def remember(self, url: str | httpx.URL, response: httpx.Response) -> str | None:
         """Keep the response's ``DPoP-Nonce`` (any status: a server may rotate it on success, §8.2)."""
-        nonce = response.headers.get("DPoP-Nonce")
+        nonce: str | None = response.headers.get("DPoP-Nonce")
         if nonce and len(nonce) <= 1024 and nonce.isascii():
             with self._lock:
                 self._nonces[_origin(url)] = nonce
