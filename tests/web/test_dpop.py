@@ -345,3 +345,59 @@ def test_a_client_flagged_for_nonces_must_use_the_servers_nonce(server: LiveServ
     r = _cc(server, client, key.proof(url, nonce=nonce))
     assert r.status_code == 200, r.text
     assert r.json()["token_type"] == "DPoP" and r.headers["dpop-nonce"]
+
+
+# --- two workers sharing Redis, nonces required for everyone ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    from ..support import create_pg_database, drop_pg_database
+
+    name, url = create_pg_database()
+    srv = start_server(url, tmp_path_factory.mktemp("dpop-shared"), workers=2, extra_env={
+        "OSTIARY_REDIS_URL": "redis://127.0.0.1:6379/0", "OSTIARY_DPOP__REQUIRE_NONCE": "true"})
+    yield srv
+    srv.stop()
+    drop_pg_database(name)
+
+
+def test_a_proof_is_single_use_across_workers_and_nonces_work_on_every_worker(shared: LiveServer) -> None:
+    client, key = _service(shared), DPoPKey()
+    url = shared.issuer + "/token"
+    r = _cc(shared, client, key.proof(url))  # the global switch: no nonce, no token
+    _refused(r, "use_dpop_nonce")
+    nonce = r.headers["dpop-nonce"]
+    proof = key.proof(url, nonce=nonce)
+    # every attempt on a new connection (the workers share the port): the nonce is accepted whichever worker
+    # answers, and the proof's jti only once, whichever worker saw it first
+    statuses = [_cc(shared, client, proof).status_code for _ in range(8)]
+    assert statuses.count(200) == 1 and statuses.count(400) == 7, statuses
+    for _ in range(4):
+        r = _cc(shared, client, key.proof(url, nonce=nonce))
+        assert r.status_code == 200, r.text
+
+
+def test_userinfo_asks_for_a_nonce_when_required(shared: LiveServer) -> None:
+    key = DPoPKey()
+    _, tokens = _code_tokens_with_nonce(shared, key)
+    at, url = tokens["access_token"], shared.issuer + "/userinfo"
+    r = _userinfo(shared, at, proof=key.proof(url, "GET", access_token=at))
+    assert r.status_code == 401 and r.json()["error"] == "use_dpop_nonce"
+    assert r.headers["www-authenticate"].startswith('DPoP error="use_dpop_nonce"') and r.headers["dpop-nonce"]
+    r = _userinfo(shared, at, proof=key.proof(url, "GET", access_token=at, nonce=r.headers["dpop-nonce"]))
+    assert r.status_code == 200, r.text
+
+
+def _code_tokens_with_nonce(server: LiveServer, key: DPoPKey) -> tuple[dict[str, Any], dict[str, Any]]:
+    client, user = web_client(server), new_user(server)
+    b = Browser(server)
+    try:
+        code, verifier, _ = get_code(b, client, user)
+    finally:
+        b.close()
+    url = server.issuer + "/token"
+    r = _exchange(server, client, code, verifier, key.proof(url))
+    _refused(r, "use_dpop_nonce")  # the code is not spent by a refused proof
+    r = _exchange(server, client, code, verifier, key.proof(url, nonce=r.headers["dpop-nonce"]))
+    assert r.status_code == 200, r.text
+    return client, r.json()

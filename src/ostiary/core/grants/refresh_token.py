@@ -6,7 +6,7 @@ gets ``invalid_grant``, the whole family is revoked (refresh tokens dead, access
 and a security event is recorded. A thief and the legitimate client cannot both keep using a family.
 
 Reuse window (``refresh_token.reuse_window`` seconds, default 0 = strict): within it, the same client
-repeating the *same* request (same scope; and the same DPoP key once refresh tokens are DPoP-bound) gets the
+repeating the *same* request (same scope; and the same DPoP key when the refresh token is DPoP-bound) gets the
 very same successor tokens back, kept sealed (AES-GCM) on the spent token for that purpose. This forgives
 multi-tab apps and lost responses, at the price that a thief who replays the exact request within the window
 obtains the successor instead of triggering revocation.
