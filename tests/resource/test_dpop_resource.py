@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 import redis
 from _dpop_api import Api
 from _issuer import AUDIENCE, StandInIssuer
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import Depends, FastAPI
 
 from ostiary._clock import SystemClock
@@ -95,7 +96,9 @@ def forge(claims: dict[str, Any], *, header: dict[str, Any] | None = None, key: 
     if jwk is None and isinstance(key, ec.EllipticCurvePrivateKey):
         jwk = DpopKey(key).jwk
     headers = {"typ": "dpop+jwt", **({"jwk": jwk} if jwk is not None else {}), **(header or {})}
-    return pyjwt.encode(claims, key, algorithm=alg, headers=headers)
+    with warnings.catch_warnings():  # a weak RSA key is made on purpose
+        warnings.simplefilter("ignore")
+        return pyjwt.encode(claims, key, algorithm=alg, headers=headers)
 
 
 def claims_for(url: str, access_token: str, method: str = "GET", **overrides: Any) -> dict[str, Any]:
@@ -234,6 +237,10 @@ def test_refused_algorithms_and_keys(stand_in: StandInIssuer, api: Api) -> None:
     assert_dpop_error(call(api, at, forge(dict(claims, jti="p"), key=key._key, jwk=private)))
     assert_dpop_error(call(api, at, forge(dict(claims, jti="n"), key=key._key, header={"jwk": None})))
     assert_dpop_error(call(api, at, forge(dict(claims, jti="t"), key=key._key, header={"typ": "JWT"})))
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    weak_jwk = {k: v for k, v in json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(weak.public_key())).items()
+                if k in ("kty", "n", "e")}
+    assert_dpop_error(call(api, at, forge(dict(claims, jti="w"), key=weak, alg="RS256", jwk=weak_jwk)))
 
 
 def test_ath_mismatch(stand_in: StandInIssuer, api: Api) -> None:

@@ -1,14 +1,14 @@
 """DPoP at the API (RFC 9449 §7): ``Authorization: DPoP <token>`` with a proof of possession of the token's key.
 
-A request with the ``DPoP`` scheme must carry exactly one ``DPoP`` header: a compact JWS (refused unread when
-longer than ``max_proof_length``) with ``typ: dpop+jwt``, an asymmetric algorithm from ``algorithms`` (never
-``none`` or HMAC), signed by the *public* key in its ``jwk`` header (a private or symmetric key is refused),
-``htm`` = the request's method, ``htu`` = its URL (compared without query and fragment, scheme and host
+A request with the ``DPoP`` scheme must carry exactly one ``DPoP`` header: a compact JWS (refused unread when longer
+than ``max_proof_length``) with ``typ: dpop+jwt``, an asymmetric algorithm from ``algorithms`` (never ``none`` or
+HMAC), signed by the *public* key in its ``jwk`` header (a private or symmetric key, or an RSA key under 2048 bits,
+is refused), ``htm`` = the request's method, ``htu`` = its URL (compared without query and fragment, scheme and host
 case-insensitive, §4.3), ``iat`` within ``max_age`` seconds (plus ``leeway`` for clock skew), ``ath`` = base64url
-SHA-256 of the access token (§4.2), a ``jti`` never seen before within the window (replay cache: in memory, or
-in Redis so that every process of a service shares it), and — when the API asks for them — a ``nonce`` it
-issued (§9). The key's RFC 7638 thumbprint must be the token's ``cnf.jkt`` (§6.1). A token bound that way is
-refused when presented as ``Bearer`` (a stolen one cannot be downgraded).
+SHA-256 of the access token (§4.2), a ``jti`` never seen before within the window (replay cache: in memory, or in
+Redis so that every process of a service shares it), and — when the API asks for them — a ``nonce`` it issued (§9).
+The key's RFC 7638 thumbprint must be the token's ``cnf.jkt`` (§6.1). A token bound that way is refused when
+presented as ``Bearer`` (a stolen one cannot be downgraded).
 
 :class:`DpopPolicy` holds these settings; give it to :class:`~ostiary.resource.TokenVerifier` (``dpop=``).
 """
@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .._secrets import b64url, b64url_decode, constant_time_equals, sha256_b64url
 from ..core.jose import ASYMMETRIC_ALGS, JoseError, PublicJwk, jwk_thumbprint, parse_jwks, verify_jwt
@@ -320,6 +322,8 @@ class DpopPolicy:
             keys = parse_jwks({"keys": [{**public, "alg": alg}]}, allowed_algs=(alg,))
             if len(keys) != 1:
                 raise InvalidDpopProof("DPoP proof jwk is unusable with its algorithm")
+            if isinstance(keys[0].key, rsa.RSAPublicKey) and keys[0].key.key_size < 2048:
+                raise InvalidDpopProof("DPoP proof RSA key under 2048 bits")
             kid = header.get("kid")
             key = PublicJwk(kid=kid if isinstance(kid, str) else None, alg=alg, key=keys[0].key, jwk=public)
             claims = verify_jwt(proof, [key], typ="dpop+jwt", leeway=self.leeway, now=now,
