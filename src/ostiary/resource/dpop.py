@@ -274,6 +274,7 @@ class DpopPolicy:
     nonces: DpopNonces | None = None
     external_url: str | None = None
     max_proof_length: int = 8192
+    _keys: dict[str, tuple[PublicJwk, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         algs = tuple(self.algorithms)
@@ -306,7 +307,25 @@ class DpopPolicy:
             raise InvalidDpopProof("DPoP proof too large")
         if not proof.isascii() or proof.count(".") != 2:
             raise InvalidDpopProof("DPoP proof is not a compact JWS")
-        header = _header(proof)
+        key, jkt = self._key(proof.partition(".")[0])
+        try:
+            claims = verify_jwt(proof, [key], typ="dpop+jwt", leeway=self.leeway, now=now,
+                                require=("iat", "jti", "htm", "htu")).claims
+        except JoseError as exc:
+            raise InvalidDpopProof(f"DPoP proof refused: {exc}") from None
+        except (TypeError, ValueError, KeyError):
+            raise InvalidDpopProof("malformed DPoP proof") from None
+        self._check_claims(claims, request, access_token, now)
+        replay_key = b64url(hashlib.sha256(f"{jkt}|{claims['jti']}".encode()).digest())
+        return VerifiedProof(jkt=jkt, replay_key=replay_key)
+
+    def _key(self, segment: str) -> tuple[PublicJwk, str]:
+        """The verification key and thumbprint named by a proof's header segment (checked: typ, alg, a public
+        asymmetric jwk). A client sends the same header with every proof, so accepted headers are memoised."""
+        cached = self._keys.get(segment)
+        if cached is not None:
+            return cached
+        header = _header(segment)
         if header.get("typ") != "dpop+jwt":
             raise InvalidDpopProof("DPoP proof typ is not dpop+jwt")
         alg = header.get("alg")
@@ -326,16 +345,15 @@ class DpopPolicy:
                 raise InvalidDpopProof("DPoP proof RSA key under 2048 bits")
             kid = header.get("kid")
             key = PublicJwk(kid=kid if isinstance(kid, str) else None, alg=alg, key=keys[0].key, jwk=public)
-            claims = verify_jwt(proof, [key], typ="dpop+jwt", leeway=self.leeway, now=now,
-                                require=("iat", "jti", "htm", "htu")).claims
             jkt = jwk_thumbprint(public)
         except JoseError as exc:
             raise InvalidDpopProof(f"DPoP proof refused: {exc}") from None
         except (TypeError, ValueError, KeyError):
             raise InvalidDpopProof("malformed DPoP proof") from None
-        self._check_claims(claims, request, access_token, now)
-        replay_key = b64url(hashlib.sha256(f"{jkt}|{claims['jti']}".encode()).digest())
-        return VerifiedProof(jkt=jkt, replay_key=replay_key)
+        if len(self._keys) >= 4096:
+            self._keys.clear()
+        self._keys[segment] = (key, jkt)
+        return key, jkt
 
     def _check_claims(self, claims: Mapping[str, Any], request: DpopRequest, access_token: str, now: float) -> None:
         htm, htu, iat, jti = claims.get("htm"), claims.get("htu"), claims.get("iat"), claims.get("jti")
@@ -356,9 +374,9 @@ class DpopPolicy:
             raise UseDpopNonce(self.nonces.issue(now))
 
 
-def _header(proof: str) -> dict[str, Any]:
+def _header(segment: str) -> dict[str, Any]:
     try:
-        header = json.loads(b64url_decode(proof.partition(".")[0]))
+        header = json.loads(b64url_decode(segment))
     except (ValueError, UnicodeDecodeError):
         raise InvalidDpopProof("DPoP proof header is not JSON") from None
     if not isinstance(header, dict):
