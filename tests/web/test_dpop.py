@@ -29,7 +29,8 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp: Path = tmp_path_factory.mktemp("dpop")
-    srv = start_server(f"sqlite+aiosqlite:///{tmp / 'dpop.db'}", tmp)
+    srv = start_server(f"sqlite+aiosqlite:///{tmp / 'dpop.db'}", tmp, extra_env={
+        "OSTIARY_REGISTRATION__POLICY": "open", "OSTIARY_REGISTRATION__PER_IP": "1000"})
     yield srv
     srv.stop()
 
@@ -63,6 +64,10 @@ def test_client_credentials_with_a_proof_gets_a_dpop_bound_token(server: LiveSer
     assert body["token_type"] == "DPoP"
     assert unverified(body["access_token"])["cnf"] == {"jkt": key.jkt}
     assert r.headers["cache-control"] == "no-store"
+    # introspection (RFC 9449 §6.2) tells a resource server the key: token_type DPoP and cnf.jkt
+    seen = httpx.post(server.base_url + "/introspect", data={"token": body["access_token"]},
+                      auth=(client["client_id"], client["client_secret"])).json()
+    assert seen["active"] is True and seen["token_type"] == "DPoP" and seen["cnf"] == {"jkt": key.jkt}
     plain = _cc(server, client, None).json()  # without a proof: Bearer, unbound, as before
     assert plain["token_type"] == "Bearer" and "cnf" not in unverified(plain["access_token"])
 
@@ -79,6 +84,35 @@ def test_a_client_registered_for_dpop_must_send_a_proof(server: LiveServer) -> N
     assert "dpop" in _refused(_cc(server, client, None)).lower()
     r = _cc(server, client, DPoPKey().proof(server.issuer + "/token"))
     assert r.status_code == 200 and r.json()["token_type"] == "DPoP"
+
+
+def test_the_cli_switches_dpop_binding_on_and_off(server: LiveServer) -> None:
+    client = _service(server)
+    out = json.loads(server.cli("client", "update", client["client_id"], "--dpop", "--json").stdout)
+    assert out["dpop_bound_access_tokens"] is True
+    _refused(_cc(server, client, None))
+    out = json.loads(server.cli("client", "update", client["client_id"], "--no-dpop", "--json").stdout)
+    assert out["dpop_bound_access_tokens"] is False
+    assert _cc(server, client, None).status_code == 200
+
+
+def test_a_registered_client_can_ask_for_dpop_bound_tokens(server: LiveServer) -> None:
+    r = httpx.post(server.base_url + "/register", json={"redirect_uris": [REDIRECT], "dpop_bound_access_tokens": "yes"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_client_metadata"
+    r = httpx.post(server.base_url + "/register", json={"redirect_uris": [REDIRECT], "dpop_bound_access_tokens": True,
+                                                        "scope": "openid offline_access"})
+    assert r.status_code == 201, r.text
+    client = r.json()
+    assert client["dpop_bound_access_tokens"] is True
+    user = new_user(server)
+    b = Browser(server)
+    try:
+        code, verifier, _ = get_code(b, client, user, scope="openid offline_access")
+    finally:
+        b.close()
+    _refused(_exchange(server, client, code, verifier, None))
+    r = _exchange(server, client, code, verifier, DPoPKey().proof(server.issuer + "/token"))
+    assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
 
 
 # --- every negative of the issue ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import hmac
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
@@ -98,6 +99,7 @@ def access_token_hash(access_token: str) -> str:
     return b64url(hashlib.sha256(access_token.encode("ascii", "replace")).digest())
 
 
+@lru_cache(maxsize=256)
 def normalized_htu(url: str) -> str | None:
     """RFC 9449 §4.3 item 9: the URI without query and fragment, with RFC 3986 §6.2.2/§6.2.3 normalisation
     (scheme and host lowercase, default port dropped, empty path as ``/``). None when it is not an http(s) URL."""

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .._secrets import b64url, b64url_decode
@@ -360,31 +361,70 @@ def verify_with_embedded_jwk(token: str, *, typ: str, allowed_algs: Iterable[str
         raise JoseError("no jwk header")
     if _PRIVATE_MEMBERS & jwk.keys() or jwk.get("kty") not in ("EC", "RSA", "OKP"):
         raise JoseError("the jwk must be a public asymmetric key")
-    if not all(isinstance(v, str) for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")):
+    members = tuple(jwk.get(k) for k in _JWK_MEMBERS)
+    if not all(isinstance(v, str | None) for v in members):
         raise JoseError("malformed jwk")
+    key = _embedded_key(members, alg)
+    signing_input, _, signature = token.rpartition(".")
     try:
-        key = jwt.PyJWK({k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}).key
+        _verify_signature(key, alg, signing_input.encode("ascii"), b64url_decode(signature))
+        claims = json.loads(b64url_decode(signing_input[signing_input.index(".") + 1:]))
+    except InvalidSignature as exc:
+        raise JoseError("signature verification failed") from exc
+    except (ValueError, UnicodeError) as exc:
+        raise JoseError("invalid token") from exc
+    if not isinstance(claims, dict):
+        raise JoseError("malformed JWT")
+    return VerifiedJwt(header=header, claims=claims, key=PublicJwk(kid=None, alg=alg, key=key, jwk=jwk))
+
+
+_JWK_MEMBERS: Final = ("kty", "crv", "x", "y", "n", "e")
+#: public keys of recent proofs (a client signs every proof with the same key): parsing and checking a key
+#: costs more than verifying a signature with it. Bounded: cleared when full.
+_EMBEDDED: dict[tuple[tuple[str | None, ...], str], PublicKey] = {}
+_PSS_HASHES: dict[str, hashes.HashAlgorithm] = {"256": hashes.SHA256(), "384": hashes.SHA384(),
+                                                "512": hashes.SHA512()}
+
+
+def _embedded_key(members: tuple[str | None, ...], alg: str) -> PublicKey:
+    found = _EMBEDDED.get((members, alg))
+    if found is not None:
+        return found
+    try:
+        key = jwt.PyJWK({k: v for k, v in zip(_JWK_MEMBERS, members, strict=True) if v is not None}).key
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError) as exc:
         raise JoseError("malformed jwk") from exc
     if isinstance(key, ec.EllipticCurvePublicKey):
-        fits = alg_for_key(key) == alg if key.curve.name in ("secp256r1", "secp384r1", "secp521r1") else False
+        fits = key.curve.name in ("secp256r1", "secp384r1", "secp521r1") and alg_for_key(key) == alg
     elif isinstance(key, rsa.RSAPublicKey):
         fits = alg[:2] in ("RS", "PS") and key.key_size >= 2048
     else:
         fits = isinstance(key, ed25519.Ed25519PublicKey) and alg == "EdDSA"
     if not fits:
         raise JoseError("the algorithm does not fit the key")
-    try:
-        claims = jwt.decode(token, key, algorithms=[alg], options=cast(Any, {
-            "verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
-            "verify_iss": False, "require": []}))
-    except jwt.InvalidSignatureError as exc:
-        raise JoseError("signature verification failed") from exc
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise JoseError("invalid token") from exc
-    if not isinstance(claims, dict):
-        raise JoseError("malformed JWT")
-    return VerifiedJwt(header=header, claims=claims, key=PublicJwk(kid=None, alg=alg, key=key, jwk=jwk))
+    if len(_EMBEDDED) >= 4096:
+        _EMBEDDED.clear()
+    _EMBEDDED[(members, alg)] = key
+    return cast(PublicKey, key)
+
+
+def _verify_signature(key: PublicKey, alg: str, signing_input: bytes, signature: bytes) -> None:
+    """RFC 7518 §3: raises ``InvalidSignature``."""
+    digest = _PSS_HASHES.get(alg[2:])
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        size = _EC_SIZES[alg]
+        if len(signature) != 2 * size or digest is None:
+            raise InvalidSignature
+        der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
+        key.verify(der, signing_input, ec.ECDSA(digest))
+    elif isinstance(key, rsa.RSAPublicKey):
+        if digest is None:
+            raise InvalidSignature
+        pad: padding.AsymmetricPadding = (padding.PKCS1v15() if alg.startswith("RS") else
+                                          padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size))
+        key.verify(signature, signing_input, pad, digest)
+    else:
+        key.verify(signature, signing_input)
 
 
 def encrypt_private_key(pem: bytes, kek: bytes, kid: str) -> bytes:
