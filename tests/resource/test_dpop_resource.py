@@ -21,7 +21,9 @@ import pytest
 import redis
 from _dpop_api import Api
 from _issuer import AUDIENCE, StandInIssuer
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from fastapi import Depends, FastAPI
 
 from ostiary._clock import SystemClock
@@ -385,3 +387,49 @@ def test_protected_resource_metadata_advertises_dpop() -> None:
     assert "dpop_signing_alg_values_supported" not in plain.document()
     with pytest.raises(ValueError):
         DpopPolicy(algorithms=("HS256",))
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256", "PS384"])
+def test_every_allowed_algorithm_verifies_and_a_foreign_signature_does_not(stand_in: StandInIssuer,
+                                                                        alg: str) -> None:
+    """Proofs signed by PyJWT (an independent implementation) with each allowed algorithm are accepted; the same
+    proof with another key's signature, or a key of the wrong curve for its alg, is refused."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    def make() -> Any:
+        if alg.startswith("ES"):
+            return ec.generate_private_key({"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(),
+                                            "ES512": ec.SECP521R1()}[alg])
+        if alg == "EdDSA":
+            return ed25519.Ed25519PrivateKey.generate()
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwk_of(private: Any) -> dict[str, Any]:
+        algo = (pyjwt.algorithms.ECAlgorithm if alg.startswith("ES") else pyjwt.algorithms.OKPAlgorithm
+                if alg == "EdDSA" else pyjwt.algorithms.RSAAlgorithm)
+        full = json.loads(algo.to_jwk(private.public_key()))
+        return {k: v for k, v in full.items() if k in ("kty", "crv", "x", "y", "n", "e")}
+
+    from ostiary.core.jose import jwk_thumbprint
+
+    key, other = make(), make()
+    jwk = jwk_of(key)
+    verifier = TokenVerifier(stand_in.url, AUDIENCE, dpop=DpopPolicy(replay_cache=MemoryReplayCache()))
+    at = stand_in.mint(**{k: v for k, v in {"iat": int(time.time()), "nbf": int(time.time()),
+                                           "exp": int(time.time()) + 300, "auth_time": int(time.time()),
+                                           "cnf": {"jkt": jwk_thumbprint(jwk)}}.items()})
+    url = "https://api.example.test/me"
+    good = forge(claims_for(url, at), key=key, alg=alg, jwk=jwk)
+    assert verifier.verify(at, request=DpopRequest("DPoP", (good,), "GET", url)).subject == "user-1"
+    foreign = forge(claims_for(url, at), key=other, alg=alg, jwk=jwk)
+    with pytest.raises(InvalidDpopProof):
+        verifier.verify(at, request=DpopRequest("DPoP", (foreign,), "GET", url))
+    if alg == "ES256":  # a P-384 key under an ES256 header
+        p384 = ec.generate_private_key(ec.SECP384R1())
+        header = b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk_of(p384)}).encode())
+        signing_input = header + "." + b64url(json.dumps(claims_for(url, at)).encode())
+        r, s = decode_dss_signature(p384.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        bad = signing_input + "." + b64url(r.to_bytes(48, "big") + s.to_bytes(48, "big"))
+        with pytest.raises(InvalidDpopProof):
+            verifier.verify(at, request=DpopRequest("DPoP", (bad,), "GET", url))
+    verifier.close()
