@@ -164,3 +164,26 @@ def test_a_token_set_stored_without_a_key_gets_one_at_its_next_refresh(
     stored = store.load(issuer.url, "cli")
     assert stored is not None and stored.dpop_key is not None and stored.token_type == "DPoP"
     assert r.json()["jkt"] == DpopKey.from_pem(stored.dpop_key).thumbprint
+
+
+def test_token_session_auth_retries_once_with_the_apis_nonce(
+        issuer: StandInIssuer, apis: dict[str, Api], tmp_path: Path) -> None:
+    store = EncryptedFileTokenStore(tmp_path / "tokens.enc", "a passphrase")
+    key = DpopKey()
+    store.save(_seed(issuer, key))
+    session = TokenSession(issuer.url, "cli", store)
+    sent: list[dict[str, str]] = []  # header snapshots (the retry reuses the request object)
+    with httpx.Client(auth=session.auth(), event_hooks={"request": [lambda r: sent.append(dict(r.headers))]}) as http:
+        r = http.get(apis["nonce"].url + "/me")
+        assert r.status_code == 200, r.text
+        assert len(sent) == 2 and "nonce" not in json.loads(_payload(sent[0]["dpop"]))
+        assert json.loads(_payload(sent[1]["dpop"]))["nonce"]
+        assert http.get(apis["nonce"].url + "/me").status_code == 200
+        assert len(sent) == 3  # the API's nonce is remembered
+    assert session.tokens().dpop_key == key.to_pem()
+
+
+def _payload(proof: str) -> str:
+    from ostiary._secrets import b64url_decode
+
+    return b64url_decode(proof.split(".")[1]).decode()
