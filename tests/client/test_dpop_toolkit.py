@@ -187,3 +187,11 @@ def _payload(proof: str) -> str:
     from ostiary._secrets import b64url_decode
 
     return b64url_decode(proof.split(".")[1]).decode()
+
+
+async def test_async_token_request_retries_once_with_the_servers_nonce(issuer: StandInIssuer) -> None:
+    issuer.state.dpop_nonce = "server-nonce-2"
+    client = ServiceTokenClient(issuer.url, "billing", client_secret=SECRET)
+    assert (await client.aget_token("c", resource=AUDIENCE)).token_type == "DPoP"
+    assert [p.get("nonce") for p in issuer.state.dpop_proofs] == [None, "server-nonce-2"]
+    client.close()
