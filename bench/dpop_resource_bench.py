@@ -19,6 +19,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -33,7 +34,7 @@ URL = AUDIENCE + "/orders"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def verifier(jwks: dict[str, object], cache_size: int, cache: ReplayCache) -> TokenVerifier:
+def verifier(jwks: dict[str, Any], cache_size: int, cache: ReplayCache) -> TokenVerifier:
     def issuer(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/openid-configuration"):
             return httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks"})
@@ -43,12 +44,13 @@ def verifier(jwks: dict[str, object], cache_size: int, cache: ReplayCache) -> To
                          http_client=httpx.Client(transport=httpx.MockTransport(issuer)))
 
 
-def per_request_us(fn: Callable[[int], object], n: int) -> float:
+def per_request_us(fn: Callable[[int], object], n: int) -> tuple[float, float]:
+    """Wall-clock and process-CPU µs per call."""
     fn(-1)  # warm (fetches the JWKS once)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         fn(i)
-    return (time.perf_counter() - start) / n * 1e6
+    return (time.perf_counter() - start) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
 def main() -> None:
@@ -73,15 +75,20 @@ def main() -> None:
     if not args.no_redis:
         caches["Redis"] = lambda: RedisReplayCache(REDIS_URL, prefix=prefix)
 
-    print(f"runs={args.runs} x {args.requests} requests, one core, wall clock; µs per request (median)\n")
+    print(f"runs={args.runs} x {args.requests} requests, one core; µs per request, median of wall clock "
+          "(process CPU in brackets: less disturbed by other load, but without the wait for Redis)\n")
     print("| access token | Bearer | DPoP, memory cache | ratio | " +
           ("DPoP, Redis cache | ratio |" if "Redis" in caches else ""))
     print("|---|---:|---:|---:|" + ("---:|---:|" if "Redis" in caches else ""))
     for label, cache_size in (("cached", 10_000), ("not cached", 0)):
-        rows: dict[str, list[float]] = {"bearer": [], **{name: [] for name in caches}}
+        rows: dict[str, list[tuple[float, float]]] = {"bearer": [], **{name: [] for name in caches}}
         for _ in range(args.runs):
             plain = verifier(jwks, cache_size, MemoryReplayCache())
-            rows["bearer"].append(per_request_us(lambda _i, v=plain: v.verify(bearer), args.requests))
+
+            def plain_call(_i: int, v: TokenVerifier = plain) -> object:
+                return v.verify(bearer)
+
+            rows["bearer"].append(per_request_us(plain_call, args.requests))
             for name, make in caches.items():
                 v = verifier(jwks, cache_size, make())
                 proofs = [client_key.proof("GET", URL, now=time.time(), access_token=bound)
@@ -91,11 +98,11 @@ def main() -> None:
                     return v.verify(bound, request=DpopRequest("DPoP", (proofs[i],), "GET", URL))
 
                 rows[name].append(per_request_us(dpop, args.requests))
-        b = statistics.median(rows["bearer"])
-        cells = [f"{b:.1f}"]
+        b, bc = (statistics.median(x[i] for x in rows["bearer"]) for i in (0, 1))
+        cells = [f"{b:.1f} ({bc:.1f})"]
         for name in caches:
-            d = statistics.median(rows[name])
-            cells += [f"{d:.1f}", f"{d / b:.1f}×"]
+            d, dc = (statistics.median(x[i] for x in rows[name]) for i in (0, 1))
+            cells += [f"{d:.1f} ({dc:.1f})", f"{d / b:.1f}× ({dc / bc:.1f}×)"]
         print(f"| {label} | " + " | ".join(cells) + " |")
     if "Redis" in caches:
         import redis
