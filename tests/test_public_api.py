@@ -17,6 +17,7 @@ import ostiary
 PUBLIC: dict[str, set[str]] = {
     "ostiary.client": {
         "AccessDenied", "ClientCredentialsAuth", "ClientError", "DeviceCode", "DeviceLogin", "DiscoveryError",
+        "DpopKey",
         "EncryptedFileTokenStore", "Expired", "KeyringTokenStore", "LoginCancelled", "LoginRequired",
         "NoKeyringError", "OAuthError", "ServerMetadata", "ServiceToken", "ServiceTokenClient", "StoredTokens",
         "TokenEndpointUnavailable", "TokenSession", "TokenSessionAuth", "TokenStore", "TokenStoreError",
@@ -26,6 +27,8 @@ PUBLIC: dict[str, set[str]] = {
         "AccessToken", "InsufficientScope", "Introspection", "InvalidRequest", "InvalidToken", "IssuerUnavailable",
         "JwksCache", "MissingToken", "ProtectedResourceMetadata", "ResourceError", "TokenVerifier", "WrongTokenKind",
         "is_service_token", "ClientCertificates", "check_certificate_binding",
+        "DpopNonces", "DpopPolicy", "DpopRequest", "InvalidDpopProof", "MemoryReplayCache", "RedisReplayCache",
+        "UseDpopNonce",
     },
     "ostiary.resource.starlette": {"BearerAuthMiddleware", "ProtectedResourceMetadataApp"},
     "ostiary.resource.fastapi": {"BearerError", "install", "require_scopes", "require_service", "require_token",

@@ -5,6 +5,7 @@ TokenSession refreshing (rotation) and asking for a new login when the refresh t
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from rich.console import Console
 from ostiary.client import (
     AccessDenied,
     DeviceLogin,
+    DpopKey,
     Expired,
     KeyringTokenStore,
     LoginRequired,
@@ -75,9 +77,17 @@ def test_approve_in_chromium_then_refresh_and_relogin(server: LiveServer, tmp_pa
     r = httpx.get(server.base_url + "/userinfo", auth=session.auth())
     assert r.status_code == 200 and r.json()["sub"] == user.user_id
 
-    # the old refresh token is spent: presenting it revokes the family; the session then asks for a login
-    replay = httpx.post(server.base_url + "/token", data={
-        "grant_type": "refresh_token", "client_id": client["client_id"], "refresh_token": tokens.refresh_token})
+    # the issuer advertises DPoP: the login's tokens are bound to a key kept with them in the store
+    assert tokens.token_type == "DPoP" and tokens.dpop_key and saved.dpop_key == tokens.dpop_key
+    form = {"grant_type": "refresh_token", "client_id": client["client_id"], "refresh_token": tokens.refresh_token}
+    # someone with the old refresh token but not the key is refused, and the family is left alone
+    thief = httpx.post(server.base_url + "/token", data=form)
+    assert thief.status_code == 400 and thief.json()["error"] == "invalid_grant"
+    assert httpx.get(server.base_url + "/userinfo", auth=session.auth()).status_code == 200
+    # the old refresh token is spent: presenting it with the key revokes the family; the session then asks
+    # for a login
+    proof = DpopKey.from_pem(tokens.dpop_key).proof("POST", server.issuer + "/token", now=time.time())
+    replay = httpx.post(server.base_url + "/token", data=form, headers={"DPoP": proof})
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     with pytest.raises(LoginRequired):
         eager.access_token()

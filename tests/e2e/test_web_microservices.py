@@ -269,7 +269,7 @@ def _get(base: str, path: str, token: str | None = None, **params: str) -> httpx
 
 def _assert_invalid_token(r: httpx.Response) -> None:
     assert r.status_code == 401, r.text
-    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert r.headers.get_list("www-authenticate")[0] == 'Bearer error="invalid_token"'
     assert r.json()["error"] == "invalid_token"
 
 
@@ -391,7 +391,7 @@ def test_token_in_the_query_string_is_refused(env: Env, tokens: Tokens, service:
     base, path, query, good = _target(env, tokens, service)
     r = _get(base, path, None, access_token=good, **query)
     assert r.status_code == 400, r.text
-    assert r.headers["www-authenticate"] == 'Bearer error="invalid_request"'
+    assert r.headers.get_list("www-authenticate")[0] == 'Bearer error="invalid_request"'
     assert r.json()["error"] == "invalid_request"
 
 
@@ -399,7 +399,7 @@ def test_token_in_the_query_string_is_refused(env: Env, tokens: Tokens, service:
 def test_no_token_gets_a_bare_challenge(env: Env, tokens: Tokens, service: str) -> None:
     base, path, query, _ = _target(env, tokens, service)
     r = _get(base, path, None, **query)
-    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.status_code == 401 and r.headers.get_list("www-authenticate")[0] == "Bearer"
 
 
 def test_orders_refuses_a_service_token(env: Env, tokens: Tokens) -> None:
@@ -422,7 +422,7 @@ def test_token_without_the_scope_is_refused(env: Env, tokens: Tokens, service: s
                     else (tokens.user_inventory_no_scope, "inventory:read"))
     r = _get(base, path, token, **query)
     assert r.status_code == 403, r.text
-    assert r.headers["www-authenticate"] == f'Bearer error="insufficient_scope", scope="{scope}"'
+    assert r.headers.get_list("www-authenticate")[0] == f'Bearer error="insufficient_scope", scope="{scope}"'
 
 
 # -- expiry and not-before, against the same services trusting a stand-in issuer ---------------------

@@ -25,7 +25,16 @@ from starlette.routing import Route
 
 from ostiary._clock import Clock, FixedClock
 from ostiary._secrets import new_token
-from ostiary.core.jose import JoseError, PrivateKey, generate_private_key, parse_jwks, public_jwk, sign_jwt, verify_jwt
+from ostiary.core.jose import (
+    JoseError,
+    PrivateKey,
+    generate_private_key,
+    jwk_thumbprint,
+    parse_jwks,
+    public_jwk,
+    sign_jwt,
+    verify_jwt,
+)
 
 AUDIENCE = "https://api.example.test"
 T0 = 1_800_000_000.0
@@ -64,6 +73,10 @@ class IssuerState:
     assertions: list[dict[str, Any]] = field(default_factory=list)
     opaque: dict[str, dict[str, Any]] = field(default_factory=dict)  # introspection answers
     ignore_resource: bool = False  # True → like a server that ignores RFC 8707 resource (mints the default aud)
+    dpop: bool = False  # advertise DPoP; a token request with a proof gets a DPoP-bound token (RFC 9449)
+    dpop_nonce: str | None = None  # the token endpoint demands this nonce in proofs (RFC 9449 §8)
+    dpop_proofs: list[dict[str, Any]] = field(default_factory=list)  # claims of the proofs received
+    refresh_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # refresh token → client_id, jkt, sub
 
 
 class StandInIssuer:
@@ -127,8 +140,11 @@ class StandInIssuer:
     # -- endpoints -----------------------------------------------------------------------------
 
     def _metadata(self) -> dict[str, Any]:
-        return {"issuer": self.state.discovery_issuer or self.url, "jwks_uri": f"{self.url}/jwks",
-                "token_endpoint": f"{self.url}/token", "introspection_endpoint": f"{self.url}/introspect"}
+        doc = {"issuer": self.state.discovery_issuer or self.url, "jwks_uri": f"{self.url}/jwks",
+               "token_endpoint": f"{self.url}/token", "introspection_endpoint": f"{self.url}/introspect"}
+        if self.state.dpop:
+            doc["dpop_signing_alg_values_supported"] = ["ES256", "EdDSA"]
+        return doc
 
     async def _oidc(self, request: Request) -> Response:
         self.state.counts["oidc"] += 1
@@ -193,6 +209,17 @@ class StandInIssuer:
         if self.state.token_script:
             status = self.state.token_script.pop(0)
             return self._error(status, "server_error" if status >= 500 else "invalid_client", "scripted")
+        proofs = request.headers.getlist("dpop")
+        jkt: str | None = None
+        if proofs:
+            if len(proofs) != 1:
+                return self._error(400, "invalid_dpop_proof", "one DPoP header")
+            checked = self._check_proof(proofs[0])
+            if isinstance(checked, Response):
+                return checked
+            jkt = checked
+        if form.get("grant_type") == "refresh_token":
+            return self._refresh(form, jkt)
         client_id = self._authenticate(request, form)
         if client_id is None:
             return self._error(401, "invalid_client", "client authentication failed")
@@ -200,10 +227,48 @@ class StandInIssuer:
             return self._error(400, "unsupported_grant_type", "only client_credentials here")
         token = self.mint(claims=self.service_claims(client_id, scope=form.get("scope"),
                                                 aud=(None if self.state.ignore_resource else form.get("resource"))
-                                                or AUDIENCE,
+                                                or AUDIENCE, cnf={"jkt": jkt} if jkt else None,
                                                 exp=int(self.state.clock.now()) + self.state.token_lifetime))
-        return JSONResponse({"access_token": token, "token_type": "Bearer",
+        return JSONResponse({"access_token": token, "token_type": "DPoP" if jkt else "Bearer",
                              "expires_in": self.state.token_lifetime, "scope": form.get("scope", "")},
+                            headers={"Cache-Control": "no-store"})
+
+    def _check_proof(self, proof: str) -> str | Response:
+        """A token-endpoint proof (RFC 9449 §4.3), checked enough for a stand-in: signature by its jwk, typ,
+        htm, htu, the nonce when one is demanded. Returns the key's thumbprint."""
+        import jwt as pyjwt
+
+        try:
+            header = pyjwt.get_unverified_header(proof)
+            key = pyjwt.PyJWK(header["jwk"]).key
+            claims = pyjwt.decode(proof, key, algorithms=["ES256", "EdDSA"])
+        except (pyjwt.PyJWTError, KeyError, TypeError, ValueError):
+            return self._error(400, "invalid_dpop_proof", "bad proof")
+        if header.get("typ") != "dpop+jwt" or claims.get("htm") != "POST" or claims.get("htu") != f"{self.url}/token":
+            return self._error(400, "invalid_dpop_proof", "wrong typ, htm or htu")
+        self.state.dpop_proofs.append(claims)
+        if self.state.dpop_nonce is not None and claims.get("nonce") != self.state.dpop_nonce:
+            return JSONResponse({"error": "use_dpop_nonce", "error_description": "nonce"}, status_code=400,
+                                headers={"DPoP-Nonce": self.state.dpop_nonce, "Cache-Control": "no-store"})
+        return jwk_thumbprint(header["jwk"])
+
+    def _refresh(self, form: dict[str, str], jkt: str | None) -> Response:
+        """Refresh tokens of a public client (no client authentication), bound to the DPoP key of the request
+        that got them (RFC 9449 §5); rotated on use."""
+        grant = self.state.refresh_tokens.pop(form.get("refresh_token", ""), None)
+        if grant is None or grant["client_id"] != form.get("client_id"):
+            return self._error(400, "invalid_grant", "unknown refresh token")
+        if grant["jkt"] is not None and grant["jkt"] != jkt:
+            return self._error(400, "invalid_grant", "refresh token bound to another DPoP key")
+        bound = grant["jkt"] or jkt
+        now = int(self.state.clock.now())
+        token = self.mint(claims=self.claims(sub=grant["sub"], client_id=grant["client_id"], iat=now, nbf=now,
+                                             exp=now + self.state.token_lifetime, auth_time=now,
+                                             cnf={"jkt": bound} if bound else None))
+        refresh = new_token()
+        self.state.refresh_tokens[refresh] = {**grant, "jkt": bound}
+        return JSONResponse({"access_token": token, "token_type": "DPoP" if bound else "Bearer",
+                             "refresh_token": refresh, "expires_in": self.state.token_lifetime},
                             headers={"Cache-Control": "no-store"})
 
     async def _introspect(self, request: Request) -> Response:

@@ -48,6 +48,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def challenge(response: httpx.Response | Any) -> str:
+    """The Bearer challenge (the first line; the DPoP one follows it, RFC 9449 §7.1)."""
+    if isinstance(response, httpx.Response):
+        return response.headers.get_list("www-authenticate")[0]
     return str(response.headers["www-authenticate"])
 
 

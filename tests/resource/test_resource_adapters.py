@@ -40,16 +40,23 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def bearer_challenge(response: httpx.Response) -> str:
+    """The Bearer challenge: the first WWW-Authenticate line (a DPoP challenge follows it, RFC 9449 §7.1)."""
+    first = response.headers.get_list("www-authenticate")[0]
+    assert response.headers.get_list("www-authenticate")[1].startswith("DPoP ")
+    return first
+
+
 def assert_invalid_token(response: httpx.Response) -> None:
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert bearer_challenge(response) == 'Bearer error="invalid_token"'
     body = response.json()
     assert body["error"] == "invalid_token" and body["error_description"]
 
 
 def assert_missing_token(response: httpx.Response) -> None:
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert bearer_challenge(response) == "Bearer"
 
 
 # -- Starlette ---------------------------------------------------------------------------------
@@ -90,7 +97,7 @@ async def test_starlette_refusals(issuer: StandInIssuer, verifier: TokenVerifier
                          await client.get("/me", params={"access_token": token}, headers=bearer(token))):
             assert response.status_code == 400
             assert response.json()["error"] == "invalid_request"
-            assert 'error="invalid_request"' in response.headers["www-authenticate"]
+            assert 'error="invalid_request"' in bearer_challenge(response)
         # RFC 6750 §2.2: a token in a form body is never read
         assert_missing_token(await client.post("/me", data={"access_token": token}))
         response = await client.get("/me", headers=[("Authorization", f"Bearer {token}")] * 2)
@@ -111,7 +118,7 @@ async def test_starlette_realm(issuer: StandInIssuer, verifier: TokenVerifier) -
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         assert (await client.get("/me", headers=bearer(issuer.mint()))).status_code == 200
         response = await client.get("/me")
-        assert response.headers["www-authenticate"] == 'Bearer realm="orders"'
+        assert bearer_challenge(response) == 'Bearer realm="orders"'
 
 
 # -- FastAPI -----------------------------------------------------------------------------------
@@ -157,7 +164,7 @@ async def test_fastapi_dependencies(issuer: StandInIssuer, verifier: TokenVerifi
 
         response = await client.post("/orders", headers=bearer(user))
         assert response.status_code == 403
-        assert response.headers["www-authenticate"] == 'Bearer error="insufficient_scope", scope="orders:write"'
+        assert bearer_challenge(response) == 'Bearer error="insufficient_scope", scope="orders:write"'
         assert response.json()["error"] == "insufficient_scope"
 
         response = await client.get("/profile", headers=bearer(service))

@@ -108,7 +108,8 @@ async def test_a_token_in_the_query_string_is_never_used_and_the_answer_says_why
         status, body, headers = await app.request("GET", path)
         assert status == 400 and body["error"] == "invalid_request"
         assert "access logs" in body["error_description"] and "Authorization header" in body["error_description"]
-        assert headers.get("www-authenticate", headers.get("WWW-Authenticate")) == 'Bearer error="invalid_request"'
+        challenges = headers.get("www-authenticate", headers.get("WWW-Authenticate"))
+        assert challenges.split(", DPoP ")[0] == 'Bearer error="invalid_request"'
     # with a valid header too: still refused (the header token is not used either), and both reasons are given
     status, body, _ = await app.request("GET", f"/echo?access_token={token}", headers=bearer(token))
     assert status == 400 and body["error"] == "invalid_request"

@@ -5,6 +5,7 @@ Imports only httpx and the JOSE wrapper: no web framework, no ORM, no templates.
 
 from .device_login import DeviceCode, DeviceLogin
 from .discovery import ServerMetadata, adiscover, discover
+from .dpop import DpopKey
 from .errors import (
     AccessDenied,
     ClientError,
@@ -28,6 +29,7 @@ __all__ = [
     "DeviceCode",
     "DeviceLogin",
     "DiscoveryError",
+    "DpopKey",
     "EncryptedFileTokenStore",
     "Expired",
     "KeyringTokenStore",

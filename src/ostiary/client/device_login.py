@@ -20,6 +20,7 @@ import httpx
 from .._clock import Clock, SystemClock
 from ..core import jose
 from .discovery import require_https
+from .dpop import DpopKey
 from .errors import AccessDenied, DiscoveryError, Expired, LoginCancelled, OAuthError, TokenEndpointUnavailable
 from .issuer import IssuerClient
 from .token_store import StoredTokens
@@ -58,8 +59,9 @@ def account_of(tokens: dict[str, Any]) -> str:
 
 
 def tokens_from_response(issuer: str, client_id: str, body: dict[str, Any], now: float,
-                         previous: StoredTokens | None = None) -> StoredTokens:
-    """RFC 6749 §5.1 → :class:`StoredTokens`. A refresh response without a new refresh token keeps the old one."""
+                         previous: StoredTokens | None = None, dpop_key: DpopKey | None = None) -> StoredTokens:
+    """RFC 6749 §5.1 → :class:`StoredTokens`. A refresh response without a new refresh token keeps the old one.
+    ``dpop_key``: the key the request's DPoP proof was made with, stored with the tokens (RFC 9449)."""
     access = body.get("access_token")
     if not isinstance(access, str) or not access:
         raise OAuthError("invalid_response", "no access_token in the token response", 200)
@@ -70,11 +72,20 @@ def tokens_from_response(issuer: str, client_id: str, body: dict[str, Any], now:
     id_token = body.get("id_token") if isinstance(body.get("id_token"), str) else None
     scope = body.get("scope") if isinstance(body.get("scope"), str) else None
     account = previous.account if previous is not None else account_of(body)
+    token_type = body.get("token_type")
+    if isinstance(token_type, str) and token_type.lower() == "dpop":
+        if dpop_key is None:
+            raise OAuthError("invalid_response", "a DPoP token came back for a request without a DPoP proof", 200)
+        token_type = "DPoP"
+    else:
+        token_type = "Bearer"
+    key_pem = dpop_key.to_pem() if dpop_key is not None else (previous.dpop_key if previous else None)
     return StoredTokens(issuer=issuer, client_id=client_id, account=account, access_token=access,
                         expires_at=now + float(lifetime),
                         refresh_token=refresh or (previous.refresh_token if previous else None),
                         id_token=id_token or (previous.id_token if previous else None),
-                        scope=scope or (previous.scope if previous else None))
+                        scope=scope or (previous.scope if previous else None), token_type=token_type,
+                        dpop_key=key_pem)
 
 
 def _optional_https(value: Any) -> str | None:
@@ -103,15 +114,18 @@ class DeviceLogin(IssuerClient):
 
     ``run()`` does everything and returns :class:`StoredTokens` (save them in a
     :class:`~ostiary.client.token_store.TokenStore`). ``start()`` and ``poll()`` are the two halves, for
-    programs that show the code themselves. Public clients need no secret (RFC 8628 §3.1).
+    programs that show the code themselves. Public clients need no secret (RFC 8628 §3.1). When the issuer
+    advertises DPoP (or ``dpop=True``), one new DPoP key is made for the login, every token request carries a
+    proof by it, and the key is returned with the tokens (``StoredTokens.dpop_key``) to be stored with them.
     """
 
     def __init__(self, issuer: str, client_id: str, *, scope: str | None = "openid offline_access",
                  client_secret: str | None = None, resource: str | None = None,
                  http_client: httpx.Client | None = None, clock: Clock | None = None,
                  sleep: Callable[[float], None] = time.sleep, console: Any | None = None, show_qr: bool = True,
-                 timeout: float = 15.0) -> None:
-        super().__init__(issuer, client_id, client_secret=client_secret, http_client=http_client, timeout=timeout)
+                 timeout: float = 15.0, dpop: bool | None = None) -> None:
+        super().__init__(issuer, client_id, client_secret=client_secret, http_client=http_client, timeout=timeout,
+                         dpop=dpop)
         self.scope = scope
         self.resource = resource
         self._clock: Clock = clock or SystemClock()
@@ -158,10 +172,12 @@ class DeviceLogin(IssuerClient):
             raise DiscoveryError("the issuer's metadata has no token_endpoint")
         interval = code.interval
         failures = 0
+        key = DpopKey.generate() if self.dpop_enabled() else None  # one key for the token set of this login
         while True:
             self._wait(interval, code, on_wait)
             try:
-                response = self._post(token_endpoint, {"grant_type": DEVICE_GRANT, "device_code": code.device_code})
+                response = self._post(token_endpoint, {"grant_type": DEVICE_GRANT, "device_code": code.device_code},
+                                      dpop_key=key)
             except httpx.TransportError:
                 failures += 1  # keep trying until the code expires; back off a little (§3.5)
                 interval = min(interval * 2, 60) if failures > 2 else interval
@@ -171,7 +187,8 @@ class DeviceLogin(IssuerClient):
                 continue
             failures = 0
             if response.status_code == 200:
-                return tokens_from_response(self.issuer, self.client_id, response.json(), self._clock.now())
+                return tokens_from_response(self.issuer, self.client_id, response.json(), self._clock.now(),
+                                            dpop_key=key)
             err = _error(response)
             if err.error == "authorization_pending":
                 continue

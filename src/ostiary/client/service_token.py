@@ -8,6 +8,11 @@ many concurrent callers (threads, or tasks of one event loop) cause one token re
 errors are retried with capped exponential backoff and full jitter; 4xx answers raise :class:`OAuthError` at
 once. :class:`ClientCredentialsAuth` sends a token to one origin only. Token values and secrets never appear in
 logs or ``repr``.
+
+DPoP (RFC 9449): when the issuer's metadata advertises ``dpop_signing_alg_values_supported`` (or ``dpop=True``),
+each client makes one DPoP key, every token request carries a proof by it (retried once with the server's
+nonce on ``use_dpop_nonce``), and :class:`ClientCredentialsAuth` sends the resulting DPoP tokens as
+``Authorization: DPoP`` with a proof per request.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .._clock import Clock, SystemClock
 from .._secrets import new_token
 from ..core.jose import JoseError, PrivateKey, decode_unverified, jwk_thumbprint, public_jwk, sign_jwt
 from .discovery import adiscover, discover, require_https
+from .dpop import DpopKey, DpopNonces, dpop_advertised, nonce_challenge
 from .errors import ClientError, OAuthError, TokenEndpointUnavailable
 from .http_clients import HttpClients
 
@@ -54,7 +60,7 @@ class ServiceToken:
     """An access token from the token endpoint (RFC 6749 §5.1). ``access_token`` is hidden from repr."""
 
     access_token: str = field(repr=False)
-    token_type: str
+    token_type: str  # "Bearer" or "DPoP" (bound to the client's ``dpop_key``)
     expires_at: float
     refresh_at: float
     scope: str | None
@@ -97,6 +103,9 @@ class ServiceTokenClient:
     Give exactly one of ``client_secret`` and ``private_key``. ``token_endpoint`` defaults to the one
     in the issuer's metadata (discovered on first use). Use :meth:`get_token` from blocking code,
     :meth:`aget_token` from asyncio, or :meth:`auth` to get an :class:`httpx.Auth`.
+
+    ``dpop``: ``None`` (default) asks for DPoP-bound tokens when the discovered metadata advertises DPoP (with an
+    explicit ``token_endpoint`` nothing is discovered, so DPoP then needs ``dpop=True``); ``False`` never.
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class ServiceTokenClient:
         backoff: float = 0.25,
         max_backoff: float = 8.0,
         refresh_ratio: float = 0.8,
+        dpop: bool | None = None,
     ) -> None:
         if (client_secret is None) == (private_key is None):
             raise ValueError("give exactly one of client_secret and private_key")
@@ -136,6 +146,10 @@ class ServiceTokenClient:
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._refresh_ratio = refresh_ratio
+        self._dpop = dpop if dpop is not None else (False if token_endpoint else None)
+        self._dpop_key: DpopKey | None = None
+        #: The last ``DPoP-Nonce`` of each server (the token endpoint and the APIs).
+        self.nonces = DpopNonces()
         self._cache: dict[_Key, ServiceToken] = {}
         self._guard = threading.Lock()
         self._locks: dict[_Key, threading.Lock] = {}
@@ -221,21 +235,50 @@ class ServiceTokenClient:
     # -- the token request ---------------------------------------------------------------------
 
     def _endpoint(self) -> str:
-        if self._token_endpoint is None:
-            endpoint = discover(self.issuer, self._http.sync()).token_endpoint
-            if endpoint is None:
+        if self._token_endpoint is None or self._dpop is None:
+            metadata = discover(self.issuer, self._http.sync())
+            if metadata.token_endpoint is None:
                 raise OAuthError("invalid_configuration", "the issuer's metadata has no token_endpoint")
-            self._token_endpoint = endpoint
+            self._token_endpoint = self._token_endpoint or metadata.token_endpoint
+            self._dpop = dpop_advertised(metadata.raw) if self._dpop is None else self._dpop
         return self._token_endpoint
 
     async def _aendpoint(self) -> str:
-        if self._token_endpoint is None:
+        if self._token_endpoint is None or self._dpop is None:
             async with self._http.asynchronous() as client:
                 metadata = await adiscover(self.issuer, client)
             if metadata.token_endpoint is None:
                 raise OAuthError("invalid_configuration", "the issuer's metadata has no token_endpoint")
-            self._token_endpoint = metadata.token_endpoint
+            self._token_endpoint = self._token_endpoint or metadata.token_endpoint
+            self._dpop = dpop_advertised(metadata.raw) if self._dpop is None else self._dpop
         return self._token_endpoint
+
+    # -- DPoP ----------------------------------------------------------------------------------
+
+    @property
+    def dpop_key(self) -> DpopKey | None:
+        """The key this client's DPoP tokens are bound to (made on the first DPoP token request), or None."""
+        return self._dpop_key
+
+    def _token_proof(self, endpoint: str) -> str | None:
+        if not self._dpop:
+            return None
+        with self._guard:
+            if self._dpop_key is None:
+                self._dpop_key = DpopKey.generate()
+            key = self._dpop_key
+        return key.proof("POST", endpoint, now=self._clock.now(), nonce=self.nonces.get(endpoint))
+
+    def authorize(self, request: httpx.Request, token: ServiceToken) -> None:
+        """Put ``token`` on ``request``: ``Authorization: DPoP`` plus a fresh proof (``ath``, the API's last
+        nonce) for a DPoP token, else ``Authorization: Bearer``."""
+        key = self._dpop_key
+        if token.token_type != "DPoP" or key is None:
+            request.headers["Authorization"] = f"Bearer {token.access_token}"
+            return
+        request.headers["Authorization"] = f"DPoP {token.access_token}"
+        request.headers["DPoP"] = key.proof(request.method, request.url, now=self._clock.now(),
+                                            access_token=token.access_token, nonce=self.nonces.get(request.url))
 
     def _form(self, key: _Key, endpoint: str) -> tuple[dict[str, str], dict[str, str]]:
         form = {"grant_type": "client_credentials"}
@@ -249,6 +292,9 @@ class ServiceTokenClient:
         else:
             form["client_assertion_type"] = JWT_BEARER_ASSERTION
             form["client_assertion"] = self.client_assertion(self.issuer)
+        proof = self._token_proof(endpoint)
+        if proof is not None:
+            headers["DPoP"] = proof
         return form, headers
 
     def client_assertion(self, audience: str) -> str:
@@ -265,11 +311,18 @@ class ServiceTokenClient:
         return _random.uniform(0, min(self._max_backoff, self._backoff * 2 ** (attempt - 1)))
 
     def _request(self, key: _Key, endpoint: str) -> ServiceToken:
-        for attempt in range(1, self._max_attempts + 1):
+        nonce_retry = True
+        attempt = 0
+        while attempt < self._max_attempts:
+            attempt += 1
             started = self._clock.now()
             form, headers = self._form(key, endpoint)
             try:
                 response = self._http.sync().post(endpoint, data=form, headers=headers)
+                self.nonces.remember(endpoint, response)
+                if nonce_retry and "DPoP" in headers and nonce_challenge(response):
+                    nonce_retry, attempt = False, attempt - 1  # RFC 9449 §8: once more with the nonce
+                    continue
             except httpx.TransportError as exc:
                 log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
             else:
@@ -281,12 +334,19 @@ class ServiceTokenClient:
         raise TokenEndpointUnavailable("the token endpoint kept failing")
 
     async def _arequest(self, key: _Key, endpoint: str) -> ServiceToken:
-        for attempt in range(1, self._max_attempts + 1):
+        nonce_retry = True
+        attempt = 0
+        while attempt < self._max_attempts:
+            attempt += 1
             started = self._clock.now()
             form, headers = self._form(key, endpoint)
             try:
                 async with self._http.asynchronous() as client:
                     response = await client.post(endpoint, data=form, headers=headers)
+                self.nonces.remember(endpoint, response)
+                if nonce_retry and "DPoP" in headers and nonce_challenge(response):
+                    nonce_retry, attempt = False, attempt - 1  # RFC 9449 §8: once more with the nonce
+                    continue
             except httpx.TransportError as exc:
                 log.warning("token request attempt %d failed: %s", attempt, type(exc).__name__)
             else:
@@ -313,14 +373,17 @@ class ServiceTokenClient:
         access_token, token_type = body.get("access_token"), body.get("token_type")
         if not isinstance(access_token, str) or not access_token:
             raise OAuthError("invalid_response", "no access_token in the token response", 200)
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise OAuthError("invalid_response", "the token is not a Bearer token", 200)
+        if not isinstance(token_type, str) or token_type.lower() not in ("bearer", "dpop"):
+            raise OAuthError("invalid_response", "the token is neither a Bearer nor a DPoP token", 200)
+        token_type = "DPoP" if token_type.lower() == "dpop" else "Bearer"
+        if token_type == "DPoP" and self._dpop_key is None:
+            raise OAuthError("invalid_response", "a DPoP token came back for a request without a DPoP proof", 200)
         lifetime = body.get("expires_in", _DEFAULT_LIFETIME)
         if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
             raise OAuthError("invalid_response", "expires_in is not a positive number", 200)
         _check_audience(access_token, key.resource)
         scope = body.get("scope")
-        return ServiceToken(access_token=access_token, token_type="Bearer", expires_at=started + lifetime,
+        return ServiceToken(access_token=access_token, token_type=token_type, expires_at=started + lifetime,
                             refresh_at=started + self._refresh_ratio * lifetime,
                             scope=scope if isinstance(scope, str) else None)
 
@@ -331,7 +394,9 @@ def _invalid_token(response: httpx.Response) -> bool:
 
 
 class ClientCredentialsAuth(httpx.Auth):
-    """``httpx.Auth`` for client-credentials tokens, for both ``httpx.Client`` and ``httpx.AsyncClient``.
+    """``httpx.Auth`` for client-credentials tokens, for both ``httpx.Client`` and ``httpx.AsyncClient``
+    (``Authorization: Bearer``, or ``DPoP`` with a proof per request for DPoP tokens, retried once with the
+    API's nonce when it asks for one).
 
     A token is sent to one origin only: ``origin`` (``scheme://host[:port]``), or else the origin of the first
     request this object authorises. A request to any other origin raises :class:`ClientError` before a token
@@ -362,22 +427,32 @@ class ClientCredentialsAuth(httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         self._check_origin(request)
-        token = self._client.get_token(self._scope, resource=self._resource)
-        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        client = self._client
+        token = client.get_token(self._scope, resource=self._resource)
+        client.authorize(request, token)
         response = yield request
+        client.nonces.remember(request.url, response)
+        if nonce_challenge(response):  # RFC 9449 §9: once more, with the API's nonce
+            client.authorize(request, token)
+            response = yield request
+            client.nonces.remember(request.url, response)
         if _invalid_token(response):
-            self._client.invalidate(self._scope, token=token, resource=self._resource)
-            token = self._client.get_token(self._scope, resource=self._resource)
-            request.headers["Authorization"] = f"Bearer {token.access_token}"
+            client.invalidate(self._scope, token=token, resource=self._resource)
+            client.authorize(request, client.get_token(self._scope, resource=self._resource))
             yield request
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         self._check_origin(request)
-        token = await self._client.aget_token(self._scope, resource=self._resource)
-        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        client = self._client
+        token = await client.aget_token(self._scope, resource=self._resource)
+        client.authorize(request, token)
         response = yield request
+        client.nonces.remember(request.url, response)
+        if nonce_challenge(response):  # RFC 9449 §9: once more, with the API's nonce
+            client.authorize(request, token)
+            response = yield request
+            client.nonces.remember(request.url, response)
         if _invalid_token(response):
-            self._client.invalidate(self._scope, token=token, resource=self._resource)
-            token = await self._client.aget_token(self._scope, resource=self._resource)
-            request.headers["Authorization"] = f"Bearer {token.access_token}"
+            client.invalidate(self._scope, token=token, resource=self._resource)
+            client.authorize(request, await client.aget_token(self._scope, resource=self._resource))
             yield request

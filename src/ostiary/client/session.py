@@ -23,6 +23,7 @@ from filelock import FileLock
 from .._clock import Clock, SystemClock
 from ..core import jose
 from .device_login import tokens_from_response
+from .dpop import DpopKey, nonce_challenge
 from .errors import DiscoveryError, LoginRequired, OAuthError, TokenEndpointUnavailable
 from .issuer import IssuerClient
 from .token_store import StoredTokens, TokenStore
@@ -45,17 +46,24 @@ def _process_lock(name: str) -> FileLock:
 
 class TokenSession(IssuerClient):
     """Valid access tokens for the account logged in with ``DeviceLogin`` (or any flow that saved
-    :class:`StoredTokens`). ``refresh_margin``: refresh this many seconds before expiry."""
+    :class:`StoredTokens`). ``refresh_margin``: refresh this many seconds before expiry.
+
+    DPoP (RFC 9449): tokens stored with a DPoP key are refreshed with proofs by that key, and :meth:`auth` sends
+    them to APIs as ``Authorization: DPoP`` with a proof per request. Tokens stored without a key (older sets)
+    get one at their next refresh when the issuer advertises DPoP (``dpop=None``) or ``dpop=True``."""
 
     def __init__(self, issuer: str, client_id: str, store: TokenStore, *, account: str | None = None,
                  client_secret: str | None = None, http_client: httpx.Client | None = None,
-                 clock: Clock | None = None, refresh_margin: float = 60.0, timeout: float = 15.0) -> None:
-        super().__init__(issuer, client_id, client_secret=client_secret, http_client=http_client, timeout=timeout)
+                 clock: Clock | None = None, refresh_margin: float = 60.0, timeout: float = 15.0,
+                 dpop: bool | None = None) -> None:
+        super().__init__(issuer, client_id, client_secret=client_secret, http_client=http_client, timeout=timeout,
+                         dpop=dpop)
         self.store = store
         self.account = account
         self._clock: Clock = clock or SystemClock()
         self._margin = refresh_margin
         self._lock = threading.Lock()
+        self._keys: dict[str, DpopKey] = {}
 
     def __repr__(self) -> str:
         return f"TokenSession(issuer={self.issuer!r}, client_id={self.client_id!r}, account={self.account!r})"
@@ -77,10 +85,34 @@ class TokenSession(IssuerClient):
 
     def access_token(self) -> str:
         """A valid access token, refreshed first when it expires within ``refresh_margin`` seconds."""
+        return self.valid_tokens().access_token
+
+    def valid_tokens(self) -> StoredTokens:
+        """The stored tokens, refreshed first when the access token expires within ``refresh_margin`` seconds."""
         tokens = self.tokens()
         if self._fresh(tokens):
-            return tokens.access_token
-        return self.refresh(stale=tokens.access_token).access_token
+            return tokens
+        return self.refresh(stale=tokens.access_token)
+
+    def dpop_key(self, tokens: StoredTokens) -> DpopKey | None:
+        """The DPoP key stored with ``tokens``, or None."""
+        if tokens.dpop_key is None:
+            return None
+        key = self._keys.get(tokens.dpop_key)
+        if key is None:
+            key = self._keys[tokens.dpop_key] = DpopKey.from_pem(tokens.dpop_key)
+        return key
+
+    def authorize(self, request: httpx.Request, tokens: StoredTokens) -> None:
+        """Put ``tokens`` on ``request``: ``Authorization: DPoP`` and a fresh proof (with ``ath`` and the API's
+        last nonce) for a DPoP token, ``Authorization: Bearer`` otherwise."""
+        key = self.dpop_key(tokens) if tokens.token_type == "DPoP" else None
+        if key is None:
+            request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+            return
+        request.headers["Authorization"] = f"DPoP {tokens.access_token}"
+        request.headers["DPoP"] = key.proof(request.method, request.url, now=self._clock.now(),
+                                            access_token=tokens.access_token, nonce=self.nonces.get(request.url))
 
     def refresh(self, *, stale: str | None = None) -> StoredTokens:
         """Use the refresh token now (serialised across threads and processes) and save the rotation.
@@ -103,8 +135,12 @@ class TokenSession(IssuerClient):
         endpoint = self._endpoint("token_endpoint")
         assert current.refresh_token is not None
         started = self._clock.now()
+        key = self.dpop_key(current)
+        if key is None and self.dpop_enabled():
+            key = DpopKey.generate()  # a set stored before DPoP: bound from this refresh on
         try:
-            response = self._post(endpoint, {"grant_type": "refresh_token", "refresh_token": current.refresh_token})
+            response = self._post(endpoint, {"grant_type": "refresh_token", "refresh_token": current.refresh_token},
+                                  dpop_key=key)
         except httpx.TransportError as exc:
             raise TokenEndpointUnavailable(f"cannot reach {self.issuer}: {type(exc).__name__}") from exc
         if response.status_code >= 500:
@@ -121,7 +157,7 @@ class TokenSession(IssuerClient):
             desc = body.get("error_description") if isinstance(body, dict) else None
             raise OAuthError(error if isinstance(error, str) else "invalid_response",
                              desc if isinstance(desc, str) else None, response.status_code)
-        return tokens_from_response(self.issuer, self.client_id, body, started, previous=current)
+        return tokens_from_response(self.issuer, self.client_id, body, started, previous=current, dpop_key=key)
 
     # -- who and logout ----------------------------------------------------------------------------
 
@@ -166,8 +202,10 @@ class TokenSession(IssuerClient):
 
 
 class TokenSessionAuth(httpx.Auth):
-    """``Authorization: Bearer`` from a :class:`TokenSession`; on a 401 the token is refreshed and the
-    request retried once. Blocking (a refresh is one HTTP request): meant for CLIs and scripts."""
+    """``Authorization: Bearer`` (or ``DPoP`` with a proof, for DPoP-bound tokens) from a :class:`TokenSession`.
+    On a 401 asking for a DPoP nonce the request is sent once more with it; on another 401 the token is
+    refreshed and the request retried once. Blocking (a refresh is one HTTP request): meant for CLIs and
+    scripts."""
 
     def __init__(self, session: TokenSession) -> None:
         self._session = session
@@ -176,9 +214,15 @@ class TokenSessionAuth(httpx.Auth):
         return f"TokenSessionAuth({self._session!r})"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        sent = self._session.access_token()
-        request.headers["Authorization"] = f"Bearer {sent}"
+        session = self._session
+        tokens = session.valid_tokens()
+        session.authorize(request, tokens)
         response = yield request
+        session.nonces.remember(request.url, response)
+        if nonce_challenge(response):  # RFC 9449 §9: once more, with the API's nonce
+            session.authorize(request, tokens)
+            response = yield request
+            session.nonces.remember(request.url, response)
         if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {self._session.refresh(stale=sent).access_token}"
+            session.authorize(request, session.refresh(stale=tokens.access_token))
             yield request

@@ -48,7 +48,11 @@ _NO_KEYRING_HELP = (
 
 @dataclass(frozen=True, slots=True)
 class StoredTokens:
-    """A user's tokens for one issuer + client + account. Token values never appear in ``repr``."""
+    """A user's tokens for one issuer + client + account. Token values never appear in ``repr``.
+
+    ``dpop_key``: the PEM of the DPoP key the tokens are bound to (RFC 9449), kept with them so that refreshes
+    and API calls after a restart prove possession of the same key; None for tokens stored without one.
+    """
 
     issuer: str
     client_id: str
@@ -59,6 +63,7 @@ class StoredTokens:
     id_token: str | None = field(default=None, repr=False)
     scope: str | None = None
     token_type: str = "Bearer"
+    dpop_key: str | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -70,7 +75,8 @@ class StoredTokens:
             return cls(issuer=str(raw["issuer"]), client_id=str(raw["client_id"]), account=str(raw["account"]),
                        access_token=str(raw["access_token"]), expires_at=float(raw["expires_at"]),
                        refresh_token=raw.get("refresh_token"), id_token=raw.get("id_token"),
-                       scope=raw.get("scope"), token_type=str(raw.get("token_type", "Bearer")))
+                       scope=raw.get("scope"), token_type=str(raw.get("token_type", "Bearer")),
+                       dpop_key=raw.get("dpop_key") if isinstance(raw.get("dpop_key"), str) else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise TokenStoreError("the stored tokens are unreadable; log in again") from exc
 

@@ -6,13 +6,16 @@ MCP SDK's token verifier in :mod:`ostiary.resource.mcp`.
 """
 
 from ._mtls import ClientCertificates, check_certificate_binding
+from .dpop import DpopNonces, DpopPolicy, DpopRequest, MemoryReplayCache, RedisReplayCache
 from .errors import (
     InsufficientScope,
+    InvalidDpopProof,
     InvalidRequest,
     InvalidToken,
     IssuerUnavailable,
     MissingToken,
     ResourceError,
+    UseDpopNonce,
     WrongTokenKind,
 )
 from .jwks_cache import JwksCache
@@ -23,16 +26,23 @@ from .verifier import Introspection, TokenVerifier
 __all__ = [
     "AccessToken",
     "ClientCertificates",
+    "DpopNonces",
+    "DpopPolicy",
+    "DpopRequest",
     "InsufficientScope",
     "Introspection",
+    "InvalidDpopProof",
     "InvalidRequest",
     "InvalidToken",
     "IssuerUnavailable",
     "JwksCache",
+    "MemoryReplayCache",
     "MissingToken",
     "ProtectedResourceMetadata",
+    "RedisReplayCache",
     "ResourceError",
     "TokenVerifier",
+    "UseDpopNonce",
     "WrongTokenKind",
     "check_certificate_binding",
     "is_service_token",

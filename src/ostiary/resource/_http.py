@@ -1,6 +1,7 @@
-"""Framework-free HTTP pieces shared by the adapters: reading the bearer token and rendering errors.
+"""Framework-free HTTP pieces shared by the adapters: reading the access token and rendering errors.
 
-RFC 6750 §2.1: the token is accepted only from ``Authorization: Bearer``.
+RFC 6750 §2.1: the token is accepted only from the ``Authorization`` header: ``Bearer``, or ``DPoP`` with a
+proof in the ``DPoP`` header (RFC 9449 §7.1) when the verifier accepts DPoP.
 
 * A token in the query string (§2.3, ``access_token=``) is never used: the request gets 400
   ``invalid_request`` with a description that says why (the URL, token included, is already in access logs,
@@ -18,10 +19,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from .errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken, ResourceError
+from .dpop import DpopPolicy, DpopRequest
+from .errors import (
+    InsufficientScope,
+    InvalidDpopProof,
+    InvalidRequest,
+    InvalidToken,
+    MissingToken,
+    ResourceError,
+    UseDpopNonce,
+)
 
-__all__ = ["FORM_SCAN_LIMIT", "bearer_from_scope", "bearer_token", "form_has_access_token", "is_form",
-           "needs_form_check", "render_error"]
+__all__ = ["FORM_SCAN_LIMIT", "bearer_from_scope", "bearer_token", "credentials", "credentials_from_scope",
+           "dpop_request_from_scope", "form_has_access_token", "is_form", "needs_form_check", "render_error"]
 
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
 #: Form bodies up to this size are checked for a second token; larger ones are passed on unread.
@@ -53,6 +63,13 @@ def form_has_access_token(body: bytes) -> bool:
 def bearer_token(authorization: Sequence[str], query_string: str, *, form_token: bool = False) -> str:
     """The bearer token of a request, given its ``Authorization`` header values, raw query string and whether
     its form body has an ``access_token`` (only worth checking when a header is present)."""
+    return credentials(authorization, query_string, form_token=form_token)[1]
+
+
+def credentials(authorization: Sequence[str], query_string: str, *, form_token: bool = False,
+                dpop: bool = False) -> tuple[str, str]:
+    """The scheme (``Bearer``, or ``DPoP`` when ``dpop``) and the access token of a request, as for
+    :func:`bearer_token`."""
     if _has_access_token(query_string):
         two = bool(authorization) or form_token
         raise InvalidRequest("access_token in the query string" + (" and elsewhere" if two else ""),
@@ -64,18 +81,45 @@ def bearer_token(authorization: Sequence[str], query_string: str, *, form_token:
     if not authorization:
         raise MissingToken("no Authorization header")
     scheme, _, token = authorization[0].strip().partition(" ")
-    if scheme.lower() != "bearer":
-        raise MissingToken("Authorization scheme is not Bearer")
+    if scheme.lower() == "dpop" and dpop:
+        scheme = "DPoP"
+    elif scheme.lower() == "bearer":
+        scheme = "Bearer"
+    else:
+        raise MissingToken(f"Authorization scheme is not {'Bearer or DPoP' if dpop else 'Bearer'}")
     token = token.strip()
     if not _B64TOKEN.fullmatch(token):
-        raise InvalidToken("malformed bearer token")
-    return token
+        raise InvalidToken("malformed access token")
+    return scheme, token
 
 
 def bearer_from_scope(scope: Mapping[str, Any], *, form_token: bool = False) -> str:
     """:func:`bearer_token` for an ASGI ``scope``."""
+    return credentials_from_scope(scope, form_token=form_token)[1]
+
+
+def credentials_from_scope(scope: Mapping[str, Any], *, form_token: bool = False,
+                           dpop: bool = False) -> tuple[str, str]:
+    """:func:`credentials` for an ASGI ``scope``."""
     authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
-    return bearer_token(authorization, scope.get("query_string", b"").decode("latin-1"), form_token=form_token)
+    return credentials(authorization, scope.get("query_string", b"").decode("latin-1"), form_token=form_token,
+                       dpop=dpop)
+
+
+def dpop_request_from_scope(scope: Mapping[str, Any], scheme: str, policy: DpopPolicy | None) -> DpopRequest:
+    """The scheme, ``DPoP`` headers, method and URL of an ASGI request (WebSockets count as ``GET`` on the
+    ``http(s)`` URL of the handshake)."""
+    headers = scope["headers"]
+    proofs = tuple(v.decode("latin-1") for k, v in headers if k == b"dpop")
+    if policy is None or scheme != "DPoP":
+        return DpopRequest(scheme=scheme, proofs=proofs)
+    url_scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+    host = next((v.decode("latin-1") for k, v in headers if k == b"host"), None)
+    if host is None:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+    return DpopRequest(scheme=scheme, proofs=proofs, method=scope.get("method", "GET"),
+                       url=policy.request_url(url_scheme, host, scope.get("path", "/")))
 
 
 def needs_form_check(scope: Mapping[str, Any]) -> bool:
@@ -94,21 +138,40 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_error(error: ResourceError, realm: str | None = None, resource_metadata: str | None = None
+def render_error(error: ResourceError, realm: str | None = None, resource_metadata: str | None = None, *,
+                 dpop: DpopPolicy | None = None, scheme: str | None = None
                  ) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and JSON body for ``error`` (RFC 6750 §3 challenge on 401 and insufficient_scope).
 
     ``resource_metadata`` is the URL of the API's RFC 9728 document, named in the challenge (RFC 9728 §5.1) so
-    a client that has no token yet, or a token without the scope, finds the authorization server to ask."""
-    params: list[str] = [f"realm={_quoted(realm)}"] if realm else []
-    if error.error is not None:
-        params.append(f"error={_quoted(error.error)}")
-    if isinstance(error, InsufficientScope):
-        params.append(f"scope={_quoted(' '.join(error.required))}")
-    if resource_metadata:
-        params.append(f"resource_metadata={_quoted(resource_metadata)}")
+    a client that has no token yet, or a token without the scope, finds the authorization server to ask.
+
+    With ``dpop`` (the verifier's DPoP policy) a ``DPoP`` challenge with ``algs`` follows the ``Bearer`` one
+    (RFC 9449 §7.1; ``Bearer`` is left out when DPoP is required); the error goes in the challenge of the scheme
+    the request used (``scheme``), DPoP proof errors always in the DPoP one, and ``use_dpop_nonce`` comes with
+    a ``DPoP-Nonce`` header (§9)."""
+    dpop_error = isinstance(error, InvalidDpopProof | UseDpopNonce) or (dpop is not None and scheme == "DPoP")
+    error_in_dpop = dpop is not None and (dpop_error or dpop.required)
+
+    def challenge(name: str, with_error: bool, extra: list[str]) -> str:
+        params: list[str] = [f"realm={_quoted(realm)}"] if realm else []
+        if with_error and error.error is not None:
+            params.append(f"error={_quoted(error.error)}")
+        if with_error and isinstance(error, InsufficientScope):
+            params.append(f"scope={_quoted(' '.join(error.required))}")
+        params += extra
+        if resource_metadata:
+            params.append(f"resource_metadata={_quoted(resource_metadata)}")
+        return " ".join([name, ", ".join(params)]).strip()
+
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
     if error.status_code == 401 or isinstance(error, InsufficientScope | InvalidRequest):
-        headers.append(("www-authenticate", " ".join(["Bearer", ", ".join(params)]).strip()))
+        if dpop is None or not dpop.required:
+            headers.append(("www-authenticate", challenge("Bearer", not error_in_dpop, [])))
+        if dpop is not None:
+            algs = [f"algs={_quoted(' '.join(dpop.algorithms))}"]
+            headers.append(("www-authenticate", challenge("DPoP", error_in_dpop, algs)))
+    if isinstance(error, UseDpopNonce):
+        headers.append(("dpop-nonce", error.nonce))
     body = {"error": error.error or "unauthorized", "error_description": error.description}
     return error.status_code, headers, json.dumps(body).encode()

@@ -10,11 +10,13 @@ from collections.abc import Iterable
 
 __all__ = [
     "InsufficientScope",
+    "InvalidDpopProof",
     "InvalidRequest",
     "InvalidToken",
     "IssuerUnavailable",
     "MissingToken",
     "ResourceError",
+    "UseDpopNonce",
     "WrongTokenKind",
 ]
 
@@ -88,3 +90,22 @@ class IssuerUnavailable(ResourceError):
     status_code = 503
     error = "temporarily_unavailable"
     description = "The access token cannot be checked right now; try again later."
+
+
+class InvalidDpopProof(ResourceError):
+    """RFC 9449 §7.1 ``invalid_dpop_proof`` (401): the ``DPoP`` header is missing, repeated, malformed, signed
+    by a refused key or algorithm, for another request (``htm``/``htu``/``ath``), too old or replayed."""
+
+    error = "invalid_dpop_proof"
+    description = "The DPoP proof is invalid."
+
+
+class UseDpopNonce(ResourceError):
+    """RFC 9449 §9 ``use_dpop_nonce`` (401): this API wants a proof carrying the nonce sent in ``DPoP-Nonce``."""
+
+    error = "use_dpop_nonce"
+    description = "Resource server requires nonce in DPoP proof."
+
+    def __init__(self, nonce: str, reason: str = "") -> None:
+        self.nonce = nonce
+        super().__init__(reason or "DPoP nonce missing or stale")

@@ -24,8 +24,15 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
-from ._http import bearer_from_scope, form_has_access_token, needs_form_check, render_error
+from ._http import (
+    credentials_from_scope,
+    dpop_request_from_scope,
+    form_has_access_token,
+    needs_form_check,
+    render_error,
+)
 from ._mtls import ClientCertificates
+from .dpop import DpopPolicy
 from .errors import ResourceError
 from .metadata import ProtectedResourceMetadata
 from .token import AccessToken
@@ -41,17 +48,23 @@ METADATA_KEY = "ostiary_resource_metadata"
 class BearerError(HTTPException):
     """A refused request. Without :func:`install` FastAPI still renders the right status and challenge."""
 
-    def __init__(self, error: ResourceError, realm: str | None = None, resource_metadata: str | None = None) -> None:
-        status, headers, body = render_error(error, realm, resource_metadata)
+    def __init__(self, error: ResourceError, realm: str | None = None, resource_metadata: str | None = None, *,
+                 dpop: DpopPolicy | None = None, scheme: str | None = None) -> None:
+        status, headers, body = render_error(error, realm, resource_metadata, dpop=dpop, scheme=scheme)
+        challenges = ", ".join(v for k, v in headers if k == "www-authenticate")
+        single = {k: v for k, v in headers if k not in ("content-type", "www-authenticate")}
         super().__init__(status, detail=error.description,
-                         headers={k: v for k, v in headers if k != "content-type"})
+                         headers=single | ({"www-authenticate": challenges} if challenges else {}))
         self.body = body
+        self.header_list = [(k, v) for k, v in headers if k != "content-type"]  # one line per challenge
 
 
 async def _render(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BearerError)
-    return Response(exc.body, status_code=exc.status_code, headers=exc.headers,
-                    media_type="application/json")
+    response = Response(exc.body, status_code=exc.status_code, media_type="application/json")
+    for name, value in exc.header_list:
+        response.headers.append(name, value)
+    return response
 
 
 def install(app: FastAPI, verifier: TokenVerifier, *, certificates: ClientCertificates | None = None,
@@ -85,21 +98,24 @@ class _RequireToken(HTTPBearer):
         self._scopes, self._user, self._service = scopes, user, service
 
     async def __call__(self, request: Request) -> AccessToken:  # type: ignore[override]
+        verifier: TokenVerifier | None = getattr(request.app.state, STATE_KEY, None)
+        scheme: str | None = None
         try:
             token: AccessToken | None = request.scope.get("state", {}).get("access_token")
             if token is None:  # not verified by BearerAuthMiddleware
-                verifier: TokenVerifier | None = getattr(request.app.state, STATE_KEY, None)
                 if verifier is None:
                     raise RuntimeError("call ostiary.resource.fastapi.install(app, verifier) first")
                 certificates: ClientCertificates = getattr(request.app.state, CERTS_KEY, ClientCertificates())
-                token = await verifier.averify(bearer_from_scope(request.scope,
-                                                                  form_token=await _form_token(request)),
-                                               client_cert=certificates.from_scope(request.scope))
+                scheme, raw = credentials_from_scope(request.scope, form_token=await _form_token(request),
+                                                     dpop=verifier.dpop is not None)
+                token = await verifier.averify(raw, client_cert=certificates.from_scope(request.scope),
+                                               request=dpop_request_from_scope(request.scope, scheme, verifier.dpop))
                 request.scope.setdefault("state", {})["access_token"] = token
             token.require(self._scopes, user=self._user, service=self._service)
         except ResourceError as exc:
             metadata: ProtectedResourceMetadata | None = getattr(request.app.state, METADATA_KEY, None)
-            raise BearerError(exc, resource_metadata=metadata.url if metadata is not None else None) from None
+            raise BearerError(exc, resource_metadata=metadata.url if metadata is not None else None,
+                              dpop=verifier.dpop if verifier is not None else None, scheme=scheme) from None
         return token
 
 

@@ -13,8 +13,9 @@ from typing import ParamSpec, TypeVar
 
 from flask import Flask, Response, g, request
 
-from ._http import bearer_token, is_form, render_error
+from ._http import credentials, is_form, render_error
 from ._mtls import ClientCertificates
+from .dpop import DpopRequest
 from .errors import ResourceError
 from .metadata import ProtectedResourceMetadata
 from .verifier import TokenVerifier
@@ -38,16 +39,24 @@ def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, 
     def decorator(view: Callable[P, R]) -> Callable[P, R | Response]:
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+            dpop = verifier.dpop
+            scheme: str | None = None
             try:
                 authorization = request.headers.getlist("Authorization")
                 # RFC 6750 §2: a token in the header and in the form body too is refused
                 form_token = bool(authorization) and is_form(request.method, request.content_type) \
                     and "access_token" in request.form
-                raw = bearer_token(authorization, request.query_string.decode("latin-1"), form_token=form_token)
-                token = verifier.verify(raw, client_cert=source.from_environ(request.environ))
+                scheme, raw = credentials(authorization, request.query_string.decode("latin-1"),
+                                          form_token=form_token, dpop=dpop is not None)
+                proofs = tuple(request.headers.getlist("DPoP"))
+                url = dpop.request_url(request.scheme, request.host,
+                                                       request.script_root + request.path) if dpop is not None else ""
+                token = verifier.verify(raw, client_cert=source.from_environ(request.environ),
+                                        request=DpopRequest(scheme, proofs, request.method, url))
                 token.require(wanted, user=user, service=service)
             except ResourceError as exc:
-                status, headers, body = render_error(exc, realm, metadata.url if metadata is not None else None)
+                status, headers, body = render_error(exc, realm, metadata.url if metadata is not None else None,
+                                                     dpop=dpop, scheme=scheme)
                 return Response(body, status=status, headers=headers)
             g.access_token = token
             return view(*args, **kwargs)

@@ -40,7 +40,9 @@ class McpTokenVerifier:
     ``verifier.audience`` must be the MCP server's URL (the ``resource`` its clients ask for, RFC 8707), so
     a token issued for another resource is refused here, before the SDK sees it. Every refusal is ``None``
     (the SDK answers 401); the reason is logged, never the token. When the issuer cannot be reached the
-    token is refused as well (fail safe: no request passes unchecked).
+    token is refused as well (fail safe: no request passes unchecked). The SDK hands over the token alone
+    (``Authorization: Bearer``), so a DPoP-bound token (``cnf.jkt``, RFC 9449) is refused here: without its
+    proof it is a Bearer downgrade.
     """
 
     def __init__(self, verifier: TokenVerifier) -> None:

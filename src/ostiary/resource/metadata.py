@@ -42,6 +42,9 @@ class ProtectedResourceMetadata:
     ``resource`` is the API's resource identifier: the ``aud`` its tokens carry and the ``resource`` a client
     asks for (RFC 8707). ``authorization_servers`` are issuer identifiers (RFC 8414). ``bearer_methods_supported``
     is ``["header"]``: the toolkit refuses tokens sent any other way (RFC 6750 §2.1).
+    ``dpop_signing_alg_values_supported`` and ``dpop_bound_access_tokens_required`` (RFC 9728 §2, RFC 9449):
+    the proof algorithms the API accepts and whether it refuses tokens that are not DPoP-bound; pass
+    ``DpopPolicy.algorithms`` and ``DpopPolicy.required`` (:meth:`with_dpop` does).
     """
 
     resource: str
@@ -50,6 +53,16 @@ class ProtectedResourceMetadata:
     resource_name: str | None = None
     resource_documentation: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    dpop_signing_alg_values_supported: Sequence[str] = ()
+    dpop_bound_access_tokens_required: bool = False
+
+    def with_dpop(self, policy: Any) -> ProtectedResourceMetadata:
+        """A copy advertising ``policy`` (a :class:`~ostiary.resource.dpop.DpopPolicy`): its algorithms, and
+        whether DPoP-bound tokens are required."""
+        from dataclasses import replace
+
+        return replace(self, dpop_signing_alg_values_supported=tuple(policy.algorithms),
+                       dpop_bound_access_tokens_required=bool(policy.required))
 
     def __post_init__(self) -> None:
         _absolute_https_or_loopback(self.resource, "resource", query=True)  # §2: a query is discouraged, allowed
@@ -59,8 +72,12 @@ class ProtectedResourceMetadata:
             _absolute_https_or_loopback(issuer, "each authorization server")
         object.__setattr__(self, "authorization_servers", tuple(self.authorization_servers))
         object.__setattr__(self, "scopes_supported", tuple(self.scopes_supported))
+        object.__setattr__(self, "dpop_signing_alg_values_supported", tuple(self.dpop_signing_alg_values_supported))
+        if self.dpop_bound_access_tokens_required and not self.dpop_signing_alg_values_supported:
+            raise ValueError("dpop_bound_access_tokens_required needs dpop_signing_alg_values_supported")
         reserved = {"resource", "authorization_servers", "scopes_supported", "bearer_methods_supported",
-                    "resource_name", "resource_documentation"} & set(self.extra)
+                    "resource_name", "resource_documentation", "dpop_signing_alg_values_supported",
+                    "dpop_bound_access_tokens_required"} & set(self.extra)
         if reserved:
             raise ValueError(f"set {sorted(reserved)} with their own arguments, not in extra")
 
@@ -94,6 +111,10 @@ class ProtectedResourceMetadata:
             doc["resource_name"] = self.resource_name
         if self.resource_documentation is not None:
             doc["resource_documentation"] = self.resource_documentation
+        if self.dpop_signing_alg_values_supported:
+            doc["dpop_signing_alg_values_supported"] = list(self.dpop_signing_alg_values_supported)
+        if self.dpop_bound_access_tokens_required:
+            doc["dpop_bound_access_tokens_required"] = True
         doc.update(self.extra)
         return doc
 

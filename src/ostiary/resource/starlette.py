@@ -13,7 +13,14 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._http import FORM_SCAN_LIMIT, bearer_from_scope, form_has_access_token, needs_form_check, render_error
+from ._http import (
+    FORM_SCAN_LIMIT,
+    credentials_from_scope,
+    dpop_request_from_scope,
+    form_has_access_token,
+    needs_form_check,
+    render_error,
+)
 from ._mtls import ClientCertificates
 from .errors import MissingToken, ResourceError
 from .metadata import ProtectedResourceMetadata
@@ -26,7 +33,8 @@ log = logging.getLogger("ostiary.resource")
 
 
 class BearerAuthMiddleware:
-    """Verify ``Authorization: Bearer`` on HTTP and WebSocket requests.
+    """Verify ``Authorization: Bearer`` (or ``DPoP`` with its proof, RFC 9449, when the verifier accepts DPoP)
+    on HTTP and WebSocket requests.
 
     With ``required=True`` (the default) a request without a token gets 401; with ``required=False``
     it passes with ``access_token = None`` (a token that is present but bad is always refused).
@@ -59,28 +67,32 @@ class BearerAuthMiddleware:
             return
         access: AccessToken | None = None
         form_token = False
+        scheme: str | None = None
         if needs_form_check(scope):  # RFC 6750 §2: a token in the header and in the form body is refused
             form_token, receive = await _scan_form(receive)
+        dpop = self.verifier.dpop
         try:
-            access = await self.verifier.averify(bearer_from_scope(scope, form_token=form_token),
-                                                 client_cert=self.certificates.from_scope(scope))
+            scheme, token = credentials_from_scope(scope, form_token=form_token, dpop=dpop is not None)
+            access = await self.verifier.averify(token, client_cert=self.certificates.from_scope(scope),
+                                                 request=dpop_request_from_scope(scope, scheme, dpop))
         except MissingToken as exc:
             if self.required:
-                await self._reject(exc, scope, send)
+                await self._reject(exc, scope, send, scheme)
                 return
         except ResourceError as exc:
-            log.info("bearer token refused: %s", exc.reason)
-            await self._reject(exc, scope, send)
+            log.info("access token refused: %s", exc.reason)
+            await self._reject(exc, scope, send, scheme)
             return
         scope.setdefault("state", {})["access_token"] = access
         await self.app(scope, receive, send)
 
-    async def _reject(self, error: ResourceError, scope: Scope, send: Send) -> None:
+    async def _reject(self, error: ResourceError, scope: Scope, send: Send, scheme: str | None) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # RFC 6455 §7.4.1 policy violation
             return
         status, headers, body = render_error(error, self.realm,
-                                             self.metadata.url if self.metadata is not None else None)
+                                             self.metadata.url if self.metadata is not None else None,
+                                             dpop=self.verifier.dpop, scheme=scheme)
         await _respond(send, status, headers, body)
 
 

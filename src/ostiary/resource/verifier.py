@@ -20,12 +20,13 @@ from typing import Any, Final, NamedTuple
 import httpx
 
 from .._clock import Clock, SystemClock
-from .._secrets import b64url_decode, sha256_b64url
+from .._secrets import b64url_decode, constant_time_equals, sha256_b64url
 from ..client.http_clients import HttpClients
 from ..client.service_token import client_secret_basic
 from ..core.jose import JoseError, PublicJwk, verify_jwt
 from ._mtls import check_certificate_binding
-from .errors import InvalidToken, IssuerUnavailable
+from .dpop import DpopPolicy, DpopRequest, VerifiedProof, bound_jkt
+from .errors import InvalidDpopProof, InvalidToken, IssuerUnavailable, MissingToken
 from .jwks_cache import JwksCache
 from .token import AccessToken
 
@@ -96,9 +97,11 @@ class TokenVerifier:
 
     Use :meth:`verify` from blocking code and :meth:`averify` from asyncio code; both share the key and
     token caches. ``http_client``/``async_http_client`` are used for discovery, JWKS and introspection
-    (a private client is made when omitted). Raises :class:`~ostiary.resource.InvalidToken` for every
-    token that must be refused and :class:`~ostiary.resource.IssuerUnavailable` when the issuer cannot
-    be reached and no keys are known.
+    (a private client is made when omitted). ``dpop``: how ``Authorization: DPoP`` requests are checked
+    (RFC 9449; a :class:`~ostiary.resource.dpop.DpopPolicy`, accepted by default with an in-memory replay
+    cache; ``False`` turns the DPoP scheme off). A DPoP-bound token (``cnf.jkt``) is never accepted as Bearer.
+    Raises :class:`~ostiary.resource.InvalidToken` for every token that must be refused and
+    :class:`~ostiary.resource.IssuerUnavailable` when the issuer cannot be reached and no keys are known.
     """
 
     def __init__(
@@ -116,8 +119,10 @@ class TokenVerifier:
         cache_size: int = 10_000,
         introspection: Introspection | None = None,
         timeout: float = 10.0,
+        dpop: DpopPolicy | bool = True,
     ) -> None:
         self.issuer = issuer
+        self.dpop: DpopPolicy | None = (DpopPolicy() if dpop is True else None if dpop is False else dpop)
         self.audience = audience
         self.leeway = float(leeway)
         self._clock: Clock = clock or SystemClock()
@@ -133,9 +138,12 @@ class TokenVerifier:
 
     # -- public API ----------------------------------------------------------------------------
 
-    def verify(self, token: str, *, client_cert: bytes | str | None = None) -> AccessToken:
+    def verify(self, token: str, *, client_cert: bytes | str | None = None,
+               request: DpopRequest | None = None) -> AccessToken:
         """Verify ``token`` (blocking; may fetch keys or call introspection). ``client_cert``: the request's
-        TLS client certificate (DER or PEM), which a certificate-bound token must match (RFC 8705 §3)."""
+        TLS client certificate (DER or PEM), which a certificate-bound token must match (RFC 8705 §3).
+        ``request``: the scheme, DPoP proofs, method and URL of the HTTP request (RFC 9449 §7); without it the
+        token counts as presented with ``Bearer``."""
         key, cached = self._lookup(token)
         if cached is None:
             if token.count(".") != 2:
@@ -144,10 +152,16 @@ class TokenVerifier:
                 kid = _kid(token)
                 cached = self._check_jwt(token, key, kid, self.jwks.keys(kid))
         check_certificate_binding(cached, client_cert)
+        proof = self._check_dpop(cached, token, request)
+        if proof is not None and self.dpop is not None and not self.dpop.replay_cache.add(proof.replay_key,
+                                                                                          self.dpop.ttl):
+            raise InvalidDpopProof("DPoP proof replayed (jti already used)")
         return cached
 
-    async def averify(self, token: str, *, client_cert: bytes | str | None = None) -> AccessToken:
-        """Verify ``token`` without blocking the event loop (``client_cert`` as for :meth:`verify`)."""
+    async def averify(self, token: str, *, client_cert: bytes | str | None = None,
+                      request: DpopRequest | None = None) -> AccessToken:
+        """Verify ``token`` without blocking the event loop (``client_cert`` and ``request`` as for
+        :meth:`verify`)."""
         key, cached = self._lookup(token)
         if cached is None:
             if token.count(".") != 2:
@@ -156,7 +170,30 @@ class TokenVerifier:
                 kid = _kid(token)
                 cached = self._check_jwt(token, key, kid, await self.jwks.akeys(kid))
         check_certificate_binding(cached, client_cert)
+        proof = self._check_dpop(cached, token, request)
+        if proof is not None and self.dpop is not None and not await self.dpop.replay_cache.aadd(
+                proof.replay_key, self.dpop.ttl):
+            raise InvalidDpopProof("DPoP proof replayed (jti already used)")
         return cached
+
+    def _check_dpop(self, access: AccessToken, token: str, request: DpopRequest | None) -> VerifiedProof | None:
+        """RFC 9449 §7: the proof of a ``DPoP`` request (its key must be the token's ``cnf.jkt``); a bound token
+        presented as ``Bearer`` is refused. Returns the proof, whose ``jti`` the caller records."""
+        jkt = bound_jkt(access.claims)
+        if request is None or not request.is_dpop:
+            if jkt is not None:
+                raise InvalidToken("DPoP-bound token presented as Bearer")
+            if self.dpop is not None and self.dpop.required:
+                raise InvalidToken("this API accepts DPoP-bound tokens only")
+            return None
+        if self.dpop is None:
+            raise MissingToken("the DPoP scheme is not accepted here")
+        proof = self.dpop.check(request, token, self._clock.now())
+        if jkt is None:
+            raise InvalidToken("token presented with DPoP is not DPoP-bound")
+        if not constant_time_equals(jkt, proof.jkt):
+            raise InvalidToken("the DPoP proof's key is not the key the token is bound to")
+        return proof
 
     def close(self) -> None:
         """Close the private HTTP client, if one was made."""
