@@ -1,6 +1,7 @@
 """The code flow driven by an independent relying party: panva's openid-client v6 (Node) does discovery, PKCE
 S256, state and nonce, the code exchange (with its own checks of state, nonce, PKCE and RFC 9207 ``iss``),
-userinfo and a refresh; Chromium plays the person who signs in and consents."""
+userinfo and a refresh; Chromium plays the person who signs in and consents. The same relying party pushes its
+authorization request (PAR, RFC 9126) with ``--par``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -26,12 +28,12 @@ RP_DIR = Path(__file__).resolve().parent.parent / "rp_node"
 
 @pytest.fixture(scope="module")
 def node_rp() -> Path:
-    """``npm install`` once (idempotent: only when node_modules is missing)."""
+    """``npm ci`` once (idempotent: only when node_modules is missing): the versions package-lock.json pins."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.fail("node and npm are needed for the openid-client test (apt-get install nodejs npm)")
     if not (RP_DIR / "node_modules" / "openid-client").is_dir():
-        subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=RP_DIR, check=True, capture_output=True,
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=RP_DIR, check=True, capture_output=True,
                        timeout=300)
     return RP_DIR / "rp.mjs"
 
@@ -122,3 +124,47 @@ def test_openid_client_rejects_a_callback_with_the_wrong_state(live: LiveServer,
     proc.stdin.flush()
     assert proc.wait(timeout=30) != 0
     assert proc.stderr is not None and "state" in proc.stderr.read().lower()
+
+
+def _send_callback(proc: subprocess.Popen[str], callback: str) -> dict[str, Any]:
+    assert proc.stdin is not None
+    proc.stdin.write(callback + "\n")
+    proc.stdin.flush()
+    result = _read_line(proc)
+    assert proc.wait(timeout=30) == 0
+    return result
+
+
+def test_openid_client_pushes_its_authorization_request(live: LiveServer, rp: RelyingParty, page: Any,
+                                                        rp_process: Any) -> None:
+    """openid-client's buildAuthorizationUrlWithPAR: the request (PKCE S256, state, nonce, scope, redirect_uri)
+    goes to /par, the browser carries only client_id and the request_uri, which works once."""
+    client = register(live, rp, name="Node PAR RP")
+    user = new_user(live)
+    proc = rp_process(live.issuer, client["client_id"], rp.callback, "--par")
+    start = _read_line(proc)
+    url = start["authorization_url"]
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == live.base_url + "/authorize"
+    sent = parse_qs(parts.query)
+    assert set(sent) == {"client_id", "request_uri"}, sent  # nothing else travels through the browser
+    assert sent["client_id"] == [client["client_id"]]
+    assert sent["request_uri"][0].startswith("urn:ietf:params:oauth:request_uri:")
+    page.goto(url)
+    sign_in(page, user)
+    page.wait_for_selector("#consent-form")
+    assert page.text_content("#consent-client").strip() == "Node PAR RP"
+    page.click("#consent-allow")
+    page.wait_for_selector("#rp-callback")
+    q = rp.last()
+    assert q["state"] == start["state"] and q["iss"] == live.issuer and "code" in q  # the pushed state came back
+    result = _send_callback(proc, page.url)
+    assert result["claims"]["sub"] == user["id"] and result["claims"]["nonce"] == start["nonce"]
+    assert set(result["scope"].split()) == {"openid", "profile", "email", "offline_access"}
+    assert result["userinfo"]["sub"] == user["id"]
+    assert result["refresh_rotated"] is True
+    # the request_uri was single use: the same authorization URL again is refused, no second code
+    again = page.goto(url)
+    assert again is not None and again.status == 400
+    assert page.text_content("#error-code").strip() == "invalid_request_uri"
+    assert len([h for h in rp.hits if h[1] == "/callback" and h[2].get("state") == start["state"]]) == 1
