@@ -14,7 +14,7 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -276,6 +276,28 @@ class MtlsSettings(_Section):
                     "URL-encoded PEM (e.g. X-Client-Cert); from any other peer it is removed")
 
 
+DPoPAlg = Literal["ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA"]
+
+
+class DPoPSettings(_Section):
+    """DPoP sender-constrained tokens (RFC 9449; README "Bind tokens to their client")."""
+
+    algorithms: list[DPoPAlg] = Field(
+        default_factory=lambda: list(get_args(DPoPAlg)),
+        min_length=1, description="algorithms accepted for DPoP proofs (dpop_signing_alg_values_supported)")
+    iat_window: Duration = Field(60, ge=5, le=600, description="how far a proof's iat may be from the server's "
+                                                               "time, either way; its jti is remembered this long")
+    require_nonce: bool = Field(False, description="every DPoP proof must carry a server nonce (RFC 9449 §8); "
+                                                   "clients can also be flagged one by one")
+    nonce_lifetime: Duration = Field(300, ge=30, le=3600, description="a server nonce is accepted for one to two "
+                                                                      "of these periods")
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        return _scope_list(v)
+
+
 class AuditSettings(_Section):
     durability: Literal["batched", "sync"] = Field(
         "batched", description="batched: rows written every 0.2 s off the request path (a killed process loses "
@@ -322,6 +344,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     audit: AuditSettings = AuditSettings()
     mtls: MtlsSettings = MtlsSettings()
+    dpop: DPoPSettings = DPoPSettings()
     registration: RegistrationSettings = RegistrationSettings()
 
     @field_validator("issuer")
@@ -384,6 +407,8 @@ class Settings(BaseSettings):
             profile=self.profile, require_pushed_authorization_requests=self.par.required,
             par_expires_in=self.par.expires_in,
             dynamic_registration=self.registration.policy != "off",
+            dpop_algs=tuple(dict.fromkeys(self.dpop.algorithms)), dpop_iat_window=self.dpop.iat_window,
+            dpop_require_nonce=self.dpop.require_nonce, dpop_nonce_lifetime=self.dpop.nonce_lifetime,
         )
 
     def master_secret(self, *, create: bool = True) -> bytes:

@@ -60,7 +60,7 @@ def _rotation(tok: RefreshToken, **kw: Any) -> RefreshRotation:
         client_scopes=frozenset({"openid", "offline_access", "api"}),
         client_audiences=frozenset({"https://api.example", "web"}), userinfo_audience=USERINFO,
         refresh_allowed=True, jti="jti-" + secrets.token_hex(6), access_expires_at=920.0,
-        successor_hash=secrets.token_hex(16), idle_ttl=100.0)
+        successor_hash=secrets.token_hex(16), idle_ttl=100.0, dpop_jkt="jkt-1")
     base.update(kw)
     return RefreshRotation(**base)
 
@@ -92,6 +92,13 @@ async def test_a_family_bound_to_a_certificate_rotates_with_it(store) -> None:  
     fam, tok = await _grant(store, await _user(store), x5t_s256="thumb-a")
     out = await store.rotate_refresh_token_once(_rotation(tok, x5t_s256="thumb-a"))
     assert out.rotated and out.family == fam
+
+
+async def test_an_unbound_family_rotates_with_or_without_a_dpop_key(store) -> None:  # type: ignore[no-untyped-def]
+    for jkt in (None, "jkt-9"):
+        fam, tok = await _grant(store, await _user(store), dpop_jkt=None)
+        out = await store.rotate_refresh_token_once(_rotation(tok, dpop_jkt=jkt))
+        assert out.rotated and out.family == fam
 
 
 async def test_the_successor_carries_the_registration_of_now_and_the_absolute_expiry(store) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +136,7 @@ async def test_a_spent_token_is_found_spent_and_nothing_is_written(store) -> Non
 
 @pytest.mark.parametrize("case", ["wrong client", "expired", "family expired", "revoked family", "unknown",
                                   "widened", "no longer allowed", "nothing registered", "user disabled",
-                                  "no certificate", "another certificate"])
+                                  "no certificate", "another certificate", "no DPoP proof", "another DPoP key"])
 async def test_a_refused_rotation_writes_nothing(store, case: str) -> None:  # type: ignore[no-untyped-def]
     uid = await _user(store, disabled=case == "user disabled")
     fam, tok = await _grant(store, uid, token_expires_at=19.0 if case == "expired" else 300.0,
@@ -144,6 +151,8 @@ async def test_a_refused_rotation_writes_nothing(store, case: str) -> None:  # t
         "no longer allowed": {"requested": frozenset({"api"}), "client_scopes": frozenset({"openid"})},
         "nothing registered": {"client_audiences": frozenset({"web"}), "client_scopes": frozenset({"api"})},
         "another certificate": {"x5t_s256": "thumb-b"},
+        "no DPoP proof": {"dpop_jkt": None},  # the family is bound to jkt-1 (RFC 9449 §5)
+        "another DPoP key": {"dpop_jkt": "jkt-2"},
     }.get(case, {})
     r = _rotation(tok, **kw)
     out = await store.rotate_refresh_token_once(r)

@@ -279,6 +279,9 @@ class RegistrationService:
         client_uri = _web_uri(meta, "client_uri")
         alg = _string(meta, "id_token_signed_response_alg", 16) or "RS256"
         proposed_name = _string(meta, "client_name", MAX_NAME)
+        dpop_bound = meta.get("dpop_bound_access_tokens", False)
+        if not isinstance(dpop_bound, bool):
+            raise InvalidClientMetadata("dpop_bound_access_tokens must be true or false (RFC 9449 §5.2)")
         try:
             spec = ClientCreate(
                 name=proposed_name or "unnamed application",
@@ -286,7 +289,7 @@ class RegistrationService:
                 token_endpoint_auth_method=method,
                 grant_types=grants, scopes=sorted(scopes), audiences=list(self.policy.audiences),
                 redirect_uris=redirect_uris, jwks=jwks,
-                jwks_uri=jwks_uri, id_token_signed_response_alg=alg)
+                jwks_uri=jwks_uri, id_token_signed_response_alg=alg, dpop_bound_access_tokens=dpop_bound)
             client, secret = self.admin.new_client(spec)
         except ValidationError as exc:
             raise InvalidClientMetadata("; ".join(e["msg"] for e in exc.errors())[:300]) from None
@@ -309,6 +312,7 @@ class RegistrationService:
             "grant_types": sorted(c.grant_types), "response_types": ["code"],
             "token_endpoint_auth_method": c.token_endpoint_auth_method, "scope": " ".join(sorted(c.scopes)),
             "id_token_signed_response_alg": c.id_token_signed_response_alg,
+            "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
             "registration_access_token": rat,
             "registration_client_uri": f"{self.admin.policy.registration_endpoint}/{c.client_id}",
         }

@@ -140,6 +140,9 @@ class ClientCreate(BaseModel):
         False, description="access tokens carry cnf.x5t#S256 of the client's TLS certificate (RFC 8705 §3)")
     require_pushed_authorization_requests: bool = Field(
         False, description="its authorization requests must be pushed to /par first (RFC 9126 §6)")
+    dpop_bound_access_tokens: bool = Field(
+        False, description="every token request must carry a DPoP proof: its tokens are DPoP-bound (RFC 9449 §5.2)")
+    dpop_require_nonce: bool = Field(False, description="its DPoP proofs must carry a server nonce (RFC 9449 §8)")
 
     @field_validator("client_id")
     @classmethod
@@ -243,6 +246,8 @@ class ClientUpdate(BaseModel):
     tls_client_auth_san_email: str | None = Field(None, max_length=320)
     tls_client_certificate_bound_access_tokens: bool | None = None
     require_pushed_authorization_requests: bool | None = None
+    dpop_bound_access_tokens: bool | None = None
+    dpop_require_nonce: bool | None = None
     disabled: bool | None = Field(None, description="a disabled client is refused at every endpoint")
 
 
@@ -301,6 +306,7 @@ def client_view(c: Client, now: float) -> dict[str, Any]:
         **c.tls_client_auth.as_dict(),
         "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
         "require_pushed_authorization_requests": c.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": c.dpop_bound_access_tokens, "dpop_require_nonce": c.dpop_require_nonce,
         "secrets": [{"created_at": int(s.created_at),
                      "expires_at": int(s.expires_at) if s.expires_at else None, "active": s.usable(now)}
                     for s in c.secrets],
@@ -378,6 +384,7 @@ class AdminService:
             id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
             require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
+            dpop_bound_access_tokens=spec.dpop_bound_access_tokens, dpop_require_nonce=spec.dpop_require_nonce,
             created_at=now, updated_at=now)
         return client, secret
 
@@ -407,6 +414,8 @@ class AdminService:
             **current.tls_client_auth.as_dict(),
             "tls_client_certificate_bound_access_tokens": current.tls_client_certificate_bound_access_tokens,
             "require_pushed_authorization_requests": current.require_pushed_authorization_requests,
+            "dpop_bound_access_tokens": current.dpop_bound_access_tokens,
+            "dpop_require_nonce": current.dpop_require_nonce,
         }
         merged.update(changes.model_dump(exclude_none=True, exclude={"disabled"}))
         spec = ClientCreate.model_validate(merged)  # the same rules as at creation
@@ -425,6 +434,7 @@ class AdminService:
             id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
             require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
+            dpop_bound_access_tokens=spec.dpop_bound_access_tokens, dpop_require_nonce=spec.dpop_require_nonce,
             updated_at=self.clock.now(),
             disabled=current.disabled if changes.disabled is None else changes.disabled)
         if updated.dynamic and updated.first_party:

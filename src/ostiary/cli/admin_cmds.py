@@ -40,6 +40,8 @@ def _show_client(view: dict[str, Any], secret: str | None) -> None:
         console.print(f"[bold]{key}[/]: {view[key]}")
     if view["admin"]:
         console.print("[bold]admin[/]: True (may call the admin API)")
+    if view.get("dpop_bound_access_tokens"):
+        console.print("[bold]dpop_bound_access_tokens[/]: True (every token request carries a DPoP proof)")
     if view.get("require_pushed_authorization_requests"):
         console.print("[bold]require_pushed_authorization_requests[/]: True (authorization requests go to /par)")
     for key in ("grant_types", "scopes", "audiences", "resource_audiences", "may_exchange_for", "redirect_uris"):
@@ -106,6 +108,10 @@ def client_create(
     require_par: bool = typer.Option(False, "--require-par",
                                      help="Its authorization requests must be pushed to /par first (RFC 9126 "
                                           "require_pushed_authorization_requests)."),
+    dpop: bool = typer.Option(False, "--dpop", help="Every token request must carry a DPoP proof: its tokens are "
+                                                    "DPoP-bound (RFC 9449 dpop_bound_access_tokens)."),
+    dpop_nonce: bool = typer.Option(False, "--dpop-nonce", help="Its DPoP proofs must carry a server nonce "
+                                                                "(RFC 9449 §8)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),
 ) -> None:
     """Register a client. A secret, if any, is printed once and stored only as a hash."""
@@ -119,7 +125,8 @@ def client_create(
                 tls_client_auth_subject_dn=tls_subject_dn, tls_client_auth_san_dns=tls_san_dns,
                 tls_client_auth_san_uri=tls_san_uri, tls_client_auth_san_ip=tls_san_ip,
                 tls_client_auth_san_email=tls_san_email, tls_client_certificate_bound_access_tokens=cert_bound_tokens,
-                require_pushed_authorization_requests=require_par)
+                require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop,
+                dpop_require_nonce=dpop_nonce)
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
         client, secret = await svc.create_client(ClientCreate.model_validate(spec))
@@ -251,6 +258,10 @@ def client_update(
     require_par: bool | None = typer.Option(None, "--require-par/--no-require-par",
                                             help="Require (or stop requiring) pushed authorization requests "
                                                  "(RFC 9126) from this client."),
+    dpop: bool | None = typer.Option(None, "--dpop/--no-dpop", help="Require (or stop requiring) a DPoP proof on "
+                                                                    "every token request (RFC 9449)."),
+    dpop_nonce: bool | None = typer.Option(None, "--dpop-nonce/--no-dpop-nonce",
+                                           help="Require (or stop requiring) server nonces in its DPoP proofs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a client; every option replaces the whole list it names."""
@@ -260,7 +271,8 @@ def client_update(
         resource_audiences=serves or None, may_exchange_for=may_exchange_for or None,
         redirect_uris=redirect_uri or None, id_token_signed_response_alg=id_token_alg,
         tls_client_auth_subject_dn=tls_subject_dn, tls_client_certificate_bound_access_tokens=cert_bound_tokens,
-        require_pushed_authorization_requests=require_par)
+        require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop,
+        dpop_require_nonce=dpop_nonce)
 
     async def go(svc: AdminService) -> dict[str, Any]:
         spec = ClientUpdate.model_validate(changes)

@@ -77,6 +77,10 @@ class Client:
     tls_client_auth: TlsClientAuthName = NO_TLS_NAME
     #: RFC 8705 §3.4 ``tls_client_certificate_bound_access_tokens``: access tokens carry ``cnf.x5t#S256``
     tls_client_certificate_bound_access_tokens: bool = False
+    #: RFC 9449 §5.2 ``dpop_bound_access_tokens``: every token request must carry a DPoP proof
+    dpop_bound_access_tokens: bool = False
+    #: RFC 9449 §8: this client's DPoP proofs must carry a server nonce (also ``dpop.require_nonce``)
+    dpop_require_nonce: bool = False
     #: RFC 9126 §6: this client's authorization requests must be pushed (``/par``) first
     require_pushed_authorization_requests: bool = False
     created_at: float = 0.0

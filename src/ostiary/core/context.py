@@ -9,6 +9,7 @@ from .._clock import Clock
 from .audit import AuditSink
 from .client_auth import ClientAuthContext
 from .device import PollTracker
+from .dpop import DPoPVerifier
 from .federation import ExternalKeys
 from .issuance import TokenIssuer
 from .keys import KeyRing
@@ -36,6 +37,8 @@ class EngineContext:
     #: endpoint sets it on its per-request copy (``dataclasses.replace``) once the client is known, so every
     #: grant binds its tokens without knowing how
     confirmation: Mapping[str, str] | None = None
+    #: RFC 9449 DPoP proofs (with the process's replay cache); None: proofs are refused (never ignored)
+    dpop: DPoPVerifier | None = None
 
     @property
     def issuer(self) -> TokenIssuer:

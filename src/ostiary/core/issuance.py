@@ -61,6 +61,8 @@ class TokenResponse:
     id_token: str | None = field(default=None, repr=False)
     issued_token_type: str | None = None
     grant_type: str = field(default="", compare=False)
+    #: RFC 9449 §8: a fresh server nonce for the client's next proof (the ``DPoP-Nonce`` header), when required
+    dpop_nonce: str | None = field(default=None, compare=False)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"access_token": self.access_token, "token_type": self.token_type,

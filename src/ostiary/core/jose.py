@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .._secrets import b64url, b64url_decode
@@ -41,6 +42,7 @@ __all__ = [
     "public_jwk",
     "sign_jwt",
     "verify_jwt",
+    "verify_with_embedded_jwk",
 ]
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
@@ -326,6 +328,103 @@ def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequ
         if iat > now + leeway:
             raise jwt.ImmatureSignatureError("iat is in the future")
     return claims
+
+
+#: JWK members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2)
+_PRIVATE_MEMBERS: Final[frozenset[str]] = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def verify_with_embedded_jwk(token: str, *, typ: str, allowed_algs: Iterable[str]) -> VerifiedJwt:
+    """Verify a compact JWS signed by the public key in its own ``jwk`` header (RFC 9449 §4.3 DPoP proofs).
+
+    The header's ``typ`` must be ``typ``; ``alg`` one of ``allowed_algs`` (asymmetric only) and of the key's
+    type (an EC key's curve fixes it); the ``jwk`` a public EC, RSA or OKP key (a private member, or an
+    ``oct`` key, is refused). Only the signature is checked here; the claims are the caller's. ``JoseError``."""
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
+        raise JoseError("not a compact JWS")
+    try:
+        header = json.loads(b64url_decode(token[: token.index(".")]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JoseError("malformed JWT header") from exc
+    if not isinstance(header, dict):
+        raise JoseError("malformed JWT header")
+    htyp = header.get("typ")
+    if not isinstance(htyp, str) or htyp.lower() != typ.lower():
+        raise JoseError(f"typ must be {typ}")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGS or alg not in frozenset(allowed_algs):
+        raise JoseError("algorithm not allowed")
+    if "crit" in header:
+        raise JoseError("unsupported critical header")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise JoseError("no jwk header")
+    if _PRIVATE_MEMBERS & jwk.keys() or jwk.get("kty") not in ("EC", "RSA", "OKP"):
+        raise JoseError("the jwk must be a public asymmetric key")
+    members = tuple(jwk.get(k) for k in _JWK_MEMBERS)
+    if not all(isinstance(v, str | None) for v in members):
+        raise JoseError("malformed jwk")
+    key = _embedded_key(members, alg)
+    signing_input, _, signature = token.rpartition(".")
+    try:
+        _verify_signature(key, alg, signing_input.encode("ascii"), b64url_decode(signature))
+        claims = json.loads(b64url_decode(signing_input[signing_input.index(".") + 1:]))
+    except InvalidSignature as exc:
+        raise JoseError("signature verification failed") from exc
+    except (ValueError, UnicodeError) as exc:
+        raise JoseError("invalid token") from exc
+    if not isinstance(claims, dict):
+        raise JoseError("malformed JWT")
+    return VerifiedJwt(header=header, claims=claims, key=PublicJwk(kid=None, alg=alg, key=key, jwk=jwk))
+
+
+_JWK_MEMBERS: Final = ("kty", "crv", "x", "y", "n", "e")
+#: public keys of recent proofs (a client signs every proof with the same key): parsing and checking a key
+#: costs more than verifying a signature with it. Bounded: cleared when full.
+_EMBEDDED: dict[tuple[tuple[str | None, ...], str], PublicKey] = {}
+_PSS_HASHES: dict[str, hashes.HashAlgorithm] = {"256": hashes.SHA256(), "384": hashes.SHA384(),
+                                                "512": hashes.SHA512()}
+
+
+def _embedded_key(members: tuple[str | None, ...], alg: str) -> PublicKey:
+    found = _EMBEDDED.get((members, alg))
+    if found is not None:
+        return found
+    try:
+        key = jwt.PyJWK({k: v for k, v in zip(_JWK_MEMBERS, members, strict=True) if v is not None}).key
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError) as exc:
+        raise JoseError("malformed jwk") from exc
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        fits = key.curve.name in ("secp256r1", "secp384r1", "secp521r1") and alg_for_key(key) == alg
+    elif isinstance(key, rsa.RSAPublicKey):
+        fits = alg[:2] in ("RS", "PS") and key.key_size >= 2048
+    else:
+        fits = isinstance(key, ed25519.Ed25519PublicKey) and alg == "EdDSA"
+    if not fits:
+        raise JoseError("the algorithm does not fit the key")
+    if len(_EMBEDDED) >= 4096:
+        _EMBEDDED.clear()
+    _EMBEDDED[(members, alg)] = key
+    return cast(PublicKey, key)
+
+
+def _verify_signature(key: PublicKey, alg: str, signing_input: bytes, signature: bytes) -> None:
+    """RFC 7518 §3: raises ``InvalidSignature``."""
+    digest = _PSS_HASHES.get(alg[2:])
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        size = _EC_SIZES[alg]
+        if len(signature) != 2 * size or digest is None:
+            raise InvalidSignature
+        der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
+        key.verify(der, signing_input, ec.ECDSA(digest))
+    elif isinstance(key, rsa.RSAPublicKey):
+        if digest is None:
+            raise InvalidSignature
+        pad: padding.AsymmetricPadding = (padding.PKCS1v15() if alg.startswith("RS") else
+                                          padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size))
+        key.verify(signature, signing_input, pad, digest)
+    else:
+        key.verify(signature, signing_input)
 
 
 def encrypt_private_key(pem: bytes, kek: bytes, kid: str) -> bytes:

@@ -35,6 +35,16 @@ class ServerPolicy:
     #: RFC 9101: a request object may not expire later than this after now, nor be older (``nbf``) than this
     request_object_max_lifetime: int = 3600
 
+    #: RFC 9449: the proof algorithms accepted (``dpop_signing_alg_values_supported``)
+    dpop_algs: tuple[str, ...] = ("ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512",
+                                  "EdDSA")
+    #: RFC 9449 §11.1: a proof's ``iat`` may be this many seconds from now, either way
+    dpop_iat_window: int = 60
+    #: RFC 9449 §8: every DPoP proof must carry a server nonce (clients can also be flagged one by one)
+    dpop_require_nonce: bool = False
+    #: a server nonce is accepted for one to two of these periods
+    dpop_nonce_lifetime: int = 300
+
     @property
     def fapi2(self) -> bool:
         return self.profile == "fapi2"

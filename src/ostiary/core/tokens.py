@@ -47,6 +47,8 @@ class AuthorizationCode:
     acr: str | None = None
     audience: tuple[str, ...] = ()
     used_at: float | None = None
+    #: RFC 9449 §10 ``dpop_jkt``: the code is exchanged only with a DPoP proof by this key
+    dpop_jkt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,9 @@ class RefreshRotation:
     #: ``x5t#S256`` of the TLS client certificate of this request (None: none, or unreadable); a family bound
     #: to a certificate (RFC 8705 §4) rotates only with it
     x5t_s256: str | None = None
+    #: RFC 9449 §5: thumbprint of this request's DPoP proof key (None: no proof); a family bound to a key
+    #: rotates only with a proof by it
+    dpop_jkt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,9 @@ def rotation_refusal(token: RefreshToken | None, family: TokenFamily | None, use
     if family.x5t_s256 is not None and (r.x5t_s256 is None or not constant_time_equals(r.x5t_s256,
                                                                                         family.x5t_s256)):
         return "certificate mismatch"
+    if family.dpop_jkt is not None and (r.dpop_jkt is None or not constant_time_equals(r.dpop_jkt,
+                                                                                        family.dpop_jkt)):
+        return "DPoP key mismatch"
     if r.requested - family.scopes:
         return "scope widened"
     if token.used_at is not None:

@@ -12,6 +12,7 @@ from .._secrets import new_token, token_hash
 from .audit import AuditEvent
 from .clients import Client
 from .context import EngineContext
+from .dpop import CNF_JKT
 from .issuance import TokenResponse
 from .mtls import CNF_X5T
 from .storage import Store
@@ -96,9 +97,9 @@ async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: C
     ``spend()`` spends the code, then the family, its access token's id and its refresh token are stored. None
     (and nothing written) when ``spend()`` finds the code already spent. Records ``token.issued``."""
     if client.is_public and ctx.confirmation:
-        # RFC 8705 §4: a public client's refresh tokens are bound to the certificate it used (a confidential
-        # client's are bound to the client, which authenticates on every refresh)
-        family = replace(family, x5t_s256=ctx.confirmation.get(CNF_X5T))
+        # RFC 8705 §4, RFC 9449 §5: a public client's refresh tokens are bound to the certificate or DPoP key it
+        # used (a confidential client's are bound to the client, which authenticates on every refresh)
+        family = replace(family, x5t_s256=ctx.confirmation.get(CNF_X5T), dpop_jkt=ctx.confirmation.get(CNF_JKT))
     minted = mint_user_tokens(ctx, client, family, user.user_id, family.scopes, nonce=nonce, parent_hash=None)
     async with ctx.store.transaction():
         if not await spend():

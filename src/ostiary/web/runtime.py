@@ -16,6 +16,7 @@ from ..admin.service import AdminService
 from ..config import Settings
 from ..core import keys as core_keys
 from ..core.context import EngineContext
+from ..core.dpop import DPoPReplayCache, DPoPVerifier
 from ..core.endpoints.introspection import IntrospectionEndpoint, RevocationEndpoint
 from ..core.endpoints.metadata import server_metadata
 from ..core.endpoints.par import PushedAuthorizationEndpoint
@@ -25,7 +26,10 @@ from ..core.grants import default_grants
 from ..core.keys import KeyRing
 from ..core.mtls import TrustAnchors, load_trust_anchors
 from ..core.ratelimit import RateLimiter
+from ..core.sealing import sealing_key
 from ..store.cache import CachedStore
+from ..store.memory_dpop import MemoryDPoPReplayCache
+from ..store.redis.dpop import RedisDPoPReplayCache
 from ..store.redis.guard import RedisGuard
 from ..store.sql import SqlStore, check_schema
 from . import metrics
@@ -92,11 +96,19 @@ class Runtime:
         self._keyring: KeyRing | None = None
         self._key_fingerprint: tuple[Any, ...] = ()
         anchors = _trust_anchors(settings.mtls.ca_file)
+        # RFC 9449 §11.1: proof ids in Redis when configured (every worker and node), else in this process;
+        # Redis unavailable: this process's memory (replays are still refused, per process)
+        self.dpop_replay: DPoPReplayCache = (
+            RedisDPoPReplayCache(self.redis, prefix=settings.redis_prefix + "dpop:") if self.redis is not None
+            else MemoryDPoPReplayCache())
+        self.dpop = DPoPVerifier(self.dpop_replay, self.clock, sealing_key(self.secret_hash_key, "dpop-nonce"),
+                                 algs=self.policy.dpop_algs, iat_window=self.policy.dpop_iat_window,
+                                 nonce_lifetime=self.policy.dpop_nonce_lifetime)
         self.ctx = EngineContext(policy=self.policy, store=self.store, keyring=self.keyring,
                                  clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
                                  jwks_fetcher=self.jwks_fetcher, external_keys=self.external_keys,
                                  poll_tracker=make_poll_tracker(self.redis, settings.redis_prefix),
-                                 trust_anchors=anchors)
+                                 trust_anchors=anchors, dpop=self.dpop)
         self.grants = default_grants()
         self.token = TokenEndpoint(self.ctx, self.grants)
         self.par = PushedAuthorizationEndpoint(self.ctx)

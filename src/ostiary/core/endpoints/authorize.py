@@ -79,6 +79,7 @@ SCOPE_DESCRIPTIONS: Mapping[str, str] = {
     "offline_access": "Keep access while you are away (until you revoke it on your account page)",
 }
 _MAX_AGE = re.compile(r"^\d{1,10}$")
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,8 @@ class ValidAuthorization:
     acr_values: tuple[str, ...]
     login_hint: str | None
     audience: tuple[str, ...]
+    #: RFC 9449 §10: the code is bound to this DPoP key thumbprint
+    dpop_jkt: str | None = None
 
 
 def resolve_redirect_uri(params: Mapping[str, str], client: Client) -> str:
@@ -241,10 +244,14 @@ def check_authorization_request(params: Mapping[str, str], resources: list[str],
         audience = ()
     if "openid" in scopes:
         audience = (*audience, policy.issuer + "/userinfo")
+    dpop_jkt = params.get("dpop_jkt")
+    if dpop_jkt is not None and not _JKT.fullmatch(dpop_jkt):
+        raise InvalidRequest("dpop_jkt must be a JWK SHA-256 thumbprint (RFC 7638), base64url")
     return ValidAuthorization(client=client, redirect_uri=redirect_uri, response_mode=mode, state=state,
                               scopes=scopes, challenge=challenge, nonce=nonce, prompt=prompt, max_age=max_age,
                               acr_values=tuple(params.get("acr_values", "").split()),
-                              login_hint=params.get("login_hint"), audience=audience or (client.client_id,))
+                              login_hint=params.get("login_hint"), audience=audience or (client.client_id,),
+                              dpop_jkt=dpop_jkt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +439,8 @@ class AuthorizeEndpoint:
             code_hash=token_hash(code, ctx.secret_hash_key), client_id=v.client.client_id,
             redirect_uri=v.redirect_uri, code_challenge=v.challenge, scopes=v.scopes, user_id=s.user_id,
             session_id=s.session_id, auth_time=s.auth_time, amr=s.amr, family_id=new_token(16),
-            created_at=now, expires_at=now + CODE_TTL, nonce=v.nonce, acr=acr_for(s.amr), audience=v.audience))
+            created_at=now, expires_at=now + CODE_TTL, nonce=v.nonce, acr=acr_for(s.amr), audience=v.audience,
+            dpop_jkt=v.dpop_jkt))
         ctx.audit.emit(AuditEvent(type="authorization.code_issued", outcome="success", at=now,
                                   client_id=v.client.client_id, subject=s.user_id, ip=req.client_ip,
                                   detail={"scope": " ".join(sorted(v.scopes))}))

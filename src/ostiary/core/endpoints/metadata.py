@@ -42,6 +42,8 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str], *, mtls: b
         **({"device_authorization_endpoint": policy.issuer + "/device_authorization"}
            if "urn:ietf:params:oauth:grant-type:device_code" in grants else {}),
         **({"tls_client_certificate_bound_access_tokens": True} if mtls else {}),
+        # RFC 9449 §5.1
+        "dpop_signing_alg_values_supported": list(policy.dpop_algs),
         **_fapi2_overrides(policy, methods),
         # RFC 8414 §2: only when someone may register (RFC 7591 §3)
         **({"registration_endpoint": policy.registration_endpoint} if policy.dynamic_registration else {}),

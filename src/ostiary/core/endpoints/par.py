@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..._secrets import new_token, token_hash
+from ..._secrets import constant_time_equals, new_token, token_hash
 from ..audit import AuditEvent
 from ..client_auth import authenticate_client
 from ..context import EngineContext
+from ..dpop import InvalidDpopProof
 from ..errors import InvalidClient, InvalidRequest
 from ..fapi import fapi2_client_refusal
 from ..pushed import REQUEST_URI_PREFIX, PushedRequest
@@ -69,6 +70,8 @@ class PushedAuthorizationEndpoint:
             pairs = await open_request_object(params["request"], client, policy, ctx.jwks_fetcher, ctx.clock.now())
         elif "client_id" not in params:  # authenticated by the Authorization header: keep who pushed it
             pairs = (("client_id", client.client_id), *pairs)
+        if request.dpop is not None:
+            pairs = await self._bind_to_proof(request, pairs)
         auth_params = single_params(pairs)
         if policy.fapi2 and "redirect_uri" not in auth_params:
             raise InvalidRequest("FAPI 2.0 mode: redirect_uri is required in pushed authorization requests "
@@ -87,3 +90,16 @@ class PushedAuthorizationEndpoint:
         ctx.audit.emit(AuditEvent(type="authorization.pushed", outcome="success", at=now, client_id=client.client_id,
                                   ip=request.client_ip, detail={"request_object": "request" in params}))
         return PushedAuthorizationResponse(REQUEST_URI_PREFIX + reference, policy.par_expires_in)
+
+    async def _bind_to_proof(self, request: EndpointRequest,
+                             pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """RFC 9449 §10.1: a DPoP proof sent to /par binds the code to its key, as ``dpop_jkt`` would (both sent:
+        they must agree)."""
+        if self.ctx.dpop is None:
+            raise InvalidDpopProof("DPoP proofs are not accepted by this server")
+        proof = await self.ctx.dpop.verify(request.dpop, method="POST", url=request.endpoint,
+                                           require_nonce=self.ctx.policy.dpop_require_nonce)
+        given = [v for k, v in pairs if k == "dpop_jkt"]
+        if given and (len(given) > 1 or not constant_time_equals(given[0], proof.jkt)):
+            raise InvalidDpopProof("dpop_jkt is not the thumbprint of the DPoP proof's key")
+        return pairs if given else (*pairs, ("dpop_jkt", proof.jkt))

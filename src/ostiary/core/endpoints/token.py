@@ -9,6 +9,7 @@ from ..audit import AuditEvent
 from ..client_auth import AuthenticatedClient, authenticate_client
 from ..clients import TOUCH_INTERVAL, Client
 from ..context import EngineContext
+from ..dpop import CNF_JKT, DPoPProof, InvalidDpopProof
 from ..errors import (
     AuthorizationPending,
     InvalidClient,
@@ -61,13 +62,25 @@ class TokenEndpoint:
         if client is None and grant.requires_client:
             raise InvalidClient("client authentication required")
         if ctx.policy.fapi2:
-            self._fapi2(request, client)
+            self._fapi2(client)
         if client is not None and grant_type not in client.client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        confirmation: dict[str, str] = {}
         if client is not None and client.client.tls_client_certificate_bound_access_tokens:
             # RFC 8705 §3: this request's tokens are bound to the certificate of the connection
-            ctx = replace(ctx, confirmation=certificate_confirmation(request.client_cert))
+            confirmation.update(certificate_confirmation(request.client_cert))
+        proof: DPoPProof | None = None
         try:
+            # RFC 9449 §5: a valid proof binds this request's tokens to its key (``cnf.jkt``, token_type DPoP)
+            proof = await self._proof(request, client)
+            if proof is not None:
+                confirmation[CNF_JKT] = proof.jkt
+            if ctx.policy.fapi2 and not confirmation:
+                raise InvalidRequest("FAPI 2.0 mode: access tokens must be sender-constrained (FAPI 2.0 Security "
+                                     "Profile 5.3.2.2): send a DPoP proof (RFC 9449), or register the client for "
+                                     "certificate-bound tokens and use mutual TLS (RFC 8705)")
+            if confirmation:
+                ctx = replace(ctx, confirmation=confirmation)
             unexpected = unexpected_parameter(grant, self.grants.values(), params)
             if unexpected is not None:
                 raise InvalidRequest(f"unexpected parameter {unexpected} for the {grant_type} grant")
@@ -82,24 +95,37 @@ class TokenEndpoint:
             raise
         if client is not None and client.client.dynamic:
             await _touch(client.client, ctx)
+        if proof is not None:
+            nonce = ctx.dpop.new_nonce() if ctx.dpop is not None and self._nonce_required(client) else None
+            response = replace(response, token_type="DPoP", dpop_nonce=nonce)
         return response if response.grant_type else replace(response, grant_type=grant_type)
 
+    def _nonce_required(self, client: AuthenticatedClient | None) -> bool:
+        return self.ctx.policy.dpop_require_nonce or (client is not None and client.client.dpop_require_nonce)
+
+    async def _proof(self, request: EndpointRequest, client: AuthenticatedClient | None) -> DPoPProof | None:
+        """The request's checked DPoP proof (RFC 9449 §4.3), or None when it sent none and may do without."""
+        if request.dpop is None:
+            if client is not None and client.client.dpop_bound_access_tokens:
+                raise InvalidDpopProof("this client's access tokens are DPoP-bound (dpop_bound_access_tokens, RFC "
+                                       "9449 §5.2): send a DPoP proof")
+            return None
+        if self.ctx.dpop is None:
+            raise InvalidDpopProof("DPoP proofs are not accepted by this server")
+        return await self.ctx.dpop.verify(request.dpop, method="POST", url=request.endpoint,
+                                          require_nonce=self._nonce_required(client))
+
     @staticmethod
-    def _fapi2(request: EndpointRequest, client: AuthenticatedClient | None) -> None:
-        """FAPI 2.0 Security Profile §5.3.2.1 (client authentication) and §5.3.2.2 item 6 (sender-constrained
-        access tokens: DPoP, RFC 9449, or mTLS, RFC 8705)."""
+    def _fapi2(client: AuthenticatedClient | None) -> None:
+        """FAPI 2.0 Security Profile §5.3.2.1 (client authentication). §5.3.2.2 item 6 (sender-constrained
+        access tokens: DPoP, RFC 9449, or mTLS, RFC 8705) is checked once the proof is verified: an invalid
+        proof is refused (``invalid_dpop_proof``), a valid one binds the tokens; a certificate alone binds
+        nothing (the client must be registered for certificate-bound tokens)."""
         if client is None:
             raise InvalidClient("FAPI 2.0 mode: public clients are not allowed (FAPI 2.0 Security Profile 5.3.2.1)")
         refusal = fapi2_client_refusal(client.client, client.method)
         if refusal is not None:
             raise InvalidClient(refusal)
-        # mTLS (RFC 8705 §3): a client registered for certificate-bound tokens gets them bound to the connection's
-        # certificate below (none presented: invalid_request there). A certificate alone binds nothing.
-        # DPoP (RFC 9449): the proof is checked and bound by the DPoP machinery; its presence is the rule here.
-        if request.dpop is None and not client.client.tls_client_certificate_bound_access_tokens:
-            raise InvalidRequest("FAPI 2.0 mode: access tokens must be sender-constrained (FAPI 2.0 Security "
-                                 "Profile 5.3.2.2): send a DPoP proof (RFC 9449), or register the client for "
-                                 "certificate-bound tokens and use mutual TLS (RFC 8705)")
 
 async def _touch(client: Client, ctx: EngineContext) -> None:
     """A dynamic client that obtains tokens is in use: its idle expiry starts again. Written at most once per

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from ..._secrets import token_hash
+from ..._secrets import constant_time_equals, token_hash
 from ..context import EngineContext
+from ..dpop import CNF_JKT
 from ..errors import InvalidGrant, OAuthError
 from ..issuance import TokenResponse
 from ..pkce import verify_code_verifier
@@ -41,6 +42,13 @@ class AuthorizationCodeGrant:
         if params.get("redirect_uri") != record.redirect_uri:
             raise InvalidGrant("redirect_uri must be the one used in the authorization request")
         verify_code_verifier(params.get("code_verifier"), record.code_challenge)
+        if record.dpop_jkt is not None:
+            # RFC 9449 §10: the code was bound to a DPoP key at the authorization endpoint (dpop_jkt, or the
+            # proof sent to /par): only a proof by that key exchanges it
+            jkt = ctx.confirmation.get(CNF_JKT) if ctx.confirmation else None
+            if jkt is None or not constant_time_equals(jkt, record.dpop_jkt):
+                raise InvalidGrant("the authorization code is bound to a DPoP key (dpop_jkt): send a DPoP proof "
+                                   "signed by that key", debug="code DPoP key mismatch")
         user = await ctx.store.get_user(record.user_id)
         if user is None or user.disabled:
             raise InvalidGrant(_INVALID, debug="user gone or disabled")

@@ -6,7 +6,7 @@ gets ``invalid_grant``, the whole family is revoked (refresh tokens dead, access
 and a security event is recorded. A thief and the legitimate client cannot both keep using a family.
 
 Reuse window (``refresh_token.reuse_window`` seconds, default 0 = strict): within it, the same client
-repeating the *same* request (same scope; and the same DPoP key once refresh tokens are DPoP-bound) gets the
+repeating the *same* request (same scope; and the same DPoP key when the refresh token is DPoP-bound) gets the
 very same successor tokens back, kept sealed (AES-GCM) on the spent token for that purpose. This forgives
 multi-tab apps and lost responses, at the price that a thief who replays the exact request within the window
 obtains the successor instead of triggering revocation.
@@ -27,6 +27,7 @@ from ..._secrets import constant_time_equals, sha256_b64url, token_hash
 from ..audit import AuditEvent
 from ..clients import Client
 from ..context import EngineContext
+from ..dpop import CNF_JKT
 from ..errors import InvalidGrant, InvalidScope
 from ..issuance import TokenResponse, new_jti
 from ..mtls import certificate_der, certificate_thumbprint
@@ -65,7 +66,7 @@ def _audiences(client: Client) -> frozenset[str]:
 
 
 def _check_found(rt: RefreshToken | None, family: TokenFamily | None, client: Client, requested: frozenset[str],
-                 client_cert: bytes | None) -> tuple[RefreshToken, TokenFamily]:
+                 client_cert: bytes | None, dpop_jkt: str | None) -> tuple[RefreshToken, TokenFamily]:
     """The checks before the reuse check: the token is this client's, its family live (and, bound to a
     certificate, presented with it), the scope not widened."""
     if rt is None or rt.client_id != client.client_id:
@@ -77,6 +78,10 @@ def _check_found(rt: RefreshToken | None, family: TokenFamily | None, client: Cl
         # RFC 8705 §4: refused, and the family is left alone (the presenter may simply lack the certificate)
         raise InvalidGrant("the refresh token is bound to a TLS client certificate, and this connection "
                            "did not present it", debug="refresh token certificate mismatch")
+    if family.dpop_jkt is not None and (dpop_jkt is None or not constant_time_equals(dpop_jkt, family.dpop_jkt)):
+        # RFC 9449 §5: refused, and the family is left alone (the grant is bound; the presenter lacks the key)
+        raise InvalidGrant("the refresh token is bound to a DPoP key: send a DPoP proof signed by that key",
+                           debug="refresh token DPoP key mismatch")
     if requested - family.scopes:
         raise InvalidScope("the scope may be narrowed on refresh, never widened")
     return rt, family
@@ -115,6 +120,11 @@ def _thumbprint(client_cert: bytes | None) -> str | None:
         return certificate_thumbprint(certificate_der(client_cert))
     except ValueError:
         return None
+
+
+def _proof_jkt(ctx: EngineContext) -> str | None:
+    """The thumbprint of this request's checked DPoP proof key (the token endpoint put it in ``cnf``)."""
+    return ctx.confirmation.get(CNF_JKT) if ctx.confirmation else None
 
 
 class RefreshTokenReused(InvalidGrant):
@@ -156,11 +166,13 @@ class RefreshTokenGrant:
             userinfo_audience=ctx.policy.issuer + "/userinfo", refresh_allowed="refresh_token" in client.grant_types,
             jti=prepared.jti, access_expires_at=prepared.issued_at + ctx.policy.access_token_ttl,
             successor_hash=token_hash(prepared.refresh_token, ctx.secret_hash_key),
-            idle_ttl=ctx.policy.refresh_token_idle_ttl, x5t_s256=_thumbprint(req.request.client_cert))
+            idle_ttl=ctx.policy.refresh_token_idle_ttl, x5t_s256=_thumbprint(req.request.client_cert),
+            dpop_jkt=_proof_jkt(ctx))
         out = await ctx.store.rotate_refresh_token_once(rotation)
         # the grant's own checks, on what the store found: they say why a refused rotation was refused, and
         # a rotation the store made passes them (the store applies the same rules: rotation_refusal)
-        rt, family = _check_found(out.token, out.family, client, requested, req.request.client_cert)
+        rt, family = _check_found(out.token, out.family, client, requested, req.request.client_cert,
+                                  _proof_jkt(ctx))
         if not out.rotated and rt.used_at is not None:
             return await self._reused(ctx, rt.family_id, client.client_id, req)
         family = _check_live(rt, family, client, requested, now, ctx.policy.issuer)
@@ -193,7 +205,7 @@ class RefreshTokenGrant:
         before the write: read, sign, then rotate (several round trips)."""
         found = await ctx.store.get_refresh_token(rt_hash)
         family = await ctx.store.get_family(found.family_id) if found is not None else None
-        rt, family = _check_found(found, family, client, requested, req.request.client_cert)
+        rt, family = _check_found(found, family, client, requested, req.request.client_cert, _proof_jkt(ctx))
         narrowed = _as_registered_now(family, client, ctx.policy.issuer)
         scopes = requested or (narrowed.scopes if narrowed is not None else family.scopes)
         fp = sha256_b64url(f"{client.client_id}|{' '.join(sorted(scopes))}|{family.dpop_jkt or ''}")

@@ -33,6 +33,9 @@ clients = sa.Table(
     sa.Column("tls_client_certificate_bound_access_tokens", sa.Boolean, nullable=False, default=False,
               server_default=sa.false()),
     sa.Column("require_pushed_authorization_requests", sa.Boolean, nullable=False, server_default=sa.false()),
+    # RFC 9449: every token request carries a DPoP proof; proofs carry a server nonce
+    sa.Column("dpop_bound_access_tokens", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("dpop_require_nonce", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("dynamic", sa.Boolean, nullable=False, server_default=sa.false(), index=True),
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("last_used_at", sa.Double, nullable=True),

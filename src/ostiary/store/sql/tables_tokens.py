@@ -30,6 +30,7 @@ authorization_codes = sa.Table(
     sa.Column("acr", sa.String(64), nullable=True),
     sa.Column("audience", sa.JSON, nullable=False),
     sa.Column("used_at", sa.Double, nullable=True),
+    sa.Column("dpop_jkt", sa.String(64), nullable=True),  # RFC 9449 §10: the code is bound to this key
 )
 
 token_families = sa.Table(

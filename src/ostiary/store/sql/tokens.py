@@ -33,7 +33,7 @@ def _code(row: Any) -> AuthorizationCode:
         code_challenge=m["code_challenge"], scopes=frozenset(m["scopes"]), user_id=m["user_id"],
         session_id=m["session_id"], auth_time=m["auth_time"], amr=tuple(m["amr"]), family_id=m["family_id"],
         created_at=m["created_at"], expires_at=m["expires_at"], nonce=m["nonce"], acr=m["acr"],
-        audience=tuple(m["audience"]), used_at=m["used_at"])
+        audience=tuple(m["audience"]), used_at=m["used_at"], dpop_jkt=m["dpop_jkt"])
 
 
 def _family(row: Any) -> TokenFamily:
@@ -74,7 +74,7 @@ class SqlTokensMixin(SqlUnitOfWork):
             code_challenge=code.code_challenge, scopes=sorted(code.scopes), user_id=code.user_id,
             session_id=code.session_id, auth_time=code.auth_time, amr=list(code.amr), family_id=code.family_id,
             created_at=code.created_at, expires_at=code.expires_at, nonce=code.nonce, acr=code.acr,
-            audience=list(code.audience), used_at=code.used_at))
+            audience=list(code.audience), used_at=code.used_at, dpop_jkt=code.dpop_jkt))
 
     async def get_code(self, code_hash: str) -> AuthorizationCode | None:
         ac = tt.authorization_codes
@@ -271,6 +271,7 @@ WITH tok AS (
     WHERE tok.client_id = :client_id
       AND fam.revoked_at IS NULL
       AND (fam.x5t_s256 IS NULL OR fam.x5t_s256 = :x5t_s256)
+      AND (fam.dpop_jkt IS NULL OR fam.dpop_jkt = :dpop_jkt)
       AND :requested <@ reg.granted
       AND tok.used_at IS NULL
       AND :now < tok.expires_at AND :now < fam.expires_at
@@ -312,7 +313,7 @@ FROM tok LEFT JOIN fam ON true LEFT JOIN usr ON true LEFT JOIN successor ON true
     sa.bindparam("userinfo", type_=sa.Text), sa.bindparam("refresh_allowed", type_=sa.Boolean),
     sa.bindparam("jti", type_=sa.String), sa.bindparam("access_expires_at", type_=sa.Double),
     sa.bindparam("successor_hash", type_=sa.String), sa.bindparam("idle_ttl", type_=sa.Double),
-    sa.bindparam("x5t_s256", type_=sa.String),
+    sa.bindparam("x5t_s256", type_=sa.String), sa.bindparam("dpop_jkt", type_=sa.String),
 ).columns(scopes=sa.JSON, f_scopes=sa.JSON, f_audience=sa.JSON, f_amr=sa.JSON, s_scopes=sa.JSON)
 
 
@@ -322,7 +323,7 @@ async def _rotate_pg(conn: Any, r: RefreshRotation) -> RotationOutcome:
         "client_scopes": sorted(r.client_scopes), "client_audiences": sorted(r.client_audiences),
         "userinfo": r.userinfo_audience, "refresh_allowed": r.refresh_allowed, "jti": r.jti,
         "access_expires_at": r.access_expires_at, "successor_hash": r.successor_hash, "idle_ttl": r.idle_ttl,
-        "x5t_s256": r.x5t_s256,
+        "x5t_s256": r.x5t_s256, "dpop_jkt": r.dpop_jkt,
     })).first()
     if row is None:
         return RotationOutcome(None, None, user_enabled=False, rotated=False)

@@ -16,7 +16,8 @@ from ..http import claimed_client_id, read_form
 from ..ratelimit import retry_after
 from ..runtime import Runtime
 
-__all__ = ["CSRF_FAILED", "WRONG_CODE", "WRONG_PASSWORD", "client_ip", "endpoint_request", "record_failure", "runtime"]
+__all__ = ["CSRF_FAILED", "WRONG_CODE", "WRONG_PASSWORD", "client_ip", "dpop_header", "endpoint_request",
+           "record_failure", "runtime"]
 
 CSRF_FAILED = "The form expired. Go back and try again."
 WRONG_PASSWORD = "Incorrect username or password."
@@ -54,8 +55,15 @@ async def endpoint_request(request: Request, rt: Runtime, url: str) -> EndpointR
             metrics.RATE_LIMITED.labels(refused[0]).inc()
             raise TooManyRequests(retry_after(refused[1]))
     return EndpointRequest(endpoint=url, params=params, authorization=authorization,
-                           dpop=request.headers.get("dpop"), client_ip=ip,
+                           dpop=dpop_header(request), client_ip=ip,
                            client_cert=presented_certificate(request.scope))
+
+
+def dpop_header(request: Request) -> str | None:
+    """The ``DPoP`` header (RFC 9449 §4.3): repeated ones joined with commas, which the check refuses (a proof
+    never contains one)."""
+    values = request.headers.getlist("dpop")
+    return ",".join(values) if values else None
 
 
 async def record_failure(rt: Runtime, req: EndpointRequest) -> None:

@@ -29,6 +29,8 @@ async def token(request: Request) -> Response:
         metrics.REFRESH_TOKEN_REUSE.labels("true" if exc.family_revoked else "false").inc()
         raise
     metrics.tokens_issued(result.grant_type)
+    if result.dpop_nonce is not None:
+        return json_response(result.body(), headers={**NO_STORE, "DPoP-Nonce": result.dpop_nonce})
     return json_response(result.body(), headers=NO_STORE)
 
 

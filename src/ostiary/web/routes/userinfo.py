@@ -1,4 +1,4 @@
-"""GET/POST /userinfo (OIDC Core §5.3): Bearer token in the Authorization header only."""
+"""GET/POST /userinfo (OIDC Core §5.3): Bearer or DPoP (RFC 9449 §7) token in the Authorization header only."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.routing import Route
 from ..client_cert import presented_certificate
 from ..http import NO_STORE, json_response, protocol_route, read_form
 from .authorize import flows
+from .common import dpop_header
 
 __all__ = ["routes"]
 
@@ -22,7 +23,8 @@ async def userinfo(request: Request) -> Response:
         form = await read_form(request, f.settings.server.max_body_bytes)
         elsewhere = elsewhere or any(k == "access_token" for k, _ in form)
     claims = await f.userinfo.handle(request.headers.get("authorization"), token_elsewhere=elsewhere,
-                                     client_cert=presented_certificate(request.scope))
+                                     client_cert=presented_certificate(request.scope), dpop=dpop_header(request),
+                                     method=request.method)
     return json_response(claims, headers=NO_STORE)
 
 

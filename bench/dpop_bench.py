@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""What DPoP (RFC 9449) costs at the token endpoint: a client-credentials token with a DPoP proof against a plain
+Bearer one, on the same server in the same run, interleaved; and the replay cache in process memory against Redis.
+
+Two live ``ostiary serve --workers 1`` on one fresh PostgreSQL database each: one without Redis (proof ids in
+process memory), one with ``redis_url`` (proof ids in Redis, ``SET NX PX``). Each run visits the four cells
+(memory/Redis × Bearer/DPoP) in a rotated order; a cell is ``--requests`` sequential client-credentials requests on
+one keep-alive connection. The proofs are signed *before* the cell is timed (each is single use), so the client's
+signing is not counted. Reported per cell, median over ``--runs``: the server's own mean time per ``/token``
+request (the Prometheus histogram ``ostiary_http_request_seconds{route="token"}``, sum/count deltas), the server
+process's CPU per request (``/proc``, user+system of the worker and its supervisor), and the client's p50 latency;
+and the DPoP/Bearer ratio of each. The issue's goal: a DPoP token costs at most 1.3× a Bearer one.
+
+    .venv/bin/python bench/dpop_bench.py                       # 2,000 requests x 5 runs
+    .venv/bin/python bench/dpop_bench.py --requests 200 --runs 1 --output -   # smoke test
+
+It imports ``tests.support`` (database creation, server start-up) and the tests' proof helper
+(``tests/web/_dpop.py``); it stops the servers it started and drops the databases it created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import (  # noqa: E402
+    LiveServer,
+    create_pg_database,
+    drop_pg_database,
+    start_server,
+    worker_pids,
+)
+from tests.web._dpop import DPoPKey  # noqa: E402
+
+HIST = re.compile(r'ostiary_http_request_seconds_(sum|count)\{[^}]*route="token"[^}]*\} ([0-9.e+-]+)')
+REDIS = "redis://127.0.0.1:6379/0"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def token_hist(srv: LiveServer) -> tuple[float, float]:
+    text = httpx.get(srv.base_url + "/metrics", timeout=30).text
+    vals = {"sum": 0.0, "count": 0.0}
+    for kind, v in HIST.findall(text):
+        vals[kind] += float(v)
+    return vals["sum"], vals["count"]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK
+
+
+def cell(srv: LiveServer, pids: list[int], client: dict[str, Any], n: int, dpop: bool) -> dict[str, float]:
+    url = srv.issuer + "/token"
+    key = DPoPKey()
+    proofs = [key.proof(url) for _ in range(n)] if dpop else []
+    lat: list[float] = []
+    with httpx.Client(base_url=srv.base_url, auth=(client["client_id"], client["client_secret"]), timeout=30) as c:
+        c.post("/token", data={"grant_type": "client_credentials"})  # warm the connection
+        s0, n0 = token_hist(srv)
+        cpu0 = cpu_seconds(pids)
+        for i in range(n):
+            headers = {"DPoP": proofs[i]} if dpop else {}
+            t0 = time.perf_counter()
+            r = c.post("/token", data={"grant_type": "client_credentials"}, headers=headers)
+            lat.append(time.perf_counter() - t0)
+            if r.status_code != 200 or r.json()["token_type"] != ("DPoP" if dpop else "Bearer"):
+                raise SystemExit(f"unexpected answer: {r.status_code} {r.text[:300]}")
+        cpu1 = cpu_seconds(pids)
+        s1, n1 = token_hist(srv)
+    count = n1 - n0 - 0  # the /metrics calls are not /token
+    return {"server_ms": (s1 - s0) / count * 1000, "cpu_ms": (cpu1 - cpu0) / n * 1000,
+            "p50_ms": statistics.median(lat) * 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"),
+                    help="RESULTS.md to update (its 'DPoP (issue 12)' section), or - for stdout")
+    args = ap.parse_args()
+    env = {"OSTIARY_LOG_LEVEL": "warning", "OSTIARY_CLIENTS__CACHE_TTL": "5", "OSTIARY_KEYS__REFRESH_INTERVAL": "5",
+           "OSTIARY_DPOP__IAT_WINDOW": "600"}  # proofs are signed before a cell; a cell may take a while
+    dbs: list[str] = []
+    servers: dict[str, tuple[LiveServer, list[int], dict[str, Any]]] = {}
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"dpop-bench-{os.getpid()}"
+    try:
+        for name, extra in (("memory", {}), ("redis", {"OSTIARY_REDIS_URL": REDIS})):
+            db, url = create_pg_database()
+            dbs.append(db)
+            srv = start_server(url, tmp / name, extra_env={**env, **extra})
+            pids = [srv.procs[0].pid, *worker_pids(srv.procs[0].pid)]
+            client = srv.create_client(grant_types=["client_credentials"], scopes=["api:read"],
+                                       audiences=["urn:example:api"])
+            servers[name] = (srv, pids, client)
+        cells = [(s, d) for s in ("memory", "redis") for d in (False, True)]
+        results: dict[tuple[str, bool], list[dict[str, float]]] = {c: [] for c in cells}
+        for run in range(args.runs):
+            order = cells[run % len(cells):] + cells[: run % len(cells)]
+            for store, dpop in order:
+                srv, pids, client = servers[store]
+                results[(store, dpop)].append(cell(srv, pids, client, args.requests, dpop))
+                print(f"run {run + 1} {store} {'DPoP' if dpop else 'Bearer'}: {results[(store, dpop)][-1]}",
+                      file=sys.stderr)
+    finally:
+        for srv, _, _ in servers.values():
+            srv.stop()
+        for db in dbs:
+            drop_pg_database(db)
+    write(results, args)
+
+
+def med(rows: list[dict[str, float]], k: str) -> float:
+    return statistics.median(r[k] for r in rows)
+
+
+def write(results: dict[tuple[str, bool], list[dict[str, float]]], args: argparse.Namespace) -> None:
+    load = os.getloadavg()
+    lines = [
+        "## DPoP (issue 12) — `bench/dpop_bench.py`",
+        "",
+        f"`.venv/bin/python bench/dpop_bench.py --requests {args.requests} --runs {args.runs}` "
+        f"({time.strftime('%Y-%m-%d', time.gmtime())}; nproc {os.cpu_count()}, Python {platform.python_version()}; "
+        f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end: the machine was shared with other "
+        "work, so absolute times are inflated; the ratios come from interleaved cells of one run).",
+        "",
+        "Client-credentials tokens, `ostiary serve --workers 1` on PostgreSQL, sequential requests on one keep-alive "
+        "connection, medians over the runs. DPoP: a fresh ES256 proof per request (signed before the cell).",
+        "",
+        "| replay cache | token | server ms/request (histogram) | server CPU ms/request | client p50 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for store in ("memory", "redis"):
+        for dpop in (False, True):
+            rows = results[(store, dpop)]
+            lines.append(f"| {store} | {'DPoP' if dpop else 'Bearer'} | {med(rows, 'server_ms'):.3f} | "
+                         f"{med(rows, 'cpu_ms'):.3f} | {med(rows, 'p50_ms'):.3f} |")
+    lines += ["", "| replay cache | DPoP/Bearer, server time | DPoP/Bearer, server CPU | DPoP/Bearer, client p50 |",
+              "|---|---|---|---|"]
+    for store in ("memory", "redis"):
+        b, d = results[(store, False)], results[(store, True)]
+        lines.append(f"| {store} | {med(d, 'server_ms') / med(b, 'server_ms'):.2f}× | "
+                     f"{med(d, 'cpu_ms') / med(b, 'cpu_ms'):.2f}× | {med(d, 'p50_ms') / med(b, 'p50_ms'):.2f}× |")
+    text = "\n".join(lines) + "\n"
+    if args.output == "-":
+        print(text)
+        return
+    path = Path(args.output)
+    old = path.read_text()
+    start = old.find("## DPoP (issue 12)")
+    if start >= 0:
+        end = old.find("\n## ", start + 1)
+        old = old[:start] + (old[end + 1:] if end >= 0 else "")
+    path.write_text(old.rstrip("\n") + "\n\n" + text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
