@@ -6,16 +6,22 @@ authorization request (PAR, RFC 9126) with ``--par``."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..support import LiveServer
 from ..web._codeflow import new_user
@@ -168,3 +174,71 @@ def test_openid_client_pushes_its_authorization_request(live: LiveServer, rp: Re
     assert again is not None and again.status == 400
     assert page.text_content("#error-code").strip() == "invalid_request_uri"
     assert len([h for h in rp.hits if h[1] == "/callback" and h[2].get("state") == start["state"]]) == 1
+
+
+def _jwk_thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 §3 for an EC key: SHA-256 of the required members in lexicographic order, no whitespace."""
+    required = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(required.encode()).digest()).rstrip(b"=").decode()
+
+
+def _access_claims(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def _other_key_proof(url: str) -> str:
+    """A well-formed DPoP proof (RFC 9449 §4.2) for ``url``, by a key that is not the relying party's."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    numbers = key.public_key().public_numbers()
+    jwk = {"kty": "EC", "crv": "P-256",
+           "x": base64.urlsafe_b64encode(numbers.x.to_bytes(32, "big")).rstrip(b"=").decode(),
+           "y": base64.urlsafe_b64encode(numbers.y.to_bytes(32, "big")).rstrip(b"=").decode()}
+    claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": url, "iat": int(time.time())}
+    return jwt.encode(claims, key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
+
+
+@pytest.mark.parametrize("nonce", [False, True], ids=["no-nonce", "server-nonce"])
+def test_openid_client_with_dpop(live: LiveServer, rp: RelyingParty, page: Any, rp_process: Any,
+                                 nonce: bool) -> None:
+    """openid-client's DPoP (getDPoPHandle): proofs at /par (binding the code, RFC 9449 §10.1), at the token
+    endpoint, at /userinfo and for the refresh, all by the key openid-client made; with ``server-nonce`` the
+    client must carry Ostiary's nonces (RFC 9449 §8), which openid-client picks up and retries with."""
+    client = register(live, rp, name="Node DPoP RP", dpop_bound_access_tokens=True, dpop_require_nonce=nonce)
+    user = new_user(live)
+    proc = rp_process(live.issuer, client["client_id"], rp.callback, "--par", "--dpop")
+    start = _read_line(proc)
+    assert set(parse_qs(urlsplit(start["authorization_url"]).query)) == {"client_id", "request_uri"}
+    page.goto(start["authorization_url"])
+    sign_in(page, user)
+    page.wait_for_selector("#consent-form")
+    page.click("#consent-allow")
+    page.wait_for_selector("#rp-callback")
+    assert rp.last()["iss"] == live.issuer
+    result = _send_callback(proc, page.url)
+
+    jkt = _jwk_thumbprint(result["dpop_public_jwk"])
+    assert result["token_type"].lower() == "dpop" and result["refreshed_token_type"].lower() == "dpop"
+    assert _access_claims(result["access_token"])["cnf"] == {"jkt": jkt}
+    assert _access_claims(result["refreshed"]["access_token"])["cnf"] == {"jkt": jkt}
+    # /userinfo answered openid-client's DPoP requests, before and after the refresh by the same key
+    assert result["userinfo"]["sub"] == user["id"] and result["refreshed_userinfo_sub"] == user["id"]
+    assert result["refresh_rotated"] is True
+
+    # what a thief with the tokens but not the key gets: nothing
+    downgrade = httpx.get(live.base_url + "/userinfo",
+                          headers={"Authorization": "Bearer " + result["refreshed"]["access_token"]})
+    assert downgrade.status_code == 401, downgrade.text
+    refresh = {"grant_type": "refresh_token", "refresh_token": result["refreshed"]["refresh_token"],
+               "client_id": client["client_id"]}
+    no_proof = httpx.post(live.base_url + "/token", data=refresh)
+    assert no_proof.status_code in (400, 401) and "access_token" not in no_proof.json(), no_proof.text
+    # (with server-nonce, a thief's proof lacks the nonce too: refused for that first)
+    other_key = httpx.post(live.base_url + "/token", data=refresh,
+                           headers={"DPoP": _other_key_proof(live.issuer + "/token")})
+    assert other_key.status_code in (400, 401) and "access_token" not in other_key.json(), other_key.text
+    if nonce:  # the server did insist on nonces: openid-client coped (a proof without one is turned away)
+        asked = httpx.post(live.base_url + "/token", data=refresh,
+                           headers={"DPoP": _other_key_proof(live.issuer + "/token")})
+        assert asked.status_code == 400 and asked.json()["error"] == "use_dpop_nonce", asked.text
+        assert asked.headers["dpop-nonce"]
