@@ -1,17 +1,19 @@
 """FAPI 2.0 mode (``profile = "fapi2"``) end to end with a person in Chromium: Ostiary on its own TLS listener,
 a confidential client authenticating with private_key_jwt that pushes its authorization request (PAR, PKCE S256),
 Chromium signing in and consenting, the redirect carrying ``iss`` (RFC 9207), the code exchanged at once for a
-sender-constrained token (certificate-bound over mutual TLS, RFC 8705), which /userinfo honours only with the
-certificate. A plain /authorize, not pushed, is refused back to the client with an error naming the rule.
+sender-constrained token: certificate-bound over mutual TLS (RFC 8705), or DPoP-bound (RFC 9449), which /userinfo
+honours only with the certificate or a proof by the key. A plain /authorize, not pushed, is refused back to the
+client with an error naming the rule.
 
-The client side is made here with ``cryptography`` (keys, test PKI) and PyJWT (client assertions); the PKI is the
-mTLS tests' (tests/web/test_mtls.py)."""
+The client side is made here with ``cryptography`` (keys, test PKI, DPoP keys) and PyJWT (client assertions, DPoP
+proofs); the PKI helpers are the mTLS tests' (tests/web/test_mtls.py)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import ipaddress
+import json
 import secrets
 import ssl
 import subprocess
@@ -149,6 +151,35 @@ def _public_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, str]:
             "use": "sig"}
 
 
+@dataclass
+class DPoPKey:
+    """The client's DPoP key (RFC 9449) and the proofs it signs, made with cryptography + PyJWT."""
+
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def generate(cls) -> DPoPKey:
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+    @property
+    def jwk(self) -> dict[str, str]:
+        return {k: v for k, v in _public_jwk(self.key, "").items() if k in ("kty", "crv", "x", "y")}
+
+    @property
+    def jkt(self) -> str:
+        """RFC 7638 thumbprint: SHA-256 of the required members, sorted, no whitespace."""
+        canonical = json.dumps(self.jwk, separators=(",", ":"), sort_keys=True).encode()
+        return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url,
+                                  "iat": int(time.time())}
+        if access_token is not None:  # RFC 9449 §4.2: ath, the hash of the access token presented with it
+            claims["ath"] = base64.urlsafe_b64encode(
+                hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": self.jwk})
+
+
 def _register(fapi: TlsServer, rp: RelyingParty, pki: TlsPki, **binding: bool) -> FapiClient:
     key, kid = ec.generate_private_key(ec.SECP256R1()), secrets.token_hex(4)
     client = fapi.create_client(
@@ -244,6 +275,54 @@ def test_fapi2_code_flow_in_chromium_with_a_certificate_bound_token(fapi: TlsSer
     with client.http(with_certificate=False) as stolen:  # the token alone, without the certificate: refused
         refused = stolen.get(fapi.base_url + "/userinfo", headers=bearer)
     assert refused.status_code == 401, refused.text
+
+
+def test_fapi2_code_flow_in_chromium_with_a_dpop_bound_token(fapi: TlsServer, pki: TlsPki, rp: RelyingParty,
+                                                              tls_page: Any) -> None:
+    """The same flow, sender-constrained by DPoP instead: the proof at /par binds the code to the key (RFC 9449
+    §10.1), the token is DPoP-bound (``cnf.jkt``), and /userinfo wants it with a proof by that key. No client
+    certificate at the token endpoint or /userinfo: DPoP alone constrains the token."""
+    client = _register(fapi, rp, pki, dpop_bound_access_tokens=True)
+    user = new_user(fapi, name="FAPI User")
+    dpop, thief = DPoPKey.generate(), DPoPKey.generate()
+    token_url, userinfo_url = fapi.issuer + "/token", fapi.issuer + "/userinfo"
+    auth = _authorize_in_chromium(fapi, client, rp, tls_page, user,
+                                  headers={"DPoP": dpop.proof("POST", fapi.issuer + "/par")})
+    token_form = auth.token_form(rp)
+    with client.http(with_certificate=False) as http:
+        # the code is bound to the key that pushed the request: a proof by another key does not redeem it
+        other = http.post(fapi.base_url + "/token", data={**token_form, **client.assertion()},
+                          headers={"DPoP": thief.proof("POST", token_url)})
+        assert other.status_code in (400, 401) and "access_token" not in other.json(), other.text
+        r = http.post(fapi.base_url + "/token", data={**token_form, **client.assertion()},
+                      headers={"DPoP": dpop.proof("POST", token_url)})
+    assert r.status_code == 200, r.text
+    assert "no-store" in r.headers["cache-control"]
+    tokens = r.json()
+    assert tokens["token_type"] == "DPoP"  # RFC 9449 §5
+    assert _claims(tokens["access_token"])["cnf"] == {"jkt": dpop.jkt}
+    id_claims = _verify_id_token(fapi, tokens["id_token"], client.client_id)
+    assert id_claims["sub"] == user["id"] and id_claims["nonce"] == auth.nonce
+
+    at = tokens["access_token"]
+    with client.http(with_certificate=False) as http:
+        info = http.get(fapi.base_url + "/userinfo", headers={
+            "Authorization": f"DPoP {at}", "DPoP": dpop.proof("GET", userinfo_url, at)})
+        assert info.status_code == 200, info.text
+        assert info.json()["sub"] == user["id"] and info.json()["name"] == "FAPI User"
+        # the token without the key: as Bearer, or with a proof by another key, refused
+        downgrade = http.get(fapi.base_url + "/userinfo", headers={"Authorization": f"Bearer {at}"})
+        assert downgrade.status_code == 401, downgrade.text
+        stolen = http.get(fapi.base_url + "/userinfo", headers={
+            "Authorization": f"DPoP {at}", "DPoP": thief.proof("GET", userinfo_url, at)})
+        assert stolen.status_code == 401, stolen.text
+        # the refresh token is the key's too (a confidential client's; RFC 9449 §5 binds it for public ones)
+        refreshed = http.post(fapi.base_url + "/token", data={
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], **client.assertion()},
+            headers={"DPoP": dpop.proof("POST", token_url)})
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["token_type"] == "DPoP"
+    assert _claims(refreshed.json()["access_token"])["cnf"] == {"jkt": dpop.jkt}
 
 
 def test_fapi2_plain_authorize_is_refused_in_chromium(fapi: TlsServer, pki: TlsPki, rp: RelyingParty,
