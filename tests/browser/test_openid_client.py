@@ -187,14 +187,15 @@ def _access_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _other_key_proof(url: str) -> str:
+def _other_key_proof(url: str, nonce: str | None = None) -> str:
     """A well-formed DPoP proof (RFC 9449 §4.2) for ``url``, by a key that is not the relying party's."""
     key = ec.generate_private_key(ec.SECP256R1())
     numbers = key.public_key().public_numbers()
     jwk = {"kty": "EC", "crv": "P-256",
            "x": base64.urlsafe_b64encode(numbers.x.to_bytes(32, "big")).rstrip(b"=").decode(),
            "y": base64.urlsafe_b64encode(numbers.y.to_bytes(32, "big")).rstrip(b"=").decode()}
-    claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": url, "iat": int(time.time())}
+    claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": url, "iat": int(time.time()),
+              **({"nonce": nonce} if nonce else {})}
     return jwt.encode(claims, key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
 
 
@@ -229,16 +230,18 @@ def test_openid_client_with_dpop(live: LiveServer, rp: RelyingParty, page: Any, 
     downgrade = httpx.get(live.base_url + "/userinfo",
                           headers={"Authorization": "Bearer " + result["refreshed"]["access_token"]})
     assert downgrade.status_code == 401, downgrade.text
+    assert downgrade.headers["www-authenticate"].startswith("DPoP ")  # RFC 9449 §7.1
     refresh = {"grant_type": "refresh_token", "refresh_token": result["refreshed"]["refresh_token"],
                "client_id": client["client_id"]}
     no_proof = httpx.post(live.base_url + "/token", data=refresh)
-    assert no_proof.status_code in (400, 401) and "access_token" not in no_proof.json(), no_proof.text
-    # (with server-nonce, a thief's proof lacks the nonce too: refused for that first)
-    other_key = httpx.post(live.base_url + "/token", data=refresh,
-                           headers={"DPoP": _other_key_proof(live.issuer + "/token")})
-    assert other_key.status_code in (400, 401) and "access_token" not in other_key.json(), other_key.text
-    if nonce:  # the server did insist on nonces: openid-client coped (a proof without one is turned away)
+    assert no_proof.status_code == 400 and no_proof.json()["error"] == "invalid_dpop_proof", no_proof.text
+    server_nonce = None
+    if nonce:  # the server did insist on nonces (openid-client coped): a proof without one is turned away
         asked = httpx.post(live.base_url + "/token", data=refresh,
                            headers={"DPoP": _other_key_proof(live.issuer + "/token")})
         assert asked.status_code == 400 and asked.json()["error"] == "use_dpop_nonce", asked.text
-        assert asked.headers["dpop-nonce"]
+        server_nonce = asked.headers["dpop-nonce"]
+    # a valid proof, by another key: the refresh token is bound to openid-client's key (public client, RFC 9449 §5)
+    other_key = httpx.post(live.base_url + "/token", data=refresh,
+                           headers={"DPoP": _other_key_proof(live.issuer + "/token", server_nonce)})
+    assert other_key.status_code == 400 and other_key.json()["error"] == "invalid_grant", other_key.text
