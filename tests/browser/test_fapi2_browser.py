@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -33,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..support import BIN, LiveServer, base_env, free_port, ostiary
 from ..web._codeflow import new_user
 from ..web.test_mtls import Issued, _issue, _name
-from ._flow import SCOPE, RelyingParty, sign_in
+from ._flow import SCOPE, RelyingParty, jwk_thumbprint, sign_in
+from ._node_rp import StartRp, ensure_installed, read_line, rp_processes, send_callback
 
 pytestmark = pytest.mark.browser
 
@@ -109,6 +111,17 @@ def fapi(pki: TlsPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsS
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def node_rp() -> Path:
+    return ensure_installed()
+
+
+@pytest.fixture
+def rp_process(node_rp: Path) -> Iterator[StartRp]:
+    with rp_processes(node_rp) as start:
+        yield start
+
+
 @pytest.fixture
 def tls_page(chromium: Any) -> Iterator[Any]:
     """A page that accepts the test server CA's certificate (Chromium does not know the test CA)."""
@@ -167,9 +180,7 @@ class DPoPKey:
 
     @property
     def jkt(self) -> str:
-        """RFC 7638 thumbprint: SHA-256 of the required members, sorted, no whitespace."""
-        canonical = json.dumps(self.jwk, separators=(",", ":"), sort_keys=True).encode()
-        return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+        return jwk_thumbprint(self.jwk)
 
     def proof(self, method: str, url: str, access_token: str | None = None) -> str:
         claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url,
@@ -345,3 +356,43 @@ def test_fapi2_plain_authorize_is_refused_in_chromium(fapi: TlsServer, pki: TlsP
     assert "FAPI 2.0" in q["error_description"] and "/par" in q["error_description"]
     assert q["iss"] == fapi.issuer
     assert urlsplit(page.url).path == "/callback" and "error" in parse_qs(urlsplit(page.url).query)
+
+
+def test_openid_client_in_fapi2_mode(fapi: TlsServer, pki: TlsPki, rp: RelyingParty, tls_page: Any,
+                                     rp_process: StartRp) -> None:
+    """panva's openid-client as the FAPI 2.0 client: private_key_jwt (its own assertions), PAR, PKCE S256 and
+    DPoP (getDPoPHandle) at /par, the token endpoint, /userinfo and the refresh; it checks ``iss`` in the
+    redirect itself (the server advertises it, RFC 9207 §3). Chromium signs in and consents."""
+    key, kid = ec.generate_private_key(ec.SECP256R1()), secrets.token_hex(4)
+    registered = fapi.create_client(
+        name="Node FAPI RP", client_type="confidential", token_endpoint_auth_method="private_key_jwt",
+        jwks={"keys": [_public_jwk(key, kid)]}, grant_types=["authorization_code", "refresh_token"],
+        scopes=SCOPE.split(), redirect_uris=[rp.callback], dpop_bound_access_tokens=True)
+    user = new_user(fapi, name="FAPI Node User")
+    private_jwk = {**{k: v for k, v in _public_jwk(key, kid).items() if k in ("kty", "crv", "x", "y", "kid")},
+                   "d": base64.urlsafe_b64encode(key.private_numbers().private_value.to_bytes(32, "big"))
+                   .rstrip(b"=").decode()}
+    proc = rp_process(fapi.issuer, registered["client_id"], rp.callback, "--par", "--dpop", "--private-key-jwt",
+                      env={"RP_PRIVATE_JWK": json.dumps(private_jwk),
+                           "NODE_EXTRA_CA_CERTS": str(pki.server_ca.cert_path)})
+    start = read_line(proc)
+    parts = urlsplit(start["authorization_url"])
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == fapi.issuer + "/authorize"
+    assert set(parse_qs(parts.query)) == {"client_id", "request_uri"}
+    tls_page.goto(start["authorization_url"])
+    sign_in(tls_page, user)
+    tls_page.wait_for_selector("#consent-form")
+    assert tls_page.text_content("#consent-client").strip() == "Node FAPI RP"
+    tls_page.click("#consent-allow")
+    tls_page.wait_for_selector("#rp-callback")
+    assert rp.last()["iss"] == fapi.issuer and rp.last()["state"] == start["state"]
+    result = send_callback(proc, tls_page.url)
+
+    jkt = jwk_thumbprint(result["dpop_public_jwk"])
+    assert result["issuer"] == fapi.issuer
+    assert result["token_type"].lower() == "dpop" and result["refreshed_token_type"].lower() == "dpop"
+    assert _claims(result["access_token"])["cnf"] == {"jkt": jkt}
+    assert _claims(result["refreshed"]["access_token"])["cnf"] == {"jkt": jkt}
+    assert result["claims"]["sub"] == user["id"] and result["claims"]["nonce"] == start["nonce"]
+    assert result["claims"]["aud"] == registered["client_id"]
+    assert result["userinfo"]["sub"] == user["id"] and result["refreshed_userinfo_sub"] == user["id"]

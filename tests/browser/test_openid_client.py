@@ -6,14 +6,10 @@ authorization request (PAR, RFC 9126) with ``--par``."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,62 +21,27 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..support import LiveServer
 from ..web._codeflow import new_user
-from ._flow import RelyingParty, register, sign_in, verify_id_token
+from ._flow import RelyingParty, jwk_thumbprint, register, sign_in, verify_id_token
+from ._node_rp import StartRp, ensure_installed, read_line, rp_processes, send_callback
 
 pytestmark = pytest.mark.browser
 
-RP_DIR = Path(__file__).resolve().parent.parent / "rp_node"
-
-
 @pytest.fixture(scope="module")
 def node_rp() -> Path:
-    """``npm ci`` once (idempotent: only when node_modules is missing): the versions package-lock.json pins."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("node and npm are needed for the openid-client test (apt-get install nodejs npm)")
-    if not (RP_DIR / "node_modules" / "openid-client").is_dir():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=RP_DIR, check=True, capture_output=True,
-                       timeout=300)
-    return RP_DIR / "rp.mjs"
+    return ensure_installed()
 
 
 @pytest.fixture
-def rp_process(node_rp: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(["node", str(node_rp), *args], cwd=RP_DIR, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-
-
-def _read_line(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
-    assert proc.stdout is not None
-    with ThreadPoolExecutor(1) as pool:
-        line = pool.submit(proc.stdout.readline).result(timeout=timeout)
-    if not line:
-        proc.wait(timeout=10)
-        err = proc.stderr.read() if proc.stderr else ""
-        raise AssertionError(f"rp.mjs exited ({proc.returncode}) without output:\n{err}")
-    out: dict[str, Any] = json.loads(line)
-    return out
+def rp_process(node_rp: Path) -> Iterator[StartRp]:
+    with rp_processes(node_rp) as start:
+        yield start
 
 
 def test_openid_client_signs_a_user_in(live: LiveServer, rp: RelyingParty, page: Any, rp_process: Any) -> None:
     client = register(live, rp, name="Node RP")
     user = new_user(live, name="Node User")
     proc = rp_process(live.issuer, client["client_id"], rp.callback)
-    start = _read_line(proc)
+    start = read_line(proc)
     url = start["authorization_url"]
     assert url.startswith(live.base_url + "/authorize?") and "code_challenge_method=S256" in url
     page.goto(url)
@@ -95,7 +56,7 @@ def test_openid_client_signs_a_user_in(live: LiveServer, rp: RelyingParty, page:
     assert proc.stdin is not None
     proc.stdin.write(callback + "\n")
     proc.stdin.flush()
-    result = _read_line(proc)
+    result = read_line(proc)
     assert proc.wait(timeout=30) == 0
     assert result["issuer"] == live.issuer
     assert result["token_type"].lower() == "bearer"
@@ -118,7 +79,7 @@ def test_openid_client_rejects_a_callback_with_the_wrong_state(live: LiveServer,
     client = register(live, rp)
     user = new_user(live)
     proc = rp_process(live.issuer, client["client_id"], rp.callback)
-    start = _read_line(proc)
+    start = read_line(proc)
     page.goto(start["authorization_url"].replace("state=" + start["state"], "state=someone-else"))
     sign_in(page, user)
     page.wait_for_selector("#consent-form")
@@ -132,15 +93,6 @@ def test_openid_client_rejects_a_callback_with_the_wrong_state(live: LiveServer,
     assert proc.stderr is not None and "state" in proc.stderr.read().lower()
 
 
-def _send_callback(proc: subprocess.Popen[str], callback: str) -> dict[str, Any]:
-    assert proc.stdin is not None
-    proc.stdin.write(callback + "\n")
-    proc.stdin.flush()
-    result = _read_line(proc)
-    assert proc.wait(timeout=30) == 0
-    return result
-
-
 def test_openid_client_pushes_its_authorization_request(live: LiveServer, rp: RelyingParty, page: Any,
                                                         rp_process: Any) -> None:
     """openid-client's buildAuthorizationUrlWithPAR: the request (PKCE S256, state, nonce, scope, redirect_uri)
@@ -148,7 +100,7 @@ def test_openid_client_pushes_its_authorization_request(live: LiveServer, rp: Re
     client = register(live, rp, name="Node PAR RP")
     user = new_user(live)
     proc = rp_process(live.issuer, client["client_id"], rp.callback, "--par")
-    start = _read_line(proc)
+    start = read_line(proc)
     url = start["authorization_url"]
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == live.base_url + "/authorize"
@@ -164,7 +116,7 @@ def test_openid_client_pushes_its_authorization_request(live: LiveServer, rp: Re
     page.wait_for_selector("#rp-callback")
     q = rp.last()
     assert q["state"] == start["state"] and q["iss"] == live.issuer and "code" in q  # the pushed state came back
-    result = _send_callback(proc, page.url)
+    result = send_callback(proc, page.url)
     assert result["claims"]["sub"] == user["id"] and result["claims"]["nonce"] == start["nonce"]
     assert set(result["scope"].split()) == {"openid", "profile", "email", "offline_access"}
     assert result["userinfo"]["sub"] == user["id"]
@@ -174,12 +126,6 @@ def test_openid_client_pushes_its_authorization_request(live: LiveServer, rp: Re
     assert again is not None and again.status == 400
     assert page.text_content("#error-code").strip() == "invalid_request_uri"
     assert len([h for h in rp.hits if h[1] == "/callback" and h[2].get("state") == start["state"]]) == 1
-
-
-def _jwk_thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638 §3 for an EC key: SHA-256 of the required members in lexicographic order, no whitespace."""
-    required = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
-    return base64.urlsafe_b64encode(hashlib.sha256(required.encode()).digest()).rstrip(b"=").decode()
 
 
 def _access_claims(token: str) -> dict[str, Any]:
@@ -208,7 +154,7 @@ def test_openid_client_with_dpop(live: LiveServer, rp: RelyingParty, page: Any, 
     client = register(live, rp, name="Node DPoP RP", dpop_bound_access_tokens=True, dpop_require_nonce=nonce)
     user = new_user(live)
     proc = rp_process(live.issuer, client["client_id"], rp.callback, "--par", "--dpop")
-    start = _read_line(proc)
+    start = read_line(proc)
     assert set(parse_qs(urlsplit(start["authorization_url"]).query)) == {"client_id", "request_uri"}
     page.goto(start["authorization_url"])
     sign_in(page, user)
@@ -216,9 +162,9 @@ def test_openid_client_with_dpop(live: LiveServer, rp: RelyingParty, page: Any, 
     page.click("#consent-allow")
     page.wait_for_selector("#rp-callback")
     assert rp.last()["iss"] == live.issuer
-    result = _send_callback(proc, page.url)
+    result = send_callback(proc, page.url)
 
-    jkt = _jwk_thumbprint(result["dpop_public_jwk"])
+    jkt = jwk_thumbprint(result["dpop_public_jwk"])
     assert result["token_type"].lower() == "dpop" and result["refreshed_token_type"].lower() == "dpop"
     assert _access_claims(result["access_token"])["cnf"] == {"jkt": jkt}
     assert _access_claims(result["refreshed"]["access_token"])["cnf"] == {"jkt": jkt}

@@ -1,7 +1,9 @@
 // A relying party built on panva's openid-client v6, driven by tests/browser/test_openid_client.py.
 //
-// usage: node rp.mjs ISSUER CLIENT_ID REDIRECT_URI [--par] [--dpop]
+// usage: node rp.mjs ISSUER CLIENT_ID REDIRECT_URI [--par] [--dpop] [--private-key-jwt]
 // 1. discovery (http is allowed only because the test issuer is on loopback), PKCE S256, state, nonce;
+//    a public client (no authentication), or with --private-key-jwt a confidential one that signs client assertions
+//    (RFC 7523) with the private JWK in RP_PRIVATE_JWK (an https issuer's CA: NODE_EXTRA_CA_CERTS);
 //    --dpop: a DPoP key pair (ES256) made by openid-client, its proofs sent with every request below (RFC 9449);
 //    --par: the authorization request is pushed first (RFC 9126, buildAuthorizationUrlWithPAR);
 // 2. prints {"authorization_url": ...} as one JSON line and waits for the callback URL on stdin
@@ -14,15 +16,23 @@ import { createInterface } from 'node:readline'
 const args = process.argv.slice(2)
 const flags = new Set(args.filter((a) => a.startsWith('--')))
 const [issuer, clientId, redirectUri] = args.filter((a) => !a.startsWith('--'))
-const unknown = [...flags].filter((f) => f !== '--par' && f !== '--dpop')
+const unknown = [...flags].filter((f) => !['--par', '--dpop', '--private-key-jwt'].includes(f))
 if (!issuer || !clientId || !redirectUri || unknown.length) {
-  console.error('usage: node rp.mjs ISSUER CLIENT_ID REDIRECT_URI [--par] [--dpop]')
+  console.error('usage: node rp.mjs ISSUER CLIENT_ID REDIRECT_URI [--par] [--dpop] [--private-key-jwt]')
   process.exit(2)
 }
 
+let clientAuth = client.None()
+let authMethod = 'none'
+if (flags.has('--private-key-jwt')) {
+  const jwk = JSON.parse(process.env.RP_PRIVATE_JWK)
+  const key = await crypto.subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: jwk.crv }, false, ['sign'])
+  clientAuth = client.PrivateKeyJwt({ key, kid: jwk.kid })
+  authMethod = 'private_key_jwt'
+}
 const config = await client.discovery(
-  new URL(issuer), clientId, { redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' },
-  client.None(), { execute: [client.allowInsecureRequests] })
+  new URL(issuer), clientId, { redirect_uris: [redirectUri], token_endpoint_auth_method: authMethod },
+  clientAuth, { execute: [client.allowInsecureRequests] })
 
 let options
 let dpopPublicJwk
