@@ -21,11 +21,14 @@ StartRp = Callable[..., "subprocess.Popen[str]"]
 
 
 def ensure_installed() -> Path:
-    """``npm ci`` once (idempotent: only when node_modules is missing): the versions package-lock.json pins."""
+    """``npm ci``: the versions package-lock.json pins, installed when node_modules is missing or holds another
+    openid-client than the lock's (idempotent otherwise)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.fail("node and npm are needed for the openid-client tests (apt-get install nodejs npm)")
-    if not (RP_DIR / "node_modules" / "openid-client").is_dir():
+    pinned = json.loads((RP_DIR / "package-lock.json").read_text())["packages"]["node_modules/openid-client"]
+    installed = RP_DIR / "node_modules" / "openid-client" / "package.json"
+    if not installed.is_file() or json.loads(installed.read_text())["version"] != pinned["version"]:
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=RP_DIR, check=True, capture_output=True,
                        timeout=300)
     return RP_DIR / "rp.mjs"
