@@ -64,6 +64,10 @@ def test_client_credentials_with_a_proof_gets_a_dpop_bound_token(server: LiveSer
     assert body["token_type"] == "DPoP"
     assert unverified(body["access_token"])["cnf"] == {"jkt": key.jkt}
     assert r.headers["cache-control"] == "no-store"
+    # introspection (RFC 9449 §6.2) tells a resource server the key: token_type DPoP and cnf.jkt
+    seen = httpx.post(server.base_url + "/introspect", data={"token": body["access_token"]},
+                      auth=(client["client_id"], client["client_secret"])).json()
+    assert seen["active"] is True and seen["token_type"] == "DPoP" and seen["cnf"] == {"jkt": key.jkt}
     plain = _cc(server, client, None).json()  # without a proof: Bearer, unbound, as before
     assert plain["token_type"] == "Bearer" and "cnf" not in unverified(plain["access_token"])
 

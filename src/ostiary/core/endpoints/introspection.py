@@ -70,7 +70,9 @@ class IntrospectionEndpoint:
             return INACTIVE
         if await self.ctx.store.is_access_token_revoked(str(claims["jti"])):
             return INACTIVE
-        out = {"active": True, "token_type": "Bearer"}
+        cnf = claims.get("cnf")
+        # RFC 9449 §6.2: a DPoP-bound token is introspected as token_type DPoP, with its cnf.jkt
+        out = {"active": True, "token_type": "DPoP" if isinstance(cnf, dict) and "jkt" in cnf else "Bearer"}
         # cnf: RFC 8705 §3.2, the resource server learns the certificate the token is bound to
         for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act", "cnf"):
             if name in claims:

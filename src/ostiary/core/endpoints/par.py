@@ -71,7 +71,7 @@ class PushedAuthorizationEndpoint:
         elif "client_id" not in params:  # authenticated by the Authorization header: keep who pushed it
             pairs = (("client_id", client.client_id), *pairs)
         if request.dpop is not None:
-            pairs = await self._bind_to_proof(request, pairs)
+            pairs = await self._bind_to_proof(request, pairs, client.dpop_require_nonce)
         auth_params = single_params(pairs)
         if policy.fapi2 and "redirect_uri" not in auth_params:
             raise InvalidRequest("FAPI 2.0 mode: redirect_uri is required in pushed authorization requests "
@@ -91,14 +91,14 @@ class PushedAuthorizationEndpoint:
                                   ip=request.client_ip, detail={"request_object": "request" in params}))
         return PushedAuthorizationResponse(REQUEST_URI_PREFIX + reference, policy.par_expires_in)
 
-    async def _bind_to_proof(self, request: EndpointRequest,
-                             pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    async def _bind_to_proof(self, request: EndpointRequest, pairs: tuple[tuple[str, str], ...],
+                             client_nonce: bool) -> tuple[tuple[str, str], ...]:
         """RFC 9449 §10.1: a DPoP proof sent to /par binds the code to its key, as ``dpop_jkt`` would (both sent:
         they must agree)."""
         if self.ctx.dpop is None:
             raise InvalidDpopProof("DPoP proofs are not accepted by this server")
         proof = await self.ctx.dpop.verify(request.dpop, method="POST", url=request.endpoint,
-                                           require_nonce=self.ctx.policy.dpop_require_nonce)
+                                           require_nonce=self.ctx.policy.dpop_require_nonce or client_nonce)
         given = [v for k, v in pairs if k == "dpop_jkt"]
         if given and (len(given) > 1 or not constant_time_equals(given[0], proof.jkt)):
             raise InvalidDpopProof("dpop_jkt is not the thumbprint of the DPoP proof's key")

@@ -9,7 +9,7 @@ from ..audit import AuditEvent
 from ..client_auth import AuthenticatedClient, authenticate_client
 from ..clients import TOUCH_INTERVAL, Client
 from ..context import EngineContext
-from ..dpop import CNF_JKT, DPoPProof, InvalidDpopProof
+from ..dpop import CNF_JKT, DPoPProof, InvalidDpopProof, UseDpopNonce
 from ..errors import (
     AuthorizationPending,
     InvalidClient,
@@ -85,8 +85,9 @@ class TokenEndpoint:
             if unexpected is not None:
                 raise InvalidRequest(f"unexpected parameter {unexpected} for the {grant_type} grant")
             response = await grant.handle(GrantRequest(request=request, params=params, client=client), ctx)
-        except (AuthorizationPending, SlowDown):
-            raise  # RFC 8628 polling: routine, not audited (a waiting device must cost no database write)
+        except (AuthorizationPending, SlowDown, UseDpopNonce):
+            # RFC 8628 polling, RFC 9449 §8 nonce hand-out: routine, not audited (no database write for them)
+            raise
         except OAuthError as exc:
             ctx.audit.emit(AuditEvent(type="token.refused", outcome="failure", at=ctx.clock.now(),
                                       client_id=client.client.client_id if client else None,

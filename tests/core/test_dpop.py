@@ -1,0 +1,82 @@
+"""RFC 9449 proof checks in ``core/dpop.py`` with the injected clock: the iat window, nonces across time slots and
+secrets, htu normalisation, the size cap, and the replay key (per key and jti)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ostiary._clock import FixedClock
+from ostiary.core.dpop import DPoPVerifier, InvalidDpopProof, UseDpopNonce, access_token_hash, normalized_htu
+from ostiary.store.memory_dpop import MemoryDPoPReplayCache
+
+from ..web._dpop import DPoPKey
+
+URL = "https://as.example.com/token"
+
+
+def _verifier(clock: FixedClock, secret: bytes = b"s" * 32, **kw: object) -> DPoPVerifier:
+    return DPoPVerifier(MemoryDPoPReplayCache(clock=clock.now), clock, secret, **kw)  # type: ignore[arg-type]
+
+
+async def test_iat_window_uses_the_injected_clock() -> None:
+    clock = FixedClock()
+    v, key = _verifier(clock, iat_window=60), DPoPKey()
+    now = int(clock.now())
+    assert (await v.verify(key.proof(URL, iat=now - 60), method="POST", url=URL)).jkt == key.jkt
+    assert await v.verify(key.proof(URL, iat=now + 60), method="POST", url=URL)
+    for iat in (now - 61, now + 61):
+        with pytest.raises(InvalidDpopProof, match="iat"):
+            await v.verify(key.proof(URL, iat=iat), method="POST", url=URL)
+
+
+async def test_the_replay_key_is_the_key_and_the_jti() -> None:
+    clock = FixedClock()
+    v, a, b = _verifier(clock), DPoPKey(), DPoPKey()
+    now = int(clock.now())
+    await v.verify(a.proof(URL, jti="same", iat=now), method="POST", url=URL)
+    await v.verify(b.proof(URL, jti="same", iat=now), method="POST", url=URL)  # another key: another proof
+    with pytest.raises(InvalidDpopProof, match="already used"):
+        await v.verify(a.proof(URL, jti="same", iat=now), method="POST", url=URL)
+    clock.advance(200)  # the window closed: the id is forgotten, and an old proof is refused by its iat anyway
+    await v.verify(a.proof(URL, jti="same", iat=int(clock.now())), method="POST", url=URL)
+
+
+async def test_nonces_live_one_to_two_periods_and_belong_to_the_secret() -> None:
+    clock = FixedClock(1_800_000_000.0)
+    v, key = _verifier(clock, nonce_lifetime=300), DPoPKey()
+    with pytest.raises(UseDpopNonce) as refused:
+        await v.verify(key.proof(URL, iat=int(clock.now())), method="POST", url=URL, require_nonce=True)
+    nonce = refused.value.headers["DPoP-Nonce"]
+    assert v.nonce_valid(nonce)
+    assert _verifier(clock).nonce_valid(nonce)  # another process with the same secret accepts it
+    assert not _verifier(clock, b"t" * 32).nonce_valid(nonce)  # another secret does not
+    clock.advance(300)
+    assert v.nonce_valid(nonce)  # the previous period still counts
+    clock.advance(300)
+    assert not v.nonce_valid(nonce)
+    for junk in ("", "x" * 200, "!!!", None, 3):
+        assert not v.nonce_valid(junk)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("https://AS.example.com/token", URL), ("HTTPS://as.example.com:443/token", URL),
+    ("https://as.example.com/token?x=1#f", URL), ("http://h:80", "http://h/"),
+])
+def test_htu_normalisation(a: str, b: str) -> None:
+    assert normalized_htu(a) == normalized_htu(b)
+
+
+@pytest.mark.parametrize("url", ["https://as.example.com/Token", "https://as.example.com:8443/token",
+                                 "http://as.example.com/token"])
+def test_htu_differences_that_count(url: str) -> None:
+    assert normalized_htu(url) != normalized_htu(URL)
+
+
+async def test_the_size_cap_comes_before_parsing() -> None:
+    v = _verifier(FixedClock())
+    with pytest.raises(InvalidDpopProof, match="longer than"):
+        await v.verify("x" * 1_000_000, method="POST", url=URL)
+
+
+def test_ath_is_the_base64url_sha256_of_the_token() -> None:
+    assert access_token_hash("abc") == "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
