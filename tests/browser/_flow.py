@@ -3,6 +3,9 @@ the sign-in form, TOTP enrolment on the account page, the code exchange and id_t
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -131,3 +134,10 @@ def exchange(server: LiveServer, client: dict[str, Any], rp: RelyingParty, code:
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
+
+
+def jwk_thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 §3 for an EC key (what ``cnf.jkt`` holds, RFC 9449 §6.1): SHA-256 of the required members in
+    lexicographic order, no whitespace."""
+    required = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(required.encode()).digest()).rstrip(b"=").decode()
