@@ -268,7 +268,7 @@ class AuthorizeEndpoint:
         client_id = params.get("client_id")
         if not client_id:
             return ErrorPage("invalid_request", "the request has no client_id")
-        client = await ctx.store.get_client(client_id) if len(client_id) <= 256 else None
+        client = await ctx.find_client(client_id)
         if client is None or client.disabled:
             return ErrorPage("invalid_client", "this application is not registered here")
         pairs = req.params
