@@ -9,8 +9,10 @@ metadata document, ``registration.audiences``), and every registered resource. A
 
 Scopes: a resource registered with scopes limits the scopes of a token for it to those, plus the OpenID Connect
 scopes (``openid``, ``profile``, ``email``, ``address``, ``phone``, ``offline_access``), which are about the user
-and the sign-in rather than the API. Asking for another scope together with that resource is ``invalid_scope``.
-A resource registered without scopes limits nothing beyond what the client may have.
+and the sign-in rather than the API. Asking for another scope together with that resource is ``invalid_scope``;
+with several resources, a scope of any of them is allowed, and a token later narrowed to one of them
+(``resource`` at /token) carries only that one's. A resource registered without scopes (or an audience of the
+client's own registration) limits nothing beyond what the client may have.
 """
 
 from __future__ import annotations
@@ -32,12 +34,6 @@ class Resource:
     uri: str
     scopes: frozenset[str] = frozenset()
     created_at: float = 0.0
-
-    def limits(self, scopes: frozenset[str]) -> frozenset[str]:
-        """The scopes of ``scopes`` a token for this resource may not carry."""
-        if not self.scopes:
-            return frozenset()
-        return scopes - self.scopes - IDENTITY_SCOPES
 
 
 class ResourceRepository(Protocol):

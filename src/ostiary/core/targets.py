@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from .clients import Client
 from .errors import InvalidScope, InvalidTarget
 from .requests import scope_set
-from .resources import Resource, ResourceRepository
+from .resources import IDENTITY_SCOPES, Resource, ResourceRepository
 
 __all__ = ["NO_RESOURCES", "limit_scopes", "narrow_audience", "registered_resources", "resolve_audience",
            "resolve_scopes"]
@@ -70,22 +70,22 @@ def resolve_audience(client: Client, resources: list[str],
 
 def limit_scopes(scopes: frozenset[str], audience: Iterable[str], registered: Mapping[str, Resource], *,
                  requested: bool) -> frozenset[str]:
-    """The scopes a token for ``audience`` may carry: a registered resource with scopes allows only those (and
-    the identity scopes). Scopes the client asked for (``requested``) beyond that are ``invalid_scope``; a
-    default set is narrowed instead."""
-    had = bool(scopes)
+    """The scopes a token for ``audience`` may carry: when every audience is a resource registered with scopes,
+    only the scopes of one of them (and the identity scopes); an audience that limits nothing (not in the
+    registry, or registered without scopes) lifts the limit. Scopes the client asked for (``requested``)
+    beyond that are ``invalid_scope``; a default set is narrowed instead."""
+    allowed = set(IDENTITY_SCOPES)
     for aud in audience:
         resource = registered.get(aud)
-        if resource is None:
-            continue
-        beyond = resource.limits(scopes)
-        if beyond and requested:
-            raise InvalidScope(f"scope not allowed for the resource {aud[:100]}: "
-                               + " ".join(sorted(beyond))[:200])
-        scopes = scopes - beyond
-    if had and not scopes:
+        if resource is None or not resource.scopes:
+            return scopes
+        allowed |= resource.scopes
+    beyond = scopes - allowed
+    if beyond and requested:
+        raise InvalidScope("scope not allowed for the requested resource: " + " ".join(sorted(beyond))[:200])
+    if scopes and not scopes - beyond:
         raise InvalidScope("none of the scopes is allowed for the requested resource")
-    return scopes
+    return scopes - beyond
 
 
 def narrow_audience(resources: list[str], granted: Iterable[str]) -> tuple[str, ...] | None:
