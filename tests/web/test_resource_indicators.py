@@ -179,3 +179,21 @@ def test_client_credentials_may_target_a_registered_resource(rsrv: LiveServer) -
     r = httpx.post(rsrv.base_url + "/token", data={"grant_type": "client_credentials", "resource": UNKNOWN},
                    auth=(svc["client_id"], svc["client_secret"]))
     assert r.status_code == 400 and r.json()["error"] == "invalid_target"
+
+
+def test_a_grant_for_registered_resources_only_refreshes_until_the_resource_is_removed(rsrv: LiveServer) -> None:
+    """No openid, no audience of the client's own: the grant's only audience is a registered resource."""
+    uri = f"https://solo-{secrets.token_hex(4)}.example.com/mcp"
+    rsrv.cli("resource", "add", uri, "--scope", "solo.read")
+    client = web_client(rsrv, scopes=["solo.read", "files.read"], first_party=True)
+    code, verifier = code_for(rsrv, client, "solo.read", uri)
+    r = exchange(rsrv, client, code, verifier)
+    assert r.status_code == 200, r.text
+    assert aud(r.json()["access_token"]) == [uri]
+    r = refresh(rsrv, client, r.json()["refresh_token"])
+    assert r.status_code == 200, r.text
+    assert aud(r.json()["access_token"]) == [uri] and scopes_of(r.json()["access_token"]) == {"solo.read"}
+    rt = r.json()["refresh_token"]
+    rsrv.cli("resource", "remove", uri)
+    r = refresh(rsrv, client, rt)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text

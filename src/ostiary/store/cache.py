@@ -1,5 +1,4 @@
-"""A per-process cache in front of client look-ups, the hottest read on the token endpoint (and of the resource
-registry, read on every refresh).
+"""A per-process cache in front of client look-ups, the hottest read on the token endpoint.
 
 Entries live ``ttl`` seconds, then are refreshed by one look-up while requests keep being answered from the
 entry for at most another ``ttl``; a change made through this process (admin API) invalidates at once,
@@ -17,7 +16,6 @@ from cachetools import TTLCache
 
 from .._clock import Clock
 from ..core.clients import Client
-from ..core.resources import Resource
 from ..core.storage import Store
 
 __all__ = ["CachedStore"]
@@ -36,7 +34,6 @@ class CachedStore:
         self._clients: TTLCache[str, tuple[float, Client | None]] = TTLCache(
             max_entries, max(ttl, 0.001) * 2, timer=clock.now)
         self._inflight: dict[str, asyncio.Future[Client | None]] = {}
-        self._resources: tuple[float, list[Resource]] | None = None  # the registry, read on every refresh
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -73,23 +70,6 @@ class CachedStore:
             self._inflight.pop(client_id, None)
         self._clients[client_id] = (now + self._ttl, client)
         return client
-
-    async def list_resources(self) -> list[Resource]:
-        """The resource registry (RFC 8707), kept ``ttl`` like clients: small, read on every refresh."""
-        now = self._clock.now()
-        if self._ttl > 0 and self._resources is not None and self._resources[0] > now:
-            return self._resources[1]
-        found = await self.inner.list_resources()
-        self._resources = (now + self._ttl, found)
-        return found
-
-    async def add_resource(self, resource: Resource) -> None:
-        self._resources = None
-        await self.inner.add_resource(resource)
-
-    async def remove_resource(self, uri: str) -> bool:
-        self._resources = None
-        return await self.inner.remove_resource(uri)
 
     async def add_client(self, client: Client) -> None:
         self._clients.pop(client.client_id, None)

@@ -35,7 +35,7 @@ from ..requests import form_value, scope_set
 from ..resources import Resource
 from ..sealing import SealError, seal, sealing_key, unseal
 from ..targets import limit_scopes, narrow_audience
-from ..tokens import RefreshRotation, RefreshToken, TokenFamily, registered_grant
+from ..tokens import RefreshRotation, RefreshToken, TokenFamily, registered_grant, rotation_refusal
 from ..user_tokens import PreparedIds, mint_user_tokens, new_refresh_token, revoke_family
 from . import GrantRequest
 
@@ -123,6 +123,21 @@ def _thumbprint(client_cert: bytes | None) -> str | None:
         return None
 
 
+def _outside(client: Client, audience: tuple[str, ...], issuer: str) -> list[str]:
+    own = _audiences(client)
+    return [a for a in audience if a not in own and a != issuer + "/userinfo"]
+
+
+async def _registered(ctx: EngineContext, client: Client, audience: tuple[str, ...]) -> dict[str, Resource]:
+    """The registered resources among the audiences of a grant that are not the client's own."""
+    found: dict[str, Resource] = {}
+    for uri in _outside(client, audience, ctx.policy.issuer):
+        resource = await ctx.store.get_resource(uri)
+        if resource is not None:
+            found[uri] = resource
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     """The resource registry as this request sees it, and the audience ``resource`` narrowed to (None: the
@@ -131,6 +146,14 @@ class _Target:
     registry: frozenset[str]
     registered: Mapping[str, Resource]
     audience: tuple[str, ...] | None = None
+
+    async def covering(self, ctx: EngineContext, client: Client, audience: tuple[str, ...]) -> _Target:
+        """This target, knowing which of ``audience`` are registered resources (read only when some audience
+        is not the client's own: a grant for its registered audiences costs no read)."""
+        if self.registry or not _outside(client, audience, ctx.policy.issuer):
+            return self
+        registered = await _registered(ctx, client, audience)
+        return _Target(frozenset(registered), registered, self.audience) if registered else self
 
     def scopes(self, scopes: frozenset[str], requested: frozenset[str]) -> frozenset[str]:
         if self.audience is None:
@@ -161,8 +184,7 @@ class RefreshTokenGrant:
             raise InvalidGrant(_INVALID, debug="unknown refresh token or another client's")
         rt_hash = token_hash(presented, ctx.secret_hash_key)
         requested = scope_set(req.params.get("scope"))
-        registered = {r.uri: r for r in await ctx.store.list_resources()}
-        target = _Target(frozenset(registered), registered)
+        target = _Target(frozenset(), {})
         resources = req.request.multi("resource")
         if resources:
             target = await self._narrowing(ctx, client, rt_hash, requested, resources, target)
@@ -179,6 +201,8 @@ class RefreshTokenGrant:
         family = await ctx.store.get_family(rt.family_id) if rt is not None else None
         if rt is None or family is None or rt.client_id != client.client_id or rt.used_at is not None:
             return target
+        registered = await _registered(ctx, client, family.audience)
+        target = _Target(frozenset(registered), registered)
         now_family = _as_registered_now(family, client, ctx.policy.issuer, target.registry) or family
         audience = narrow_audience(resources, now_family.audience)
         assert audience is not None
@@ -199,11 +223,21 @@ class RefreshTokenGrant:
             successor_hash=token_hash(prepared.refresh_token, ctx.secret_hash_key),
             idle_ttl=ctx.policy.refresh_token_idle_ttl, x5t_s256=_thumbprint(req.request.client_cert))
         out = await ctx.store.rotate_refresh_token_once(rotation)
+        if (not out.rotated and out.token is not None and out.family is not None and not target.registry
+                and rotation_refusal(out.token, out.family, out.user_enabled, rotation) == "nothing registered"):
+            # the grant's audiences may be registered resources (the registry is read only when needed, so
+            # that a rotation stays one round trip): nothing was written; try again with them
+            registered = await _registered(ctx, client, out.family.audience)
+            if registered:
+                target = _Target(frozenset(registered), registered, target.audience)
+                rotation = replace(rotation, client_audiences=_audiences(client, target.registry))
+                out = await ctx.store.rotate_refresh_token_once(rotation)
         # the grant's own checks, on what the store found: they say why a refused rotation was refused, and
         # a rotation the store made passes them (the store applies the same rules: rotation_refusal)
         rt, family = _check_found(out.token, out.family, client, requested, req.request.client_cert)
         if not out.rotated and rt.used_at is not None:
             return await self._reused(ctx, rt.family_id, client.client_id, req)
+        target = await target.covering(ctx, client, family.audience)
         family = _check_live(rt, family, client, requested, now, ctx.policy.issuer, target.registry)
         if not out.rotated:
             if not out.user_enabled:
@@ -235,6 +269,7 @@ class RefreshTokenGrant:
         found = await ctx.store.get_refresh_token(rt_hash)
         family = await ctx.store.get_family(found.family_id) if found is not None else None
         rt, family = _check_found(found, family, client, requested, req.request.client_cert)
+        target = await target.covering(ctx, client, family.audience)
         narrowed = _as_registered_now(family, client, ctx.policy.issuer, target.registry)
         scopes = target.scopes(requested or (narrowed.scopes if narrowed is not None else family.scopes), requested)
         fp = sha256_b64url(f"{client.client_id}|{' '.join(sorted(scopes))}|{family.dpop_jkt or ''}"
