@@ -20,7 +20,7 @@ import pytest
 from ostiary.core.audit import AuditEvent
 from ostiary.core.client_metadata import ClientMetadataError
 from ostiary.store.sql import SqlStore
-from ostiary.web.client_metadata import MAX_TTL, MIN_TTL, HttpClientMetadata, cache_ttl
+from ostiary.web.client_metadata import MAX_IN_FLIGHT, MAX_TTL, MIN_TTL, HttpClientMetadata, cache_ttl
 from ostiary.web.safe_fetch import SafeFetcher
 
 from ..conftest import db_url_for
@@ -247,3 +247,36 @@ def test_cache_lifetime_follows_cache_control_within_bounds() -> None:
     assert cache_ttl("no-store") == MIN_TTL
     assert cache_ttl("max-age=99999999") == MAX_TTL
     assert MIN_TTL <= cache_ttl(None) <= MAX_TTL
+
+
+class _Held(httpx.AsyncBaseTransport):
+    """Answers nothing until released: fetches stay in flight."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.all_started = asyncio.Event()
+        self.started = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.started += 1
+        if self.started == MAX_IN_FLIGHT:
+            self.all_started.set()
+        await self.release.wait()
+        return httpx.Response(200, headers={"Content-Type": "application/json"}, stream=httpx.ByteStream(b"{}"))
+
+
+async def test_fetches_in_flight_are_bounded() -> None:
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.215.14"]
+
+    held = _Held()
+    resolver = HttpClientMetadata(SafeFetcher(allow_loopback=False, resolver=resolve, transport=held))
+    urls = [f"https://agent{i}.example.com/client.json" for i in range(MAX_IN_FLIGHT)]
+    tasks = [asyncio.create_task(resolver.resolve(u)) for u in urls]
+    await held.all_started.wait()
+    with pytest.raises(ClientMetadataError, match="being fetched already"):
+        await resolver.resolve("https://one-more.example.com/client.json")
+    assert held.started == MAX_IN_FLIGHT  # the one more was never sent
+    held.release.set()
+    assert all(r.fetched for r in await asyncio.gather(*tasks))
+    await resolver.close()

@@ -3,6 +3,10 @@
 metadata address after resolution, no redirect, at most ``MAX_BYTES`` (5 KiB, the draft's advice), one deadline of
 ``DEADLINE`` seconds, ``Content-Type: application/json`` only.
 
+At most ``MAX_IN_FLIGHT`` documents are fetched at once by a process; beyond that a new URL is refused (not
+queued), so a flood of made-up ``client_id`` URLs at ``/authorize`` cannot turn the server into a fetching
+engine for someone else.
+
 Cached per the response's ``Cache-Control: max-age`` (``no-store``/``no-cache``: the minimum), kept between
 ``MIN_TTL`` and ``MAX_TTL``, ``DEFAULT_TTL`` without a header; failures are remembered with backoff (the shared
 :class:`~.safe_fetch.FetchCache` policy), so a hostile URL is not fetched on every request.
@@ -18,13 +22,15 @@ from typing import Final
 from ..core.client_metadata import ClientMetadataError, FetchedMetadata
 from .safe_fetch import FetchCache, Fetched, FetchError, SafeFetcher
 
-__all__ = ["DEADLINE", "DEFAULT_TTL", "MAX_BYTES", "MAX_TTL", "MIN_TTL", "HttpClientMetadata", "cache_ttl"]
+__all__ = ["DEADLINE", "DEFAULT_TTL", "MAX_BYTES", "MAX_IN_FLIGHT", "MAX_TTL", "MIN_TTL", "HttpClientMetadata",
+           "cache_ttl"]
 
 MAX_BYTES: Final = 5 * 1024
 DEADLINE: Final = 3.0
 MIN_TTL: Final = 60.0
 DEFAULT_TTL: Final = 300.0
 MAX_TTL: Final = 86400.0
+MAX_IN_FLIGHT: Final = 16
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
 
 
@@ -48,6 +54,7 @@ class HttpClientMetadata:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._fetcher = fetcher
         self._cache: FetchCache[Fetched] = FetchCache(ttl=DEFAULT_TTL, min_refetch=min_refetch, monotonic=monotonic)
+        self._in_flight = 0
 
     @classmethod
     def for_issuer(cls, issuer: str) -> HttpClientMetadata:
@@ -57,8 +64,14 @@ class HttpClientMetadata:
         fetched_now: list[bool] = []
 
         async def load() -> Fetched:
+            if self._in_flight >= MAX_IN_FLIGHT:
+                raise FetchError(f"{MAX_IN_FLIGHT} client metadata documents are being fetched already")
             fetched_now.append(True)
-            return await self._fetcher.get_document(url, json_content_type=True)
+            self._in_flight += 1
+            try:
+                return await self._fetcher.get_document(url, json_content_type=True)
+            finally:
+                self._in_flight -= 1
 
         try:
             doc = await self._cache.get(url, load, ttl_of=lambda f: cache_ttl(f.headers.get("cache-control")))
