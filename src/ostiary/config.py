@@ -37,7 +37,7 @@ from pydantic_settings import (
 
 from ._fetch_rules import is_loopback_url
 from ._secrets import derive_key
-from .core.policy import ServerPolicy
+from .core.policy import MetadataDocumentRules, ServerPolicy
 
 __all__ = ["ConfigError", "Settings", "is_loopback_url", "load_settings", "parse_duration"]
 
@@ -161,6 +161,9 @@ def _never_or_duration(value: Any) -> Any:
     return parse_duration(value)
 
 
+_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
 class RegistrationSettings(_Section):
     """Dynamic client registration (RFC 7591) and management (RFC 7592): off unless asked for."""
 
@@ -177,6 +180,23 @@ class RegistrationSettings(_Section):
     window: Duration = Field(3600, ge=60, le=30 * 86400, description="the counting window of per_ip")
     idle_expiry: Annotated[int | None, BeforeValidator(_never_or_duration)] = Field(
         30 * 86400, ge=3600, description="a dynamic client that obtains no token this long is deleted (never: kept)")
+    client_metadata_documents: bool = Field(
+        False, description="accept an https URL as client_id and fetch the client's metadata from it (client ID "
+                           "metadata documents, as MCP clients use them); off: the server fetches nothing for "
+                           "unknown clients")
+    client_metadata_allow_domains: Annotated[list[str], BeforeValidator(_scope_list)] = Field(
+        [], description="only these domains (and their subdomains) may serve client metadata documents; empty: any")
+    client_metadata_deny_domains: Annotated[list[str], BeforeValidator(_scope_list)] = Field(
+        [], description="these domains (and their subdomains) may never serve client metadata documents")
+
+    @field_validator("client_metadata_allow_domains", "client_metadata_deny_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        domains = [d.lower().strip(".") for d in v]
+        bad = [d for d in domains if not _DOMAIN.fullmatch(d)]
+        if bad:
+            raise ValueError(f"not a domain name: {', '.join(map(repr, bad))}")
+        return list(dict.fromkeys(domains))
 
     @field_validator("scopes")
     @classmethod
@@ -412,6 +432,11 @@ class Settings(BaseSettings):
             dynamic_registration=self.registration.policy != "off",
             dpop_algs=tuple(dict.fromkeys(self.dpop.algorithms)), dpop_iat_window=self.dpop.iat_window,
             dpop_require_nonce=self.dpop.require_nonce, dpop_nonce_lifetime=self.dpop.nonce_lifetime,
+            client_metadata=MetadataDocumentRules(
+                scopes=frozenset(self.registration.scopes), audiences=tuple(self.registration.audiences),
+                allow_domains=tuple(self.registration.client_metadata_allow_domains),
+                deny_domains=tuple(self.registration.client_metadata_deny_domains),
+            ) if self.registration.client_metadata_documents else None,
         )
 
     def master_secret(self, *, create: bool = True) -> bytes:

@@ -11,8 +11,12 @@ expire, refreshes (with ``resource``) and calls again.
 The TypeScript SDK's client (``@modelcontextprotocol/sdk``, tests/mcp_node/mcp_client.mjs) does the same
 through its own OAuth support, headless in Node, with Chromium doing the browser step.
 
-How the client is registered (Python SDK test) is a fixture parametrized by mode, so other registration paths (dynamic client
-registration, a client ID metadata document) become one more ``REGISTRATION_MODES`` entry each.
+How the client is registered (Python SDK test) is a fixture parametrized by mode: pre-registered, dynamic client
+registration (RFC 7591), and a client ID metadata document served by the test (the SDK's ``client_metadata_url``:
+the SDK sees ``client_id_metadata_document_supported`` in Ostiary's metadata and uses the URL as its client_id;
+Ostiary fetches the document). The document is served over http on 127.0.0.1, which Ostiary allows because its
+issuer is loopback; the SDK itself accepts only https URLs there, so for that mode the test widens the SDK's one
+URL check (``is_valid_client_metadata_url``) to http on 127.0.0.1; the rest of the flow is the SDK's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import httpx
 import pytest
 
 from ..support import ROOT, LiveServer, free_port, start_server
+from ..web._cimd import DocServer, document
 from ..web._codeflow import new_user
 
 pytestmark = pytest.mark.browser
@@ -70,6 +75,7 @@ class Stack:
     ostiary: LiveServer
     mcp_url: str
     log: Path
+    docs: DocServer
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +86,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # dynamic client registration open, for the "dcr" mode: registered clients may get tokens for this MCP server
     srv = start_server(f"sqlite+aiosqlite:///{tmp / 'ost.db'}", tmp, extra_env={
         "OSTIARY_REGISTRATION__POLICY": "open", "OSTIARY_REGISTRATION__AUDIENCES": url,
-        "OSTIARY_REGISTRATION__SCOPES": f"openid offline_access {SCOPE}"})
+        "OSTIARY_REGISTRATION__SCOPES": f"openid offline_access {SCOPE}",
+        # and client ID metadata documents, for the "metadata-document" mode
+        "OSTIARY_REGISTRATION__CLIENT_METADATA_DOCUMENTS": "true"})
+    docs = DocServer()
     log = tmp / "mcp.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, str(EXAMPLE / "server.py"), "--issuer", srv.issuer, "--url", url,
@@ -96,11 +105,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 pass
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        yield Stack(srv, url, log)
+        yield Stack(srv, url, log, docs)
     finally:
         proc.terminate()
         proc.wait(timeout=15)
         srv.stop()
+        docs.close()
 
 
 # -- how the MCP client comes to be known to Ostiary ---------------------------------------------
@@ -135,14 +145,38 @@ def _dynamic(stack: Stack, callback: Any) -> Registration:
     return Registration("dcr", None, client_name="Ostiary MCP example client")
 
 
-#: mode → how to register. Add "client-id-metadata-document" (client_metadata_url served by the test) here
-#: when the server has it.
+def _metadata_document(stack: Stack, callback: Any) -> Registration:
+    """Nothing registered: the client_id is the URL of a metadata document the test serves (its loopback
+    redirect URI, public), which Ostiary fetches; the consent page shows the document's client_name."""
+    path = f"/agents/{time.monotonic_ns()}/client.json"
+    url = stack.docs.base + path
+    stack.docs.add(path, document(url, client_name="Interop agent (metadata document)",
+                                  redirect_uris=[callback.redirect_uri]),
+                   headers={"Content-Type": "application/json", "Cache-Control": "max-age=600"})
+    return Registration("metadata-document", None, client_metadata_url=url, expected_client_id=url,
+                        client_name="Interop agent (metadata document)")
+
+
 REGISTRATION_MODES: dict[str, Callable[[Stack, Any], Registration]] = {"pre-registered": _pre_registered,
-                                                                      "dcr": _dynamic}
+                                                                      "dcr": _dynamic,
+                                                                      "metadata-document": _metadata_document}
+
+
+def _https_or_loopback_metadata_url(url: str | None) -> bool:
+    """The SDK's check (https with a path), widened to http on 127.0.0.1 for the document served here."""
+    from mcp.client.auth.utils import is_valid_client_metadata_url
+
+    return is_valid_client_metadata_url(url) or bool(url and url.startswith("http://127.0.0.1:")
+                                                     and urlsplit(url).path not in ("", "/"))
 
 
 @pytest.fixture(params=sorted(REGISTRATION_MODES))
-def callback_and_registration(request: pytest.FixtureRequest, stack: Stack) -> Iterator[tuple[Any, Registration]]:
+def callback_and_registration(request: pytest.FixtureRequest, stack: Stack,
+                              monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Registration]]:
+    if request.param == "metadata-document":
+        import mcp.client.auth.oauth2 as sdk_oauth2
+
+        monkeypatch.setattr(sdk_oauth2, "is_valid_client_metadata_url", _https_or_loopback_metadata_url)
     with CLIENT.LoopbackCallback() as callback:
         yield callback, REGISTRATION_MODES[request.param](stack, callback)
 
@@ -241,6 +275,8 @@ async def test_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_again(
             client_id = storage.client_info.client_id
             if registration.expected_client_id is not None:
                 assert client_id == registration.expected_client_id
+            if registration.client_metadata_url is not None:  # Ostiary fetched the document, once
+                assert stack.docs.hits[urlsplit(registration.client_metadata_url).path] == 1
             assert who["subject"] == user["id"] and who["client_id"] == client_id
             assert who["resource"] == stack.mcp_url and SCOPE in who["scopes"]
 

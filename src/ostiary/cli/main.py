@@ -46,7 +46,8 @@ app = typer.Typer(
 )
 _GROUPS = {"client": "Register and manage OAuth clients.", "keys": "Signing keys: list, rotate, retire.",
            "user": "Users: create, list, reset passwords and second factors.",
-           "federation": "CI/CD federation: trust policies for external OIDC issuers."}
+           "federation": "CI/CD federation: trust policies for external OIDC issuers.",
+           "resource": "Resources (RFC 8707): the APIs tokens may be for."}
 
 
 def _server_missing(name: str, help_text: str) -> Callable[[typer.Context], None]:
@@ -60,6 +61,7 @@ def _server_missing(name: str, help_text: str) -> Callable[[typer.Context], None
 try:
     from .admin_cmds import client_app, keys_app
     from .federation_cmds import federation_app
+    from .resource_cmds import resource_app
     from .user_cmds import user_app
 except ModuleNotFoundError as exc:  # the base install: the client toolkit without the server
     if (exc.name or "").split(".")[0] not in SERVER_MODULES:
@@ -72,6 +74,7 @@ else:
     app.add_typer(keys_app, name="keys")
     app.add_typer(user_app, name="user")
     app.add_typer(federation_app, name="federation")
+    app.add_typer(resource_app, name="resource")
 for _cmd in (login, whoami, logout):  # the device-flow login toolkit's reference commands
     app.command()(_cmd)
 app.command("recommend")(recommend_cmd)  # advice and audit need only the base install, like login

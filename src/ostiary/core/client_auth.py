@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_plus
@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 from .._clock import Clock
 from .._secrets import constant_time_equals, token_hash
 from . import jose, mtls
+from .client_metadata import is_metadata_document_id
 from .clients import TLS_AUTH_METHODS, AuthMethod, Client, ClientRepository
 from .errors import InvalidClient, InvalidRequest
 from .policy import ServerPolicy
@@ -58,6 +59,8 @@ class ClientAuthContext:
     endpoint_url: str
     #: RFC 8705 §2.1: the certificate authorities ``tls_client_auth`` certificates must chain to
     trust_anchors: mtls.TrustAnchors = mtls.NO_TRUST_ANCHORS
+    #: resolves a client ID metadata document URL to its (public) client; None: the feature is off
+    metadata_client: Callable[[str], Awaitable[Client | None]] | None = None
 
 
 class ClientAuthenticator(Protocol):
@@ -118,7 +121,10 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
     public_id = params.get("client_id")
     if public_id is None:
         return None
-    client = await ctx.clients.get_client(public_id) if CLIENT_ID.fullmatch(public_id) else None
+    if ctx.metadata_client is not None and is_metadata_document_id(public_id):
+        client = await ctx.metadata_client(public_id)  # a public client, or None (refused and recorded)
+    else:
+        client = await ctx.clients.get_client(public_id) if CLIENT_ID.fullmatch(public_id) else None
     if client is not None and not client.disabled and client.token_endpoint_auth_method in TLS_AUTH_METHODS:
         return _tls_client(client, client_cert, ctx)
     if client is None or client.disabled or client.token_endpoint_auth_method != "none":

@@ -96,6 +96,8 @@ class Client:
     client_uri: str | None = None
     #: RFC 7592 §3: the keyed hash of the registration access token (dynamic clients only)
     registration_token_hash: str | None = field(default=None, repr=False)
+    #: resolved from a client ID metadata document (``client_id`` is its URL); never stored
+    metadata_document: bool = False
 
     @property
     def is_public(self) -> bool:

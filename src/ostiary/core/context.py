@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from .._clock import Clock
 from .audit import AuditSink
 from .client_auth import ClientAuthContext
+from .client_metadata import ClientMetadataResolver, is_metadata_document_id, resolve_metadata_client
+from .clients import Client
 from .device import PollTracker
 from .dpop import DPoPVerifier
 from .federation import ExternalKeys
@@ -39,6 +41,8 @@ class EngineContext:
     confirmation: Mapping[str, str] | None = None
     #: RFC 9449 DPoP proofs (with the process's replay cache); None: proofs are refused (never ignored)
     dpop: DPoPVerifier | None = None
+    #: fetches client ID metadata documents (the web layer's bounded fetcher); used while the policy enables them
+    client_metadata: ClientMetadataResolver | None = None
 
     @property
     def issuer(self) -> TokenIssuer:
@@ -47,4 +51,20 @@ class EngineContext:
     def client_auth(self, endpoint_url: str) -> ClientAuthContext:
         return ClientAuthContext(policy=self.policy, clients=self.store, replay=self.store,
                                  jwks_fetcher=self.jwks_fetcher, secret_hash_key=self.secret_hash_key,
-                                 clock=self.clock, endpoint_url=endpoint_url, trust_anchors=self.trust_anchors)
+                                 clock=self.clock, endpoint_url=endpoint_url, trust_anchors=self.trust_anchors,
+                                 metadata_client=self.metadata_client if self.metadata_enabled else None)
+
+    @property
+    def metadata_enabled(self) -> bool:
+        return self.policy.client_metadata is not None and self.client_metadata is not None
+
+    async def metadata_client(self, client_id: str) -> Client | None:
+        """The client a metadata document URL names (None: refused, and recorded)."""
+        return await resolve_metadata_client(client_id, self.policy.client_metadata, self.client_metadata,
+                                             self.audit, self.clock.now())
+
+    async def find_client(self, client_id: str) -> Client | None:
+        """A registered client, or one a client ID metadata document describes (while those are enabled)."""
+        if self.metadata_enabled and is_metadata_document_id(client_id):
+            return await self.metadata_client(client_id)
+        return await self.store.get_client(client_id) if len(client_id) <= 256 else None

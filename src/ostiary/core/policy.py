@@ -5,9 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Profile", "ServerPolicy"]
+__all__ = ["MetadataDocumentRules", "Profile", "ServerPolicy"]
 
 Profile = Literal["default", "fapi2"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataDocumentRules:
+    """Client ID metadata documents (``core/client_metadata.py``): what such a client may be given, and which
+    domains may serve them (a domain covers its subdomains; an empty allow list allows every domain)."""
+
+    scopes: frozenset[str] = frozenset()
+    audiences: tuple[str, ...] = ()
+    allow_domains: tuple[str, ...] = ()
+    deny_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,8 @@ class ServerPolicy:
         return self.issuer + "/par"
     #: RFC 7591 registration is open to someone (``registration.policy`` is not ``off``)
     dynamic_registration: bool = False
+    #: client ID metadata documents are resolved (``registration.client_metadata_documents``); None: off
+    client_metadata: MetadataDocumentRules | None = None
 
     @property
     def token_endpoint(self) -> str:

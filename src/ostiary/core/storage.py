@@ -15,6 +15,7 @@ from .device import DeviceAuthorizationRepository
 from .federation import TrustPolicyRepository
 from .keys import KeyRepository
 from .pushed import PushedRequestRepository
+from .resources import ResourceRepository
 from .tokens import AuthorizationCodeRepository, RefreshTokenRepository
 from .users import ConsentRepository, SessionRepository, UserRepository
 
@@ -63,7 +64,7 @@ class UnitOfWork(Protocol):
 class Store(UnitOfWork, ClientRepository, InitialAccessTokenRepository, KeyRepository, RevocationRepository,
             ReplayRepository, AuditRepository, UserTokenRevocation, UserRepository, SessionRepository,
             ConsentRepository, AuthorizationCodeRepository, RefreshTokenRepository, TrustPolicyRepository,
-            DeviceAuthorizationRepository, PushedRequestRepository, Protocol):
+            DeviceAuthorizationRepository, PushedRequestRepository, ResourceRepository, Protocol):
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 

@@ -56,11 +56,12 @@ class PreparedIds:
 
 def mint_user_tokens(ctx: EngineContext, client: Client, family: TokenFamily, user_id: str,
                      scopes: frozenset[str], *, nonce: str | None, parent_hash: str | None,
-                     prepared: PreparedIds | None = None) -> MintedTokens:
+                     prepared: PreparedIds | None = None, audience: tuple[str, ...] | None = None) -> MintedTokens:
     """An access token (RFC 9068), an id_token when ``openid`` was granted (OIDC Core §3.1.3.3), and a new
-    refresh token when the client may have one. Nothing is stored here."""
+    refresh token when the client may have one. Nothing is stored here. ``audience``: the access token's, when
+    the request narrowed the grant's with ``resource`` (RFC 8707 §2.2)."""
     now = ctx.clock.now()
-    at = ctx.issuer.access_token(subject=user_id, client_id=client.client_id, audience=family.audience,
+    at = ctx.issuer.access_token(subject=user_id, client_id=client.client_id, audience=audience or family.audience,
                                  scopes=sorted(scopes), extra_claims={"auth_time": int(family.auth_time)},
                                  jti=prepared.jti if prepared else None,
                                  issued_at=prepared.issued_at if prepared else None)
@@ -92,7 +93,8 @@ async def store_minted(ctx: EngineContext, family: TokenFamily, minted: MintedTo
 
 async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: Client, user: User, *,
                               spend: Callable[[], Awaitable[bool]], grant_type: str, nonce: str | None,
-                              ip: str | None) -> TokenResponse | None:
+                              ip: str | None, audience: tuple[str, ...] | None = None,
+                              scopes: frozenset[str] | None = None) -> TokenResponse | None:
     """The first tokens of a new family (a code exchanged, a device code redeemed), in one unit of work:
     ``spend()`` spends the code, then the family, its access token's id and its refresh token are stored. None
     (and nothing written) when ``spend()`` finds the code already spent. Records ``token.issued``."""
@@ -100,7 +102,8 @@ async def issue_in_new_family(ctx: EngineContext, family: TokenFamily, client: C
         # RFC 8705 §4, RFC 9449 §5: a public client's refresh tokens are bound to the certificate or DPoP key it
         # used (a confidential client's are bound to the client, which authenticates on every refresh)
         family = replace(family, x5t_s256=ctx.confirmation.get(CNF_X5T), dpop_jkt=ctx.confirmation.get(CNF_JKT))
-    minted = mint_user_tokens(ctx, client, family, user.user_id, family.scopes, nonce=nonce, parent_hash=None)
+    minted = mint_user_tokens(ctx, client, family, user.user_id, scopes or family.scopes, nonce=nonce,
+                              parent_hash=None, audience=audience)
     async with ctx.store.transaction():
         if not await spend():
             return None

@@ -16,6 +16,7 @@ from ..core.keys import SigningKey
 from .memory_device import MemoryDeviceMixin
 from .memory_federation import MemoryFederationMixin
 from .memory_pushed import MemoryPushedMixin
+from .memory_resources import MemoryResourcesMixin
 from .memory_tokens import MemoryTokensMixin
 from .memory_users import MemoryUsersMixin
 
@@ -23,14 +24,14 @@ __all__ = ["MemoryStore"]
 
 # where the store keeps its rows (the mixins create theirs on first use)
 _STATE = ("clients", "initial_access_tokens", "keys", "revoked", "replay", "events", "_user_state", "_token_state",
-          "_device_map", "_trust_policy_map", "_pushed_map")
+          "_device_map", "_trust_policy_map", "_pushed_map", "_resource_map")
 # (store, task) of the transaction in progress in this context, if any
 _CURRENT: ContextVar[tuple[object, asyncio.Task[Any] | None] | None] = ContextVar("ostiary_memory_transaction",
                                                                                    default=None)
 
 
 class MemoryStore(MemoryUsersMixin, MemoryTokensMixin, MemoryFederationMixin, MemoryDeviceMixin,
-                  MemoryPushedMixin):
+                  MemoryPushedMixin, MemoryResourcesMixin):
     def __init__(self) -> None:
         self.clients: dict[str, Client] = {}
         self.initial_access_tokens: dict[str, InitialAccessToken] = {}

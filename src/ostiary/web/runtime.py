@@ -34,6 +34,7 @@ from ..store.redis.guard import RedisGuard
 from ..store.sql import SqlStore, check_schema
 from . import metrics
 from .audit import BatchingAuditSink
+from .client_metadata import HttpClientMetadata
 from .device_poll import device_endpoints, make_poll_tracker
 from .federation_keys import HttpExternalKeys
 from .jwks_fetch import HttpJwksFetcher
@@ -95,6 +96,9 @@ class Runtime:
         self.fetcher = SafeFetcher.for_issuer(settings.issuer)
         self.jwks_fetcher = HttpJwksFetcher(self.fetcher)
         self.external_keys = HttpExternalKeys(self.fetcher)
+        # client ID metadata documents: their own fetcher (5 KiB, 3 s), only while they are enabled
+        self.client_metadata = (HttpClientMetadata.for_issuer(settings.issuer)
+                                if settings.registration.client_metadata_documents else None)
         self._keyring: KeyRing | None = None
         self._key_fingerprint: tuple[Any, ...] = ()
         anchors = _trust_anchors(settings.mtls.ca_file)
@@ -110,7 +114,8 @@ class Runtime:
                                  clock=self.clock, audit=self.audit, secret_hash_key=self.secret_hash_key,
                                  jwks_fetcher=self.jwks_fetcher, external_keys=self.external_keys,
                                  poll_tracker=make_poll_tracker(self.redis, settings.redis_prefix),
-                                 trust_anchors=anchors, dpop=self.dpop)
+                                 trust_anchors=anchors, dpop=self.dpop,
+                                 client_metadata=self.client_metadata)
         self.grants = default_grants()
         self.token = TokenEndpoint(self.ctx, self.grants)
         self.par = PushedAuthorizationEndpoint(self.ctx)
@@ -220,4 +225,6 @@ class Runtime:
         self.flows.close()
         await self.external_keys.close()
         await self.fetcher.close()
+        if self.client_metadata is not None:
+            await self.client_metadata.close()
         await self.db.close()

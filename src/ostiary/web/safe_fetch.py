@@ -36,7 +36,7 @@ import httpx
 
 from .._fetch_rules import address_problem, is_loopback_host, url_problem
 
-__all__ = ["DEADLINE", "MAX_BYTES", "FetchCache", "FetchError", "Resolver", "SafeFetcher"]
+__all__ = ["DEADLINE", "MAX_BYTES", "FetchCache", "FetchError", "Fetched", "Resolver", "SafeFetcher"]
 
 MAX_BYTES: Final = 64 * 1024
 DEADLINE: Final = 5.0
@@ -59,6 +59,14 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A fetched JSON object and the response headers it came with (caching, content type)."""
+
+    data: dict[str, Any]
+    headers: httpx.Headers
+
+
 class SafeFetcher:
     """Fetch JSON documents under the rules above. ``allow_loopback`` only while the issuer is loopback."""
 
@@ -78,9 +86,14 @@ class SafeFetcher:
 
     async def get_json(self, url: str) -> dict[str, Any]:
         """The JSON object at ``url``. Raises :class:`FetchError` for every failure, whatever its cause."""
+        return (await self.get_document(url)).data
+
+    async def get_document(self, url: str, *, json_content_type: bool = False) -> Fetched:
+        """:meth:`get_json` with the response headers; ``json_content_type``: refuse a response whose
+        ``Content-Type`` is not ``application/json``."""
         try:
             async with asyncio.timeout(self.deadline):
-                return await self._get_json(url)
+                return await self._get_json(url, json_content_type)
         except FetchError:
             raise
         except TimeoutError:
@@ -107,17 +120,17 @@ class SafeFetcher:
                 raise FetchError(f"refusing to fetch {_short(url)}: {host[:100]} resolves to {problem}")
         return [f"[{a}]" if a.version == 6 else str(a) for a in addresses], host, port
 
-    async def _get_json(self, url: str) -> dict[str, Any]:
+    async def _get_json(self, url: str, json_content_type: bool) -> Fetched:
         addresses, host, port = await self._checked_addresses(url)
         for i, address in enumerate(addresses):  # e.g. localhost: ::1, then 127.0.0.1
             try:
-                return await self._get_from(url, address, host, port)
+                return await self._get_from(url, address, host, port, json_content_type)
             except httpx.ConnectError:
                 if i == len(addresses) - 1:
                     raise
         raise FetchError(f"cannot resolve the host of {_short(url)}")  # pragma: no cover - addresses is not empty
 
-    async def _get_from(self, url: str, address: str, host: str, port: int) -> dict[str, Any]:
+    async def _get_from(self, url: str, address: str, host: str, port: int, json_content_type: bool) -> Fetched:
         parts = urlsplit(url)
         # connect to the address just checked; the name stays in Host and in the TLS server name/certificate check
         target = urlunsplit((parts.scheme, f"{address}:{port}", parts.path or "/", parts.query, ""))
@@ -126,6 +139,9 @@ class SafeFetcher:
         async with self._client.stream("GET", target, headers=headers, extensions=extensions) as resp:
             if resp.status_code != 200:
                 raise FetchError(f"{_short(url)} answered HTTP {resp.status_code}")
+            media_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+            if json_content_type and media_type != "application/json":
+                raise FetchError(f"{_short(url)} is not application/json")
             if resp.headers.get("content-encoding", "identity").lower() != "identity":
                 raise FetchError(f"{_short(url)} sent a compressed body")
             declared = resp.headers.get("content-length")
@@ -142,7 +158,7 @@ class SafeFetcher:
             raise FetchError(f"{_short(url)} is not JSON") from None
         if not isinstance(data, dict):
             raise FetchError(f"{_short(url)} is not a JSON object")
-        return data
+        return Fetched(data, resp.headers)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -179,8 +195,10 @@ class FetchCache(Generic[T]):
         self._last_forced: dict[str, float] = {}
         self._generation: dict[str, int] = {}
 
-    async def get(self, key: str, load: Callable[[], Awaitable[T]], *, force: bool = False) -> T:
-        """The value for ``key``, loading it with ``load`` when needed. ``load`` raises :class:`FetchError`."""
+    async def get(self, key: str, load: Callable[[], Awaitable[T]], *, force: bool = False,
+                  ttl_of: Callable[[T], float] | None = None) -> T:
+        """The value for ``key``, loading it with ``load`` when needed. ``load`` raises :class:`FetchError`.
+        ``ttl_of``: how long to keep this value (e.g. from its caching headers), instead of ``ttl``."""
         generation = self._generation.get(key, 0)
         if len(self._locks) > _MAX_ENTRIES and key not in self._locks:
             self._trim()
@@ -211,7 +229,7 @@ class FetchCache(Generic[T]):
                     return hit.value  # a failed forced refetch keeps the cached value
                 raise
             self._failures.pop(key, None)
-            self._hits[key] = _Hit(value, now + self._ttl)
+            self._hits[key] = _Hit(value, now + (ttl_of(value) if ttl_of is not None else self._ttl))
             self._generation[key] = self._generation.get(key, 0) + 1
             return value
 

@@ -41,7 +41,8 @@ from ..pushed import INTERACTION_TTL, REQUEST_URI_PREFIX
 from ..redirect_uri import match_redirect_uri
 from ..request_object import open_request_object
 from ..requests import scope_set, single_params
-from ..targets import resolve_audience
+from ..resources import Resource
+from ..targets import NO_RESOURCES, limit_scopes, registered_resources, resolve_audience
 from ..tokens import AuthorizationCode
 from ..users import ACR_MFA, Consent, acr_for
 
@@ -201,10 +202,12 @@ def resolve_redirect_uri(params: Mapping[str, str], client: Client) -> str:
 
 def check_authorization_request(params: Mapping[str, str], resources: list[str], client: Client,
                                 redirect_uri: str, mode: str, state: str | None,
-                                policy: ServerPolicy) -> ValidAuthorization:
+                                policy: ServerPolicy,
+                                registered: Mapping[str, Resource] = NO_RESOURCES) -> ValidAuthorization:
     """Everything an authorization request must satisfy once its client and redirect URI are known: the same
     checks at ``/authorize`` and ``/par`` (RFC 9126 §2.1: "the AS MUST validate the pushed request as it would an
-    authorization request"). Raises the ``OAuthError`` to send back."""
+    authorization request"). ``registered``: the registered resources among ``resources``
+    (:func:`~ostiary.core.targets.registered_resources`). Raises the ``OAuthError`` to send back."""
     if "request" in params or "request_uri" in params:
         raise InvalidRequest("request and request_uri cannot be nested")
     response_type = params.get("response_type")
@@ -239,9 +242,10 @@ def check_authorization_request(params: Mapping[str, str], resources: list[str],
             raise InvalidRequest("max_age must be a non-negative integer")
         max_age = int(params["max_age"])
     if resources or client.audiences:
-        audience: tuple[str, ...] = resolve_audience(client, resources)
+        audience: tuple[str, ...] = resolve_audience(client, resources, registered)
     else:
         audience = ()
+    scopes = limit_scopes(scopes, audience, registered, requested=bool(scope_set(params.get("scope"))))
     if "openid" in scopes:
         audience = (*audience, policy.issuer + "/userinfo")
     dpop_jkt = params.get("dpop_jkt")
@@ -275,7 +279,7 @@ class AuthorizeEndpoint:
         client_id = params.get("client_id")
         if not client_id:
             return ErrorPage("invalid_request", "the request has no client_id")
-        client = await ctx.store.get_client(client_id) if len(client_id) <= 256 else None
+        client = await ctx.find_client(client_id)
         if client is None or client.disabled:
             return ErrorPage("invalid_client", "this application is not registered here")
         pairs = req.params
@@ -314,7 +318,9 @@ class AuthorizeEndpoint:
                 raise InvalidRequest("authorization requests must be pushed first (RFC 9126): POST them to /par "
                                      "and send the request_uri")
             resources = [v for k, v in pairs if k == "resource"]
-            valid = check_authorization_request(params, resources, client, redirect_uri, mode, state, ctx.policy)
+            registered = await registered_resources(ctx.store, resources)
+            valid = check_authorization_request(params, resources, client, redirect_uri, mode, state, ctx.policy,
+                                                registered)
             outcome = await self._decide(valid, pairs, req, pushed)
         except _Redirect as exc:
             outcome = self._redirect(redirect_uri, mode, state, exc.error, exc.description)

@@ -47,6 +47,9 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str], *, mtls: b
         **_fapi2_overrides(policy, methods),
         # RFC 8414 §2: only when someone may register (RFC 7591 §3)
         **({"registration_endpoint": policy.registration_endpoint} if policy.dynamic_registration else {}),
+        # draft-ietf-oauth-client-id-metadata-document §4 (public clients only: none in FAPI 2.0 mode)
+        **({"client_id_metadata_document_supported": True}
+           if policy.client_metadata is not None and not policy.fapi2 else {}),
     }
 
 

@@ -21,6 +21,7 @@ from ..fapi import fapi2_client_refusal
 from ..pushed import REQUEST_URI_PREFIX, PushedRequest
 from ..request_object import open_request_object
 from ..requests import EndpointRequest, single_params
+from ..targets import registered_resources
 from .authorize import RESPONSE_MODES, check_authorization_request, resolve_redirect_uri
 
 __all__ = ["CLIENT_AUTH_PARAMETERS", "PushedAuthorizationEndpoint", "PushedAuthorizationResponse"]
@@ -80,8 +81,9 @@ class PushedAuthorizationEndpoint:
         mode = auth_params.get("response_mode", "query")
         if mode not in RESPONSE_MODES:
             raise InvalidRequest("response_mode must be query or form_post")
-        check_authorization_request(auth_params, [v for k, v in pairs if k == "resource"], client, redirect_uri,
-                                    mode, auth_params.get("state"), policy)
+        resources = [v for k, v in pairs if k == "resource"]
+        check_authorization_request(auth_params, resources, client, redirect_uri, mode, auth_params.get("state"),
+                                    policy, await registered_resources(ctx.store, resources))
         now = ctx.clock.now()
         reference = new_token(32)
         await ctx.store.add_pushed_request(PushedRequest(

@@ -133,5 +133,7 @@ async def _touch(client: Client, ctx: EngineContext) -> None:
     ``TOUCH_INTERVAL`` (the cached client's ``last_used_at`` may be stale; the UPDATE's own condition keeps it
     at one write)."""
     now = ctx.clock.now()
+    if client.metadata_document:
+        return  # never stored: nothing to keep alive
     if client.last_used_at is None or now - client.last_used_at >= TOUCH_INTERVAL:
         await ctx.store.touch_client(client.client_id, now, TOUCH_INTERVAL)

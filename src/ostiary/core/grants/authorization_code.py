@@ -11,6 +11,7 @@ from ..errors import InvalidGrant, OAuthError
 from ..issuance import TokenResponse
 from ..pkce import verify_code_verifier
 from ..requests import form_value
+from ..targets import limit_scopes, narrow_audience, registered_resources
 from ..tokens import AuthorizationCode, TokenFamily
 from ..user_tokens import issue_in_new_family, revoke_family
 from . import GrantRequest
@@ -49,6 +50,12 @@ class AuthorizationCodeGrant:
             if jkt is None or not constant_time_equals(jkt, record.dpop_jkt):
                 raise InvalidGrant("the authorization code is bound to a DPoP key (dpop_jkt): send a DPoP proof "
                                    "signed by that key", debug="code DPoP key mismatch")
+        # RFC 8707 §2.2: resource narrows the access token's audience to part of what was authorized
+        audience = narrow_audience(req.request.multi("resource"), record.audience)
+        scopes = None
+        if audience is not None:
+            registered = await registered_resources(ctx.store, audience)
+            scopes = limit_scopes(record.scopes, audience, registered, requested=False)
         user = await ctx.store.get_user(record.user_id)
         if user is None or user.disabled:
             raise InvalidGrant(_INVALID, debug="user gone or disabled")
@@ -57,7 +64,8 @@ class AuthorizationCodeGrant:
                              expires_at=now + ctx.policy.refresh_token_ttl, auth_time=record.auth_time,
                              amr=record.amr, acr=record.acr, session_id=record.session_id)
         issued = await issue_in_new_family(ctx, family, client, user, spend=lambda: ctx.store.use_code(code_hash, now),
-                                           grant_type=self.grant_type, nonce=record.nonce, ip=req.request.client_ip)
+                                           grant_type=self.grant_type, nonce=record.nonce, ip=req.request.client_ip,
+                                           audience=audience, scopes=scopes)
         if issued is None:
             await self._replayed(ctx, record, req)  # lost the race; redirect_uri and verifier were checked
         return issued

@@ -7,7 +7,7 @@ from ..clients import GRANT_CLIENT_CREDENTIALS
 from ..context import EngineContext
 from ..errors import InvalidRequest, UnauthorizedClient
 from ..issuance import TokenResponse
-from ..targets import resolve_audience, resolve_scopes
+from ..targets import limit_scopes, registered_resources, resolve_audience, resolve_scopes
 from . import GrantRequest
 
 __all__ = ["ClientCredentialsGrant"]
@@ -28,8 +28,11 @@ class ClientCredentialsGrant:
             # RFC 8693's parameter, not this grant's: refused rather than ignored, so a client asking for an
             # audience never silently gets a token for another one
             raise InvalidRequest("client_credentials names the API with resource (RFC 8707), not audience")
+        resources = req.request.multi("resource")
+        registered = await registered_resources(ctx.store, resources)
         scopes = resolve_scopes(client, req.params.get("scope"))
-        audience = resolve_audience(client, req.request.multi("resource"))
+        audience = resolve_audience(client, resources, registered)
+        scopes = limit_scopes(scopes, audience, registered, requested="scope" in req.params)
         at = ctx.issuer.access_token(subject=client.client_id, client_id=client.client_id, audience=audience,
                                      scopes=sorted(scopes))
         ctx.audit.emit(AuditEvent(type="token.issued", outcome="success", at=ctx.clock.now(),

@@ -20,6 +20,7 @@ from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
 from .federation import SqlFederationMixin
 from .pushed import SqlPushedMixin
+from .resources import SqlResourcesMixin
 from .tokens import SqlTokensMixin
 from .unit_of_work import SqlUnitOfWork, dialect_insert
 from .users import SqlUsersMixin
@@ -142,7 +143,7 @@ def _key(row: Any) -> SigningKey:
 
 @guard_unavailable
 class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin, SqlPushedMixin,
-               SqlUnitOfWork):
+               SqlResourcesMixin, SqlUnitOfWork):
     """Every public method raises ``StoreUnavailable`` when the database cannot be reached (availability.py).
 
     ``transaction()`` (unit_of_work.py) makes the calls inside it one unit of work. A call that fails inside a

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ....admin.federation import ExplainRequest, TrustPolicyCreate
+from ....admin.resources import ResourceCreate
 from ....admin.service import ClientCreate, ClientUpdate
 from ....admin.users import UserUpdate
 from ...http import json_response
@@ -30,7 +31,7 @@ def openapi(issuer: str) -> dict[str, Any]:
         "info": {"title": "Ostiary admin API", "version": "1"},
         "servers": [{"url": issuer + "/admin/api"}],
         "security": [{"bearer": []}],
-        "paths": {**_client_paths(), **_federation_paths(), **_user_paths()},
+        "paths": {**_client_paths(), **_federation_paths(), **_user_paths(), **_resource_paths()},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"ClientCreate": _schema(ClientCreate), "ClientUpdate": _schema(ClientUpdate),
@@ -120,6 +121,25 @@ def _federation_paths() -> dict[str, Any]:
         "/federation/explain": {
             "post": {"summary": "Explain how the trust policies judge an external token; issues nothing",
                      "requestBody": body("ExplainRequest"), "responses": {"200": ok, "401": err, "422": err}},
+        },
+    }
+
+
+def _resource_paths() -> dict[str, Any]:
+    ok = {"description": "OK", "content": {"application/json": {}}}
+    err = {"$ref": "#/components/responses/Error"}
+    return {
+        "/resources": {
+            "get": {"summary": "List registered resources (RFC 8707: the APIs tokens may be for)",
+                    "responses": {"200": ok, "401": err}},
+            "post": {"summary": "Register a resource and the scopes its tokens may carry",
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": ResourceCreate.model_json_schema()}}},
+                     "responses": {"201": ok, "401": err, "409": err, "422": err}},
+            "delete": {"summary": "Remove a resource (new authorizations for it get invalid_target at once)",
+                       "parameters": [{"name": "uri", "in": "query", "required": True,
+                                       "schema": {"type": "string"}}],
+                       "responses": {"204": {"description": "removed"}, "400": err, "401": err, "404": err}},
         },
     }
 
