@@ -127,6 +127,8 @@ def start_all(*, verbose: bool = False) -> Iterator[Stack]:
         cli(["migrate"])
         say("\n==> Register the MCP client (public: it keeps no secret) and a demo user", flush=True)
         cli(["client", "create", "--name", "Demo MCP client", "--client-id", CLIENT_ID, "--public",
+             # the SDK sends no DPoP proofs: without --no-dpop its token requests would be refused
+             "--no-dpop",
              "--grant-type", "authorization_code", "--grant-type", "refresh_token",
              # the SDK asks for offline_access too (for a refresh token) when the server offers it
              "--scope", SCOPE + " offline_access",

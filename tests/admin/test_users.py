@@ -42,7 +42,7 @@ async def sign_in(engine: Engine, username: str) -> SignedIn:
     """The code flow with PKCE, through the core endpoints, as the web layer drives it."""
     web, _ = await engine.admin.create_client(ClientCreate.model_validate({
         "name": "web " + username, "client_type": "public", "grant_types": ["authorization_code", "refresh_token"],
-        "scopes": ["openid", "offline_access"], "redirect_uris": [CB]}))
+        "scopes": ["openid", "offline_access"], "redirect_uris": [CB], "dpop_bound_access_tokens": False}))
     user = await users(engine).create_user(UserCreate(username=username, email=f"{username}@example.com"), PASSWORD)
     now = engine.clock.now()
     await engine.store.add_session(LoginSession(session_id="sid-" + username, token_hash="h-" + username,

@@ -34,6 +34,13 @@ def test_a_document_client_is_public_unvetted_and_never_first_party_or_admin() -
     assert c.dynamic and c.metadata_document and not c.first_party and not c.admin
     assert c.scopes == {"openid", "notes:read"} and c.audiences == RULES.audiences
     assert c.grant_types == {"authorization_code", "refresh_token"}
+    assert not c.dpop_bound_access_tokens
+
+
+def test_a_document_may_ask_for_dpop_bound_tokens() -> None:
+    """RFC 9449 §5.2: the client says its access tokens are always DPoP-bound; the token endpoint then refuses
+    a request without a proof, as for a registered client."""
+    assert client_from_document(URL, doc(dpop_bound_access_tokens=True), RULES).dpop_bound_access_tokens
 
 
 @pytest.mark.parametrize(("change", "reason"), [
@@ -48,6 +55,7 @@ def test_a_document_client_is_public_unvetted_and_never_first_party_or_admin() -
     ({"redirect_uris": ["com.example.app:/cb"]}, "https or http"),
     ({"grant_types": ["client_credentials"]}, "grant_types"),
     ({"scope": "openid admin"}, "scope not allowed: admin"),
+    ({"dpop_bound_access_tokens": "yes"}, "dpop_bound_access_tokens must be true or false"),
 ])
 def test_refused_documents(change: dict[str, Any], reason: str) -> None:
     with pytest.raises(ClientMetadataError, match=reason):

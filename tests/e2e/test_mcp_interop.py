@@ -130,7 +130,7 @@ class Registration:
 
 def _pre_registered(stack: Stack, callback: Any) -> Registration:
     """``ostiary client create``: public, the MCP server's URL as its audience, a loopback redirect URI."""
-    out = stack.ostiary.cli("client", "create", "--name", "MCP interop client", "--public",
+    out = stack.ostiary.cli("client", "create", "--name", "MCP interop client", "--public", "--no-dpop",
                             "--grant-type", "authorization_code", "--grant-type", "refresh_token",
                             "--scope", SCOPE + " offline_access", "--audience", stack.mcp_url,
                             "--redirect-uri", "http://127.0.0.1/callback", "--json")
@@ -339,7 +339,7 @@ async def test_typescript_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_a
     headless: it prints the authorization URL, Chromium signs in and consents, the code reaches the Node
     process's loopback callback; it calls a tool, then, when the server refuses its access token, refreshes
     and calls again."""
-    out = stack.ostiary.cli("client", "create", "--name", "TS MCP client", "--public",
+    out = stack.ostiary.cli("client", "create", "--name", "TS MCP client", "--public", "--no-dpop",
                             "--grant-type", "authorization_code", "--grant-type", "refresh_token",
                             "--scope", SCOPE + " offline_access", "--audience", stack.mcp_url,
                             "--redirect-uri", "http://127.0.0.1/callback", "--json")

@@ -114,7 +114,7 @@ def test_each_algorithm_rotates_on_its_own_and_both_keep_verifying(make_server: 
     try:
         client = web_client(srv)
         es_client = json.loads(srv.cli(
-            "client", "create", "--name", "es", "--public", "--grant-type", "authorization_code", "--scope",
+            "client", "create", "--name", "es", "--public", "--no-dpop", "--grant-type", "authorization_code", "--scope",
             "openid profile email offline_access", "--redirect-uri", REDIRECT, "--id-token-alg", "ES256",
             "--json").stdout)
         assert es_client["id_token_signed_response_alg"] == "ES256"

@@ -140,8 +140,10 @@ class ClientCreate(BaseModel):
         False, description="access tokens carry cnf.x5t#S256 of the client's TLS certificate (RFC 8705 §3)")
     require_pushed_authorization_requests: bool = Field(
         False, description="its authorization requests must be pushed to /par first (RFC 9126 §6)")
-    dpop_bound_access_tokens: bool = Field(
-        False, description="every token request must carry a DPoP proof: its tokens are DPoP-bound (RFC 9449 §5.2)")
+    dpop_bound_access_tokens: bool | None = Field(
+        None, description="every token request must carry a DPoP proof: its tokens are DPoP-bound (RFC 9449 §5.2); "
+                          "default: true for a public client (a public client's tokens are the ones that leak "
+                          "from browsers and devices), false for a confidential one")
     dpop_require_nonce: bool = Field(False, description="its DPoP proofs must carry a server nonce (RFC 9449 §8)")
 
     @field_validator("client_id")
@@ -384,8 +386,9 @@ class AdminService:
             id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
             require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
-            dpop_bound_access_tokens=spec.dpop_bound_access_tokens, dpop_require_nonce=spec.dpop_require_nonce,
-            created_at=now, updated_at=now)
+            dpop_bound_access_tokens=(spec.client_type == "public" if spec.dpop_bound_access_tokens is None
+                                      else spec.dpop_bound_access_tokens),
+            dpop_require_nonce=spec.dpop_require_nonce, created_at=now, updated_at=now)
         return client, secret
 
     async def get_client(self, client_id: str) -> Client:
@@ -434,7 +437,7 @@ class AdminService:
             id_token_signed_response_alg=spec.id_token_signed_response_alg, tls_client_auth=spec.tls_name(),
             tls_client_certificate_bound_access_tokens=spec.tls_client_certificate_bound_access_tokens,
             require_pushed_authorization_requests=spec.require_pushed_authorization_requests,
-            dpop_bound_access_tokens=spec.dpop_bound_access_tokens, dpop_require_nonce=spec.dpop_require_nonce,
+            dpop_bound_access_tokens=bool(spec.dpop_bound_access_tokens), dpop_require_nonce=spec.dpop_require_nonce,
             updated_at=self.clock.now(),
             disabled=current.disabled if changes.disabled is None else changes.disabled)
         if updated.dynamic and updated.first_party:

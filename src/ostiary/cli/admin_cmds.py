@@ -108,8 +108,11 @@ def client_create(
     require_par: bool = typer.Option(False, "--require-par",
                                      help="Its authorization requests must be pushed to /par first (RFC 9126 "
                                           "require_pushed_authorization_requests)."),
-    dpop: bool = typer.Option(False, "--dpop", help="Every token request must carry a DPoP proof: its tokens are "
-                                                    "DPoP-bound (RFC 9449 dpop_bound_access_tokens)."),
+    dpop: bool | None = typer.Option(
+        None, "--dpop/--no-dpop", help="Every token request must carry a DPoP proof: its tokens are DPoP-bound "
+                                       "(RFC 9449 dpop_bound_access_tokens). Default: on for --public clients "
+                                       "(Ostiary's client toolkit, openid-client and oidc-client-ts send proofs); "
+                                       "--no-dpop for a public client that cannot."),
     dpop_nonce: bool = typer.Option(False, "--dpop-nonce", help="Its DPoP proofs must carry a server nonce "
                                                                 "(RFC 9449 §8)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the secret included) for scripts."),

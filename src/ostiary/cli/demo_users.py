@@ -37,7 +37,9 @@ async def setup_demo_users(s: Settings) -> dict[str, Any]:
                 name="Demo web app", client_id="demo-web", client_type="public",
                 grant_types=["authorization_code", "refresh_token"],
                 scopes=["openid", "profile", "email", "offline_access"], redirect_uris=[DEMO_REDIRECT],
-                post_logout_redirect_uris=[DEMO_REDIRECT], allowed_origins=["http://127.0.0.1:8765"]))
+                post_logout_redirect_uris=[DEMO_REDIRECT], allowed_origins=["http://127.0.0.1:8765"],
+                # the README walks through this client with curl, which makes no DPoP proofs
+                dpop_bound_access_tokens=False))
         with contextlib.suppress(AdminError):
             await svc.create_client(ClientCreate(
                 name="Demo CLI", client_id="demo-cli", client_type="public",

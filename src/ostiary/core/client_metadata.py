@@ -147,10 +147,14 @@ def client_from_document(url: str, doc: Mapping[str, Any], rules: MetadataDocume
     texts = {k: doc.get(k) for k in ("logo_uri", "client_uri")}
     if any(v is not None and (not isinstance(v, str) or len(v) > 2000) for v in texts.values()):
         raise ClientMetadataError("logo_uri and client_uri must be URLs")
+    dpop_bound = doc.get("dpop_bound_access_tokens", False)
+    if not isinstance(dpop_bound, bool):
+        raise ClientMetadataError("dpop_bound_access_tokens must be true or false (RFC 9449 §5.2)")
     return Client(client_id=url, name=name or (urlsplit(url).hostname or url), client_type="public",
                   token_endpoint_auth_method="none", grant_types=grants, scopes=scopes,
                   audiences=rules.audiences, redirect_uris=tuple(redirect_uris), dynamic=True,
-                  metadata_document=True, logo_uri=texts["logo_uri"], client_uri=texts["client_uri"])
+                  metadata_document=True, logo_uri=texts["logo_uri"], client_uri=texts["client_uri"],
+                  dpop_bound_access_tokens=dpop_bound)
 
 
 async def resolve_metadata_client(client_id: str, rules: MetadataDocumentRules | None,
