@@ -5,9 +5,14 @@ Each scenario starts one ``ostiary serve --workers 2`` per database size on its 
 (production settings but for the raised rate limits: client cache on, metrics, batched audit), grows the large
 ones with rows cloned in SQL from a real row (``generate_series``; every clone is a valid row of its table),
 and then loads the servers in turn, interleaved over ``--runs`` runs, with ``--concurrency`` raw keep-alive
-HTTP/1.1 connections each for ``--duration`` seconds. Reported per size: requests/s (median run), p50/p99, and
-the ratio to the smallest size measured in the same run. A ratio well under 1.0 is a cost that grows with the
-data: a defect to fix (index, partition, purge), not a number to report.
+HTTP/1.1 connections each for ``--duration`` seconds. Reported per size: requests/s (median run), p50/p99, the
+ratio to the smallest size measured in the same run (of the medians, and ``paired``: the median of the run-by-run
+ratios), and what the server's database did per request whatever the machine's load: shared buffers touched
+and rows read by sequential scans (``pg_stat_database``, ``pg_stat_user_tables``, before and after each load).
+A ratio well under 1.0, or buffers or seq-scanned rows that grow with the size, is a cost that grows with the
+data: a defect to fix (index, partition, purge), not a number to report. After cloning, each grown table is
+vacuumed and the server checkpointed (``--no-settle``: not), so the load does not pay for the bulk clone's
+write-back, which a deployment whose data grew over months never sees.
 
 Scenarios (``--scenarios``, comma-separated):
 
@@ -65,6 +70,9 @@ PROD_LIKE = {
 }
 
 
+SETTLE = True  # --no-settle: ANALYZE only after a clone, no CHECKPOINT before the load (the script's old behaviour)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -83,9 +91,35 @@ def clone(db: str, table: str, where: str, n: int, overrides: dict[str, str]) ->
     exprs = [overrides.get(c, c) for c in cols]
     t0 = time.perf_counter()
     psql(db, f"INSERT INTO {table} ({','.join(cols)}) SELECT {','.join(exprs)} "
-             f"FROM (SELECT * FROM {table} WHERE {where} LIMIT 1) AS src, generate_series(1, {n}) AS g; "
-             f"ANALYZE {table}")
+             f"FROM (SELECT * FROM {table} WHERE {where} LIMIT 1) AS src, generate_series(1, {n}) AS g")
+    # what autovacuum does to a table that grew, before the load: statistics, hint bits, visibility map (one
+    # ANALYZE alone left the clones' first reads and the server's autovacuum, when on, to the measurement)
+    psql(db, f"VACUUM (ANALYZE) {table}" if SETTLE else f"ANALYZE {table}")
     log(f"  {db}: {n:,} rows cloned into {table} in {time.perf_counter() - t0:.0f} s")
+
+
+def settle() -> None:
+    """Write the clones to disk before the load. A bulk clone leaves up to a gigabyte of dirty pages in the
+    kernel and a WAL-triggered checkpoint under way; without this they were flushed during the large size's
+    first runs (the first interleaved runs after setup are the large database's), which a deployment, whose
+    data grew over months, never sees. One CHECKPOINT (the server's, shared) and a wait for the kernel."""
+    t0 = time.perf_counter()
+    psql("postgres", "CHECKPOINT")
+    subprocess.run(["sync"], check=False, timeout=600)
+    log(f"  settled (CHECKPOINT, sync) in {time.perf_counter() - t0:.0f} s")
+
+
+# Per-database counters read before and after each load: what the server did per request, whatever the noise
+# of a shared machine does to requests/s. Buffers (shared hits + reads) per request and rows read by sequential
+# scans per request are flat when every statement on the path is an index look-up.
+_COUNTERS = ("SELECT (SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()), "
+             "(SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables)")
+
+
+def counters(db: str) -> tuple[int, int]:
+    psql(db, "SELECT pg_stat_clear_snapshot()")
+    buffers, seq_rows = psql(db, _COUNTERS).split("|")
+    return int(buffers), int(seq_rows)
 
 
 def db_name(srv: LiveServer) -> str:
@@ -105,6 +139,7 @@ async def load(srv: LiveServer, make: Callable[[int, int], bytes], conc: int, du
     lat: list[float] = []
     errors: dict[str, int] = {}
     state = {"measuring": False, "stop": False}
+    done = [0]  # every response, warm-up included (the per-request server counters divide by it)
 
     async def worker(w: int) -> None:
         conn = RawConnection(host, port)
@@ -118,6 +153,7 @@ async def load(srv: LiveServer, make: Callable[[int, int], bytes], conc: int, du
                 status, body = await conn.request(make(w, i))
                 dt = time.perf_counter() - t0
                 i += 1
+                done[0] += 1
                 if status != 200:
                     key = f"{status} {body[:80]!r}"
                     errors[key] = errors.get(key, 0) + 1
@@ -140,7 +176,8 @@ async def load(srv: LiveServer, make: Callable[[int, int], bytes], conc: int, du
     elapsed = time.perf_counter() - t0
     state["stop"] = True
     await asyncio.gather(*tasks)
-    return {"rps": len(lat) / elapsed, "p50": pct(lat, 50) * 1000, "p99": pct(lat, 99) * 1000, "errors": errors}
+    return {"rps": len(lat) / elapsed, "p50": pct(lat, 50) * 1000, "p99": pct(lat, 99) * 1000, "errors": errors,
+            "total": done[0]}
 
 
 def post(srv: LiveServer, path: str, fields: dict[str, str], basic: tuple[str, str] | None = None) -> bytes:
@@ -240,7 +277,9 @@ class Families(Scenario):
             fam = psql(db, "SELECT family_id FROM token_families LIMIT 1")
             clone(db, "token_families", f"family_id = '{fam}'", n, {"family_id": "'scale-' || g"})
             clone(db, "refresh_tokens", f"family_id = '{fam}'", n, {
-                "family_id": "'scale-' || g", "token_hash": "md5('a' || g) || md5('b' || g)",
+                # a key like the server's own (43 characters of base64url HMAC-SHA256), so the index is as large
+                "family_id": "'scale-' || g",
+                "token_hash": "rtrim(translate(encode(sha256(('a' || g)::bytea), 'base64'), '+/', '-_'), '=')",
                 "parent_hash": "NULL", "used_at": "NULL"})
 
     def request(self, label: str) -> tuple[Callable[[int, int], bytes], Callable[[int, bytes], None]]:
@@ -266,7 +305,10 @@ class Introspect(Scenario):
             import httpx
             tok = httpx.post(srv.base_url + "/token", data={"grant_type": "client_credentials", "resource": AUDIENCE},
                              auth=(svc["client_id"], svc["client_secret"]), timeout=30).json()["access_token"]
-            rs = srv.create_client(grant_types=["client_credentials"], scopes=["read"], audiences=[AUDIENCE])
+            # a resource server for AUDIENCE: without resource_audiences the endpoint answers inactive before it
+            # looks at the revoked-jti table, and the scenario measured nothing of it
+            rs = srv.create_client(grant_types=["client_credentials"], scopes=["read"], audiences=[AUDIENCE],
+                                   resource_audiences=[AUDIENCE])
             # one revoked token gives a row to clone (revoke a second token of the same client)
             other = httpx.post(srv.base_url + "/token", data={"grant_type": "client_credentials", "resource": AUDIENCE},
                                auth=(svc["client_id"], svc["client_secret"]), timeout=30).json()["access_token"]
@@ -274,6 +316,10 @@ class Introspect(Scenario):
                        timeout=30).raise_for_status()
             setattr(srv, "bench", (tok, rs))
             clone(db_name(srv), "revoked_tokens", "true", scale(extra, self.args), {"jti": "'scale-' || g"})
+            for token, active in ((tok, True), (other, False)):  # the request measured is the look-up wanted
+                r = httpx.post(srv.base_url + "/introspect", data={"token": token},
+                               auth=(rs["client_id"], rs["client_secret"]), timeout=30)
+                assert r.json()["active"] is active, r.text
 
     def request(self, label: str) -> tuple[Callable[[int, int], bytes], None]:
         srv = self.servers[label]
@@ -344,25 +390,42 @@ async def measure(sc: Scenario, runs: int, conc: int, duration: float) -> dict[s
         for label in labels:
             make, after = sc.request(label)
             around = getattr(sc, "around", None)
+            db = db_name(sc.servers[label])
+            before = counters(db)
             async with (around(label) if around else contextlib.nullcontext({})) as extra:
                 res = await load(sc.servers[label], make, conc, duration, after)
+            await asyncio.sleep(1.5)  # the server's backends report their statistics within a second of idling
+            end = counters(db)
             res.update(extra or {})
+            res["buffers"] = (end[0] - before[0]) / max(1, res["total"])
+            res["seq_rows"] = (end[1] - before[1]) / max(1, res["total"])
             out[label].append(res)
-            log(f"  {sc.name} {label} run {run + 1}: {res['rps']:.0f}/s p99 {res['p99']:.1f} ms {res['errors'] or ''}"
+            log(f"  {sc.name} {label} run {run + 1}: {res['rps']:.0f}/s p99 {res['p99']:.1f} ms, "
+                f"{res['buffers']:.0f} buffers and {res['seq_rows']:.0f} seq-scanned rows per request "
+                f"{res['errors'] or ''}"
                 + (f" (purged {res['deleted']:,} rows)" if "deleted" in res else ""))
     return out
 
 
 def report(name: str, results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One row per size. ``ratio``: of the median requests/s; ``paired``: the median over runs of this size's
+    requests/s divided by the smallest size's in the same run (the two loads seconds apart: drift in the
+    machine's load cancels). Buffers and seq-scanned rows are per request, medians over runs."""
     rows = []
     base = None
+    base_samples: list[dict[str, Any]] = []
     for label, samples in results.items():
         med = statistics.median(s["rps"] for s in samples)
-        base = base or med
+        if base is None:
+            base, base_samples = med, samples
+        paired = statistics.median(s["rps"] / b["rps"] for s, b in zip(samples, base_samples) if b["rps"])
         p50 = statistics.median(s["p50"] for s in samples)
         p99 = statistics.median(s["p99"] for s in samples)
+        buffers = statistics.median(s["buffers"] for s in samples)
+        seq_rows = statistics.median(s["seq_rows"] for s in samples)
         errs = sum(sum(s["errors"].values()) for s in samples)
-        rows.append(f"| {name} | {label} | {med:,.0f} | {p50:.1f} | {p99:.1f} | {med / base:.2f} | {errs} |")
+        rows.append(f"| {name} | {label} | {med:,.0f} | {p50:.1f} | {p99:.1f} | {med / base:.2f} | {paired:.2f} "
+                    f"| {buffers:.0f} | {seq_rows:.0f} | {errs} |")
     return rows
 
 
@@ -375,23 +438,31 @@ def main() -> None:
     ap.add_argument("--spread", action=argparse.BooleanOptionalAction, default=False,
                     help="clients: the load comes from 1,000 different clients (needs the larger sizes)")
     ap.add_argument("--small", action="store_true", help="sizes / 100 (a smoke test of the script)")
+    ap.add_argument("--settle", action=argparse.BooleanOptionalAction, default=True,
+                    help="CHECKPOINT and sync after the clones, before the load (--no-settle: the old behaviour)")
     args = ap.parse_args()
+    global SETTLE
+    SETTLE = args.settle
     ensure_services()
     lines = [f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}; "
              f"load before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
-             "", "| scenario | size | req/s (median) | p50 ms | p99 ms | ratio to smallest | errors |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "", "| scenario | size | req/s (median) | p50 ms | p99 ms | ratio to smallest | paired ratio "
+                 "| buffers/req | seq-scanned rows/req | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory(prefix="ostiary-scale-") as tmp:
         for name in args.scenarios.split(","):
             sc = SCENARIOS[name](args, Path(tmp))
             try:
                 log(f"{name}: setting up")
                 sc.setup()
+                if SETTLE:
+                    settle()
                 log(f"{name}: measuring")
                 results = asyncio.run(measure(sc, args.runs, args.concurrency, args.duration))
                 lines += report(name + ("-spread" if name == "clients" and args.spread else ""), results)
             finally:
                 sc.close()
+    lines.append(f"load after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     print("\n".join(lines))
 
 
