@@ -51,6 +51,9 @@ def _refused(r: httpx.Response, error: str = "invalid_dpop_proof", status: int =
     assert r.status_code == status, r.text
     assert r.json()["error"] == error, r.text
     assert "access_token" not in r.json()
+    if error in ("invalid_dpop_proof", "use_dpop_nonce"):  # RFC 9449 §7.1's challenge, beside the JSON error
+        challenge = r.headers.get("www-authenticate", "")
+        assert challenge.startswith(f'DPoP error="{error}"') and 'algs="ES256' in challenge, challenge
     return str(r.json().get("error_description", ""))
 
 

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ...core.dpop import InvalidDpopProof, UseDpopNonce, resource_challenge
 from ...core.errors import InvalidClient
 from ...core.grants.refresh_token import RefreshTokenReused
 from .. import metrics
@@ -28,10 +29,19 @@ async def token(request: Request) -> Response:
     except RefreshTokenReused as exc:
         metrics.REFRESH_TOKEN_REUSE.labels("true" if exc.family_revoked else "false").inc()
         raise
+    except (InvalidDpopProof, UseDpopNonce) as exc:
+        _dpop_challenge(exc, rt.policy.dpop_algs)
+        raise
     metrics.tokens_issued(result.grant_type)
     if result.dpop_nonce is not None:
         return json_response(result.body(), headers={**NO_STORE, "DPoP-Nonce": result.dpop_nonce})
     return json_response(result.body(), headers=NO_STORE)
+
+
+def _dpop_challenge(exc: InvalidDpopProof | UseDpopNonce, algs: tuple[str, ...]) -> None:
+    """RFC 9449 §7.1's challenge also on the token and PAR endpoints' 400 (the body is RFC 6749 §5.2's JSON):
+    a client library that reads ``WWW-Authenticate`` learns the error and the algorithms accepted."""
+    exc.headers.setdefault("WWW-Authenticate", resource_challenge(algs, exc.error))
 
 
 @protocol_route("par")
@@ -43,6 +53,9 @@ async def par(request: Request) -> Response:
         result = await rt.par.handle(req)
     except InvalidClient:
         await record_failure(rt, req)
+        raise
+    except (InvalidDpopProof, UseDpopNonce) as exc:
+        _dpop_challenge(exc, rt.policy.dpop_algs)
         raise
     return json_response(result.body(), 201, headers=NO_STORE)
 
