@@ -9,7 +9,9 @@ RFC 9728 document from the challenge and Ostiary's metadata from it, runs Author
 expire, refreshes (with ``resource``) and calls again.
 
 The TypeScript SDK's client (``@modelcontextprotocol/sdk``, tests/mcp_node/mcp_client.mjs) does the same
-through its own OAuth support, headless in Node, with Chromium doing the browser step.
+through its own OAuth support, headless in Node, with Chromium doing the browser step, in the same three
+registration modes (its provider's ``clientMetadataUrl`` for the metadata document; the SDK's https-only check
+on that URL, ``isHttpsUrl``, is widened to http on 127.0.0.1 by a load hook in the Node script, that mode only).
 
 How the client is registered (Python SDK test) is a fixture parametrized by mode: pre-registered, dynamic client
 registration (RFC 7591), and a client ID metadata document served by the test (the SDK's ``client_metadata_url``:
@@ -333,23 +335,39 @@ def node_client() -> Path:
     return NODE_DIR / "mcp_client.mjs"
 
 
+TS_MODES = ("dcr", "metadata-document", "pre-registered")
+
+
+@pytest.mark.parametrize("mode", TS_MODES)
 async def test_typescript_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_again(
-        stack: Stack, node_client: Path, browser: Any) -> None:
+        stack: Stack, node_client: Path, browser: Any, mode: str) -> None:
     """``@modelcontextprotocol/sdk``'s own OAuth client (StreamableHTTPClientTransport with an auth provider),
     headless: it prints the authorization URL, Chromium signs in and consents, the code reaches the Node
     process's loopback callback; it calls a tool, then, when the server refuses its access token, refreshes
-    and calls again."""
-    out = stack.ostiary.cli("client", "create", "--name", "TS MCP client", "--public", "--no-dpop",
-                            "--grant-type", "authorization_code", "--grant-type", "refresh_token",
-                            "--scope", SCOPE + " offline_access", "--audience", stack.mcp_url,
-                            "--redirect-uri", "http://127.0.0.1/callback", "--json")
-    client_id = json.loads(out.stdout)["client_id"]
+    and calls again. Registered beforehand, by the SDK itself (RFC 7591), or as a client ID metadata document
+    (the provider's ``clientMetadataUrl``) that the test serves and Ostiary fetches."""
+    expected_client_id: str | None = None
+    doc_path = doc_url = None
+    if mode == "pre-registered":
+        out = stack.ostiary.cli("client", "create", "--name", "TS MCP client", "--public", "--no-dpop",
+                                "--grant-type", "authorization_code", "--grant-type", "refresh_token",
+                                "--scope", SCOPE + " offline_access", "--audience", stack.mcp_url,
+                                "--redirect-uri", "http://127.0.0.1/callback", "--json")
+        expected_client_id = json.loads(out.stdout)["client_id"]
+        args, client_name = [expected_client_id], "TS MCP client"
+    elif mode == "dcr":  # the name is the one the provider's clientMetadata gives
+        args, client_name = [], "TS MCP client"
+    else:
+        doc_path = f"/agents/ts-{time.monotonic_ns()}/client.json"
+        doc_url = expected_client_id = stack.docs.base + doc_path
+        args, client_name = [doc_url], "TS agent (metadata document)"
     user = new_user(stack.ostiary, name="Ts User")
     context = await browser.new_context()
     context.set_default_timeout(20_000)
     person = Person(await context.new_page(), user)
-    proc = await asyncio.create_subprocess_exec("node", str(node_client), stack.mcp_url, client_id, cwd=NODE_DIR,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec("node", str(node_client), stack.mcp_url, mode, *args,
+                                                cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
     events: dict[str, dict[str, Any]] = {}
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -360,6 +378,11 @@ async def test_typescript_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_a
             event = json.loads(line)
             events[event["event"]] = event
             if event["event"] == "authorize":
+                if doc_path is not None:  # publish the document, with the Node process's loopback redirect URI
+                    redirect_uri = parse_qs(urlsplit(event["url"]).query)["redirect_uri"][0]
+                    stack.docs.add(doc_path, document(doc_url, client_name=client_name,
+                                                      redirect_uris=[redirect_uri]),
+                                   headers={"Content-Type": "application/json", "Cache-Control": "max-age=600"})
                 await person(event["url"])
         assert await asyncio.wait_for(proc.wait(), 60) == 0, (await proc.stderr.read()).decode()
     finally:
@@ -368,15 +391,24 @@ async def test_typescript_sdk_client_signs_in_calls_a_tool_refreshes_and_calls_a
             await proc.wait()
         await context.close()
 
-    assert len(person.urls) == 1 and person.consent_clients == ["TS MCP client"]
+    called, refreshed = events["called"], events["refreshed"]
+    client_id = called["client_id"]
+    if expected_client_id is not None:
+        assert client_id == expected_client_id
+    else:  # registered by the SDK: a new client, not any other kind of client id
+        assert client_id and not client_id.startswith(("http://", "https://"))
+    if doc_path is not None:  # Ostiary fetched the document, once (sign-in, code exchange and refresh)
+        assert stack.docs.hits[doc_path] == 1
+    assert len(person.urls) == 1 and person.consent_clients == [client_name]
     asked = {k: v[0] for k, v in parse_qs(urlsplit(person.urls[0]).query).items()}
     assert person.urls[0].startswith(stack.ostiary.issuer + "/authorize?")
     assert asked["resource"] == stack.mcp_url and asked["code_challenge_method"] == "S256"
     assert asked["client_id"] == client_id and SCOPE in asked["scope"].split()
-    called, refreshed = events["called"], events["refreshed"]
     assert called["whoami"]["subject"] == user["id"] and called["whoami"]["client_id"] == client_id
     assert called["whoami"]["resource"] == stack.mcp_url
-    assert _claims(called["access_token"])["aud"] in (stack.mcp_url, [stack.mcp_url])
+    access = _claims(called["access_token"])
+    assert access["aud"] in (stack.mcp_url, [stack.mcp_url]) and access["client_id"] == client_id
+    assert "cnf" not in access  # unbound: the SDK makes no DPoP proofs
     assert "welcome" in refreshed["notes"] and refreshed["whoami"] == called["whoami"]
     assert refreshed["token_responses"] == 2  # the code exchange, then one refresh
     assert refreshed["access_token"] != called["access_token"]

@@ -2,16 +2,46 @@
 // (StreamableHTTPClientTransport + an OAuthClientProvider), headless: the authorization URL goes to stdout for
 // the test's Chromium, and the code comes back to this process's loopback callback.
 //
-//   node mcp_client.mjs <MCP server URL> <pre-registered client id>
+//   node mcp_client.mjs <MCP server URL> pre-registered <client id>
+//   node mcp_client.mjs <MCP server URL> dcr
+//   node mcp_client.mjs <MCP server URL> metadata-document <client ID metadata document URL>
+//
+// How the client is known to Ostiary: registered beforehand (the provider returns its client id); registered by
+// the SDK itself (RFC 7591: the provider has no client information, so the SDK POSTs its clientMetadata to the
+// registration_endpoint); or a client ID metadata document (the provider's clientMetadataUrl: the SDK sees
+// client_id_metadata_document_supported in Ostiary's metadata and uses the URL as its client_id).
 //
 // Every line on stdout is one JSON event: {"event": "authorize", "url": …}, {"event": "called", …},
 // {"event": "refreshed", …}. Exits non-zero on any failure.
 import http from 'node:http';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { register } from 'node:module';
 
-const [serverUrl, clientId] = process.argv.slice(2);
+const [serverUrl, mode, arg] = process.argv.slice(2);
+if (!['pre-registered', 'dcr', 'metadata-document'].includes(mode)) throw new Error(`unknown mode ${mode}`);
+
+// The test serves the metadata document over http on 127.0.0.1 (Ostiary fetches http URLs only on loopback
+// while its own issuer is loopback). The SDK accepts only https there (isHttpsUrl in client/auth.js); so, in
+// this mode only, that one check is widened to http://127.0.0.1 as the SDK's module is loaded, the rest of the
+// flow is the SDK's. (https with a test CA is not an option: Ostiary's fetcher trusts the system CAs only.)
+// If the SDK's check changes, loading fails loudly rather than testing something else.
+if (mode === 'metadata-document') {
+  const hooks = `
+    const CHECK = "return url.protocol === 'https:' && url.pathname !== '/';";
+    const WIDER = "return (url.protocol === 'https:' || (url.protocol === 'http:' && url.hostname === '127.0.0.1')) && url.pathname !== '/';";
+    export async function load(url, context, nextLoad) {
+      const result = await nextLoad(url, context);
+      if (!url.endsWith('/@modelcontextprotocol/sdk/dist/esm/client/auth.js')) return result;
+      const source = String(result.source);
+      if (!source.includes(CHECK)) throw new Error('the SDK changed its clientMetadataUrl check (isHttpsUrl)');
+      return { ...result, source: source.replace(CHECK, WIDER) };
+    }`;
+  register('data:text/javascript,' + encodeURIComponent(hooks));
+}
+// imported only now, so that the hook above applies to them
+const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
+const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+const { UnauthorizedError } = await import('@modelcontextprotocol/sdk/client/auth.js');
+
 const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
 let arrived;
@@ -27,11 +57,14 @@ await new Promise((resolve) => loopback.listen(0, '127.0.0.1', resolve));
 const redirectUrl = `http://127.0.0.1:${loopback.address().port}/callback`;
 
 const GRANTS = ['authorization_code', 'refresh_token'];
-const store = { tokens: undefined, verifier: undefined, tokenRequests: 0,
-  client: { client_id: clientId, redirect_uris: [redirectUrl], grant_types: GRANTS, token_endpoint_auth_method: 'none' } };
+const store = { tokens: undefined, verifier: undefined, tokenRequests: 0, client: undefined };
+if (mode === 'pre-registered') {
+  store.client = { client_id: arg, redirect_uris: [redirectUrl], grant_types: GRANTS, token_endpoint_auth_method: 'none' };
+}
 
 const provider = {
   get redirectUrl() { return redirectUrl; },
+  get clientMetadataUrl() { return mode === 'metadata-document' ? arg : undefined; },
   get clientMetadata() {
     return { client_name: 'TS MCP client', redirect_uris: [redirectUrl], grant_types: GRANTS,
              response_types: ['code'], token_endpoint_auth_method: 'none' };
@@ -64,7 +97,7 @@ try {
   await client.connect(transport());
   const whoami = structured(await client.callTool({ name: 'whoami', arguments: {} }));
   const signedIn = { ...store.tokens };
-  say({ event: 'called', whoami, access_token: signedIn.access_token, refresh_token: signedIn.refresh_token });
+  say({ event: 'called', client_id: store.client?.client_id, whoami, access_token: signedIn.access_token, refresh_token: signedIn.refresh_token });
 
   // The server now refuses the access token (as it would an expired one): on that 401 the SDK refreshes
   // with the refresh token and retries, with no second trip through the browser.
