@@ -60,6 +60,10 @@ class Engine:
 
     async def client(self, **spec: object) -> tuple[str, str | None]:
         spec.setdefault("name", "c")
+        if spec.get("client_type") == "public":
+            # new public clients are DPoP-bound by default (tests/web/test_dpop_default.py); these tests drive
+            # them without proofs unless they ask for binding
+            spec.setdefault("dpop_bound_access_tokens", False)
         if "client_credentials" in spec.get("grant_types", ["client_credentials"]):  # type: ignore[operator]
             spec.setdefault("audiences", ["https://api.test.example"])  # a service client names its API
         c, secret = await self.admin.create_client(ClientCreate.model_validate(spec))
