@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tests" / "resource"))
 sys.path.insert(0, str(ROOT))
 from _dpop_api import Api  # noqa: E402
 from tests.support import LiveServer, start_server  # noqa: E402
-from tests.web._codeflow import forms, new_user  # noqa: E402
+from tests.web._codeflow import approve_device, new_user  # noqa: E402
 
 from ostiary._clock import FixedClock  # noqa: E402
 from ostiary.client import DeviceLogin, EncryptedFileTokenStore, ServiceTokenClient, TokenSession  # noqa: E402
@@ -84,18 +84,6 @@ def test_service_token_client_retries_once_with_the_servers_nonce(server: LiveSe
     http.close()
 
 
-def _approve(server: LiveServer, user_code: str, user: dict[str, Any]) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=30) as b:
-        page = b.get("/device", params={"user_code": user_code})
-        f = forms(page.text)["device-form"]
-        r = b.post("/device", data={**f["fields"], "user_code": user_code})
-        f = forms(r.text)["login-form"]
-        r = b.post("/device/login", data={**f["fields"], "username": user["username"], "password": user["password"]})
-        f = forms(r.text)["device-confirm-form"]
-        r = b.post("/device/confirm", data={**f["fields"], "decision": "approve"})
-        assert 'data-outcome="approved"' in r.text
-
-
 def test_device_login_stores_the_key_and_the_session_reuses_it_after_a_reload(
         server: LiveServer, api: Api, tmp_path: Path) -> None:
     spec = server.create_client(client_type="public", grant_types=[DEVICE_GRANT, "refresh_token"],
@@ -105,7 +93,7 @@ def test_device_login_stores_the_key_and_the_session_reuses_it_after_a_reload(
     login = DeviceLogin(server.issuer, spec["client_id"], scope="openid offline_access", resource=API,
                         clock=clock, sleep=clock.advance)
     code = login.start()
-    _approve(server, code.user_code, user)
+    approve_device(server.base_url, code.user_code, user)
     tokens = login.poll(code)
     login.close()
     assert tokens.token_type == "DPoP" and tokens.dpop_key is not None

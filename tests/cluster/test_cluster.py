@@ -28,7 +28,7 @@ from joserfc.jwk import KeySet
 from ..cluster_support import DB_PREFIX, Cluster, Node, cleanup_stale, missing_capability, pg_fetch
 from ..e2e._device import DEVICE_GRANT, device_client
 from ..support import LiveServer
-from ..web._codeflow import Browser, exchange, forms, get_code, new_user, web_client
+from ..web._codeflow import Browser, approve_device, exchange, get_code, new_user, web_client
 
 REASON = missing_capability()
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(REASON is not None, reason=f"cluster test: {REASON}")]
@@ -266,18 +266,6 @@ def test_a_client_rate_limit_is_shared_by_every_node(cluster: Cluster, front: Li
 
 # ---- device flow ----
 
-def _approve(node: Node, user_code: str, user: dict[str, Any]) -> None:
-    with httpx.Client(base_url=node.url, timeout=30) as b:
-        page = b.get("/device", params={"user_code": user_code})
-        f = forms(page.text)["device-form"]
-        r = b.post("/device", data={**f["fields"], "user_code": user_code})
-        f = forms(r.text)["login-form"]
-        r = b.post("/device/login", data={**f["fields"], "username": user["username"], "password": user["password"]})
-        f = forms(r.text)["device-confirm-form"]
-        r = b.post("/device/confirm", data={**f["fields"], "decision": "approve"})
-        assert 'data-outcome="approved"' in r.text, r.text[:2000]
-
-
 def _poll(node: Node, client: dict[str, Any], device_code: str) -> httpx.Response:
     return httpx.post(node.url + "/token", data={"grant_type": DEVICE_GRANT, "device_code": device_code,
                                                  "client_id": client["client_id"]})
@@ -307,7 +295,7 @@ def test_a_device_code_approved_through_one_node_is_redeemed_through_another(
     grant = _start_device(a, client)  # started at node 1
     assert grant["verification_uri"] == cluster.url + "/device"  # every node names the one issuer
     interval = grant["interval"]
-    _approve(c, grant["user_code"], user)  # approved at node 3
+    approve_device(c.url, grant["user_code"], user)  # approved at node 3
     for _ in range(3):  # redeemed at node 2, polling as RFC 8628 says (slow_down adds 5 s)
         time.sleep(interval)
         r = _poll(b, client, grant["device_code"])

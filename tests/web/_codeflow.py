@@ -38,6 +38,20 @@ def forms(html: str) -> dict[str, dict[str, Any]]:
     return {f["id"] or f["action"]: f for f in p.forms}
 
 
+def approve_device(base_url: str, user_code: str, user: dict[str, Any]) -> None:
+    """A person approves a device code (RFC 8628 §3.3) in a fresh browser session: enters the code, signs in,
+    confirms."""
+    with httpx.Client(base_url=base_url, timeout=30) as b:
+        page = b.get("/device", params={"user_code": user_code})
+        f = forms(page.text)["device-form"]
+        r = b.post("/device", data={**f["fields"], "user_code": user_code})
+        f = forms(r.text)["login-form"]
+        r = b.post("/device/login", data={**f["fields"], "username": user["username"], "password": user["password"]})
+        f = forms(r.text)["device-confirm-form"]
+        r = b.post("/device/confirm", data={**f["fields"], "decision": "approve"})
+        assert 'data-outcome="approved"' in r.text, r.text[:2000]
+
+
 def pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from ..support import LiveServer, start_server
-from ._codeflow import REDIRECT, Browser, exchange, forms, get_code, new_user, refresh, web_client
+from ._codeflow import REDIRECT, Browser, approve_device, exchange, get_code, new_user, refresh, web_client
 from ._dpop import DPoPKey, unverified
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -318,18 +318,6 @@ def test_userinfo_without_credentials_offers_both_schemes(server: LiveServer) ->
 
 # --- the device grant and token exchange ------------------------------------------------------------------------
 
-def _approve(server: LiveServer, user_code: str, user: dict[str, Any]) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=30) as b:
-        page = b.get("/device", params={"user_code": user_code})
-        f = forms(page.text)["device-form"]
-        r = b.post("/device", data={**f["fields"], "user_code": user_code})
-        f = forms(r.text)["login-form"]
-        r = b.post("/device/login", data={**f["fields"], "username": user["username"], "password": user["password"]})
-        f = forms(r.text)["device-confirm-form"]
-        r = b.post("/device/confirm", data={**f["fields"], "decision": "approve"})
-        assert 'data-outcome="approved"' in r.text
-
-
 def test_device_grant_binds_tokens_to_the_proof_key(server: LiveServer) -> None:
     client = server.create_client(client_type="public", grant_types=[DEVICE_GRANT, "refresh_token"],
                                   scopes=["openid", "offline_access"])
@@ -338,7 +326,7 @@ def test_device_grant_binds_tokens_to_the_proof_key(server: LiveServer) -> None:
                    data={"client_id": client["client_id"], "scope": "openid offline_access"})
     assert r.status_code == 200, r.text
     auth = r.json()
-    _approve(server, auth["user_code"], user)
+    approve_device(server.base_url, auth["user_code"], user)
     r = httpx.post(server.base_url + "/token", headers={"DPoP": key.proof(server.issuer + "/token")},
                    data={"grant_type": DEVICE_GRANT, "device_code": auth["device_code"],
                          "client_id": client["client_id"]})
