@@ -1,6 +1,7 @@
 """CPU cost per /token request inside the ASGI app (no HTTP server, no network), with a profile.
 
-Usage: .venv/bin/python bench/inproc_token.py [--n 5000] [--profile]
+Usage: .venv/bin/python bench/inproc_token.py [--n 5000] [--profile] [--dpop]
+With --dpop every request carries a fresh ES256 DPoP proof (RFC 9449), all signed before the timing starts.
 Needs OSTIARY_* settings of a migrated database and BENCH_CLIENT_ID / BENCH_CLIENT_SECRET.
 """
 
@@ -19,7 +20,18 @@ from ostiary.config import load_settings
 from ostiary.web.app import create_app
 
 
-async def main(n: int, profile: bool, path: str) -> None:
+def _proofs(count: int, url: str) -> list[bytes]:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.web._dpop import DPoPKey
+
+    key = DPoPKey()
+    return [key.proof(url).encode() for _ in range(count)]
+
+
+async def main(n: int, profile: bool, path: str, dpop: bool = False) -> None:
     app = create_app(load_settings())
     auth = base64.b64encode(f"{os.environ['BENCH_CLIENT_ID']}:{os.environ['BENCH_CLIENT_SECRET']}".encode())
     body = b"grant_type=client_credentials&scope=api%3Aread"
@@ -32,6 +44,12 @@ async def main(n: int, profile: bool, path: str) -> None:
         "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8000),
     }
     statuses: list[int] = []
+    proofs = iter(_proofs(n + 200, load_settings().issuer.rstrip("/") + path)) if dpop else None
+
+    def request_scope() -> dict[str, Any]:
+        if proofs is None:
+            return dict(scope)
+        return {**scope, "headers": [*scope["headers"], (b"dpop", next(proofs))]}
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body if method == "POST" else b"", "more_body": False}
@@ -42,14 +60,14 @@ async def main(n: int, profile: bool, path: str) -> None:
 
     async with app.router.lifespan_context(app):
         for _ in range(200):
-            await app(dict(scope), receive, send)
+            await app(request_scope(), receive, send)
         prof = cProfile.Profile() if profile else None
         t0 = time.perf_counter()
         c0 = time.process_time()
         if prof:
             prof.enable()
         for _ in range(n):
-            await app(dict(scope), receive, send)
+            await app(request_scope(), receive, send)
         if prof:
             prof.disable()
         cpu = time.process_time() - c0
@@ -65,5 +83,6 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--path", default="/token")
+    ap.add_argument("--dpop", action="store_true", help="a fresh DPoP proof on every request")
     a = ap.parse_args()
-    asyncio.run(main(a.n, a.profile, a.path))
+    asyncio.run(main(a.n, a.profile, a.path, a.dpop))
