@@ -3,13 +3,15 @@ secrets, htu normalisation, the size cap, and the replay key (per key and jti)."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ostiary._clock import FixedClock
 from ostiary.core.dpop import DPoPVerifier, InvalidDpopProof, UseDpopNonce, access_token_hash, normalized_htu
 from ostiary.store.memory_dpop import MemoryDPoPReplayCache
 
-from ..web._dpop import DPoPKey
+from ..web._dpop import DPoPKey, b64url
 
 URL = "https://as.example.com/token"
 
@@ -39,6 +41,38 @@ async def test_the_replay_key_is_the_key_and_the_jti() -> None:
         await v.verify(a.proof(URL, jti="same", iat=now), method="POST", url=URL)
     clock.advance(200)  # the window closed: the id is forgotten, and an old proof is refused by its iat anyway
     await v.verify(a.proof(URL, jti="same", iat=int(clock.now())), method="POST", url=URL)
+
+
+async def test_a_proof_recorded_early_is_checked_by_the_recorded_answer() -> None:
+    """The web layer records a proof's id with the rate limits (one Redis round trip) and hands ``verify`` the
+    answer: a replay is refused from it, and a first use does not touch the cache again."""
+    clock = FixedClock()
+    v, key = _verifier(clock), DPoPKey()
+    proof = key.proof(URL, iat=int(clock.now()))
+    rk = v.replay_key(proof)
+    assert rk is not None
+    with pytest.raises(InvalidDpopProof, match="already used"):
+        await v.verify(proof, method="POST", url=URL, first_use=(rk, False))
+    assert (await v.verify(proof, method="POST", url=URL, first_use=(rk, True))).jkt == key.jkt
+    assert len(v.replay) == 0  # type: ignore[arg-type]  # not recorded twice
+    # the key verify derives is the one replay_key read: with the answer for another key, the cache decides
+    other = key.proof(URL, iat=int(clock.now()))
+    assert (await v.verify(other, method="POST", url=URL, first_use=(rk, False))).jkt == key.jkt
+    with pytest.raises(InvalidDpopProof, match="already used"):
+        await v.verify(other, method="POST", url=URL)
+
+
+def test_replay_key_reads_nothing_it_cannot_parse() -> None:
+    clock = FixedClock()
+    v, key = _verifier(clock), DPoPKey()
+    good = key.proof(URL)
+    head, body, sig = good.split(".")
+    assert v.replay_key(good) == v.replay_key(f"{head}.{body}.AAAA")  # not verified: the signature is not read
+    for bad in (None, "", "a.b", "a.b.c", good + "," + good, f"{head}.!!!.{sig}", "x" * 5000,
+                key.proof(URL, jti=None), key.proof(URL, jti=""), key.proof(URL, jti="j" * 257),
+                key.proof(URL, header={"jwk": None}), key.proof(URL, header={"jwk": {**key.jwk, "d": "x"}}),
+                f"{b64url(json.dumps({'typ': 'dpop+jwt', 'alg': 'HS256', 'jwk': key.jwk}).encode())}.{body}.{sig}"):
+        assert v.replay_key(bad) is None
 
 
 async def test_nonces_live_one_to_two_periods_and_belong_to_the_secret() -> None:

@@ -11,7 +11,9 @@ import pytest
 
 from ostiary.store.memory_dpop import MemoryDPoPReplayCache
 from ostiary.store.redis.dpop import RedisDPoPReplayCache
+from ostiary.core.ratelimit import Bucket, Lockout
 from ostiary.store.redis.guard import RedisGuard
+from ostiary.store.redis.ratelimit import RedisLimiter
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -62,3 +64,57 @@ async def test_redis_down_falls_back_to_memory_and_still_refuses_replays() -> No
     assert await cache.seen_first(key, until) is True
     assert await cache.seen_first(key, until) is False  # never "no replay check"
     await cache.close()
+
+
+class _CountingGuard(RedisGuard):
+    """The real guard over the real Redis, counting round trips."""
+
+    calls = 0
+
+    async def run(self, op, component):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return await super().run(op, component)
+
+
+async def test_a_proof_id_is_recorded_in_the_rate_limits_round_trip() -> None:
+    """With Redis, a DPoP request's rate limits and its proof id cost one round trip together (issue 12's
+    benchmark goal), and keep their meaning: first use True, a replay False, a refused request records nothing."""
+    guard = _CountingGuard(REDIS)
+    prefix = f"ost-test-dpop-{secrets.token_hex(4)}:"
+    limiter = RedisLimiter(guard, prefix=prefix + "rl:")
+    cache = RedisDPoPReplayCache(guard, prefix=prefix + "dpop:")
+    steps = [Bucket("ip", "ip:a", 1000, 1000), Lockout("failed_auth", "c|a", 5, 60), Bucket("client", "c", 1000, 1000)]
+    key, until = secrets.token_hex(16), time.time() + 60
+    assert await cache.admit_and_record(limiter, steps, key, until) == (None, True)
+    assert guard.calls == 1
+    assert await cache.admit_and_record(limiter, steps, key, until) == (None, False)
+    assert await cache.seen_first(key, until) is False  # the same record as seen_first's
+
+    empty = [Bucket("ip", "ip:b", 0.001, 1)]
+    other = secrets.token_hex(16)
+    assert await cache.admit_and_record(limiter, empty, other, until) == (None, True)
+    refused, first = await cache.admit_and_record(limiter, empty, secrets.token_hex(16), until)
+    assert refused is not None and refused[0] == "ip" and first is None  # rate-limited: nothing recorded
+    for _ in range(5):
+        await limiter.record_failure("c|a", 60)
+    refused, first = await cache.admit_and_record(limiter, steps, secrets.token_hex(16), until)
+    assert refused is not None and refused[0] == "failed_auth" and first is None
+    await guard.close()
+
+
+async def test_redis_down_then_back_the_early_record_still_refuses_outage_proofs() -> None:
+    """Redis unavailable: the rate limits come from memory and the proof id is left to ``seen_first`` (memory);
+    once Redis is back, an id first seen during the outage is still refused by the early record."""
+    guard = RedisGuard(REDIS, retry_interval=0.2)
+    prefix = f"ost-test-dpop-{secrets.token_hex(4)}:"
+    limiter = RedisLimiter(guard, prefix=prefix + "rl:")
+    cache = RedisDPoPReplayCache(guard, prefix=prefix + "dpop:")
+    key, until = secrets.token_hex(16), time.time() + 60
+    guard._trip(ConnectionError("simulated outage"))  # the breaker opens, as after a failed call
+    refused, first = await cache.admit_and_record(limiter, [Bucket("ip", "ip:x", 1000, 1000)], key, until)
+    assert refused is None and first is None
+    assert await cache.seen_first(key, until) is True  # recorded in this process's memory
+    await asyncio.sleep(0.3)  # the breaker half-opens: Redis answers again
+    assert await cache.admit_and_record(limiter, [], key, until) == (None, False)
+    assert guard.available
+    await guard.close()

@@ -14,6 +14,12 @@ A DPoP proof is a JWT the client signs with a key it holds, carrying that key's 
 6. ``ath`` = base64url(SHA-256(access token)) when the proof accompanies an access token (§4.3 item 11);
 7. ``jti`` seen for the first time (the replay cache keeps ``sha256(jkt|jti)`` until the window closes).
 
+Step 7 may have been done before the others: :meth:`DPoPVerifier.replay_key` reads the key from the proof without
+verifying it, so the web layer records it in the same Redis round trip as the rate limits, and passes the
+outcome to :meth:`DPoPVerifier.verify` as ``first_use``. Recording an unverified proof's id costs an attacker
+nothing it could use: the key includes the jwk's thumbprint and the client's random ``jti``, which only someone
+who saw the proof knows (and could then replay it anyway).
+
 The token is then bound to the key by its RFC 7638 thumbprint, ``cnf: {"jkt": …}`` (§6).
 
 Nonces (§8) are stateless: ``base64url(slot ‖ HMAC(key, slot)[:16])`` where ``slot`` is the current period of
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,7 +42,7 @@ from urllib.parse import urlsplit
 from .._clock import Clock
 from .._secrets import b64url, b64url_decode, constant_time_equals
 from .errors import OAuthError
-from .jose import JoseError, jwk_thumbprint, verify_with_embedded_jwk
+from .jose import JoseError, embedded_header, jwk_thumbprint, verify_with_embedded_jwk
 
 __all__ = [
     "CNF_JKT",
@@ -172,10 +179,36 @@ class DPoPVerifier:
 
     # --- proofs --------------------------------------------------------------------------------------------
 
+    @property
+    def replay_window(self) -> float:
+        """How long a proof id recorded by :meth:`replay_key`'s caller must be kept: any ``iat`` :meth:`verify`
+        accepts is within ``iat_window`` of now, and the id must outlive it by the window again."""
+        return 2 * self.iat_window + 1
+
+    def replay_key(self, proof: str | None) -> str | None:
+        """The key :meth:`verify` checks the proof's ``jti`` under, read **without verifying anything**, so it can
+        be recorded early (see the module's docstring); None when the proof cannot be read (``verify`` will
+        refuse it and say why)."""
+        if proof is None or len(proof) > self.max_bytes or "," in proof:
+            return None
+        parts = proof.strip().split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            jkt = embedded_header(parts[0]).thumbprint
+            claims = json.loads(b64url_decode(parts[1]))
+        except (JoseError, ValueError, UnicodeError):
+            return None
+        jti = claims.get("jti") if isinstance(claims, dict) else None
+        if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI:
+            return None
+        return _replay_key(jkt, jti)
+
     async def verify(self, proof: str | None, *, method: str, url: str, access_token: str | None = None,
-                     require_nonce: bool = False) -> DPoPProof:
+                     require_nonce: bool = False, first_use: tuple[str, bool] | None = None) -> DPoPProof:
         """The checked proof, or ``InvalidDpopProof`` / ``UseDpopNonce`` (with ``DPoP-Nonce``). ``proof`` is the
-        ``DPoP`` header as the web layer passes it (repeated headers joined with commas)."""
+        ``DPoP`` header as the web layer passes it (repeated headers joined with commas). ``first_use``: the
+        replay cache's answer for :meth:`replay_key`'s key when the caller already recorded it (True: first)."""
         if proof is None or not proof.strip():
             raise InvalidDpopProof("a DPoP proof is required (RFC 9449): send it in the DPoP header")
         if len(proof) > self.max_bytes:
@@ -184,7 +217,7 @@ class DPoPVerifier:
             raise InvalidDpopProof("send exactly one DPoP header (RFC 9449 §4.3)")
         try:
             verified = verify_with_embedded_jwk(proof.strip(), typ="dpop+jwt", allowed_algs=self.algs)
-            jkt = jwk_thumbprint(verified.key.jwk)
+            jkt = verified.thumbprint or jwk_thumbprint(verified.key.jwk)
         except JoseError as exc:
             raise InvalidDpopProof(f"the DPoP proof is invalid: {exc}") from exc
         claims = verified.claims
@@ -210,7 +243,15 @@ class DPoPVerifier:
             ath = claims.get("ath")
             if not isinstance(ath, str) or not constant_time_equals(ath, access_token_hash(access_token)):
                 raise InvalidDpopProof("the DPoP proof's ath does not match the access token")
-        key = hashlib.sha256(f"{jkt}|{jti}".encode("utf-8", "surrogatepass")).hexdigest()
-        if not await self.replay.seen_first(key, max(now, float(iat)) + self.iat_window + 1):
+        key = _replay_key(jkt, jti)
+        if first_use is not None and first_use[0] == key:
+            first = first_use[1]
+        else:
+            first = await self.replay.seen_first(key, max(now, float(iat)) + self.iat_window + 1)
+        if not first:
             raise InvalidDpopProof("the DPoP proof was already used (its jti is single use)")
         return DPoPProof(jkt=jkt, jti=jti, iat=float(iat), htm=method, htu=htu)
+
+
+def _replay_key(jkt: str, jti: str) -> str:
+    return hashlib.sha256(f"{jkt}|{jti}".encode("utf-8", "surrogatepass")).hexdigest()

@@ -8,8 +8,9 @@ headers (``jku``, ``x5u``, ``jwk``, ``x5c``) are never followed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
 import jwt
@@ -73,6 +74,7 @@ class VerifiedJwt:
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
     key: PublicJwk
+    thumbprint: str | None = None  # RFC 7638, set by verify_with_embedded_jwk
 
 
 def generate_private_key(alg: SigningAlg) -> PrivateKey:
@@ -334,25 +336,68 @@ def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequ
 _PRIVATE_MEMBERS: Final[frozenset[str]] = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
-def verify_with_embedded_jwk(token: str, *, typ: str, allowed_algs: Iterable[str]) -> VerifiedJwt:
+def verify_with_embedded_jwk(token: str, *, typ: str, allowed_algs: Collection[str]) -> VerifiedJwt:
     """Verify a compact JWS signed by the public key in its own ``jwk`` header (RFC 9449 §4.3 DPoP proofs).
 
     The header's ``typ`` must be ``typ``; ``alg`` one of ``allowed_algs`` (asymmetric only) and of the key's
     type (an EC key's curve fixes it); the ``jwk`` a public EC, RSA or OKP key (a private member, or an
-    ``oct`` key, is refused). Only the signature is checked here; the claims are the caller's. ``JoseError``."""
+    ``oct`` key, is refused). Only the signature is checked here; the claims are the caller's. ``JoseError``.
+    The result carries the key's RFC 7638 ``thumbprint``."""
     if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
         raise JoseError("not a compact JWS")
+    segment = token[: token.index(".")]
+    header = embedded_header(segment)
+    if header.typ != typ.lower():
+        raise JoseError(f"typ must be {typ}")
+    alg = header.alg
+    if alg not in allowed_algs:
+        raise JoseError("algorithm not allowed")
+    signing_input, _, signature = token.rpartition(".")
     try:
-        header = json.loads(b64url_decode(token[: token.index(".")]))
+        _verify_signature(header.key.key, alg, signing_input.encode("ascii"), b64url_decode(signature))
+        claims = json.loads(b64url_decode(signing_input[len(segment) + 1:]))
+    except InvalidSignature as exc:
+        raise JoseError("signature verification failed") from exc
+    except (ValueError, UnicodeError) as exc:
+        raise JoseError("invalid token") from exc
+    if not isinstance(claims, dict):
+        raise JoseError("malformed JWT")
+    return VerifiedJwt(header=header.header, claims=claims, key=header.key, thumbprint=header.thumbprint)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedHeader:
+    """A JWS header carrying its own public key (``jwk``), checked: see :func:`embedded_header`."""
+
+    header: Mapping[str, Any]
+    typ: str  # lower-case
+    alg: str
+    key: PublicJwk
+    thumbprint: str  # RFC 7638, of ``key``
+
+
+def embedded_header(segment: str) -> EmbeddedHeader:
+    """The first segment of a compact JWS, decoded and checked: an asymmetric ``alg`` that fits the public
+    ``jwk`` (no private member, no ``oct`` key, no ``crit``), a string ``typ``. The caller checks ``typ`` and
+    ``alg`` against what it accepts. Nothing here proves the key signed anything. ``JoseError``.
+
+    Memoised by the segment itself: a client sends the same header with every proof, and decoding, checking
+    and thumbprinting the key costs about as much as the rest of a proof's check bar the signature. Bounded
+    (cleared when full); segments longer than 2 KiB (RSA keys above 8192 bits) are not kept."""
+    found = _HEADERS.get(segment)
+    if found is not None:
+        return found
+    try:
+        header = json.loads(b64url_decode(segment))
     except (ValueError, UnicodeDecodeError) as exc:
         raise JoseError("malformed JWT header") from exc
     if not isinstance(header, dict):
         raise JoseError("malformed JWT header")
     htyp = header.get("typ")
-    if not isinstance(htyp, str) or htyp.lower() != typ.lower():
-        raise JoseError(f"typ must be {typ}")
+    if not isinstance(htyp, str):
+        raise JoseError("the header has no typ")
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGS or alg not in frozenset(allowed_algs):
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGS:
         raise JoseError("algorithm not allowed")
     if "crit" in header:
         raise JoseError("unsupported critical header")
@@ -365,17 +410,17 @@ def verify_with_embedded_jwk(token: str, *, typ: str, allowed_algs: Iterable[str
     if not all(isinstance(v, str | None) for v in members):
         raise JoseError("malformed jwk")
     key = _embedded_key(members, alg)
-    signing_input, _, signature = token.rpartition(".")
-    try:
-        _verify_signature(key, alg, signing_input.encode("ascii"), b64url_decode(signature))
-        claims = json.loads(b64url_decode(signing_input[signing_input.index(".") + 1:]))
-    except InvalidSignature as exc:
-        raise JoseError("signature verification failed") from exc
-    except (ValueError, UnicodeError) as exc:
-        raise JoseError("invalid token") from exc
-    if not isinstance(claims, dict):
-        raise JoseError("malformed JWT")
-    return VerifiedJwt(header=header, claims=claims, key=PublicJwk(kid=None, alg=alg, key=key, jwk=jwk))
+    out = EmbeddedHeader(header=MappingProxyType(header), typ=htyp.lower(), alg=alg,
+                         key=PublicJwk(kid=None, alg=alg, key=key, jwk=MappingProxyType(jwk)),
+                         thumbprint=jwk_thumbprint(jwk))
+    if len(segment) <= 2048:
+        if len(_HEADERS) >= 4096:
+            _HEADERS.clear()
+        _HEADERS[segment] = out
+    return out
+
+
+_HEADERS: dict[str, EmbeddedHeader] = {}
 
 
 _JWK_MEMBERS: Final = ("kty", "crv", "x", "y", "n", "e")

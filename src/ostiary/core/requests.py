@@ -33,6 +33,9 @@ class EndpointRequest:
     dpop: str | None = field(default=None, repr=False)
     client_ip: str | None = None
     client_cert: bytes | None = field(default=None, repr=False)
+    #: the DPoP replay cache's answer for this request's proof, when the web layer recorded its id together
+    #: with the rate limits (``DPoPVerifier.replay_key``, True: first use)
+    dpop_first_use: tuple[str, bool] | None = field(default=None, repr=False)
 
     def single(self) -> dict[str, str]:
         return single_params(self.params)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -25,12 +26,13 @@ from ..core.errors import StoreUnavailable
 from ..core.grants import default_grants
 from ..core.keys import KeyRing
 from ..core.mtls import TrustAnchors, load_trust_anchors
-from ..core.ratelimit import RateLimiter
+from ..core.ratelimit import Bucket, Lockout, RateLimiter, Refusal
 from ..core.sealing import sealing_key
 from ..store.cache import CachedStore
 from ..store.memory_dpop import MemoryDPoPReplayCache
 from ..store.redis.dpop import RedisDPoPReplayCache
 from ..store.redis.guard import RedisGuard
+from ..store.redis.ratelimit import RedisLimiter
 from ..store.sql import SqlStore, check_schema
 from . import metrics
 from .audit import BatchingAuditSink
@@ -143,6 +145,20 @@ class Runtime:
     @property
     def ready(self) -> bool:
         return self._keyring is not None and self._keyring.algs >= set(self.policy.signing_algs)
+
+    async def admit(self, steps: Sequence[Bucket | Lockout],
+                    dpop: str | None = None) -> tuple[Refusal | None, tuple[str, bool] | None]:
+        """The rate limits (one Redis round trip), and with Redis the DPoP proof's id recorded in that same round
+        trip (RFC 9449 §11.1; ``DPoPVerifier.replay_key``): the second member is ``(key, first use)`` for
+        ``DPoPVerifier.verify``'s ``first_use``, or None when it was not recorded here (``verify`` checks it)."""
+        replay, limiter = self.dpop_replay, self.limiter
+        if dpop and isinstance(replay, RedisDPoPReplayCache) and isinstance(limiter, RedisLimiter):
+            key = self.dpop.replay_key(dpop)
+            if key is not None:
+                refused, first = await replay.admit_and_record(limiter, steps, key,
+                                                               self.clock.now() + self.dpop.replay_window)
+                return refused, (key, first) if first is not None else None
+        return await limiter.admit(steps), None
 
     async def start(self) -> None:
         status = await check_schema(self.settings.database_url)

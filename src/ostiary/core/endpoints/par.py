@@ -100,6 +100,7 @@ class PushedAuthorizationEndpoint:
         if self.ctx.dpop is None:
             raise InvalidDpopProof("DPoP proofs are not accepted by this server")
         proof = await self.ctx.dpop.verify(request.dpop, method="POST", url=request.endpoint,
+                                           first_use=request.dpop_first_use,
                                            require_nonce=self.ctx.policy.dpop_require_nonce or client_nonce)
         given = [v for k, v in pairs if k == "dpop_jkt"]
         if given and (len(given) > 1 or not constant_time_equals(given[0], proof.jkt)):

@@ -114,6 +114,7 @@ class TokenEndpoint:
         if self.ctx.dpop is None:
             raise InvalidDpopProof("DPoP proofs are not accepted by this server")
         return await self.ctx.dpop.verify(request.dpop, method="POST", url=request.endpoint,
+                                          first_use=request.dpop_first_use,
                                           require_nonce=self._nonce_required(client))
 
     @staticmethod

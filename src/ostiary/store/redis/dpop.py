@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
+from ...core.ratelimit import Bucket, Lockout, Refusal
 from ..memory_dpop import MemoryDPoPReplayCache
 from .guard import RedisGuard, RedisUnavailable
+from .ratelimit import RedisLimiter
 
 __all__ = ["RedisDPoPReplayCache"]
 
@@ -31,6 +34,17 @@ class RedisDPoPReplayCache:
             # proofs seen during an outage are still refused once Redis is back
             return await self.fallback.seen_first(key, until)
         return bool(created)
+
+    async def admit_and_record(self, limiter: RedisLimiter, steps: Sequence[Bucket | Lockout], key: str,
+                               until: float) -> tuple[Refusal | None, bool | None]:
+        """The rate limits' ``steps`` and, once they admit, :meth:`seen_first` for ``key``, in **one** Redis round
+        trip (the limiter's script). The second member is None when the key was not recorded (refused, or Redis
+        unavailable): the caller then calls :meth:`seen_first` as usual."""
+        ttl_ms = max(1, math.ceil((until - time.time()) * 1000))
+        refused, created = await limiter.admit_once(steps, self._prefix + key, ttl_ms)
+        if created and len(self.fallback):
+            created = await self.fallback.seen_first(key, until)
+        return refused, created
 
     async def close(self) -> None:
         await self._guard.close()

@@ -15,15 +15,20 @@ from .guard import RedisGuard, RedisUnavailable
 
 __all__ = ["RedisLimiter"]
 
-# KEYS[i] = step i's key; ARGV[3i-2 .. 3i] = 'b', rate, burst (a bucket) or 'f', max, window (a lockout).
-# Returns {0, '0'} when admitted, else {i, seconds to wait}. (All keys in one call: a Redis Cluster would need
+# KEYS[i] = step i's key; ARGV[3i-2 .. 3i] = 'b', rate, burst (a bucket), 'f', max, window (a lockout), or, last,
+# 'o', milliseconds, 0: a key to record once (SET NX PX) when every step before it admitted.
+# Returns {0, '0'} when admitted (with a third member for an 'o' step: 1 recorded first, 0 already there), else
+# {i, seconds to wait}. (All keys in one call: a Redis Cluster would need
 # them in one hash slot; Ostiary talks to a single Redis.)
 _ADMIT_LUA = """
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 for i = 1, #KEYS do
   local key = KEYS[i]; local kind = ARGV[3 * i - 2]
   local a = tonumber(ARGV[3 * i - 1]); local b = tonumber(ARGV[3 * i])
-  if kind == 'b' then
+  if kind == 'o' then
+    if redis.call('SET', key, '1', 'NX', 'PX', a) then return {0, '0', 1} end
+    return {0, '0', 0}
+  elseif kind == 'b' then
     local v = redis.call('HMGET', key, 'tokens', 'ts')
     local tokens = tonumber(v[1]) or b; local ts = tonumber(v[2]) or now
     tokens = math.min(b, tokens + (now - ts) * a)
@@ -105,6 +110,28 @@ class RedisLimiter:
             return await self.fallback.admit(steps)
         index = int(index)
         return (steps[index - 1].scope, float(wait)) if index else None
+
+    async def admit_once(self, steps: Sequence[Bucket | Lockout], key: str,
+                         ttl_ms: int) -> tuple[Refusal | None, bool | None]:
+        """:meth:`admit`, and in the same round trip, when admitted, ``SET key NX PX ttl_ms``: True when this
+        call recorded the key, False when it was there. None for the key while Redis is unavailable (the
+        steps are then answered by the fallback; the caller records the key its own way) or when refused."""
+        keys = [self._prefix + ("b:" if isinstance(s, Bucket) else "f:") + s.key for s in steps] + [key]
+        args: list[Any] = []
+        for step in steps:
+            args += ["b", step.rate, step.burst] if isinstance(step, Bucket) else ["f", step.max, step.window]
+        args += ["o", ttl_ms, 0]
+        locked = self.fallback.refusal([s for s in steps if isinstance(s, Lockout)])
+        if locked is not None:
+            return locked, None
+        try:
+            answer = await self._guard.run(lambda r: self._admit(keys=keys, args=args, client=r), "ratelimit")
+        except RedisUnavailable:
+            return await self.fallback.admit(steps), None
+        index = int(answer[0])
+        if index:
+            return (steps[index - 1].scope, float(answer[1])), None
+        return None, bool(int(answer[2]))
 
     async def reserve(self, attempts: Sequence[Attempt]) -> Refusal | None:
         if not attempts:

@@ -33,13 +33,16 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def endpoint_request(request: Request, rt: Runtime, url: str) -> EndpointRequest:
+async def endpoint_request(request: Request, rt: Runtime, url: str, *, proof: bool = False) -> EndpointRequest:
     """The form of a client-authenticated endpoint (token, introspection, revocation, device authorization),
     after the rate limits: per IP, then the claimed client's lock-out after failed authentications, then per
-    client, checked in one step (one Redis round trip)."""
+    client, checked in one step (one Redis round trip). ``proof``: the endpoint checks DPoP proofs (token, PAR),
+    whose ids are then recorded in that same round trip."""
     ip = client_ip(request)
     params = await read_form(request, rt.settings.server.max_body_bytes)
     authorization = request.headers.get("authorization")
+    dpop = dpop_header(request)
+    first_use: tuple[str, bool] | None = None
     limits = rt.settings.rate_limits
     if limits.enabled:
         steps: list[Bucket | Lockout] = []
@@ -50,13 +53,12 @@ async def endpoint_request(request: Request, rt: Runtime, url: str) -> EndpointR
         if claimed is not None:
             steps += [Lockout("failed_auth", f"{claimed}|{net}", limits.failed_auth_max, limits.failed_auth_window),
                       Bucket("client", "client:" + claimed, limits.per_client, limits.per_client_burst)]
-        refused = await rt.limiter.admit(steps)
+        refused, first_use = await rt.admit(steps, dpop if proof else None)
         if refused is not None:
             metrics.RATE_LIMITED.labels(refused[0]).inc()
             raise TooManyRequests(retry_after(refused[1]))
-    return EndpointRequest(endpoint=url, params=params, authorization=authorization,
-                           dpop=dpop_header(request), client_ip=ip,
-                           client_cert=presented_certificate(request.scope))
+    return EndpointRequest(endpoint=url, params=params, authorization=authorization, dpop=dpop, client_ip=ip,
+                           client_cert=presented_certificate(request.scope), dpop_first_use=first_use)
 
 
 def dpop_header(request: Request) -> str | None:

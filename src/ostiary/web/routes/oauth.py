@@ -20,7 +20,7 @@ __all__ = ["routes"]
 async def token(request: Request) -> Response:
     """RFC 6749 §3.2."""
     rt = runtime(request)
-    req = await endpoint_request(request, rt, rt.policy.token_endpoint)
+    req = await endpoint_request(request, rt, rt.policy.token_endpoint, proof=True)
     try:
         result = await rt.token.handle(req)
     except InvalidClient:
@@ -48,7 +48,7 @@ def _dpop_challenge(exc: InvalidDpopProof | UseDpopNonce, algs: tuple[str, ...])
 async def par(request: Request) -> Response:
     """RFC 9126 §2: 201 with the request_uri."""
     rt = runtime(request)
-    req = await endpoint_request(request, rt, rt.policy.pushed_authorization_request_endpoint)
+    req = await endpoint_request(request, rt, rt.policy.pushed_authorization_request_endpoint, proof=True)
     try:
         result = await rt.par.handle(req)
     except InvalidClient:
