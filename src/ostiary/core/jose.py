@@ -180,6 +180,8 @@ _HEADER_CACHE: dict[tuple[str, str, str], bytes] = {}
 _HASHES: dict[str, hashes.HashAlgorithm] = {"ES256": hashes.SHA256(), "ES384": hashes.SHA384(),
                                              "ES512": hashes.SHA512(), "RS256": hashes.SHA256()}
 _EC_SIZES = {"ES256": 32, "ES384": 48, "ES512": 66}
+#: the ECDSA parameter objects, made once (immutable; making one per signature showed in profiles)
+_ECDSA: dict[str, ec.ECDSA] = {alg: ec.ECDSA(_HASHES[alg]) for alg in _EC_SIZES}
 
 
 def sign_jwt(claims: Mapping[str, Any], key: PrivateKey, *, alg: str, kid: str, typ: str = "JWT",
@@ -202,7 +204,7 @@ def sign_jwt(claims: Mapping[str, Any], key: PrivateKey, *, alg: str, kid: str, 
     payload = b64url(_dumps(claims)).encode()
     signing_input = header + b"." + payload
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        r, s_ = decode_dss_signature(key.sign(signing_input, ec.ECDSA(_HASHES[alg])))
+        r, s_ = decode_dss_signature(key.sign(signing_input, _ECDSA[alg]))
         size = _EC_SIZES[alg]
         sig = r.to_bytes(size, "big") + s_.to_bytes(size, "big")
     elif isinstance(key, rsa.RSAPrivateKey):
@@ -461,7 +463,7 @@ def _verify_signature(key: PublicKey, alg: str, signing_input: bytes, signature:
         if len(signature) != 2 * size or digest is None:
             raise InvalidSignature
         der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
-        key.verify(der, signing_input, ec.ECDSA(digest))
+        key.verify(der, signing_input, _ECDSA[alg])
     elif isinstance(key, rsa.RSAPublicKey):
         if digest is None:
             raise InvalidSignature
