@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from ostiary.core.ratelimit import Bucket, Lockout
 from ostiary.store.memory_dpop import MemoryDPoPReplayCache
 from ostiary.store.redis.dpop import RedisDPoPReplayCache
-from ostiary.core.ratelimit import Bucket, Lockout
 from ostiary.store.redis.guard import RedisGuard
 from ostiary.store.redis.ratelimit import RedisLimiter
 
