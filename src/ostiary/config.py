@@ -337,9 +337,12 @@ class Settings(BaseSettings):
     issuer: str = "http://127.0.0.1:8000"
     database_url: str = "sqlite+aiosqlite:///ostiary.db"
     database_timeout: Duration = Field(5, ge=1, le=60, description="connect and pool-wait timeout (503 after)")
-    database_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections each worker keeps open")
-    database_max_overflow: int = Field(10, ge=0, le=200, description="extra connections a worker may open under "
-                                                                      "bursts (closed when returned)")
+    database_pool_size: int = Field(20, ge=1, le=200, description="PostgreSQL connections a worker may open "
+                                                                    "(on demand) and keeps open")
+    database_max_overflow: int = Field(0, ge=0, le=200, description="extra connections a worker may open under "
+                                                                     "bursts, each closed when returned (a new "
+                                                                     "PostgreSQL session every time: prefer a "
+                                                                     "larger pool)")
     secret_key: SecretStr | None = None
     secret_key_file: str = "ostiary-secret.key"
     admin_token: SecretStr | None = None

@@ -37,7 +37,7 @@ def _json_dumps(value: Any) -> str:
 _JSON = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, timeout: float = 5.0) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20, max_overflow: int = 0, timeout: float = 5.0) -> AsyncEngine:
     """An async engine. SQLite gets WAL and a busy timeout so several processes can share the file.
 
     On PostgreSQL ``timeout`` bounds both opening a connection and waiting for a pooled one: during an outage a
@@ -158,7 +158,7 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 5.0, pool_size: int = 10, max_overflow: int = 10) -> SqlStore:
+    def from_url(cls, url: str, *, timeout: float = 5.0, pool_size: int = 20, max_overflow: int = 0) -> SqlStore:
         return cls(create_engine(url, timeout=timeout, pool_size=pool_size, max_overflow=max_overflow))
 
     # clients
