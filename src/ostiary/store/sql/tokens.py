@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -314,35 +315,64 @@ FROM tok LEFT JOIN fam ON true LEFT JOIN usr ON true LEFT JOIN successor ON true
     sa.bindparam("jti", type_=sa.String), sa.bindparam("access_expires_at", type_=sa.Double),
     sa.bindparam("successor_hash", type_=sa.String), sa.bindparam("idle_ttl", type_=sa.Double),
     sa.bindparam("x5t_s256", type_=sa.String), sa.bindparam("dpop_jkt", type_=sa.String),
-).columns(scopes=sa.JSON, f_scopes=sa.JSON, f_audience=sa.JSON, f_amr=sa.JSON, s_scopes=sa.JSON)
+)  # the parameters' types give the driver's casts; the result is read as the driver returns it
+
+
+# ``_ROTATE_PG`` as the driver takes it, per dialect: (SQL, parameter order or None for named parameters). The
+# statement is sent with ``exec_driver_sql``: with a textual statement SQLAlchemy would match its 33 result columns
+# by name on every execution (that result metadata is not cacheable), a measurable share of a rotation's CPU.
+# Events (statement counting), error wrapping and connection invalidation are those of any other statement.
+_DRIVER_SQL: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _driver_sql(dialect: Any) -> tuple[str, tuple[str, ...] | None]:
+    key = (dialect.name, dialect.driver)
+    found = _DRIVER_SQL.get(key)
+    if found is None:
+        compiled = _ROTATE_PG.compile(dialect=dialect)
+        order = getattr(compiled, "positiontup", None)
+        found = _DRIVER_SQL[key] = (str(compiled), tuple(order) if order else None)
+    return found
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the driver returned it: text (asyncpg, with SQLAlchemy's codec) or already decoded."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 async def _rotate_pg(conn: Any, r: RefreshRotation) -> RotationOutcome:
-    row = (await conn.execute(_ROTATE_PG, {
+    sql, order = _driver_sql(conn.dialect)
+    params: dict[str, Any] = {
         "token_hash": r.token_hash, "client_id": r.client_id, "now": r.now, "requested": sorted(r.requested),
         "client_scopes": sorted(r.client_scopes), "client_audiences": sorted(r.client_audiences),
         "userinfo": r.userinfo_audience, "refresh_allowed": r.refresh_allowed, "jti": r.jti,
         "access_expires_at": r.access_expires_at, "successor_hash": r.successor_hash, "idle_ttl": r.idle_ttl,
         "x5t_s256": r.x5t_s256, "dpop_jkt": r.dpop_jkt,
-    })).first()
+    }
+    row = (await conn.exec_driver_sql(sql, tuple(params[k] for k in order) if order else params)).first()
     if row is None:
         return RotationOutcome(None, None, user_enabled=False, rotated=False)
     m = row._mapping
-    token = _refresh(row)
+    sealed = m["successor_sealed"]
+    token = RefreshToken(
+        token_hash=m["token_hash"], family_id=m["family_id"], client_id=m["client_id"], user_id=m["user_id"],
+        scopes=frozenset(_json(m["scopes"])), created_at=m["created_at"], expires_at=m["expires_at"],
+        parent_hash=m["parent_hash"], used_at=m["used_at"], request_fp=m["request_fp"],
+        successor_sealed=bytes(sealed) if sealed is not None else None, dpop_jkt=m["dpop_jkt"])
     family = None
     if m["f_family_id"] is not None:
         family = TokenFamily(
             family_id=m["f_family_id"], client_id=m["f_client_id"], user_id=m["f_user_id"],
-            scopes=frozenset(m["f_scopes"]), audience=tuple(m["f_audience"]), created_at=m["f_created_at"],
-            expires_at=m["f_expires_at"], auth_time=m["f_auth_time"], amr=tuple(m["f_amr"]), acr=m["f_acr"],
-            session_id=m["f_session_id"], revoked_at=m["f_revoked_at"], dpop_jkt=m["f_dpop_jkt"],
-            x5t_s256=m["f_x5t_s256"])
+            scopes=frozenset(_json(m["f_scopes"])), audience=tuple(_json(m["f_audience"])),
+            created_at=m["f_created_at"], expires_at=m["f_expires_at"], auth_time=m["f_auth_time"],
+            amr=tuple(_json(m["f_amr"])), acr=m["f_acr"], session_id=m["f_session_id"],
+            revoked_at=m["f_revoked_at"], dpop_jkt=m["f_dpop_jkt"], x5t_s256=m["f_x5t_s256"])
     successor = None
     if m["s_token_hash"] is not None:
         assert family is not None
         successor = RefreshToken(token_hash=m["s_token_hash"], family_id=family.family_id,
                                  client_id=token.client_id, user_id=token.user_id,
-                                 scopes=frozenset(m["s_scopes"]), created_at=m["s_created_at"],
+                                 scopes=frozenset(_json(m["s_scopes"])), created_at=m["s_created_at"],
                                  expires_at=m["s_expires_at"], parent_hash=token.token_hash,
                                  dpop_jkt=family.dpop_jkt)
     return RotationOutcome(token, family, m["u_disabled"] is False, rotated=m["rotated"] == 1,
