@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
 import platform
@@ -93,6 +94,19 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+def pg_cpu(database: str) -> float:
+    """CPU seconds used so far by the local PostgreSQL backends of ``database`` (from /proc; 0 where PostgreSQL
+    is not local). Backends that ended between two readings are missed: compare readings of one pool."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if cmd.startswith("postgres:") and f" {database} " in cmd + " ":
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def token_hist(srv: LiveServer) -> tuple[float, float]:
     text = httpx.get(srv.base_url + "/metrics", timeout=30).text
     vals = {k: 0.0 for k in ("sum", "count")}
@@ -118,7 +132,7 @@ def wrk_cc(srv: LiveServer, client: dict[str, Any], conc: int, duration: float) 
 
 
 async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int,
-                            cc_client: dict[str, Any]) -> dict[str, Any]:
+                            cc_client: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
     """Statements and transaction boundaries per rotation, counted in this process (see the module docstring):
     the server's app on the same database, driven over ASGI."""
     import sqlalchemy as sa
@@ -179,23 +193,42 @@ async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int,
             await cc()
             await asyncio.sleep(0.5)
             counting["on"] = True
+            prof = cProfile.Profile() if profile else None
+            database = srv.env["OSTIARY_DATABASE_URL"].rsplit("/", 1)[1]
+            pg0 = pg_cpu(database)
             cpu0 = time.process_time()
+            if prof:
+                prof.enable()
             for _ in range(n):
                 token = await one(token)
             await app.state.runtime.audit.flush()  # the audit events of these rotations, written now
+            if prof:
+                prof.disable()
             rotation_cpu = (time.process_time() - cpu0) / n
+            rotation_pg = (pg_cpu(database) - pg0) / n
             counting["on"] = False
+            cc_prof = cProfile.Profile() if profile else None
             cpu0 = time.process_time()
+            if cc_prof:
+                cc_prof.enable()
             for _ in range(n):
                 await cc()
             await app.state.runtime.audit.flush()
+            if cc_prof:
+                cc_prof.disable()
             cc_cpu = (time.process_time() - cpu0) / n
+            cc_pg = (pg_cpu(database) - pg0) / n - rotation_pg
+            if prof and cc_prof and profile:
+                prof.dump_stats(profile + ".rotation.pstats")
+                cc_prof.dump_stats(profile + ".cc.pstats")
+                log(f"profiles: {profile}.rotation.pstats, {profile}.cc.pstats (python -m pstats)")
     finally:
         for name, fn in listeners:
             sa.event.remove(Engine, name, fn)
     total = sum(statements.values()) + sum(boundaries.values())
     return {"n": n, "statements": dict(sorted(statements.items())), "boundaries": boundaries,
             "round_trips": total / n, "rotation_cpu_ms": rotation_cpu * 1000, "cc_cpu_ms": cc_cpu * 1000,
+            "rotation_pg_cpu_ms": rotation_pg * 1000, "cc_pg_cpu_ms": cc_pg * 1000,
             "token": token}
 
 
@@ -337,6 +370,13 @@ def main() -> None:
     ap.add_argument("--round-trips", type=int, default=30, metavar="N",
                     help="count statements and round trips over N rotations in this process (0: skip)")
     ap.add_argument("--round-trips-only", action="store_true", help="only count the round trips, then stop")
+    ap.add_argument("--profile", metavar="PREFIX", help="cProfile the round-trip rotations and cc tokens "
+                    "(PREFIX.rotation.pstats, PREFIX.cc.pstats)")
+    ap.add_argument("--id-token-alg", metavar="ALG",
+                    help="register the rotating client with this id_token_signed_response_alg (default: the "
+                         "registration default, RS256); each rotation signs an id_token with it")
+    ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra OSTIARY_* setting for the server (repeatable), e.g. OSTIARY_DATABASE_POOL_SIZE=20")
     ap.add_argument("--output", default=str(ROOT / "bench" / "RESULTS-codeflow.md"), help="'-' for stdout")
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -351,20 +391,23 @@ def main() -> None:
                                   "OSTIARY_RATE_LIMITS__PER_CLIENT": "1000000",
                                   "OSTIARY_RATE_LIMITS__PER_CLIENT_BURST": "1000000",
                                   "OSTIARY_RATE_LIMITS__PER_IP": "1000000",
-                                  "OSTIARY_RATE_LIMITS__PER_IP_BURST": "1000000"})
+                                  "OSTIARY_RATE_LIMITS__PER_IP_BURST": "1000000",
+                                  **dict(kv.split("=", 1) for kv in args.server_env)})
     trips: dict[str, Any] | None = None
     cc: dict[int, list[dict[str, Any]]] = {c: [] for c in concs}
     try:
-        client = web_client(srv, name="bench rotations")
+        client = web_client(srv, name="bench rotations",
+                            **({"id_token_signed_response_alg": args.id_token_alg} if args.id_token_alg else {}))
         user = new_user(srv)
         if args.round_trips or args.round_trips_only:
             spare = make_families(srv, client, user, 1)[0]
             trips = asyncio.run(count_round_trips(srv, client["client_id"], spare, args.round_trips or 30,
                                                   srv.create_client(grant_types=["client_credentials"],
-                                                                    scopes=["api:read"])))
+                                                                    scopes=["api:read"]), args.profile))
             log(f"round trips per rotation: {trips['round_trips']:.2f} ({trips['statements']}, "
                 f"{trips['boundaries']}); in-process CPU per rotation {trips['rotation_cpu_ms']:.2f} ms, per "
-                f"client-credentials token {trips['cc_cpu_ms']:.2f} ms")
+                f"client-credentials token {trips['cc_cpu_ms']:.2f} ms; PostgreSQL backends' CPU per rotation "
+                f"{trips['rotation_pg_cpu_ms']:.2f} ms, per cc token {trips['cc_pg_cpu_ms']:.2f} ms")
             if args.round_trips_only:
                 print(json.dumps({k: v for k, v in trips.items() if k != "token"}, indent=2))
                 return
@@ -424,7 +467,9 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
         "```sh",
         f".venv/bin/python bench/refresh_bench.py --concurrency {args.concurrency} --duration {args.duration:g} "
         f"--runs {args.runs} --flows {args.flows} --workers {args.workers}"
-        + ("" if args.cc else " --no-cc") + f" --round-trips {args.round_trips}",
+        + ("" if args.cc else " --no-cc") + f" --round-trips {args.round_trips}"
+        + (f" --id-token-alg {args.id_token_alg}" if args.id_token_alg else "")
+        + "".join(f" --server-env {kv}" for kv in args.server_env),
         "```", "",
         f"## Refresh-token rotations (median of {args.runs} runs of {args.duration:g} s)", "",
         "Each client coroutine owns one token family (made through the code flow) and rotates it in a loop: "
@@ -468,7 +513,10 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
             f"**{trips['cc_cpu_ms']:.2f} ms** per client-credentials token ({trips['n']} of each): a rotation "
             f"costs the application {trips['rotation_cpu_ms'] / trips['cc_cpu_ms']:.2f} tokens "
             f"(ratio {trips['cc_cpu_ms'] / trips['rotation_cpu_ms']:.2f}). Less sensitive to a busy machine "
-            "than the throughput figures.",
+            "than the throughput figures. PostgreSQL's backends (local, from /proc) used "
+            f"**{trips['rotation_pg_cpu_ms']:.2f} ms** per rotation and {trips['cc_pg_cpu_ms']:.2f} ms per "
+            "client-credentials token (its audit row). One request at a time, every round trip wakes an idle "
+            "core, which on this VM costs the sender far more than under load: a ceiling, not the load's cost.",
         ]
     lines += [
         "", f"## One code flow, step by step (median of {args.flows} sign-ins, fresh cookies, prompt=consent)", "",
