@@ -159,6 +159,16 @@ def test_bounded_fields_fit_the_table() -> None:
     assert bounded(AuditEvent(type="x", outcome="success", at=1.0, ip="2001:DB8::1")).ip == "2001:db8::1"
 
 
+def test_bounding_a_valid_event_keeps_every_field() -> None:
+    """``bounded`` builds a new event field by field: none may be left at its default."""
+    import dataclasses
+
+    values = {"type": "token.issued", "outcome": "success", "at": 12.5, "client_id": "c", "subject": "s",
+              "grant_type": "client_credentials", "jti": "j", "ip": "192.0.2.1", "detail": {"scope": "a b"}}
+    assert set(values) == {f.name for f in dataclasses.fields(AuditEvent)}
+    assert bounded(AuditEvent(**values)) == AuditEvent(**values)  # type: ignore[arg-type]
+
+
 def test_sink_sets_aside_only_the_refused_event(pg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A poisoned event that bypassed bounding (injected at the queue) is refused by PostgreSQL: before the fix
     the whole batch went back to the head of the queue for ever; now only that event is set aside, logged with

@@ -15,6 +15,7 @@ __all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "is_audience_uri", "
 MULTI_VALUED = frozenset({"resource", "audience"})
 MAX_PARAM_LENGTH = 8192
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3: 1*NQCHAR
 _ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^#]+")  # RFC 3986 §4.3 absolute-URI (no fragment)
 
 
@@ -67,7 +68,7 @@ def _shown(name: str) -> str:
 
 def is_scope_token(tok: str) -> bool:
     """RFC 6749 §3.3 scope-token: one or more NQCHAR (printable ASCII but space, ``"`` and ``\\``)."""
-    return bool(tok) and not any(c in '"\\' or ord(c) < 0x21 or ord(c) > 0x7E for c in tok)
+    return _SCOPE_TOKEN.fullmatch(tok) is not None
 
 
 def is_audience_uri(value: str) -> bool:
@@ -87,7 +88,7 @@ def scope_set(value: str | None) -> frozenset[str]:
     if not value:
         return frozenset()
     tokens = value.split(" ")
-    if not all(is_scope_token(tok) for tok in tokens):
+    if not all(_SCOPE_TOKEN.fullmatch(tok) for tok in tokens):
         raise InvalidRequest("scope is malformed")
     return frozenset(tokens)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import ipaddress
 import logging
@@ -99,9 +98,11 @@ def _detail(detail: Any) -> dict[str, Any]:
 
 def bounded(event: AuditEvent) -> AuditEvent:
     """The event with every field valid for the ``audit_events`` table (see the module docstring)."""
-    return dataclasses.replace(
-        event, type=_text(event.type, LIMITS["type"]) or "unknown",
-        outcome=event.outcome if event.outcome in _OUTCOMES else "failure",
+    # the constructor, not dataclasses.replace (which looks the fields up again on every call): every field
+    # of AuditEvent is named here (a test checks that no field is left out)
+    return AuditEvent(
+        type=_text(event.type, LIMITS["type"]) or "unknown",
+        outcome=event.outcome if event.outcome in _OUTCOMES else "failure", at=event.at,
         client_id=_text(event.client_id, LIMITS["client_id"]), subject=_text(event.subject, LIMITS["subject"]),
         grant_type=_text(event.grant_type, LIMITS["grant_type"]), jti=_text(event.jti, LIMITS["jti"]),
         ip=_ip(event.ip), detail=_detail(event.detail))

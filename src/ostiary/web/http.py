@@ -6,10 +6,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..core import jose
@@ -24,12 +24,13 @@ from ..core.errors import (
 )
 from . import metrics
 
-__all__ = ["COUNTED", "NO_STORE", "claimed_client_id", "error_response", "json_response", "parse_query",
-           "protocol_route", "read_form", "unavailable_error"]
+__all__ = ["COUNTED", "NO_STORE", "JsonResponse", "claimed_client_id", "error_response", "json_response",
+           "parse_query", "protocol_route", "read_form", "unavailable_error"]
 
 log = logging.getLogger("ostiary.web")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_NO_STORE_RAW = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 #: set in the ASGI scope by :func:`protocol_route`, which counts its responses itself (the guard counts the rest)
 COUNTED = "ostiary.counted"
 FORM = "application/x-www-form-urlencoded"
@@ -44,9 +45,41 @@ class WrongContentType(InvalidRequest):
     RFC 7662 §2.3 and RFC 7009 §2.2.1 say (not 415: a client library reads the RFC's error JSON)."""
 
 
+class JsonResponse(Response):
+    """A JSON ``Response`` whose raw headers are built directly (Starlette's ``init_headers`` re-encodes and
+    re-scans every header of every response); the same headers, in the same order, as ``Response(body,
+    status_code, headers, media_type="application/json")``."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int, raw: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [*raw, (b"content-length", str(len(body)).encode()), _JSON_TYPE]
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, headers=dict(headers or {}),
-                    media_type="application/json")
+    if status < 200 or status in (204, 304):  # no Content-Length on these: Starlette's rules
+        return Response(orjson.dumps(data), status_code=status, headers=dict(headers or {}),
+                        media_type="application/json")
+    if headers is NO_STORE:
+        raw = _NO_STORE_RAW
+    elif not headers:
+        raw = []
+    else:
+        raw = _raw_headers(headers)
+        if any(k in (b"content-length", b"content-type") for k, _ in raw):  # as Starlette: the caller's win
+            return Response(orjson.dumps(data), status_code=status, headers=dict(headers),
+                            media_type="application/json")
+    return JsonResponse(orjson.dumps(data), status, raw)
 
 
 def error_response(exc: OAuthError, extra_headers: Mapping[str, str] | None = None) -> Response:
@@ -77,36 +110,78 @@ async def read_form(request: Request, max_bytes: int) -> tuple[tuple[str, str], 
 
     The query string is ignored: parameters in a URL end up in logs and histories.
     """
-    ctype = request.headers.get("content-type", "")
-    mime, _, rest = ctype.partition(";")
+    ctype = length = None
+    for name, value in request.scope["headers"]:  # the first of each, as Starlette's Headers.get
+        if name == b"content-type":
+            if ctype is None:
+                ctype = value.decode("latin-1")
+        elif name == b"content-length" and length is None:
+            length = value.decode("latin-1")
+    mime, _, rest = (ctype or "").partition(";")
     if mime.strip().lower() != FORM:
         raise WrongContentType("the body must be application/x-www-form-urlencoded")
     charset = rest.strip().lower()
     if charset and charset.replace(" ", "") not in ("charset=utf-8", 'charset="utf-8"'):
         raise WrongContentType("the body must be UTF-8")
-    length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > max_bytes):
         raise RequestTooLarge("request body too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestTooLarge("request body too large")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await _read_body(request, max_bytes)
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict",
-                          max_num_fields=200)
+        if 1 + text.count("&") > MAX_FORM_FIELDS:  # as parse_qsl's max_num_fields
+            raise InvalidRequest("too many parameters")
+        pairs = [_form_pair(piece) for piece in text.split("&") if piece]
     except UnicodeDecodeError as exc:
         raise InvalidRequest("the body is not valid UTF-8") from exc
-    except ValueError as exc:
-        raise InvalidRequest("too many parameters") from exc
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
             raise InvalidRequest("parameters must not contain NUL characters")
     return tuple(pairs)
+
+
+MAX_FORM_FIELDS = 200
+
+
+def _form_pair(piece: str) -> tuple[str, str]:
+    """One ``name=value`` of a form, decoded as ``parse_qsl(keep_blank_values=True, errors="strict")`` does
+    (``+`` is a space, then percent-decoding as UTF-8; no ``=``: an empty value); the common case of a piece
+    with nothing to decode costs no call to ``unquote``."""
+    name, _, value = piece.partition("=")
+    if "+" in name or "%" in name:
+        name = unquote(name.replace("+", " "), errors="strict")
+    if "+" in value or "%" in value:
+        value = unquote(value.replace("+", " "), errors="strict")
+    return name, value
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, at most ``max_bytes``: Starlette's ``Request.stream`` without its async generator
+    (one ``receive`` for the usual one-message body). The body is kept on the request as ``Request.body`` keeps
+    it, so a later ``request.body()`` or ``request.form()`` still finds it."""
+    cached: bytes | None = getattr(request, "_body", None)
+    if cached is not None:  # read before (as Request.stream, which yields it)
+        if len(cached) > max_bytes:
+            raise RequestTooLarge("request body too large")
+        return cached
+    if request._stream_consumed:  # as Request.stream
+        raise RuntimeError("Stream consumed")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestTooLarge("request body too large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    request._stream_consumed = True
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # Starlette's cache of the body (Request.body / Request.stream read it)
+    return body
 
 
 def claimed_client_id(params: tuple[tuple[str, str], ...], authorization: str | None) -> str | None:
