@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from ..audit import AuditEvent
-from ..client_auth import AuthenticatedClient, authenticate_client
+from ..client_auth import AuthenticatedClient, ClientAuthContext, authenticate_client
 from ..clients import TOUCH_INTERVAL, Client
 from ..context import EngineContext
 from ..dpop import CNF_JKT, DPoPProof, InvalidDpopProof, UseDpopNonce
@@ -20,7 +20,7 @@ from ..errors import (
     UnsupportedGrantType,
 )
 from ..fapi import fapi2_client_refusal
-from ..grants import GrantRequest, TokenGrant, unexpected_parameter
+from ..grants import COMMON_PARAMETERS, GrantRequest, TokenGrant, unexpected_parameter
 from ..issuance import TokenResponse
 from ..mtls import certificate_confirmation
 from ..requests import EndpointRequest
@@ -41,6 +41,18 @@ class TokenEndpoint:
     def __init__(self, ctx: EngineContext, grants: Mapping[str, TokenGrant]) -> None:
         self.ctx = ctx
         self.grants = dict(grants)
+        #: per grant type, the parameters only other grants declare (``unexpected_parameter``'s set, computed once)
+        self._foreign = {name: frozenset().union(*(g.parameters for g in self.grants.values())) - g.parameters
+                         - COMMON_PARAMETERS for name, g in self.grants.items()}
+        self._client_auth: dict[str, ClientAuthContext] = {}  # per endpoint URL: what never changes
+
+    def _auth_context(self, endpoint: str) -> ClientAuthContext:
+        auth = self._client_auth.get(endpoint)
+        if auth is None:
+            auth = self.ctx.client_auth(endpoint)
+            if len(self._client_auth) < 16:
+                self._client_auth[endpoint] = auth
+        return auth
 
     async def handle(self, request: EndpointRequest) -> TokenResponse:
         params = request.single()
@@ -49,7 +61,7 @@ class TokenEndpoint:
             raise InvalidRequest("missing parameter 'grant_type'")
         ctx = self.ctx
         try:
-            client = await authenticate_client(params, request.authorization, ctx.client_auth(request.endpoint),
+            client = await authenticate_client(params, request.authorization, self._auth_context(request.endpoint),
                                                request.client_cert)
         except InvalidClient as exc:
             ctx.audit.emit(AuditEvent(type="client.auth_failed", outcome="failure", at=ctx.clock.now(),
@@ -81,7 +93,9 @@ class TokenEndpoint:
                                      "certificate-bound tokens and use mutual TLS (RFC 8705)")
             if confirmation:
                 ctx = replace(ctx, confirmation=confirmation)
-            unexpected = unexpected_parameter(grant, self.grants.values(), params)
+            foreign = self._foreign.get(grant_type)
+            unexpected = (None if foreign is not None and foreign.isdisjoint(params)
+                          else unexpected_parameter(grant, self.grants.values(), params))
             if unexpected is not None:
                 raise InvalidRequest(f"unexpected parameter {unexpected} for the {grant_type} grant")
             response = await grant.handle(GrantRequest(request=request, params=params, client=client), ctx)
