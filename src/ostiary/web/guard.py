@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import types
-from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any, Generic, TypeVar, cast
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -34,8 +32,6 @@ from .http import COUNTED, NO_STORE, unavailable_error
 __all__ = ["COUNTED", "RequestAborted", "RequestGuard"]
 
 log = logging.getLogger("ostiary.web")
-
-T = TypeVar("T")
 
 _SWEEP_EVERY = 4096
 
@@ -102,7 +98,8 @@ class RequestGuard:
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                message = await within(receive(), remaining)
+                async with asyncio.timeout(remaining):
+                    message = await receive()
             except TimeoutError:
                 raise RequestAborted(408) from None
             if message["type"] == "http.disconnect":
@@ -167,54 +164,6 @@ class RequestGuard:
         out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in {**NO_STORE, **headers}.items()]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": raw})
-
-
-async def within(aw: Awaitable[T], seconds: float) -> T:
-    """``await coro``, raising ``TimeoutError`` (and cancelling it) if it takes more than ``seconds``, as
-    ``asyncio.timeout`` does; but a coroutine that completes without suspending (a request body that has
-    already arrived: nearly every body) is run without arming a timer, which costs more than the rest of
-    reading a small body."""
-    if not isinstance(aw, types.CoroutineType):  # another kind of awaitable: asyncio's own way
-        async with asyncio.timeout(seconds):
-            return await aw
-    coro = cast("Coroutine[Any, Any, T]", aw)
-    try:
-        pending = coro.send(None)  # the first step, here and now: the body may be there already
-    except StopIteration as done:
-        return cast("T", done.value)
-    async with asyncio.timeout(seconds):
-        return await _Continue(coro, pending)
-
-
-class _Continue(Generic[T]):
-    """Awaits the rest of a coroutine that was stepped once by hand and yielded ``pending`` (what ``await`` on a
-    started coroutine would do, were that allowed): every value the task sends and every exception it throws
-    (a cancellation: the timeout's, or anyone's) is passed on to the coroutine."""
-
-    __slots__ = ("_coro", "_pending")
-
-    def __init__(self, coro: Coroutine[Any, Any, T], pending: Any) -> None:
-        self._coro = coro
-        self._pending = pending
-
-    def __await__(self) -> Generator[Any, Any, T]:
-        coro, pending = self._coro, self._pending
-        while True:
-            try:
-                value = yield pending
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # passed on, as await does
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as done:
-                    return cast("T", done.value)
-            else:
-                try:
-                    pending = coro.send(value)
-                except StopIteration as done:
-                    return cast("T", done.value)
 
 
 async def _no_receive() -> Message:
