@@ -89,9 +89,8 @@ class RedisLimiter:
     def guard(self) -> RedisGuard:
         return self._guard
 
-    async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
-        if not steps:
-            return None
+    def _script(self, steps: Sequence[Bucket | Lockout]) -> tuple[list[str], list[Any]]:
+        """The admit script's KEYS and ARGV for ``steps`` (see ``_ADMIT_LUA``)."""
         keys: list[str] = []
         args: list[Any] = []
         for step in steps:
@@ -101,6 +100,12 @@ class RedisLimiter:
             else:
                 keys.append(self._prefix + "f:" + step.key)
                 args += ["f", step.max, step.window]
+        return keys, args
+
+    async def admit(self, steps: Sequence[Bucket | Lockout]) -> Refusal | None:
+        if not steps:
+            return None
+        keys, args = self._script(steps)
         locked = self.fallback.refusal([s for s in steps if isinstance(s, Lockout)])
         if locked is not None:
             return locked
@@ -116,10 +121,8 @@ class RedisLimiter:
         """:meth:`admit`, and in the same round trip, when admitted, ``SET key NX PX ttl_ms``: True when this
         call recorded the key, False when it was there. None for the key while Redis is unavailable (the
         steps are then answered by the fallback; the caller records the key its own way) or when refused."""
-        keys = [self._prefix + ("b:" if isinstance(s, Bucket) else "f:") + s.key for s in steps] + [key]
-        args: list[Any] = []
-        for step in steps:
-            args += ["b", step.rate, step.burst] if isinstance(step, Bucket) else ["f", step.max, step.window]
+        keys, args = self._script(steps)
+        keys.append(key)
         args += ["o", ttl_ms, 0]
         locked = self.fallback.refusal([s for s in steps if isinstance(s, Lockout)])
         if locked is not None:

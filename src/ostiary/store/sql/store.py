@@ -35,7 +35,6 @@ def _json_dumps(value: Any) -> str:
 # JSON columns (audit details, client metadata) through orjson: the stdlib encoder was a visible share of the
 # batched audit INSERT.
 _JSON = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
-_json_text = _json_dumps
 
 _EVENT_COLUMNS = ("type", "outcome", "at", "client_id", "subject", "grant_type", "jti", "ip", "detail")
 #: PostgreSQL: a batch of audit events in one INSERT, each column an array (see ``record_events``); the ids follow
@@ -308,7 +307,7 @@ class SqlStore(SqlFederationMixin, SqlUsersMixin, SqlTokensMixin, SqlDeviceMixin
                 cols: list[list[Any]] = [[], [], [], [], [], [], [], [], []]
                 for e in events:
                     for col, value in zip(cols, (e.type, e.outcome, e.at, e.client_id, e.subject, e.grant_type, e.jti,
-                                                 e.ip, _json_text(e.detail)), strict=True):
+                                                 e.ip, _json_dumps(e.detail)), strict=True):
                         col.append(value)
                 async with self.reader.connect() as conn:
                     await conn.execute(_PG_INSERT_EVENTS, dict(zip(_EVENT_COLUMNS, cols, strict=True)))
