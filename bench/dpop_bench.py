@@ -11,8 +11,16 @@ request (the Prometheus histogram ``ostiary_http_request_seconds{route="token"}`
 process's CPU per request (``/proc``, user+system of the worker and its supervisor), and the client's p50 latency;
 and the DPoP/Bearer ratio of each. The issue's goal: a DPoP token costs at most 1.3× a Bearer one.
 
+With ``--wrk`` it then measures throughput, the cost that matters to capacity: two more servers, ``--workers 2``
+(memory and Redis, as above), loaded by ``wrk`` at ``--wrk-concurrency`` for ``--wrk-duration`` seconds per cell
+(bench/wrk/dpop.lua: client credentials, each request with its own proof, signed beforehand and read from a
+file; the Bearer cell runs the same script without proofs), Bearer and DPoP interleaved over ``--runs``. Reported:
+tokens/s of each and Bearer tokens/s ÷ DPoP tokens/s, i.e. what a DPoP token costs the machine (server, PostgreSQL
+and wrk on the same cores) relative to a Bearer one. Any non-200 answer fails the cell.
+
     .venv/bin/python bench/dpop_bench.py                       # 2,000 requests x 5 runs
-    .venv/bin/python bench/dpop_bench.py --requests 200 --runs 1 --output -   # smoke test
+    .venv/bin/python bench/dpop_bench.py --wrk                 # and the throughput cells
+    .venv/bin/python bench/dpop_bench.py --requests 200 --runs 1 --wrk --wrk-duration 2 --output -   # smoke test
 
 It imports ``tests.support`` (database creation, server start-up) and the tests' proof helper
 (``tests/web/_dpop.py``); it stops the servers it started and drops the databases it created.
@@ -21,10 +29,12 @@ It imports ``tests.support`` (database creation, server start-up) and the tests'
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,10 +101,70 @@ def cell(srv: LiveServer, pids: list[int], client: dict[str, Any], n: int, dpop:
             "p50_ms": statistics.median(lat) * 1000}
 
 
+def wrk_cell(srv: LiveServer, client: dict[str, Any], conc: int, duration: float, dpop: bool,
+             work: Path) -> dict[str, float]:
+    """tokens/s and p50/p99 of one wrk cell; the proofs (more than the cell can use) are signed before it."""
+    env = {**os.environ, "BENCH_CLIENT_ID": client["client_id"], "BENCH_CLIENT_SECRET": client["client_secret"],
+           "BENCH_THREADS": "1"}
+    if dpop:
+        key = DPoPKey()
+        url = srv.issuer + "/token"
+        path = work / "proofs.txt"
+        # under 6,000 tokens/s on this kind of machine: 9,000 per second of the cell leaves a margin
+        path.write_text("\n".join(key.proof(url) for _ in range(int(9_000 * (duration + 1)))) + "\n")
+        env["BENCH_DPOP_PROOFS"] = str(path)
+    out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "--latency", "-s",
+                          str(ROOT / "bench" / "wrk" / "dpop.lua"), srv.base_url + "/token"],
+                         env=env, capture_output=True, text=True, timeout=duration + 60)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if out.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout}{out.stderr}")
+    r = json.loads(line[len("BENCH_JSON "):])
+    errors = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+    if errors:
+        raise SystemExit(f"wrk cell had {errors} errors (non-200 answers or socket errors): {r}")
+    return {"tps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
+            "p99_ms": r["p99_us"] / 1000}
+
+
+def throughput(args: argparse.Namespace, env: dict[str, str], tmp: Path
+               ) -> dict[tuple[str, bool], list[dict[str, float]]]:
+    dbs: list[str] = []
+    servers: dict[str, tuple[LiveServer, dict[str, Any]]] = {}
+    try:
+        for name, extra in (("memory", {}), ("redis", {"OSTIARY_REDIS_URL": REDIS})):
+            db, url = create_pg_database()
+            dbs.append(db)
+            srv = start_server(url, tmp / f"wrk-{name}", extra_env={**env, **extra}, workers=2)
+            client = srv.create_client(grant_types=["client_credentials"], scopes=["api:read"],
+                                       audiences=["urn:example:api"])
+            servers[name] = (srv, client)
+            wrk_cell(srv, client, args.wrk_concurrency, 2, False, tmp)  # warm-up
+        cells = [(s, d) for s in ("memory", "redis") for d in (False, True)]
+        results: dict[tuple[str, bool], list[dict[str, float]]] = {c: [] for c in cells}
+        for run in range(args.runs):
+            order = cells[run % len(cells):] + cells[: run % len(cells)]
+            for store, dpop in order:
+                srv, client = servers[store]
+                results[(store, dpop)].append(wrk_cell(srv, client, args.wrk_concurrency, args.wrk_duration, dpop,
+                                                       tmp))
+                print(f"wrk run {run + 1} {store} {'DPoP' if dpop else 'Bearer'}: "
+                      f"{results[(store, dpop)][-1]}", file=sys.stderr)
+        return results
+    finally:
+        for srv, _ in servers.values():
+            srv.stop()
+        for db in dbs:
+            drop_pg_database(db)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--wrk", action="store_true", help="also measure throughput with wrk (two workers per server)")
+    ap.add_argument("--wrk-concurrency", type=int, default=16)
+    ap.add_argument("--wrk-duration", type=float, default=6.0)
     ap.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"),
                     help="RESULTS.md to update (its 'DPoP (issue 12)' section), or - for stdout")
     args = ap.parse_args()
@@ -126,19 +196,22 @@ def main() -> None:
             srv.stop()
         for db in dbs:
             drop_pg_database(db)
-    write(results, args)
+    tput = throughput(args, env, tmp) if args.wrk else None
+    write(results, args, tput)
 
 
 def med(rows: list[dict[str, float]], k: str) -> float:
     return statistics.median(r[k] for r in rows)
 
 
-def write(results: dict[tuple[str, bool], list[dict[str, float]]], args: argparse.Namespace) -> None:
+def write(results: dict[tuple[str, bool], list[dict[str, float]]], args: argparse.Namespace,
+          tput: dict[tuple[str, bool], list[dict[str, float]]] | None = None) -> None:
     load = os.getloadavg()
     lines = [
         "## DPoP (issue 12) — `bench/dpop_bench.py`",
         "",
-        f"`.venv/bin/python bench/dpop_bench.py --requests {args.requests} --runs {args.runs}` "
+        f"`.venv/bin/python bench/dpop_bench.py --requests {args.requests} --runs {args.runs}"
+        f"{' --wrk' if tput is not None else ''}` "
         f"({time.strftime('%Y-%m-%d', time.gmtime())}; nproc {os.cpu_count()}, Python {platform.python_version()}; "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end: the machine was shared with other "
         "work, so absolute times are inflated; the ratios come from interleaved cells of one run).",
@@ -160,6 +233,18 @@ def write(results: dict[tuple[str, bool], list[dict[str, float]]], args: argpars
         b, d = results[(store, False)], results[(store, True)]
         lines.append(f"| {store} | {med(d, 'server_ms') / med(b, 'server_ms'):.2f}× | "
                      f"{med(d, 'cpu_ms') / med(b, 'cpu_ms'):.2f}× | {med(d, 'p50_ms') / med(b, 'p50_ms'):.2f}× |")
+    if tput is not None:
+        lines += ["", f"Throughput: `ostiary serve --workers 2`, wrk -t1 -c{args.wrk_concurrency} "
+                      f"-d{args.wrk_duration:g}s (bench/wrk/dpop.lua), medians over the runs; wrk, the server and "
+                      "PostgreSQL share the machine's cores.", "",
+                  "| replay cache | Bearer tokens/s | DPoP tokens/s | **Bearer ÷ DPoP** (runs) | Bearer p50 / p99 ms "
+                  "| DPoP p50 / p99 ms |", "|---|---|---|---|---|---|"]
+        for store in ("memory", "redis"):
+            b, d = tput[(store, False)], tput[(store, True)]
+            per_run = ", ".join(f"{x['tps'] / y['tps']:.2f}" for x, y in zip(b, d, strict=True))
+            lines.append(f"| {store} | {med(b, 'tps'):,.0f} | {med(d, 'tps'):,.0f} | "
+                         f"**{med(b, 'tps') / med(d, 'tps'):.2f}×** ({per_run}) | {med(b, 'p50_ms'):.2f} / "
+                         f"{med(b, 'p99_ms'):.2f} | {med(d, 'p50_ms'):.2f} / {med(d, 'p99_ms'):.2f} |")
     text = "\n".join(lines) + "\n"
     if args.output == "-":
         print(text)
