@@ -4,9 +4,13 @@
 1. Rotations: a live ``ostiary serve --workers 2`` on a fresh PostgreSQL database. ``C`` independent token
    families are made through the real code flow over HTTP (one sign-in, then ``/authorize`` with the
    remembered consent answers with a code at once, and each code is exchanged with its PKCE verifier).
-   Each of ``C`` client coroutines owns one family and rotates it in a loop (each response's
-   ``refresh_token`` is presented next), for ``--duration`` seconds after a short warm-up. Reported:
-   rotations/s, client-side p50/p99 latency, the server's own mean time per ``/token`` request (from the
+   The load generator is ``wrk`` with ``bench/wrk/refresh.lua`` (``--driver wrk``, the default): one connection
+   per family, each 200 answer's ``refresh_token`` presented next, a token whose answer was not a 200 never
+   presented again (a spent token presented again is a reuse and revokes its family); the families whose last
+   request was in flight when wrk stopped are replaced by new ones before the next cell. ``--driver python``:
+   ``C`` client coroutines (bench/_rawhttp.py), each rotating one family in a loop. Each cell runs for
+   ``--duration`` seconds after a short warm-up. Reported: rotations/s (200 answers only), client-side p50/p99
+   latency (wrk ``--latency``), the server's own mean time per ``/token`` request (from the
    Prometheus histogram ``ostiary_http_request_seconds{route="token"}``: sum/count deltas), and any error.
    Concurrencies are interleaved over ``--runs`` runs; the median run is reported.
 2. Code flow: ``--flows`` sign-ins by a fresh cookie jar each, with ``prompt=consent``: authorize GET (login
@@ -18,8 +22,9 @@
 3. Client credentials on the same server (``--cc``, on by default): after each rotation cell, ``wrk`` (the load
    generator of ``bench/token_bench.py``, with ``bench/wrk/token.lua``) requests client-credentials tokens at
    the same concurrency for the same duration; the ratio rotations/s ÷ tokens/s of one server in one run is the
-   figure issue 15 item 2 names. (The rotations' Python load generator takes more CPU from the server than wrk
-   does, so the ratio is, if anything, understated.)
+   figure issue 15 item 2 names. Both cells are driven by wrk (one thread), so both load generators take the
+   same small share of the 2 cores. (With ``--driver python`` the rotations' load generator takes more CPU from
+   the server than wrk does, and the ratio is understated.)
 4. Round trips per rotation (``--round-trips N``): the server's application is created in this process on the
    same database and ``N`` rotations are made through it (ASGI, no socket) while SQLAlchemy's
    ``before_cursor_execute``/``begin``/``commit``/``rollback`` events count every statement and every
@@ -27,10 +32,10 @@
    connection has none). The audit events those rotations record are flushed before counting stops, so their
    share is included. Run it on another checkout's code with ``PYTHONPATH=/that/checkout/src`` (schema alike).
 
-The load generator is Python on the same machine: the rotations go over raw HTTP/1.1 keep-alive connections
-(``bench/_rawhttp.py``, one per family; httpx with 64 concurrent requests on one client cost milliseconds of CPU
-per request and was the bottleneck); it still takes some CPU from the server, so the rotation figures are a
-lower bound of what the server alone can do on this machine.
+The load generators run on the same machine: wrk (C, one thread) takes a little CPU from the server; the
+Python driver (``--driver python``, raw HTTP/1.1 keep-alive connections of ``bench/_rawhttp.py``, one per family;
+httpx with 64 concurrent requests on one client cost milliseconds of CPU per request) takes more, so its rotation
+figures are a lower bound of what the server alone can do on this machine.
 
     .venv/bin/python bench/refresh_bench.py                  # c=16,64, 10 s x 3 runs, 30 flows
     .venv/bin/python bench/refresh_bench.py --duration 2 --runs 1 --flows 3 --output -   # smoke test
@@ -301,6 +306,46 @@ async def rotate(srv: LiveServer, client_id: str, tokens: list[str], conc: int, 
             "server_ms": (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else float("nan"), "errors": errors}
 
 
+def wrk_rotate(srv: LiveServer, client_id: str, tokens: list[str], conc: int, duration: float, warmup: float,
+               top_up: Any) -> dict[str, Any]:
+    """Rotations/s with wrk (bench/wrk/refresh.lua): ``conc`` connections over ``tokens[:conc]``, one family per
+    connection. wrk hands back the live tokens it did not present; ``tokens`` is replaced by them plus
+    ``tokens[conc:]``. The families whose last request was still in flight when wrk stopped are lost (their last
+    token may be spent: it is never presented again); before each wrk run ``top_up(n)`` makes ``n`` new ones
+    where fewer than ``conc`` are left. A warm-up run of ``warmup`` seconds goes first."""
+    with tempfile.TemporaryDirectory(prefix="ost-refresh-wrk-") as tmp:
+        src, dst = Path(tmp, "in"), Path(tmp, "out")
+        env = {**os.environ, "BENCH_CLIENT_ID": client_id, "BENCH_THREADS": "1",
+               "BENCH_REFRESH_IN": str(src), "BENCH_REFRESH_OUT": str(dst)}
+
+        def run(seconds: float) -> dict[str, Any]:
+            if len(tokens) < conc:
+                tokens.extend(top_up(conc - len(tokens)))
+            src.write_text("".join(t + "\n" for t in tokens[:conc]))
+            out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
+                                  "-s", str(ROOT / "bench" / "wrk" / "refresh.lua"), srv.base_url + "/token"],
+                                 env=env, capture_output=True, text=True, check=True).stdout
+            match = re.search(r"^BENCH_JSON (\{.*\})$", out, re.M)
+            if not match:
+                raise RuntimeError(f"no BENCH_JSON line in wrk output:\n{out}")
+            tokens[:] = [t for t in dst.read_text().splitlines() if t] + tokens[conc:]
+            return dict(json.loads(match.group(1)))
+
+        if warmup > 0:
+            run(warmup)
+        s0, c0 = token_hist(srv)
+        doc = run(duration)
+        s1, c1 = token_hist(srv)
+    errors = {k[4:]: int(v) for k, v in doc.items() if k.startswith("err_") and v}
+    if doc["non200"]:
+        errors[f"non-200 (first: {doc['first_error'][:100]})"] = doc["non200"]
+    if doc["idle"]:
+        errors["idle (no live token left)"] = doc["idle"]
+    return {"rps": doc["rotations"] / (doc["duration_us"] / 1e6), "n": doc["rotations"], "p50": doc["p50_us"] / 1000,
+            "p99": doc["p99_us"] / 1000, "server_ms": (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else float("nan"),
+            "errors": errors, "lost": conc - doc["live"]}
+
+
 def time_it(fn: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
@@ -365,6 +410,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--flows", type=int, default=30)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--driver", choices=("wrk", "python"), default="wrk",
+                    help="rotation load generator: wrk with bench/wrk/refresh.lua (default), or the Python "
+                         "coroutines over bench/_rawhttp.py")
     ap.add_argument("--cc", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure client-credentials tokens/s of the same server with wrk (default on)")
     ap.add_argument("--round-trips", type=int, default=30, metavar="N",
@@ -418,7 +466,11 @@ def main() -> None:
         for run in range(args.runs):
             order = concs if run % 2 == 0 else list(reversed(concs))
             for c in order:
-                res = asyncio.run(rotate(srv, client["client_id"], families, c, args.duration, args.warmup))
+                if args.driver == "wrk":
+                    res = wrk_rotate(srv, client["client_id"], families, c, args.duration, args.warmup,
+                                     lambda n: make_families(srv, client, user, n))
+                else:
+                    res = asyncio.run(rotate(srv, client["client_id"], families, c, args.duration, args.warmup))
                 res["load"] = loadavg()
                 results[c].append(res)
                 log(f"run {run + 1} c={c}: {res['rps']:.0f} rotations/s p50 {res['p50']:.1f} ms "
@@ -461,20 +513,24 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
         f"kernel {platform.release()}",
         f"* loadavg before {load_before}, after {load_after} (the machine is shared: compare figures of one run).",
         f"* server: `ostiary serve --workers {args.workers}` (Uvicorn) on PostgreSQL (local, 127.0.0.1:5432); "
-        "load generator: one Python process on the same machine (it competes for the CPU): rotations over raw "
-        "HTTP/1.1 keep-alive connections, one per family (bench/_rawhttp.py); the code flows through httpx.", "",
+        + ("load generators on the same machine (they compete for the CPU): rotations with wrk -t1 "
+           "(bench/wrk/refresh.lua), one keep-alive connection per family; " if args.driver == "wrk" else
+           "load generator: one Python process on the same machine (it competes for the CPU): rotations over raw "
+           "HTTP/1.1 keep-alive connections, one per family (bench/_rawhttp.py); ")
+        + "the code flows through httpx.", "",
         "## Command", "",
         "```sh",
         f".venv/bin/python bench/refresh_bench.py --concurrency {args.concurrency} --duration {args.duration:g} "
-        f"--runs {args.runs} --flows {args.flows} --workers {args.workers}"
+        f"--runs {args.runs} --flows {args.flows} --workers {args.workers} --driver {args.driver}"
         + ("" if args.cc else " --no-cc") + f" --round-trips {args.round_trips}"
         + (f" --id-token-alg {args.id_token_alg}" if args.id_token_alg else "")
         + "".join(f" --server-env {kv}" for kv in args.server_env),
         "```", "",
         f"## Refresh-token rotations (median of {args.runs} runs of {args.duration:g} s)", "",
-        "Each client coroutine owns one token family (made through the code flow) and rotates it in a loop: "
-        "each response's refresh token is presented next, so every request is a spend (`UPDATE … WHERE "
-        "used_at IS NULL`), a new refresh token and a new access token (ES256 JWT) in one unit of work.", "",
+        "Each connection (wrk) or client coroutine (Python driver) owns one token family (made through the code "
+        "flow) and rotates it in a loop: each response's refresh token is presented next, so every request is a "
+        "spend (`UPDATE … WHERE used_at IS NULL`), a new refresh token and a new access token (ES256 JWT) "
+        "in one unit of work.", "",
         "| concurrency | rotations/s | p50 ms | p99 ms | server ms/request (histogram mean) | runs (rotations/s) "
         "| errors |",
         "|---|---|---|---|---|---|---|",
