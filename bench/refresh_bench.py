@@ -70,7 +70,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _rawhttp import RawConnection, token_request  # noqa: E402  (bench/ is on sys.path: this script's folder)
-from tests.support import LiveServer, create_pg_database, drop_pg_database, ensure_services, start_server  # noqa: E402
+from tests.support import (  # noqa: E402
+    LiveServer,
+    create_pg_database,
+    drop_pg_database,
+    ensure_services,
+    start_server,
+    worker_pids,
+)
 from tests.web._codeflow import Browser, auth_params, exchange, forms, get_code, new_user, pkce, query, web_client  # noqa: E402
 
 HIST = re.compile(r'^ostiary_http_request_seconds_(sum|count)\{route="token"\} ([0-9.e+-]+)$', re.M)
@@ -112,6 +119,38 @@ def pg_cpu(database: str) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def proc_cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by ``pids`` (from /proc)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of the server's processes (supervisor and workers) and of its database's PostgreSQL backends
+    between ``start()`` and ``stop()``: per request, a cost that a busy shared machine disturbs less than
+    throughput."""
+
+    def __init__(self, srv: LiveServer) -> None:
+        self.pids = [p.pid for p in srv.procs] + [w for p in srv.procs for w in worker_pids(p.pid)]
+        self.database = srv.env["OSTIARY_DATABASE_URL"].rsplit("/", 1)[1]
+        self.server = self.pg = 0.0
+
+    def start(self) -> None:
+        self._s0, self._p0 = proc_cpu(self.pids), pg_cpu(self.database)
+
+    def stop(self) -> None:
+        self.server, self.pg = proc_cpu(self.pids) - self._s0, pg_cpu(self.database) - self._p0
+
+    def per(self, n: int) -> dict[str, float]:
+        """ms of CPU per request, for ``n`` requests."""
+        return {"server_cpu_ms": self.server / n * 1000 if n else float("nan"),
+                "pg_cpu_ms": self.pg / n * 1000 if n else float("nan")}
+
+
 def token_hist(srv: LiveServer) -> tuple[float, float]:
     text = httpx.get(srv.base_url + "/metrics", timeout=30).text
     vals = {k: 0.0 for k in ("sum", "count")}
@@ -124,16 +163,19 @@ def wrk_cc(srv: LiveServer, client: dict[str, Any], conc: int, duration: float) 
     """Client-credentials tokens/s of ``srv`` with wrk, as bench/token_bench.py measures them."""
     env = {**os.environ, "BENCH_CLIENT_ID": client["client_id"], "BENCH_CLIENT_SECRET": client["client_secret"],
            "BENCH_SCOPE": "api:read"}
+    meter = CpuMeter(srv)
+    meter.start()
     out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "--timeout", "5s", "--latency", "-s",
                           str(ROOT / "bench" / "wrk" / "token.lua"), srv.base_url + "/token"],
                          env=env, capture_output=True, text=True, check=True).stdout
+    meter.stop()
     match = re.search(r"^BENCH_JSON (\{.*\})$", out, re.M)
     if not match:
         raise RuntimeError(f"no BENCH_JSON line in wrk output:\n{out}")
     doc = json.loads(match.group(1))
     errors = {k[4:]: int(v) for k, v in doc.items() if k.startswith("err_") and v}
     return {"rps": doc["requests"] / (doc["duration_us"] / 1e6), "p50": doc["p50_us"] / 1000,
-            "p99": doc["p99_us"] / 1000, "errors": errors}
+            "p99": doc["p99_us"] / 1000, "errors": errors, **meter.per(doc["requests"])}
 
 
 async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int,
@@ -198,7 +240,7 @@ async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int,
             await cc()
             await asyncio.sleep(0.5)
             counting["on"] = True
-            prof = cProfile.Profile() if profile else None
+            prof = cProfile.Profile(time.process_time) if profile else None
             database = srv.env["OSTIARY_DATABASE_URL"].rsplit("/", 1)[1]
             pg0 = pg_cpu(database)
             cpu0 = time.process_time()
@@ -212,7 +254,7 @@ async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int,
             rotation_cpu = (time.process_time() - cpu0) / n
             rotation_pg = (pg_cpu(database) - pg0) / n
             counting["on"] = False
-            cc_prof = cProfile.Profile() if profile else None
+            cc_prof = cProfile.Profile(time.process_time) if profile else None
             cpu0 = time.process_time()
             if cc_prof:
                 cc_prof.enable()
@@ -334,7 +376,10 @@ def wrk_rotate(srv: LiveServer, client_id: str, tokens: list[str], conc: int, du
         if warmup > 0:
             run(warmup)
         s0, c0 = token_hist(srv)
+        meter = CpuMeter(srv)
+        meter.start()
         doc = run(duration)
+        meter.stop()
         s1, c1 = token_hist(srv)
     errors = {k[4:]: int(v) for k, v in doc.items() if k.startswith("err_") and v}
     if doc["non200"]:
@@ -343,7 +388,7 @@ def wrk_rotate(srv: LiveServer, client_id: str, tokens: list[str], conc: int, du
         errors["idle (no live token left)"] = doc["idle"]
     return {"rps": doc["rotations"] / (doc["duration_us"] / 1e6), "n": doc["rotations"], "p50": doc["p50_us"] / 1000,
             "p99": doc["p99_us"] / 1000, "server_ms": (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else float("nan"),
-            "errors": errors, "lost": conc - doc["live"]}
+            "errors": errors, "lost": conc - doc["live"], **meter.per(doc["rotations"])}
 
 
 def time_it(fn: Any) -> tuple[Any, float]:
@@ -475,14 +520,14 @@ def main() -> None:
                 results[c].append(res)
                 log(f"run {run + 1} c={c}: {res['rps']:.0f} rotations/s p50 {res['p50']:.1f} ms "
                     f"p99 {res['p99']:.1f} ms server {res['server_ms']:.2f} ms/req load {res['load']} "
-                    f"errors {res['errors'] or 'none'}")
+                    f"errors {res['errors'] or 'none'}" + cpu_note(res))
                 if cc_client is not None:
                     got = wrk_cc(srv, cc_client, c, args.duration)
                     got["load"] = loadavg()
                     cc[c].append(got)
                     log(f"run {run + 1} c={c}: {got['rps']:.0f} client-credentials tokens/s p99 "
                         f"{got['p99']:.1f} ms load {got['load']} errors {got['errors'] or 'none'} "
-                        f"(ratio {res['rps'] / got['rps']:.3f})")
+                        f"(ratio {res['rps'] / got['rps']:.3f})" + cpu_note(got))
         log(f"code flows x{args.flows}")
         flows = code_flows(srv, args.flows)
         argon_ms = statistics.median(flows["argon2"])
@@ -495,6 +540,19 @@ def main() -> None:
         drop_pg_database(name)
     load_after = loadavg()
     write(args, concs, results, flows, argon_ms, params, load_before, load_after, cc, trips)
+
+
+def cpu_cell(rs: list[dict[str, Any]]) -> str:
+    if not rs or "server_cpu_ms" not in rs[0]:
+        return "–"
+    mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+    return f"{mid['server_cpu_ms']:.3f} + {mid['pg_cpu_ms']:.3f}"
+
+
+def cpu_note(res: dict[str, Any]) -> str:
+    if "server_cpu_ms" not in res:
+        return ""
+    return f"; CPU per request: server {res['server_cpu_ms']:.3f} ms, PostgreSQL {res['pg_cpu_ms']:.3f} ms"
 
 
 def row(label: str, values: list[float]) -> str:
@@ -548,15 +606,20 @@ def write(args: argparse.Namespace, concs: list[int], results: dict[int, list[di
             "After each rotation cell, wrk requests client-credentials tokens (client_secret_basic, ES256 JWT) "
             "from the same server at the same concurrency for the same duration (bench/wrk/token.lua). The "
             "ratio is the one issue 15 item 2 names (goal ≥ 0.25).", "",
-            "| concurrency | rotations/s | client-credentials tokens/s | ratio | cc p99 ms | runs (ratio) |",
-            "|---|---|---|---|---|---|",
+            "CPU per request under that load (ms; the server's processes and its database's PostgreSQL "
+            "backends, from /proc, over the measured run; the median run's): a throughput ratio that a busy "
+            "machine disturbs less. For the rotations only with the wrk driver.", "",
+            "| concurrency | rotations/s | client-credentials tokens/s | ratio | cc p99 ms | runs (ratio) "
+            "| CPU ms per rotation (server + PostgreSQL) | CPU ms per cc token (server + PostgreSQL) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for c in concs:
             rot = med([r["rps"] for r in results[c]])
             tok = med([r["rps"] for r in cc[c]])
             runs = ", ".join(f"{r['rps'] / k['rps']:.3f}" for r, k in zip(results[c], cc[c], strict=True))
             lines.append(f"| {c} | {rot:.0f} | {tok:.0f} | **{rot / tok:.3f}** | "
-                         f"{med([r['p99'] for r in cc[c]]):.1f} | {runs} |")
+                         f"{med([r['p99'] for r in cc[c]]):.1f} | {runs} | {cpu_cell(results[c])} | "
+                         f"{cpu_cell(cc[c])} |")
     if trips is not None:
         lines += [
             "", f"## Round trips to PostgreSQL per rotation ({trips['n']} rotations, counted in-process)", "",
