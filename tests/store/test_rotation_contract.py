@@ -10,6 +10,7 @@ import secrets
 from dataclasses import replace
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -318,5 +319,51 @@ async def test_one_round_trip_per_rotation_on_postgresql(sql_urls: dict[str, str
             # the client is read too (no cache in this bare context): one statement for it, one for the rotation
             assert [s for s in statements if "refresh_tokens" in s] and len(statements) == 2, statements
             assert begins == []
+    finally:
+        await store.close()
+
+
+async def test_a_failed_rotation_statement_raises_what_any_statement_raises_on_postgresql(
+        sql_urls: dict[str, str]) -> None:
+    """The rotation statement is sent as the driver takes it (``exec_driver_sql``); its errors still come as
+    SQLAlchemy's exceptions: a refused value as ``IntegrityError`` (here a successor hash that exists, the unique
+    key of ``refresh_tokens``; nothing is written), not as asyncpg's own exception."""
+    store = SqlStore.from_url(sql_urls["postgres"])
+    try:
+        uid = await _user(store)
+        fam, tok = await _grant(store, uid)
+        _, other = await _grant(store, uid)
+        r = _rotation(tok, successor_hash=other.token_hash)
+        with pytest.raises(sa.exc.IntegrityError):
+            await store.rotate_refresh_token_once(r)
+        await _nothing_written(store, fam, tok, replace(r, successor_hash="none-" + secrets.token_hex(4)))
+        assert (await store.rotate_refresh_token_once(_rotation(tok))).rotated  # the connection is still usable
+    finally:
+        await store.close()
+
+
+async def test_a_rotation_on_a_connection_the_server_closed_is_unavailable_and_the_pool_recovers(
+        sql_urls: dict[str, str]) -> None:
+    """A backend terminated under a pooled connection (as in a database restart): the rotation raises
+    ``StoreUnavailable`` (the availability guard knows the error as a disconnect), the connection is invalidated,
+    and the next rotation gets a new one."""
+    from ostiary.core.errors import StoreUnavailable
+
+    store = SqlStore.from_url(sql_urls["postgres"], pool_size=1)
+    try:
+        uid = await _user(store)
+        fam, tok = await _grant(store, uid)
+        async with store.reader.connect() as conn:  # the pool's only connection
+            pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
+        killer = await asyncpg.connect(sql_urls["postgres"].replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await killer.close()
+        await asyncio.sleep(0.2)
+        with pytest.raises(StoreUnavailable):
+            await store.rotate_refresh_token_once(_rotation(tok))
+        out = await store.rotate_refresh_token_once(_rotation(tok))
+        assert out.rotated and out.token is not None and out.token.family_id == fam.family_id
     finally:
         await store.close()
