@@ -46,6 +46,7 @@ test: $(STAMP) services lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP) services
+	@bash scripts/ensure-wrk.sh
 	$(BIN)/python bench/token_bench.py
 
 clean:
