@@ -130,6 +130,18 @@ def test_exp_nbf_and_iat_against_the_injected_clock_and_leeway() -> None:
         jose.verify_jwt(jose.sign_jwt(_claims(exp="later"), key, alg="ES256", kid="k1"), keys, now=NOW)
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_time_claim_that_is_not_a_finite_number_is_refused(claim: str, value: float) -> None:
+    """JSON as Python reads it may carry NaN and Infinity; NaN compares false with every time, so a NaN exp would
+    never expire (and a NaN iat or nbf would pass any window). PyJWT signs them as the literals NaN / Infinity."""
+    key = _key("ES256")
+    token = jwt.encode(_claims(**{claim: value}), key, algorithm="ES256", headers={"kid": "k1"})
+    assert ("NaN" if value != value else "Infinity") in base64.urlsafe_b64decode(token.split(".")[1] + "==").decode()
+    with pytest.raises(JoseError):
+        jose.verify_jwt(token, _keys(key), now=NOW)
+
+
 def test_an_unknown_critical_header_is_refused() -> None:
     """RFC 7515 §4.1.11: a recipient that does not understand a ``crit`` extension must reject the JWS."""
     key = _key("ES256")

@@ -386,3 +386,16 @@ async def test_cold_start_asyncio(issuer: StandInIssuer, verifier: TokenVerifier
     results = await asyncio.gather(*(verifier.averify(issuer.mint()) for _ in range(40)))
     assert all(r.subject == "user-1" for r in results)
     assert issuer.state.counts["jwks"] == 1
+
+
+@pytest.mark.parametrize("exp", [float("nan"), float("inf"), "soon", True, None])
+def test_claims_whose_exp_is_not_a_finite_number_make_no_access_token(exp: object) -> None:
+    """``AccessToken.from_claims`` also takes RFC 7662 introspection answers, parsed by ``json.loads`` (which reads
+    NaN and Infinity): a token whose exp is NaN would never expire, so it is refused like one without exp."""
+    from ostiary.resource import InvalidToken
+    from ostiary.resource.token import AccessToken
+
+    claims = {"sub": "u1", "client_id": "c1", "scope": "read", "aud": AUDIENCE, "exp": exp}
+    with pytest.raises(InvalidToken, match="exp"):
+        AccessToken.from_claims(claims, "hash")
+    assert AccessToken.from_claims({**claims, "exp": 1_700_000_000}, "hash").expires_at == 1_700_000_000

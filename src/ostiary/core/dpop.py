@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 from .._clock import Clock
 from .._secrets import b64url, b64url_decode, constant_time_equals
 from .errors import OAuthError
-from .jose import JoseError, embedded_header, jwk_thumbprint, verify_with_embedded_jwk
+from .jose import JoseError, embedded_header, jwk_thumbprint, numeric_date, verify_with_embedded_jwk
 
 __all__ = [
     "CNF_JKT",
@@ -228,7 +228,7 @@ class DPoPVerifier:
         if not isinstance(htu, str) or expected is None or normalized_htu(htu) != expected:
             raise InvalidDpopProof("the DPoP proof's htu is not this endpoint's URL")
         iat = claims.get("iat")
-        if not isinstance(iat, int | float) or isinstance(iat, bool):
+        if not numeric_date(iat):
             raise InvalidDpopProof("the DPoP proof has no iat")
         now = self.clock.now()
         if abs(now - iat) > self.iat_window:

@@ -8,10 +8,11 @@ headers (``jku``, ``x5u``, ``jwk``, ``x5c``) are never followed.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeGuard, cast
 
 import jwt
 from cryptography.exceptions import InvalidSignature
@@ -300,6 +301,12 @@ def verify_jwt(
     raise JoseError("signature verification failed") from last
 
 
+def numeric_date(value: object) -> TypeGuard[int | float]:
+    """An RFC 7519 §2 NumericDate as JSON gives it: an int or float, finite (``NaN`` compares false with every
+    time, so a ``NaN`` exp would never expire and a ``NaN`` iat would pass any window), not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequence[str] | None,
             leeway: float, options: dict[str, Any], now: float | None) -> dict[str, Any]:
     if now is None:
@@ -315,19 +322,19 @@ def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequ
             raise jwt.MissingRequiredClaimError(name)
     exp = claims.get("exp")
     if exp is not None:
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        if not numeric_date(exp):
             raise jwt.DecodeError("exp must be a number")
         if exp <= now - leeway:
             raise jwt.ExpiredSignatureError("expired")
     nbf = claims.get("nbf")
     if nbf is not None:
-        if not isinstance(nbf, int | float) or isinstance(nbf, bool):
+        if not numeric_date(nbf):
             raise jwt.DecodeError("nbf must be a number")
         if nbf > now + leeway:
             raise jwt.ImmatureSignatureError("not yet valid")
     iat = claims.get("iat")
     if iat is not None:
-        if not isinstance(iat, int | float) or isinstance(iat, bool):
+        if not numeric_date(iat):
             raise jwt.DecodeError("iat must be a number")
         if iat > now + leeway:
             raise jwt.ImmatureSignatureError("iat is in the future")

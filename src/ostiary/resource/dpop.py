@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .._secrets import b64url, b64url_decode, constant_time_equals, sha256_b64url
-from ..core.jose import ASYMMETRIC_ALGS, JoseError, PublicJwk, jwk_thumbprint, parse_jwks
+from ..core.jose import ASYMMETRIC_ALGS, JoseError, PublicJwk, jwk_thumbprint, numeric_date, parse_jwks
 from .errors import InvalidDpopProof, UseDpopNonce
 
 __all__ = ["DEFAULT_DPOP_ALGORITHMS", "DpopNonces", "DpopPolicy", "DpopRequest", "MemoryReplayCache",
@@ -362,7 +362,7 @@ class DpopPolicy:
             raise InvalidDpopProof("DPoP proof htm does not match the request method")
         if not isinstance(htu, str) or normalize_htu(htu) != normalize_htu(request.url):
             raise InvalidDpopProof("DPoP proof htu does not match the request URL")
-        if not isinstance(iat, int | float) or isinstance(iat, bool):
+        if not numeric_date(iat):
             raise InvalidDpopProof("DPoP proof iat is not a number")
         if iat < now - self.max_age - self.leeway or iat > now + self.leeway:
             raise InvalidDpopProof("DPoP proof iat outside the accepted window")

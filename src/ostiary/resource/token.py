@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.jose import numeric_date
 from .errors import InsufficientScope, InvalidToken, WrongTokenKind
 
 __all__ = ["AccessToken", "is_service_token"]
@@ -74,7 +75,7 @@ class AccessToken:
         exp, aud = claims.get("exp"), claims.get("aud")
         if not isinstance(sub, str) or not isinstance(client_id, str) or not isinstance(scope, str):
             raise InvalidToken("sub, client_id or scope missing or not a string")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        if not numeric_date(exp):
             raise InvalidToken("exp missing or not a number")
         audience = (aud,) if isinstance(aud, str) else tuple(a for a in aud or () if isinstance(a, str))
         service = is_service_token(claims)

@@ -23,7 +23,7 @@ from .._clock import Clock, SystemClock
 from .._secrets import b64url_decode, constant_time_equals, sha256_b64url
 from ..client.http_clients import HttpClients
 from ..client.service_token import client_secret_basic
-from ..core.jose import JoseError, PublicJwk, verify_jwt
+from ..core.jose import JoseError, PublicJwk, numeric_date, verify_jwt
 from ._mtls import check_certificate_binding
 from .dpop import DpopPolicy, DpopRequest, VerifiedProof, bound_jkt
 from .errors import InvalidDpopProof, InvalidToken, IssuerUnavailable, MissingToken
@@ -228,8 +228,8 @@ class TokenVerifier:
             raise InvalidToken("malformed token") from None
         claims = verified.claims
         iat = claims["iat"]
-        if not isinstance(iat, int | float) or isinstance(iat, bool) or iat > now + self.leeway:
-            raise InvalidToken("iat is in the future")
+        if not numeric_date(iat) or iat > now + self.leeway:
+            raise InvalidToken("iat is in the future or not a number")
         access = AccessToken.from_claims(claims, key)
         self._cache.put(key, _Entry(access, access.expires_at + self.leeway, verified.key.kid, True))
         return access
@@ -287,9 +287,9 @@ class TokenVerifier:
         if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
             raise InvalidToken("wrong audience (introspection)")
         exp, nbf = body.get("exp"), body.get("nbf")
-        if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= now:
+        if not numeric_date(exp) or exp <= now:
             raise InvalidToken("expired or no exp (introspection)")
-        if isinstance(nbf, int | float) and nbf > now + self.leeway:
+        if nbf is not None and (not numeric_date(nbf) or nbf > now + self.leeway):
             raise InvalidToken("not yet valid (introspection)")
         return body
 
