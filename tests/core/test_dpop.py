@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ostiary._clock import FixedClock
+from ostiary._secrets import b64url_decode
 from ostiary.core.dpop import DPoPVerifier, InvalidDpopProof, UseDpopNonce, access_token_hash, normalized_htu
 from ostiary.store.memory_dpop import MemoryDPoPReplayCache
 
@@ -29,6 +30,21 @@ async def test_iat_window_uses_the_injected_clock() -> None:
     for iat in (now - 61, now + 61):
         with pytest.raises(InvalidDpopProof, match="iat"):
             await v.verify(key.proof(URL, iat=iat), method="POST", url=URL)
+
+
+@pytest.mark.parametrize("lenient_json", [False, True])
+async def test_a_nan_iat_is_refused(lenient_json: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``NaN`` compares false with every bound, so a proof whose iat is NaN would pass any window and never go
+    stale (RFC 9449 §11.1). The server's JSON parser refuses the literal; the check refuses it as well, where
+    claims are parsed by ``json.loads`` (which reads NaN)."""
+    if lenient_json:
+        monkeypatch.setattr("ostiary.core.jose.loads_claims", json.loads)
+    clock = FixedClock(1_700_000_000.0)
+    v, key = _verifier(clock, iat_window=60), DPoPKey()
+    proof = key.proof(URL, iat=float("nan"))
+    assert "NaN" in json.dumps(json.loads(b64url_decode(proof.split(".")[1])), allow_nan=True)
+    with pytest.raises(InvalidDpopProof, match="iat" if lenient_json else "invalid"):
+        await v.verify(proof, method="POST", url=URL)
 
 
 async def test_the_replay_key_is_the_key_and_the_jti() -> None:

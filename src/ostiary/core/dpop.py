@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from urllib.parse import urlsplit
 from .._clock import Clock
 from .._secrets import b64url, b64url_decode, constant_time_equals
 from .errors import OAuthError
-from .jose import JoseError, embedded_header, jwk_thumbprint, numeric_date, verify_with_embedded_jwk
+from .jose import JoseError, embedded_header, jwk_thumbprint, loads_claims, numeric_date, verify_with_embedded_jwk
 
 __all__ = [
     "CNF_JKT",
@@ -196,7 +195,7 @@ class DPoPVerifier:
             return None
         try:
             jkt = embedded_header(parts[0]).thumbprint
-            claims = json.loads(b64url_decode(parts[1]))
+            claims = loads_claims(b64url_decode(parts[1]))
         except (JoseError, ValueError, UnicodeError):
             return None
         jti = claims.get("jti") if isinstance(claims, dict) else None

@@ -112,7 +112,7 @@ class TokenEndpoint:
             await _touch(client.client, ctx)
         if proof is not None:
             nonce = ctx.dpop.new_nonce() if ctx.dpop is not None and self._nonce_required(client) else None
-            response = replace(response, token_type="DPoP", dpop_nonce=nonce)
+            return replace(response, token_type="DPoP", dpop_nonce=nonce, grant_type=response.grant_type or grant_type)
         return response if response.grant_type else replace(response, grant_type=grant_type)
 
     def _nonce_required(self, client: AuthenticatedClient | None) -> bool:
