@@ -16,7 +16,8 @@ With ``--wrk`` it then measures throughput, the cost that matters to capacity: t
 (bench/wrk/dpop.lua: client credentials, each request with its own proof, signed beforehand and read from a
 file; the Bearer cell runs the same script without proofs), Bearer and DPoP interleaved over ``--runs``. Reported:
 tokens/s of each and Bearer tokens/s ÷ DPoP tokens/s, i.e. what a DPoP token costs the machine (server, PostgreSQL
-and wrk on the same cores) relative to a Bearer one. Any non-200 answer fails the cell.
+and wrk on the same cores) relative to a Bearer one; and the server's own CPU per token under that load (``/proc``,
+the supervisor and both workers), DPoP ÷ Bearer. Any non-200 answer fails the cell.
 
     .venv/bin/python bench/dpop_bench.py                       # 2,000 requests x 5 runs
     .venv/bin/python bench/dpop_bench.py --wrk                 # and the throughput cells
@@ -103,7 +104,8 @@ def cell(srv: LiveServer, pids: list[int], client: dict[str, Any], n: int, dpop:
 
 def wrk_cell(srv: LiveServer, client: dict[str, Any], conc: int, duration: float, dpop: bool,
              work: Path) -> dict[str, float]:
-    """tokens/s and p50/p99 of one wrk cell; the proofs (more than the cell can use) are signed before it."""
+    """tokens/s, p50/p99 and the server's CPU per token of one wrk cell; the proofs (more than the cell can use)
+    are signed before it."""
     env = {**os.environ, "BENCH_CLIENT_ID": client["client_id"], "BENCH_CLIENT_SECRET": client["client_secret"],
            "BENCH_THREADS": "1"}
     if dpop:
@@ -113,9 +115,12 @@ def wrk_cell(srv: LiveServer, client: dict[str, Any], conc: int, duration: float
         # under 6,000 tokens/s on this kind of machine: 9,000 per second of the cell leaves a margin
         path.write_text("\n".join(key.proof(url) for _ in range(int(9_000 * (duration + 1)))) + "\n")
         env["BENCH_DPOP_PROOFS"] = str(path)
+    pids = [srv.procs[0].pid, *worker_pids(srv.procs[0].pid)]
+    cpu0 = cpu_seconds(pids)
     out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "--latency", "-s",
                           str(ROOT / "bench" / "wrk" / "dpop.lua"), srv.base_url + "/token"],
                          env=env, capture_output=True, text=True, timeout=duration + 60)
+    cpu1 = cpu_seconds(pids)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout}{out.stderr}")
@@ -124,7 +129,7 @@ def wrk_cell(srv: LiveServer, client: dict[str, Any], conc: int, duration: float
     if errors:
         raise SystemExit(f"wrk cell had {errors} errors (non-200 answers or socket errors): {r}")
     return {"tps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
-            "p99_ms": r["p99_us"] / 1000}
+            "p99_ms": r["p99_us"] / 1000, "cpu_ms": (cpu1 - cpu0) / r["requests"] * 1000}
 
 
 def throughput(args: argparse.Namespace, env: dict[str, str], tmp: Path
@@ -237,13 +242,17 @@ def write(results: dict[tuple[str, bool], list[dict[str, float]]], args: argpars
         lines += ["", f"Throughput: `ostiary serve --workers 2`, wrk -t1 -c{args.wrk_concurrency} "
                       f"-d{args.wrk_duration:g}s (bench/wrk/dpop.lua), medians over the runs; wrk, the server and "
                       "PostgreSQL share the machine's cores.", "",
-                  "| replay cache | Bearer tokens/s | DPoP tokens/s | **Bearer ÷ DPoP** (runs) | Bearer p50 / p99 ms "
-                  "| DPoP p50 / p99 ms |", "|---|---|---|---|---|---|"]
+                  "| replay cache | Bearer tokens/s | DPoP tokens/s | **Bearer ÷ DPoP** (runs) | server CPU ms per "
+                  "token, Bearer / DPoP | **DPoP ÷ Bearer, server CPU** (runs) | Bearer p50 / p99 ms | DPoP p50 / p99 "
+                  "ms |", "|---|---|---|---|---|---|---|---|"]
         for store in ("memory", "redis"):
             b, d = tput[(store, False)], tput[(store, True)]
             per_run = ", ".join(f"{x['tps'] / y['tps']:.2f}" for x, y in zip(b, d, strict=True))
+            cpu_runs = ", ".join(f"{y['cpu_ms'] / x['cpu_ms']:.2f}" for x, y in zip(b, d, strict=True))
             lines.append(f"| {store} | {med(b, 'tps'):,.0f} | {med(d, 'tps'):,.0f} | "
-                         f"**{med(b, 'tps') / med(d, 'tps'):.2f}×** ({per_run}) | {med(b, 'p50_ms'):.2f} / "
+                         f"**{med(b, 'tps') / med(d, 'tps'):.2f}×** ({per_run}) | {med(b, 'cpu_ms'):.3f} / "
+                         f"{med(d, 'cpu_ms'):.3f} | **{med(d, 'cpu_ms') / med(b, 'cpu_ms'):.2f}×** ({cpu_runs}) | "
+                         f"{med(b, 'p50_ms'):.2f} / "
                          f"{med(b, 'p99_ms'):.2f} | {med(d, 'p50_ms'):.2f} / {med(d, 'p99_ms'):.2f} |")
     text = "\n".join(lines) + "\n"
     if args.output == "-":
