@@ -33,13 +33,11 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Authorization"] = "Basic " .. b64(id .. ":" .. secret)
 wrk.headers["Accept"] = "application/json"
 
-local threads = {}
 local counter = 0
 
 function setup(thread)
   counter = counter + 1
   thread:set("tid", counter)
-  table.insert(threads, thread)
 end
 
 local proofs, next_proof, headers = nil, 1, nil
