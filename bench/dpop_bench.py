@@ -13,11 +13,12 @@ and the DPoP/Bearer ratio of each. The issue's goal: a DPoP token costs at most 
 
 With ``--wrk`` it then measures throughput, the cost that matters to capacity: two more servers, ``--workers 2``
 (memory and Redis, as above), loaded by ``wrk`` at ``--wrk-concurrency`` for ``--wrk-duration`` seconds per cell
-(bench/wrk/dpop.lua: client credentials, each request with its own proof, signed beforehand and read from a
-file; the Bearer cell runs the same script without proofs), Bearer and DPoP interleaved over ``--runs``. Reported:
-tokens/s of each and Bearer tokens/s ÷ DPoP tokens/s, i.e. what a DPoP token costs the machine (server, PostgreSQL
-and wrk on the same cores) relative to a Bearer one; and the server's own CPU per token under that load (``/proc``,
-the supervisor and both workers), DPoP ÷ Bearer. Any non-200 answer fails the cell.
+(bench/wrk/token.lua with ``BENCH_DPOP_PROOFS``: client credentials, each request with its own proof, signed
+beforehand and read from a file; the Bearer cell runs the same script with requests also built in Lua, without
+proofs), Bearer and DPoP interleaved over ``--runs``. Reported: tokens/s of each and Bearer tokens/s ÷ DPoP
+tokens/s, i.e. what a DPoP token costs the machine (server, PostgreSQL and wrk on the same cores) relative to a
+Bearer one; and the server's own CPU per token under that load (``/proc``, the supervisor and both workers), DPoP ÷
+Bearer. Any non-200 answer fails the cell.
 
     .venv/bin/python bench/dpop_bench.py                       # 2,000 requests x 5 runs
     .venv/bin/python bench/dpop_bench.py --wrk                 # and the throughput cells
@@ -46,6 +47,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from refresh_bench import proc_cpu  # noqa: E402  (bench/ is on sys.path: this script's folder)
 from tests.support import (  # noqa: E402
     LiveServer,
     create_pg_database,
@@ -57,7 +59,6 @@ from tests.web._dpop import DPoPKey  # noqa: E402
 
 HIST = re.compile(r'ostiary_http_request_seconds_(sum|count)\{[^}]*route="token"[^}]*\} ([0-9.e+-]+)')
 REDIS = "redis://127.0.0.1:6379/0"
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 def token_hist(srv: LiveServer) -> tuple[float, float]:
@@ -68,17 +69,6 @@ def token_hist(srv: LiveServer) -> tuple[float, float]:
     return vals["sum"], vals["count"]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK
-
-
 def cell(srv: LiveServer, pids: list[int], client: dict[str, Any], n: int, dpop: bool) -> dict[str, float]:
     url = srv.issuer + "/token"
     key = DPoPKey()
@@ -87,7 +77,7 @@ def cell(srv: LiveServer, pids: list[int], client: dict[str, Any], n: int, dpop:
     with httpx.Client(base_url=srv.base_url, auth=(client["client_id"], client["client_secret"]), timeout=30) as c:
         c.post("/token", data={"grant_type": "client_credentials"})  # warm the connection
         s0, n0 = token_hist(srv)
-        cpu0 = cpu_seconds(pids)
+        cpu0 = proc_cpu(pids)
         for i in range(n):
             headers = {"DPoP": proofs[i]} if dpop else {}
             t0 = time.perf_counter()
@@ -95,7 +85,7 @@ def cell(srv: LiveServer, pids: list[int], client: dict[str, Any], n: int, dpop:
             lat.append(time.perf_counter() - t0)
             if r.status_code != 200 or r.json()["token_type"] != ("DPoP" if dpop else "Bearer"):
                 raise SystemExit(f"unexpected answer: {r.status_code} {r.text[:300]}")
-        cpu1 = cpu_seconds(pids)
+        cpu1 = proc_cpu(pids)
         s1, n1 = token_hist(srv)
     count = n1 - n0 - 0  # the /metrics calls are not /token
     return {"server_ms": (s1 - s0) / count * 1000, "cpu_ms": (cpu1 - cpu0) / n * 1000,
@@ -107,7 +97,7 @@ def wrk_cell(srv: LiveServer, client: dict[str, Any], conc: int, duration: float
     """tokens/s, p50/p99 and the server's CPU per token of one wrk cell; the proofs (more than the cell can use)
     are signed before it."""
     env = {**os.environ, "BENCH_CLIENT_ID": client["client_id"], "BENCH_CLIENT_SECRET": client["client_secret"],
-           "BENCH_THREADS": "1"}
+           "BENCH_THREADS": "1", "BENCH_DYNAMIC": "1"}
     if dpop:
         key = DPoPKey()
         url = srv.issuer + "/token"
@@ -116,11 +106,11 @@ def wrk_cell(srv: LiveServer, client: dict[str, Any], conc: int, duration: float
         path.write_text("\n".join(key.proof(url) for _ in range(int(9_000 * (duration + 1)))) + "\n")
         env["BENCH_DPOP_PROOFS"] = str(path)
     pids = [srv.procs[0].pid, *worker_pids(srv.procs[0].pid)]
-    cpu0 = cpu_seconds(pids)
+    cpu0 = proc_cpu(pids)
     out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "--latency", "-s",
-                          str(ROOT / "bench" / "wrk" / "dpop.lua"), srv.base_url + "/token"],
+                          str(ROOT / "bench" / "wrk" / "token.lua"), srv.base_url + "/token"],
                          env=env, capture_output=True, text=True, timeout=duration + 60)
-    cpu1 = cpu_seconds(pids)
+    cpu1 = proc_cpu(pids)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout}{out.stderr}")
@@ -240,7 +230,7 @@ def write(results: dict[tuple[str, bool], list[dict[str, float]]], args: argpars
                      f"{med(d, 'cpu_ms') / med(b, 'cpu_ms'):.2f}× | {med(d, 'p50_ms') / med(b, 'p50_ms'):.2f}× |")
     if tput is not None:
         lines += ["", f"Throughput: `ostiary serve --workers 2`, wrk -t1 -c{args.wrk_concurrency} "
-                      f"-d{args.wrk_duration:g}s (bench/wrk/dpop.lua), medians over the runs; wrk, the server and "
+                      f"-d{args.wrk_duration:g}s (bench/wrk/token.lua), medians over the runs; wrk, the server and "
                       "PostgreSQL share the machine's cores.", "",
                   "| replay cache | Bearer tokens/s | DPoP tokens/s | **Bearer ÷ DPoP** (runs) | server CPU ms per "
                   "token, Bearer / DPoP | **DPoP ÷ Bearer, server CPU** (runs) | Bearer p50 / p99 ms | DPoP p50 / p99 "

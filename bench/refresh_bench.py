@@ -151,6 +151,22 @@ class CpuMeter:
                 "pg_cpu_ms": self.pg / n * 1000 if n else float("nan")}
 
 
+def app_for(srv: LiveServer) -> Any:
+    """The live server's application, made in this process with its settings (same database, same keys); no log
+    line per request on stderr."""
+    from ostiary.config import load_settings
+    from ostiary.web.app import create_app
+
+    saved = dict(os.environ)
+    os.environ.update({**srv.env, "OSTIARY_LOG_LEVEL": "warning"})
+    try:
+        settings = load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return create_app(settings)
+
+
 def token_hist(srv: LiveServer) -> tuple[float, float]:
     text = httpx.get(srv.base_url + "/metrics", timeout=30).text
     vals = {k: 0.0 for k in ("sum", "count")}
@@ -185,17 +201,7 @@ async def count_round_trips(srv: LiveServer, client_id: str, token: str, n: int,
     import sqlalchemy as sa
     from sqlalchemy.engine import Engine
 
-    from ostiary.config import load_settings
-    from ostiary.web.app import create_app
-
-    saved = dict(os.environ)
-    os.environ.update({**srv.env, "OSTIARY_LOG_LEVEL": "warning"})  # no log line per request on stderr
-    try:
-        settings = load_settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    app = create_app(settings)
+    app = app_for(srv)
     counting = {"on": False}
     statements: dict[str, int] = {}
     boundaries = {"BEGIN": 0, "COMMIT": 0, "ROLLBACK": 0}

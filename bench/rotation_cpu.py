@@ -21,7 +21,6 @@ import asyncio
 import base64
 import cProfile
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from refresh_bench import make_families, pg_cpu  # noqa: E402  (bench/ is on sys.path: this script's folder)
+from refresh_bench import app_for, make_families, pg_cpu  # noqa: E402  (bench/ is on sys.path: this script's folder)
 from tests.support import LiveServer, create_pg_database, drop_pg_database, start_server  # noqa: E402
 from tests.web._codeflow import new_user, web_client  # noqa: E402
 
@@ -68,17 +67,7 @@ async def post(app: Any, host: str, body: str, headers: list[tuple[bytes, bytes]
 
 async def measure(srv: LiveServer, client_id: str, tokens: list[str], cc: dict[str, Any], n: int, reps: int,
                   profile: str | None) -> dict[str, list[float]]:
-    from ostiary.config import load_settings
-    from ostiary.web.app import create_app
-
-    saved = dict(os.environ)
-    os.environ.update({**srv.env, "OSTIARY_LOG_LEVEL": "warning"})
-    try:
-        settings = load_settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    app = create_app(settings)
+    app = app_for(srv)
     host = srv.base_url.split("//", 1)[1]
     basic = base64.b64encode(f"{cc['client_id']}:{cc['client_secret']}".encode())
     database = srv.env["OSTIARY_DATABASE_URL"].rsplit("/", 1)[1]

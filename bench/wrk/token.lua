@@ -2,6 +2,14 @@
 --   BENCH_CLIENT_ID / BENCH_CLIENT_SECRET  client credentials (already URL-safe, so the
 --                                          form-urlencoding of RFC 6749 §2.3.1 is the identity)
 --   BENCH_SCOPE                            scope (default api:read)
+--   BENCH_DPOP_PROOFS                      optional: a file of DPoP proofs (RFC 9449), one per line, signed
+--                                          beforehand (wrk's Lua cannot sign); each request sends the next one.
+--                                          A proof is never sent twice: with BENCH_THREADS = wrk's -t, thread n
+--                                          takes lines n, n + N, …; a thread that runs out sends "exhausted" (a
+--                                          400, counted as a status error), never a replay
+--   BENCH_DYNAMIC                          1: build each request in Lua even without proofs, so a Bearer cell
+--                                          costs wrk what a DPoP cell does (bench/dpop_bench.py). Neither set: no
+--                                          request() function, wrk sends one static request
 -- Usage: BENCH_CLIENT_ID=cc-client BENCH_CLIENT_SECRET=... \
 --        wrk -t1 -c64 -d10s --latency -s bench/wrk/token.lua http://127.0.0.1:3000/token
 -- done() prints one line "BENCH_JSON {...}" with exact percentiles for the harness.
@@ -29,6 +37,38 @@ wrk.body = "grant_type=client_credentials&scope=" .. scope:gsub(":", "%%3A"):gsu
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Authorization"] = "Basic " .. b64(id .. ":" .. secret)
 wrk.headers["Accept"] = "application/json"
+
+local proofs_file = os.getenv("BENCH_DPOP_PROOFS")
+if proofs_file == "" then proofs_file = nil end
+if proofs_file ~= nil or os.getenv("BENCH_DYNAMIC") == "1" then
+  local counter = 0
+  function setup(thread)
+    counter = counter + 1
+    thread:set("tid", counter)
+  end
+
+  local proofs, next_proof, headers = nil, 1, {}
+
+  function init(args)
+    for k, v in pairs(wrk.headers) do headers[k] = v end
+    if proofs_file == nil then return end
+    local n, total = tonumber(tid) or 1, tonumber(os.getenv("BENCH_THREADS") or "1")
+    local i = 0
+    proofs = {}
+    for line in io.lines(proofs_file) do
+      if i % total == n - 1 then proofs[#proofs + 1] = line end
+      i = i + 1
+    end
+  end
+
+  function request()
+    if proofs ~= nil then
+      headers["DPoP"] = proofs[next_proof] or "exhausted"
+      next_proof = next_proof + 1
+    end
+    return wrk.format(nil, nil, headers, nil)
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
