@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,10 @@ GARBAGE = [
     {"raw_token": b'{"access_token": ["x"]}'},
     {"raw_token": b"<html>not json</html>"},
     {"raw_metadata": ["not", "an", "object"]},
+    # nested deeper than Python's recursion limit: json.loads raises RecursionError, not ValueError
+    {"raw_token": b'{"access_token":' + b"[" * 3000 + b"]" * 3000 + b"}"},
+    {"raw_token": b'{"expires_in": 60, "access_token": "'
+                  + base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).rstrip(b"=") + b'.e30.c2ln"}'},
 ]
 
 

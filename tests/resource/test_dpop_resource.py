@@ -291,6 +291,25 @@ def test_resource_nonce(stand_in: StandInIssuer, apis: dict[str, Api]) -> None:
 # -- in process: the verifier, Redis fallback, the other adapters, metadata -----------------------------
 
 
+def test_proofs_nested_too_deeply_are_refused(stand_in: StandInIssuer) -> None:
+    """JSON nested past the recursion limit makes json.loads raise RecursionError: a 401, not a crash."""
+    verifier = TokenVerifier(stand_in.url, AUDIENCE, dpop=DpopPolicy())
+    private = ec.generate_private_key(ec.SECP256R1())
+    key = DpopKey(private)
+    at = token(stand_in, key)
+    url = "https://api.example.test/me"
+    deep = b"[" * 1500 + b"]" * 1500
+    in_header = b64url(deep) + "." + b64url(b"{}") + "." + b64url(b"sig")
+    signing_input = (b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.jwk}).encode()) + "."
+                     + b64url(b'{"a":' + deep + b"}"))
+    r, s = decode_dss_signature(private.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    in_claims = signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))  # signed by the key
+    for p in (in_header, in_claims):
+        with pytest.raises(InvalidDpopProof):
+            verifier.verify(at, request=DpopRequest("DPoP", (p,), "GET", url))
+    verifier.close()
+
+
 def test_redis_down_falls_back_to_memory_and_still_refuses_replays(stand_in: StandInIssuer) -> None:
     cache = RedisReplayCache("redis://127.0.0.1:1/0", prefix=PREFIX, timeout=0.2)
     verifier = TokenVerifier(stand_in.url, AUDIENCE, dpop=DpopPolicy(replay_cache=cache))

@@ -188,7 +188,11 @@ def test_opaque_token_without_introspection(verifier: TokenVerifier) -> None:
     assert "introspection" in refused(verifier, "opaque-token-value")
 
 
-@pytest.mark.parametrize("token", ["", "a.b.c", "x" * 20_000, "é.é.é", "e30.e30.e30"])
+#: a header nested deeper than the recursion limit (json.loads raises RecursionError for it, not ValueError)
+DEEP = base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).rstrip(b"=").decode() + ".e30.e30"
+
+
+@pytest.mark.parametrize("token", ["", "a.b.c", "x" * 20_000, "é.é.é", "e30.e30.e30", DEEP])
 def test_garbage(verifier: TokenVerifier, token: str) -> None:
     refused(verifier, token)
 

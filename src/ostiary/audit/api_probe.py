@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography.hazmat.primitives import serialization
 
+from .._json import loads as json_loads
 from ..core import jose
 from ._attacker import Attacker, attacker_issuer
 from ._http import new_client, url_problem, why
@@ -100,8 +101,8 @@ def _issuer_keys(issuer: str, client: httpx.Client) -> list[dict[str, Any]]:
     for url in (issuer.rstrip("/") + "/.well-known/openid-configuration",
                 f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{parts.path.rstrip('/')}"):
         try:
-            meta = client.get(url).json()
-            jwks = client.get(str(meta["jwks_uri"])).json()
+            meta = json_loads(client.get(url).content)
+            jwks = json_loads(client.get(str(meta["jwks_uri"])).content)
             return [k for k in jwks.get("keys", []) if isinstance(k, dict)]
         except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
             continue

@@ -8,7 +8,6 @@ Secrets are never printed whole: the evidence shows the first characters and the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from .._json import loads as json_loads
 from .findings import Report
 
 __all__ = ["scan_bundle"]
@@ -163,7 +163,7 @@ def scan_bundle(path: str | os.PathLike[str]) -> Report:
         rel = file.name if root.is_file() else file.relative_to(root).as_posix()
         if file.suffix.lower() == ".map":
             try:
-                data = json.loads(text)
+                data = json_loads(text)
             except ValueError:
                 data = None
             if isinstance(data, dict) and isinstance(data.get("sourcesContent"), list):

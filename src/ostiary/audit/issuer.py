@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .._fetch_rules import is_loopback_url
+from .._json import loads as json_loads
 from ..core import jose
 from ._http import new_client, url_problem, why
 from .findings import Report
@@ -81,7 +82,7 @@ def _metadata(issuer: str, client: httpx.Client, report: Report) -> dict[str, An
             tried.append(f"{url}: HTTP {response.status_code}")
             continue
         try:
-            doc = response.json()
+            doc = json_loads(response.content)
         except ValueError:
             tried.append(f"{url}: not JSON")
             continue
@@ -171,7 +172,7 @@ def _check_jwks(meta: Mapping[str, Any], client: httpx.Client, report: Report) -
         return
     try:
         response = client.get(uri, headers={"Accept": "application/json"})
-        jwks = response.json() if response.status_code == 200 else None
+        jwks = json_loads(response.content) if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as exc:
         report.add("issuer.jwks-unavailable", f"{uri}: {why(exc)}")
         return
@@ -271,7 +272,7 @@ def _post_token(client: httpx.Client, endpoint: str, form: dict[str, str],
 
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = json_loads(response.content)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 
 from .._clock import SystemClock
+from .._json import loads as json_loads
 from ..admin.service import AdminService, ClientCreate, ClientUpdate, client_view, key_view
 from ..config import Settings
 from ..store.sql import SqlStore
@@ -56,7 +56,7 @@ def _jwks(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json_loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
         fail(f"cannot read JWKS from {path}: {exc}")
     return data if isinstance(data, dict) else fail(f"{path} is not a JSON object")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 
 from .._clock import SystemClock
+from .._json import loads as json_loads
 from ..admin.federation import FederationService, TrustPolicyCreate, trust_policy_view
 from ..core.federation import TOKEN_EXCHANGE_GRANT, Check, FederationReport
 from ._common import console, fail, id_table, print_json, with_store
@@ -114,7 +114,7 @@ def trust_add(
     spec: dict[str, Any] = {}
     if file is not None:
         try:
-            loaded = json.loads(file.read_text("utf-8"))
+            loaded = json_loads(file.read_text("utf-8"))
         except (OSError, ValueError) as exc:
             fail(f"cannot read {file}: {exc}")
         if not isinstance(loaded, dict):

@@ -18,6 +18,7 @@ from typing import Any, Final
 import httpx
 
 from .._clock import Clock, SystemClock
+from .._json import loads as json_loads
 from ..core import jose
 from .discovery import require_https
 from .dpop import DpopKey
@@ -100,7 +101,7 @@ def _optional_https(value: Any) -> str | None:
 
 def _error(response: httpx.Response) -> OAuthError:
     try:
-        body = response.json()
+        body = json_loads(response.content)
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("error"), str):
@@ -151,15 +152,15 @@ class DeviceLogin(IssuerClient):
             raise TokenEndpointUnavailable(f"cannot reach {self.issuer}: {type(exc).__name__}") from exc
         if response.status_code != 200:
             raise _error(response)
-        body = response.json()
         try:
+            body = json_loads(response.content)
             expires_in = int(body.get("expires_in", 600))
             return DeviceCode(device_code=str(body["device_code"]), user_code=str(body["user_code"]),
                               verification_uri=require_https(str(body["verification_uri"]), "verification_uri"),
                               verification_uri_complete=_optional_https(body.get("verification_uri_complete")),
                               expires_in=expires_in, interval=max(1, int(body.get("interval", 5))),
                               expires_at=self._clock.now() + expires_in)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise OAuthError("invalid_response", "the device authorization response is incomplete", 200) from exc
 
     def poll(self, code: DeviceCode, on_wait: Callable[[float, int], None] | None = None) -> StoredTokens:
@@ -187,8 +188,8 @@ class DeviceLogin(IssuerClient):
                 continue
             failures = 0
             if response.status_code == 200:
-                return tokens_from_response(self.issuer, self.client_id, response.json(), self._clock.now(),
-                                            dpop_key=key)
+                return tokens_from_response(self.issuer, self.client_id, json_loads(response.content),
+                                            self._clock.now(), dpop_key=key)
             err = _error(response)
             if err.error == "authorization_pending":
                 continue

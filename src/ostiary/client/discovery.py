@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .._fetch_rules import is_loopback_url
+from .._json import loads as json_loads
 from .errors import DiscoveryError
 
 __all__ = ["ServerMetadata", "adiscover", "discover", "metadata_urls", "require_https"]
@@ -52,7 +53,7 @@ def metadata_urls(issuer: str) -> tuple[str, str]:
 
 def _parse(issuer: str, response: httpx.Response) -> ServerMetadata:
     try:
-        doc = response.json()
+        doc = json_loads(response.content)
     except ValueError as exc:
         raise DiscoveryError("issuer metadata is not JSON") from exc
     if not isinstance(doc, dict):

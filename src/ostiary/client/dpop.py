@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from .._json import loads as json_loads
 from .._secrets import b64url, sha256_b64url
 from ..core.jose import jwk_thumbprint
 
@@ -121,7 +122,7 @@ def nonce_challenge(response: httpx.Response) -> bool:
         return any("use_dpop_nonce" in c for c in response.headers.get_list("WWW-Authenticate"))
     if response.status_code == 400:
         try:
-            body = response.json()
+            body = json_loads(response.content)
         except ValueError:
             return False
         return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"

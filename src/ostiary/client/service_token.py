@@ -32,6 +32,7 @@ from urllib.parse import quote_plus, urlsplit
 import httpx
 
 from .._clock import Clock, SystemClock
+from .._json import loads as json_loads
 from .._secrets import new_token
 from ..core.jose import JoseError, PrivateKey, decode_unverified, jwk_thumbprint, public_jwk, sign_jwt
 from .discovery import adiscover, discover, require_https
@@ -360,7 +361,7 @@ class ServiceTokenClient:
     def _parse(self, response: httpx.Response, started: float, key: _Key) -> ServiceToken:
         """RFC 6749 §5.1 (success) or §5.2 (error)."""
         try:
-            body = response.json()
+            body = json_loads(response.content)
         except ValueError:
             body = None
         if not isinstance(body, dict):

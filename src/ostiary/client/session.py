@@ -21,6 +21,7 @@ import httpx
 from filelock import FileLock
 
 from .._clock import Clock, SystemClock
+from .._json import loads as json_loads
 from ..core import jose
 from .device_login import tokens_from_response
 from .dpop import DpopKey, nonce_challenge
@@ -146,7 +147,7 @@ class TokenSession(IssuerClient):
         if response.status_code >= 500:
             raise TokenEndpointUnavailable(f"the token endpoint answered HTTP {response.status_code}")
         try:
-            body = response.json()
+            body = json_loads(response.content)
         except ValueError:
             body = None
         if response.status_code != 200 or not isinstance(body, dict):
@@ -176,7 +177,7 @@ class TokenSession(IssuerClient):
         if response.status_code != 200:
             raise OAuthError("userinfo_failed", f"the userinfo endpoint answered HTTP {response.status_code}",
                              response.status_code)
-        data: dict[str, Any] = response.json()
+        data: dict[str, Any] = json_loads(response.content)
         return data
 
     def logout(self) -> bool:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._json import loads as json_loads
 from .errors import NoKeyringError, TokenStoreError
 
 __all__ = [
@@ -70,7 +71,7 @@ class StoredTokens:
 
     @classmethod
     def from_json(cls, data: str | Mapping[str, Any]) -> StoredTokens:
-        raw = json.loads(data) if isinstance(data, str) else dict(data)
+        raw = json_loads(data) if isinstance(data, str) else dict(data)
         try:
             return cls(issuer=str(raw["issuer"]), client_id=str(raw["client_id"]), account=str(raw["account"]),
                        access_token=str(raw["access_token"]), expires_at=float(raw["expires_at"]),
@@ -247,7 +248,7 @@ class EncryptedFileTokenStore:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         try:
-            blob = json.loads(self.path.read_text("utf-8"))
+            blob = json_loads(self.path.read_text("utf-8"))
         except FileNotFoundError:
             return {"entries": {}, "current": {}}
         except (OSError, ValueError) as exc:
@@ -257,7 +258,7 @@ class EncryptedFileTokenStore:
                 raise ValueError("unknown format")
             salt, nonce, ct = (base64.b64decode(blob[k]) for k in ("salt", "nonce", "ciphertext"))
             plain = AESGCM(self._key(salt)).decrypt(nonce, ct, _FORMAT.encode())
-            data: dict[str, Any] = json.loads(plain)
+            data: dict[str, Any] = json_loads(plain)
         except InvalidTag as exc:
             raise TokenStoreError(f"cannot decrypt {self.path}: wrong passphrase, or the file was altered") from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

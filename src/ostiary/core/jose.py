@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from .._json import loads as _loads
 from .._secrets import b64url, b64url_decode
 from . import sealing
 
@@ -171,7 +172,7 @@ def _json_dumps(obj: Any, /) -> bytes:
 
 _dumps: Callable[[Any], bytes] = _json_dumps
 #: parses a JWT's claims (UTF-8 JSON, RFC 7519 §7.2); ``ValueError`` on anything else
-loads_claims: Callable[[bytes], Any] = json.loads
+loads_claims: Callable[[bytes], Any] = _loads
 try:  # a faster encoder and parser when the server's dependencies are installed; the toolkits do without them
     from orjson import dumps as _orjson_dumps
     from orjson import loads as _orjson_loads
@@ -228,8 +229,8 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise JoseError("not a compact JWS")
     h, p, _ = token.split(".")
     try:
-        header = json.loads(b64url_decode(h))
-        claims = json.loads(b64url_decode(p))
+        header = _loads(b64url_decode(h))
+        claims = _loads(b64url_decode(p))
     except (ValueError, UnicodeDecodeError) as exc:
         raise JoseError("malformed JWT") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -256,7 +257,7 @@ def verify_jwt(
     if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
         raise JoseError("not a compact JWS")
     try:  # only the header, to pick the key; PyJWT parses the whole token once below
-        header = json.loads(b64url_decode(token[: token.index(".")]))
+        header = _loads(b64url_decode(token[: token.index(".")]))
     except (ValueError, UnicodeDecodeError) as exc:
         raise JoseError("malformed JWT header") from exc
     if not isinstance(header, dict):
@@ -300,7 +301,9 @@ def verify_jwt(
             raise JoseError("wrong issuer") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise JoseError(f"missing claim {exc.claim}") from exc
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError) as exc:
+            # RecursionError: PyJWT parses the claims with json.loads, which raises it for a document nested
+            # deeper than the recursion limit (only once the signature verified: a key holder's token)
             raise JoseError("invalid token") from exc
         return VerifiedJwt(header=header, claims=claims, key=key)
     raise JoseError("signature verification failed") from last
@@ -402,7 +405,7 @@ def embedded_header(segment: str) -> EmbeddedHeader:
     if found is not None:
         return found
     try:
-        header = json.loads(b64url_decode(segment))
+        header = _loads(b64url_decode(segment))
     except (ValueError, UnicodeDecodeError) as exc:
         raise JoseError("malformed JWT header") from exc
     if not isinstance(header, dict):

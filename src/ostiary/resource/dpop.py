@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import threading
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from .._json import loads as json_loads
 from .._secrets import b64url, b64url_decode, constant_time_equals, sha256_b64url
 from ..core.jose import ASYMMETRIC_ALGS, JoseError, PublicJwk, jwk_thumbprint, numeric_date, parse_jwks
 from .errors import InvalidDpopProof, UseDpopNonce
@@ -413,7 +413,7 @@ def _verified_claims(proof: str, key: PublicJwk) -> dict[str, Any]:
                           digest)
         else:
             raise InvalidDpopProof("DPoP proof algorithm and key do not match")
-        claims = json.loads(b64url_decode(payload))
+        claims = json_loads(b64url_decode(payload))
     except InvalidSignature:
         raise InvalidDpopProof("DPoP proof signature verification failed") from None
     except (ValueError, UnicodeDecodeError, KeyError):
@@ -425,7 +425,7 @@ def _verified_claims(proof: str, key: PublicJwk) -> dict[str, Any]:
 
 def _header(segment: str) -> dict[str, Any]:
     try:
-        header = json.loads(b64url_decode(segment))
+        header = json_loads(b64url_decode(segment))
     except (ValueError, UnicodeDecodeError):
         raise InvalidDpopProof("DPoP proof header is not JSON") from None
     if not isinstance(header, dict):

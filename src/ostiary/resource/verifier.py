@@ -9,7 +9,6 @@ Verified tokens are cached, keyed by the token's SHA-256, until they expire.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -20,6 +19,7 @@ from typing import Any, Final, NamedTuple
 import httpx
 
 from .._clock import Clock, SystemClock
+from .._json import loads as json_loads
 from .._secrets import b64url_decode, constant_time_equals, sha256_b64url
 from ..client.http_clients import HttpClients
 from ..client.service_token import client_secret_basic
@@ -275,7 +275,7 @@ class TokenVerifier:
         if response.status_code != 200:
             raise IssuerUnavailable(f"introspection answered HTTP {response.status_code}")
         try:
-            body = response.json()
+            body = json_loads(response.content)
         except ValueError:
             raise IssuerUnavailable("introspection answer is not JSON") from None
         if not isinstance(body, dict) or body.get("active") is not True:
@@ -317,7 +317,7 @@ def _kid(token: str) -> str | None:
     except KeyError:
         pass
     try:
-        header = json.loads(b64url_decode(segment))
+        header = json_loads(b64url_decode(segment))
     except ValueError:
         raise InvalidToken("malformed JWT header") from None
     if not isinstance(header, dict):

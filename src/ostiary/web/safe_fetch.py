@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .._fetch_rules import address_problem, is_loopback_host, url_problem
+from .._json import loads as json_loads
 
 __all__ = ["DEADLINE", "MAX_BYTES", "FetchCache", "FetchError", "Fetched", "Resolver", "SafeFetcher"]
 
@@ -153,7 +153,7 @@ class SafeFetcher:
                 if len(body) > self.max_bytes:
                     raise FetchError(f"{_short(url)} is larger than {self.max_bytes} bytes")
         try:
-            data = json.loads(bytes(body))
+            data = json_loads(bytes(body))
         except ValueError:
             raise FetchError(f"{_short(url)} is not JSON") from None
         if not isinstance(data, dict):
