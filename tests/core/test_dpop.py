@@ -47,6 +47,16 @@ async def test_a_nan_iat_is_refused(lenient_json: bool, monkeypatch: pytest.Monk
         await v.verify(proof, method="POST", url=URL)
 
 
+@pytest.mark.parametrize("lenient_json", [False, True])
+async def test_an_iat_beyond_64_bits_is_refused(lenient_json: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``json.loads`` reads a 400-digit iat, and ``abs(now - iat)`` then raises OverflowError (a 500, before)."""
+    if lenient_json:
+        monkeypatch.setattr("ostiary.core.jose.loads_claims", json.loads)
+    v, key = _verifier(FixedClock(1_700_000_000.0), iat_window=60), DPoPKey()
+    with pytest.raises(InvalidDpopProof, match="iat" if lenient_json else "invalid"):
+        await v.verify(key.proof(URL, iat=10**400), method="POST", url=URL)
+
+
 async def test_the_replay_key_is_the_key_and_the_jti() -> None:
     clock = FixedClock()
     v, a, b = _verifier(clock), DPoPKey(), DPoPKey()

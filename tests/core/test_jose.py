@@ -142,6 +142,18 @@ def test_a_time_claim_that_is_not_a_finite_number_is_refused(claim: str, value: 
         jose.verify_jwt(token, _keys(key), now=NOW)
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**63], ids=["10**400", "-10**400", "2**63"])
+def test_a_time_claim_beyond_64_bits_is_refused(claim: str, value: int) -> None:
+    """``json.loads`` reads an integer of any length; comparing it with a float time is exact, but any arithmetic
+    with one (``exp + leeway``) converts it, and ``float(10**400)`` raises OverflowError: a 500, before."""
+    key = _key("ES256")
+    token = jwt.encode(_claims(**{claim: value}), key, algorithm="ES256", headers={"kid": "k1"})
+    with pytest.raises(JoseError):
+        jose.verify_jwt(token, _keys(key), now=NOW)
+    assert jose.numeric_date(2**63 - 1) and jose.numeric_date(-(2**63)) and not jose.numeric_date(value)
+
+
 def test_an_unknown_critical_header_is_refused() -> None:
     """RFC 7515 §4.1.11: a recipient that does not understand a ``crit`` extension must reject the JWS."""
     key = _key("ES256")

@@ -201,6 +201,8 @@ def test_stale_or_future_iat(stand_in: StandInIssuer, api: Api) -> None:
     assert_dpop_error(call(api, at, forge(claims_for(api.public + "/me", at, iat="now"), key=key._key)))
     # NaN compares false with both bounds of the window: it must be refused, not pass as always fresh
     assert_dpop_error(call(api, at, forge(claims_for(api.public + "/me", at, iat=float("nan")), key=key._key)))
+    # json.loads reads any number of digits; float() of this one (in now - iat) raised OverflowError: a 500
+    assert_dpop_error(call(api, at, forge(claims_for(api.public + "/me", at, iat=10**400), key=key._key)))
 
 
 def test_replayed_jti_is_refused(stand_in: StandInIssuer, api: Api) -> None:

@@ -392,7 +392,7 @@ async def test_cold_start_asyncio(issuer: StandInIssuer, verifier: TokenVerifier
     assert issuer.state.counts["jwks"] == 1
 
 
-@pytest.mark.parametrize("exp", [float("nan"), float("inf"), "soon", True, None])
+@pytest.mark.parametrize("exp", [float("nan"), float("inf"), "soon", True, None, pytest.param(10**400, id="10**400")])
 def test_claims_whose_exp_is_not_a_finite_number_make_no_access_token(exp: object) -> None:
     """``AccessToken.from_claims`` also takes RFC 7662 introspection answers, parsed by ``json.loads`` (which reads
     NaN and Infinity): a token whose exp is NaN would never expire, so it is refused like one without exp."""

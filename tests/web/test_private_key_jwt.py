@@ -131,3 +131,16 @@ def test_jwks_uri_is_fetched_and_refetched_on_an_unknown_kid(server: LiveServer,
     r = _post(server, _assertion(new, cid, server.issuer))
     assert r.status_code == 200, r.text
     assert state["hits"] >= 2
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_a_time_beyond_64_bits_is_invalid_client_not_a_500(server: LiveServer, key: ECKey, claim: str) -> None:
+    """A client's own key signs ``exp`` = 10**400: json.loads reads it, and the float arithmetic of the time
+    checks raised OverflowError (a 500) until NumericDates were bounded to 64 bits."""
+    cid = _register(server, key)
+    now = int(time.time())
+    claims = {"iss": cid, "sub": cid, "aud": server.issuer, "iat": now, "exp": now + 60,
+              "jti": secrets.token_urlsafe(16), claim: 10**400}
+    r = _post(server, jose_jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key))
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "invalid_client"

@@ -311,8 +311,17 @@ def verify_jwt(
 
 def numeric_date(value: object) -> TypeGuard[int | float]:
     """An RFC 7519 §2 NumericDate as JSON gives it: an int or float, finite (``NaN`` compares false with every
-    time, so a ``NaN`` exp would never expire and a ``NaN`` iat would pass any window), not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    time, so a ``NaN`` exp would never expire and a ``NaN`` iat would pass any window), not a bool, and an int
+    within 64 bits (``json.loads`` reads any number of digits, and ``float()`` of a 400-digit int, which any
+    arithmetic with a float time does, raises ``OverflowError``)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -_INT64 <= value < _INT64
+    return isinstance(value, float) and math.isfinite(value)
+
+
+_INT64: Final = 2**63
 
 
 def _decode(token: str, key: PublicJwk, issuer: str | None, audience: str | Sequence[str] | None,
