@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import jwt as pyjwt
 import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey
@@ -144,3 +145,19 @@ def test_a_time_beyond_64_bits_is_invalid_client_not_a_500(server: LiveServer, k
     r = _post(server, jose_jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key))
     assert r.status_code == 401, r.text
     assert r.json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize("jti", ["nul\x00byte", "lone\ud800surrogate", "é" * 10, "x" * 1000],
+                         ids=["nul", "surrogate", "non-ascii", "1000"])
+def test_any_json_string_is_a_single_use_jti(server: LiveServer, key: ECKey, jti: str) -> None:
+    """RFC 7519 §4.1.7 makes jti any string; the replay cache keeps its digest, so one with a NUL (which
+    PostgreSQL text refuses: a 500 before), a lone surrogate or longer than the column is used once like any
+    other. (PyJWT writes the surrogate as the JSON escape ``\\ud800``, which Python reads back as one.)"""
+    cid = _register(server, key)
+    now = int(time.time())
+    claims = {"iss": cid, "sub": cid, "aud": server.issuer, "iat": now, "exp": now + 60, "jti": jti}
+    assertion = pyjwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})
+    r = _post(server, assertion)
+    assert r.status_code == 200, r.text
+    replay = _post(server, assertion)
+    assert replay.status_code == 401 and replay.json()["error"] == "invalid_client", replay.text

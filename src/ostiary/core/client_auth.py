@@ -18,7 +18,7 @@ from typing import Protocol
 from urllib.parse import unquote_plus
 
 from .._clock import Clock
-from .._secrets import constant_time_equals, token_hash
+from .._secrets import constant_time_equals, text_digest, token_hash
 from . import jose, mtls
 from .client_metadata import is_metadata_document_id
 from .clients import TLS_AUTH_METHODS, AuthMethod, Client, ClientRepository
@@ -238,7 +238,8 @@ async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) ->
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise _invalid(False, "assertion has no jti")
-    if not await ctx.replay.use_once("assertion:" + client_id, jti, exp + ctx.policy.leeway, now):
+    # recorded by digest: a jti is any JSON string (a NUL, a lone surrogate, 20 KB), the store's column is not
+    if not await ctx.replay.use_once("assertion:" + client_id, text_digest(jti), exp + ctx.policy.leeway, now):
         raise _invalid(False, "assertion jti replayed")
     return AuthenticatedClient(client, "private_key_jwt")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from .._secrets import sha256_b64url
+from .._secrets import text_digest
 from . import jose
 from .errors import InvalidRequest
 from .requests import scope_set
@@ -308,7 +308,7 @@ class FederationReport:
 
 def jti_replay_key(issuer: str, jti: str) -> tuple[str, str]:
     """The replay-cache (namespace, value) of an external token's ``jti``: hashed, so any length fits."""
-    return "federation:" + sha256_b64url(issuer)[:32], sha256_b64url(jti)
+    return "federation:" + text_digest(issuer)[:32], text_digest(jti)
 
 
 def select_policy(results: Sequence[PolicyResult]) -> PolicyResult | None:
