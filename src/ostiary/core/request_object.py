@@ -107,5 +107,21 @@ def _parameters(claims: Mapping[str, Any], client: Client, policy: ServerPolicy,
         for v in values:
             if isinstance(v, bool) or not isinstance(v, str | int):
                 raise InvalidRequestObject(f"the request object's {name[:40]!r} must be a string")
-            out.append((name, str(v)))
+            text = str(v)
+            if not (_text(name) and _text(text)):
+                raise InvalidRequestObject("the request object's parameters must be text: no NUL character, no "
+                                           "lone surrogate (\\ud800-\\udfff)")
+            out.append((name, text))
     return tuple(out)
+
+
+def _text(value: str) -> bool:
+    """What a form parameter can be (web/http.py ``read_form``): no NUL, valid UTF-8. JSON's ``\\u0000`` and a
+    lone ``\\ud800`` escape reach the claims as such, and neither PostgreSQL nor SQLite stores them as text."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

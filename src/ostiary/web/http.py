@@ -24,7 +24,7 @@ from ..core.errors import (
 )
 from . import metrics
 
-__all__ = ["COUNTED", "NO_STORE", "JsonResponse", "claimed_client_id", "error_response", "json_response",
+__all__ = ["COUNTED", "NO_STORE", "JsonResponse", "claimed_client_id", "error_response", "has_nul", "json_response",
            "parse_query", "protocol_route", "read_form", "unavailable_error"]
 
 log = logging.getLogger("ostiary.web")
@@ -182,6 +182,23 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     request._body = body  # Starlette's cache of the body (Request.body / Request.stream read it)
     return body
+
+
+def has_nul(document: Any) -> bool:
+    """Whether a parsed JSON document has a NUL character in any string, key or value (``\\u0000``: valid JSON,
+    but PostgreSQL text refuses it). Iterative: orjson nests up to 1,024 levels."""
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def claimed_client_id(params: tuple[tuple[str, str], ...], authorization: str | None) -> str | None:

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from ...core.errors import InvalidClientMetadata, InvalidRequest, TooManyRequests
 from ...core.ratelimit import Attempt, client_network
 from .. import metrics
-from ..http import NO_STORE, RequestTooLarge, json_response, protocol_route
+from ..http import NO_STORE, RequestTooLarge, has_nul, json_response, protocol_route
 from ..ratelimit import retry_after
 from .common import client_ip, runtime
 
@@ -34,9 +34,12 @@ async def _json(request: Request, max_bytes: int) -> Any:
         if len(body) > max_bytes:
             raise RequestTooLarge("request body too large")
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise InvalidClientMetadata("the body is not valid JSON") from None
+    if has_nul(document):
+        raise InvalidClientMetadata("the metadata must not contain NUL characters")
+    return document
 
 
 @protocol_route("register")

@@ -41,7 +41,7 @@ from ....core.errors import StoreUnavailable
 from ....core.issuance import verify_own_access_token
 from ....core.keys import KeyNotFound, KeyRingError
 from ....core.ratelimit import Lockout, client_network
-from ...http import NO_STORE, error_response, json_response, unavailable_error
+from ...http import NO_STORE, error_response, has_nul, json_response, unavailable_error
 from ...ratelimit import retry_after
 from ...runtime import Runtime
 
@@ -181,9 +181,12 @@ async def json_body(request: Request) -> Any:
     if len(body) > 256 * 1024:
         raise BadBody("body too large (256 KiB at most)", 413)
     try:
-        return orjson.loads(body or b"{}")
+        document = orjson.loads(body or b"{}")
     except orjson.JSONDecodeError as exc:
         raise BadBody("the body must be JSON") from exc
+    if has_nul(document):
+        raise BadBody("the body must not contain NUL characters")
+    return document
 
 
 @admin_route

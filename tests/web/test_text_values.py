@@ -1,0 +1,99 @@
+"""Strings a database cannot keep as text, arriving where the form reader's rule (no NUL) does not reach: a JSON
+body's ``\\u0000``, a signed request object's ``\\u0000`` or lone ``\\ud800``. PostgreSQL text refuses NUL, and
+neither PostgreSQL nor SQLite (nor UTF-8) takes a lone surrogate. Each was a 500 when it reached the store; each is
+now the RFC's error: ``invalid_request_object`` (RFC 9101 §6.3), ``invalid_client_metadata`` (RFC 7591 §3.2.2), a
+400 from the admin API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt as pyjwt
+import pytest
+
+from ..conftest import db_url_for
+from ..support import LiveServer, start_server
+from ._codeflow import Browser, auth_params, pkce, query
+from ._pushed import keyed_client, new_key, push
+from .test_registration import OPEN_ENV, agent_metadata
+
+VALUES = {"nul": "a\x00b", "surrogate": "a\ud800b"}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def open_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                pg_url_factory: object) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp(f"text-values-{request.param}")
+    srv = start_server(db_url_for(request.param, tmp, pg_url_factory), tmp, extra_env=OPEN_ENV)
+    yield srv
+    srv.stop()
+
+
+def _request_object(server: LiveServer, key: Any, client_id: str, params: dict[str, Any]) -> str:
+    """Signed with PyJWT, which writes a lone surrogate as the JSON escape ``\\ud800`` (Python reads it back)."""
+    now = int(time.time())
+    claims = {"iss": client_id, "aud": server.issuer, "exp": now + 60, "nbf": now, **params}
+    return pyjwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid,
+                                                                            "typ": "oauth-authz-req+jwt"})
+
+
+@pytest.mark.parametrize("value", VALUES.values(), ids=VALUES.keys())
+@pytest.mark.parametrize("where", ["state", "nonce", "login_hint", "resource", "name"])
+def test_request_objects(open_server: LiveServer, where: str, value: str) -> None:
+    server = open_server
+    key = new_key()
+    client = keyed_client(server, key, token_endpoint_auth_method="client_secret_basic")
+    params: dict[str, Any] = auth_params(client, pkce()[1])
+    if where == "name":
+        params["x" + value] = "1"  # an unknown parameter is ignored, but its name is stored with the others
+    else:
+        params[where] = value
+    token = _request_object(server, key, client["client_id"], params)
+    r = push(server, {"client_id": client["client_id"], "request": token},
+             auth=(client["client_id"], client["client_secret"]))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request_object", r.text
+    with Browser(server).http as http:
+        r = http.get("/authorize", params={"client_id": client["client_id"], "request": token,
+                                           "redirect_uri": params["redirect_uri"], "state": "outer"})
+    assert r.status_code == 302, r.text[:300]
+    q = query(r.headers["location"])
+    assert q["error"] == "invalid_request_object" and q["state"] == "outer", q
+
+
+def test_request_objects_still_carry_any_other_text(open_server: LiveServer) -> None:
+    """Not a blanket refusal of non-ASCII: the refused values are exactly those no store keeps."""
+    server = open_server
+    key = new_key()
+    client = keyed_client(server, key, token_endpoint_auth_method="client_secret_basic")
+    params = {**auth_params(client, pkce()[1]), "login_hint": "zoë😀@example.com", "state": "état"}
+    r = push(server, {"client_id": client["client_id"], "request": _request_object(server, key, client["client_id"],
+                                                                                     params)},
+             auth=(client["client_id"], client["client_secret"]))
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("field", ["client_name", "redirect_uris", "key"])
+def test_dynamic_registration(open_server: LiveServer, field: str) -> None:
+    if field == "redirect_uris":
+        metadata = agent_metadata(redirect_uris=["https://app.example.com/cb\x00"])
+    elif field == "key":
+        metadata = {**agent_metadata(), "x\x00": "y"}
+    else:
+        metadata = agent_metadata(client_name="agent\x00")
+    r = httpx.post(open_server.base_url + "/register", json=metadata)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata", r.text
+    assert httpx.post(open_server.base_url + "/register", json=agent_metadata()).status_code == 201
+
+
+def test_admin_api(open_server: LiveServer) -> None:
+    with open_server.admin() as c:
+        r = c.post("/clients", json={"name": "n\x00", "grant_types": ["client_credentials"],
+                                     "audiences": ["https://api.example.com"]})
+        assert r.status_code == 400, r.text
+        assert "NUL" in r.text
