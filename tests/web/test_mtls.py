@@ -35,6 +35,7 @@ from ostiary.resource import ClientCertificates, InvalidToken, TokenVerifier
 from ostiary.resource.starlette import BearerAuthMiddleware
 
 from ..support import BIN, LiveServer, base_env, free_port, ostiary
+from ._codeflow import REDIRECT, pkce
 
 API = "https://api.mtls.example"
 PROXY_HEADER = "X-Client-Cert"
@@ -419,3 +420,28 @@ def test_an_unbound_token_needs_no_certificate(tls_server: LiveServer, pki: Pki,
                     tls_client_auth_subject_dn="CN=billing,O=Ostiary Test")
     token = _token(tls_server, pki, cid, pki.good).json()["access_token"]
     assert verifier.verify(token).client_id == cid
+
+
+# -- pushed authorization requests (RFC 9126) ---------------------------------------------------------
+
+
+def test_pushed_authorization_request_authenticates_with_the_certificate(tls_server: LiveServer, pki: Pki) -> None:
+    """RFC 9126 §2: the client authenticates at the PAR endpoint as at the token endpoint, so a
+    ``tls_client_auth`` or ``self_signed_tls_client_auth`` client (RFC 8705 §2) with its TLS certificate."""
+    code_flow = {"grant_types": ["authorization_code"], "redirect_uris": [REDIRECT], "scopes": ["openid"]}
+    pki_client = _register(tls_server, pki, token_endpoint_auth_method="tls_client_auth",
+                           tls_client_auth_subject_dn="CN=billing,O=Ostiary Test", **code_flow)
+    self_signed = _register(tls_server, pki, token_endpoint_auth_method="self_signed_tls_client_auth",
+                            jwks=_self_signed_jwks(pki.self_signed), **code_flow)
+    for cid, cert, stranger in ((pki_client, pki.good, pki.other), (self_signed, pki.self_signed, pki.good)):
+        params = {"client_id": cid, "response_type": "code", "redirect_uri": REDIRECT, "scope": "openid",
+                  "code_challenge": pkce()[1], "code_challenge_method": "S256", "state": secrets.token_hex(8)}
+        with _http(pki, cert) as c:
+            r = c.post(tls_server.base_url + "/par", data=params)
+        assert r.status_code == 201, r.text
+        assert r.json()["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
+        for other in (stranger, None):  # another certificate, or none: refused as at the token endpoint
+            with _http(pki, other) as c:
+                refused = c.post(tls_server.base_url + "/par", data=params)
+            assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+

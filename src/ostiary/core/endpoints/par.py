@@ -50,8 +50,10 @@ class PushedAuthorizationEndpoint:
         policy = ctx.policy
         params = request.single()
         try:
+            # RFC 9126 §2: as at the token endpoint, the TLS client certificate included (RFC 8705 §2)
             authenticated = await authenticate_client(params, request.authorization,
-                                                      ctx.client_auth(policy.pushed_authorization_request_endpoint))
+                                                      ctx.client_auth(policy.pushed_authorization_request_endpoint),
+                                                      request.client_cert)
         except InvalidClient as exc:
             ctx.audit.emit(AuditEvent(type="client.auth_failed", outcome="failure", at=ctx.clock.now(),
                                       ip=request.client_ip, detail={"reason": exc.debug[:200], "endpoint": "par"}))
