@@ -445,3 +445,50 @@ def test_pushed_authorization_request_authenticates_with_the_certificate(tls_ser
                 refused = c.post(tls_server.base_url + "/par", data=params)
             assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
 
+
+# -- certificates that parse, but whose parts do not ----------------------------------------------------
+
+
+def _unreadable(pki: Pki, flaw: str) -> str:
+    """A PEM certificate whose outer DER is well formed (``cryptography`` loads it), with one part that is not:
+    what a TLS-terminating proxy that does not check certificates (nginx ``optional_no_ca``) may forward."""
+    key = pki.good.key
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder().subject_name(_name("billing")).issuer_name(pki.client_ca.cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+    if flaw == "truncated SAN":
+        builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.17"),
+                                                                   b"\x30\x03\x82\x01"), critical=False)
+    else:  # both: a SAN and an issuer alternative name, renamed below
+        builder = (builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("billing.internal")]), False)
+                   .add_extension(x509.IssuerAlternativeName([x509.DNSName("billing.internal")]), False))
+    der = builder.sign(pki.client_ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    if flaw == "duplicate SAN":  # the issuer alternative name's OID (2.5.29.18) becomes a second SAN (2.5.29.17)
+        der = der.replace(bytes.fromhex("0603551d12"), bytes.fromhex("0603551d11"))
+    elif flaw == "unknown key type":  # id-ecPublicKey (1.2.840.10045.2.1) becomes an OID nobody knows
+        der = der.replace(bytes.fromhex("06072a8648ce3d0201"), bytes.fromhex("06072a8648ce3d0209"))
+    x509.load_der_x509_certificate(der)  # the outer structure still loads
+    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize("flaw", ["truncated SAN", "duplicate SAN", "unknown key type"])
+def test_an_unreadable_certificate_is_invalid_client_not_a_server_error(tls_server: LiveServer, pki: Pki,
+                                                                        flaw: str) -> None:
+    """RFC 8705 §2 / RFC 6749 §5.2: a certificate that cannot be read authenticates nobody: 401
+    ``invalid_client``, whichever registered name or key it is checked against, never a 5xx."""
+    clients = [
+        _register(tls_server, pki, token_endpoint_auth_method="tls_client_auth",
+                  tls_client_auth_subject_dn="CN=billing,O=Ostiary Test"),
+        _register(tls_server, pki, token_endpoint_auth_method="tls_client_auth",
+                  tls_client_auth_san_dns="billing.internal"),
+        _register(tls_server, pki, token_endpoint_auth_method="self_signed_tls_client_auth",
+                  jwks={"keys": [jose.public_jwk(pki.good.key.public_key(), "k1", "ES256")]}),
+    ]
+    header = {PROXY_HEADER: quote(_unreadable(pki, flaw))}
+    with _http(pki, local_address=TRUSTED_PROXY) as proxy:
+        for cid in clients:
+            r = proxy.post(tls_server.base_url + "/token", headers=header,
+                           data={"grant_type": "client_credentials", "client_id": cid})
+            assert r.status_code == 401, (cid, r.status_code, r.text)
+            assert r.json()["error"] == "invalid_client"

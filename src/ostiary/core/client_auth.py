@@ -142,6 +142,8 @@ def _tls_client(client: Client, client_cert: bytes | None, ctx: ClientAuthContex
         cert = mtls.parse_certificate(client_cert)
     except ValueError as exc:
         raise _invalid(False, f"{method}: unreadable client certificate") from exc
+    if not mtls.readable(cert):
+        raise _invalid(False, f"{method}: a part of the client certificate (names, extensions, key) is unreadable")
     now = ctx.clock.now()
     if method == "tls_client_auth":
         if not ctx.trust_anchors:

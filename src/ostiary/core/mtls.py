@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
@@ -45,6 +45,7 @@ __all__ = [
     "matches_registered_name",
     "normalized_dn",
     "parse_certificate",
+    "readable",
     "valid_at",
 ]
 
@@ -63,6 +64,19 @@ def parse_certificate(data: bytes | str) -> x509.Certificate:
     if data.lstrip().startswith(b"-----BEGIN"):
         return x509.load_pem_x509_certificate(data)
     return x509.load_der_x509_certificate(data)
+
+
+def readable(cert: x509.Certificate) -> bool:
+    """Whether every part the client authentication methods read can be read: ``cryptography`` loads the outer
+    DER at once but parses the names, the extensions and the public key on first use, and raises then (a
+    truncated or duplicated extension, a key type it does not know). A certificate that fails here
+    authenticates nobody (RFC 8705 §2)."""
+    try:
+        cert.subject, cert.issuer, cert.extensions  # noqa: B018  (parsed, and cached, on first access)
+        cert.public_key()
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def certificate_der(data: bytes | str) -> bytes:
