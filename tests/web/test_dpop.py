@@ -310,6 +310,21 @@ def test_userinfo_accepts_a_dpop_token_with_its_proof_only(server: LiveServer) -
     assert _userinfo(server, at, proof=once).status_code == 401
 
 
+
+def test_userinfo_refuses_two_authorization_headers(server: LiveServer) -> None:
+    """RFC 6750 §3.1: a request that repeats the Authorization header (a singleton field, RFC 9110 §11.6.2) is
+    ``invalid_request`` (400), whichever header comes first; the token in the first one is not used."""
+    key = DPoPKey()
+    _, tokens = _code_tokens(server, key)
+    at, url = tokens["access_token"], server.issuer + "/userinfo"
+    for first, second in ((f"DPoP {at}", f"Bearer {at}"), (f"Bearer {at}", f"DPoP {at}"),
+                          (f"DPoP {at}", f"DPoP {at}")):
+        r = httpx.get(url, headers=[("Authorization", first), ("Authorization", second),
+                                    ("DPoP", key.proof(url, "GET", access_token=at))])
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "invalid_request"
+        assert 'error="invalid_request"' in r.headers["www-authenticate"]
+
 def test_userinfo_without_credentials_offers_both_schemes(server: LiveServer) -> None:
     r = httpx.get(server.base_url + "/userinfo")
     assert r.status_code == 401

@@ -72,12 +72,15 @@ class UserinfoEndpoint:
 
     async def handle(self, authorization: str | None, *, token_elsewhere: bool = False,
                      client_cert: bytes | None = None, dpop: str | None = None, method: str = "GET",
-                     url: str | None = None) -> dict[str, Any]:
+                     url: str | None = None, repeated_authorization: bool = False) -> dict[str, Any]:
         """``client_cert``: the request's TLS client certificate, which a certificate-bound token needs; ``dpop``:
-        the DPoP header (RFC 9449 §7), with the request's ``method`` and ``url`` (default: the endpoint's)."""
+        the DPoP header (RFC 9449 §7), with the request's ``method`` and ``url`` (default: the endpoint's).
+        ``repeated_authorization``: the request has more than one ``Authorization`` header."""
         ctx = self.ctx
         if token_elsewhere:
             raise _bearer_error(InvalidRequest, "send the access token in the Authorization header only")
+        if repeated_authorization:  # RFC 6750 §3.1: a repeated parameter; which one would count is ambiguous
+            raise _bearer_error(InvalidRequest, "send one Authorization header, not several")
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         as_dpop = scheme.lower() == "dpop"

@@ -22,9 +22,10 @@ async def userinfo(request: Request) -> Response:
             "application/x-www-form-urlencoded"):
         form = await read_form(request, f.settings.server.max_body_bytes)
         elsewhere = elsewhere or any(k == "access_token" for k, _ in form)
-    claims = await f.userinfo.handle(request.headers.get("authorization"), token_elsewhere=elsewhere,
+    authorization = request.headers.getlist("authorization")
+    claims = await f.userinfo.handle(authorization[0] if authorization else None, token_elsewhere=elsewhere,
                                      client_cert=presented_certificate(request.scope), dpop=dpop_header(request),
-                                     method=request.method)
+                                     method=request.method, repeated_authorization=len(authorization) > 1)
     return json_response(claims, headers=NO_STORE)
 
 
