@@ -325,6 +325,22 @@ def test_userinfo_refuses_two_authorization_headers(server: LiveServer) -> None:
         assert r.json()["error"] == "invalid_request"
         assert 'error="invalid_request"' in r.headers["www-authenticate"]
 
+
+def test_userinfo_challenges_keep_error_description_to_the_rfc_6750_characters(server: LiveServer) -> None:
+    """RFC 6750 §3: ``error_description`` in ``WWW-Authenticate`` MUST NOT include characters outside
+    %x20-21 / %x23-5B / %x5D-7E (the JSON body's already holds to RFC 6749 §5.2's same set)."""
+    key = DPoPKey()
+    _, tokens = _code_tokens(server, key)
+    at, url = tokens["access_token"], server.issuer + "/userinfo"
+    two = [("Authorization", f"DPoP {at}"), ("DPoP", key.proof(url, "GET", access_token=at)),
+           ("DPoP", key.proof(url, "GET", access_token=at))]
+    for headers in (two, {"Authorization": f"DPoP {at}", "DPoP": key.proof(url, "GET", access_token=at)[:-4]}):
+        r = httpx.get(url, headers=headers)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_dpop_proof", r.text
+        raw = dict(r.headers.raw)[b"www-authenticate"]
+        description = raw.split(b'error_description="', 1)[1].split(b'"', 1)[0]
+        assert all(0x20 <= c <= 0x7E and c not in b'"\\' for c in description), raw
+
 def test_userinfo_without_credentials_offers_both_schemes(server: LiveServer) -> None:
     r = httpx.get(server.base_url + "/userinfo")
     assert r.status_code == 401

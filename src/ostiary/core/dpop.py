@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from .._clock import Clock
 from .._secrets import b64url, b64url_decode, constant_time_equals
-from .errors import OAuthError
+from .errors import OAuthError, safe_description
 from .jose import JoseError, embedded_header, jwk_thumbprint, loads_claims, numeric_date, verify_with_embedded_jwk
 
 __all__ = [
@@ -132,7 +132,8 @@ def resource_challenge(algs: Iterable[str], error: str | None = None, descriptio
     if error:
         params.append(f'error="{error}"')
     if description:
-        params.append('error_description="' + "".join(c for c in description if c not in '"\\')[:200] + '"')
+        # RFC 6750 §3: %x20-21 / %x23-5B / %x5D-7E only (a description may name an RFC section, "§")
+        params.append(f'error_description="{safe_description(description[:200])}"')
     params.append('algs="' + " ".join(algs) + '"')
     return out + " " + ", ".join(params)
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..._secrets import constant_time_equals
 from ..context import EngineContext
 from ..dpop import CNF_JKT, DPOP_ALGS, InvalidDpopProof, UseDpopNonce, resource_challenge
-from ..errors import InvalidRequest, InvalidToken, OAuthError
+from ..errors import InvalidRequest, InvalidToken, OAuthError, safe_description
 from ..issuance import verify_own_access_token
 from ..jose import JoseError
 from ..mtls import bound_certificate_presented
@@ -40,7 +40,7 @@ class _NonceWanted(UseDpopNonce):
 
 
 def _bearer_error(exc_type: type[OAuthError], description: str) -> OAuthError:
-    header = f'Bearer realm="ostiary", error="{exc_type.error}", error_description="{description}"'
+    header = f'Bearer realm="ostiary", error="{exc_type.error}", error_description="{safe_description(description)}"'
     return exc_type(description, headers={"WWW-Authenticate": header})
 
 
