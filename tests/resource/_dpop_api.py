@@ -66,6 +66,10 @@ async def me(request: Request) -> JSONResponse:
                          "pid": os.getpid()})
 
 
+async def file(request: Request) -> JSONResponse:
+    return JSONResponse({"name": request.path_params["name"]})
+
+
 def main() -> None:
     env = os.environ
     cache: ReplayCache = (RedisReplayCache(env["REDIS_URL"], prefix=env["REDIS_PREFIX"]) if env.get("REDIS_URL")
@@ -74,7 +78,7 @@ def main() -> None:
                         nonces=DpopNonces(env["NONCE_SECRET"]) if env.get("NONCE_SECRET") else None,
                         external_url=env.get("EXTERNAL_URL") or None)
     verifier = TokenVerifier(issuer=env["ISSUER"], audience=env["AUDIENCE"], dpop=policy)
-    app = Starlette(routes=[Route("/me", me, methods=["GET", "POST"])])
+    app = Starlette(routes=[Route("/me", me, methods=["GET", "POST"]), Route("/files/{name:path}", file)])
     app.add_middleware(BearerAuthMiddleware, verifier=verifier)
     uvicorn.run(app, host="127.0.0.1", port=int(env["PORT"]), log_level="warning", access_log=False)
 

@@ -143,6 +143,20 @@ def test_a_dpop_bound_token_with_its_proof_is_accepted(stand_in: StandInIssuer, 
     assert r.status_code == 200, r.text
 
 
+
+def test_htu_of_a_percent_encoded_path(stand_in: StandInIssuer, api: Api) -> None:
+    """RFC 9449 §4.3: ``htu`` is the URI the client addressed, compared after RFC 3986 §6.2.2 normalisation: a
+    path with percent-encoded characters matches itself (not the decoded path the framework routes by), with
+    hex digits in either case and unreserved characters encoded or not; another path does not."""
+    key = DpopKey()
+    at = token(stand_in, key)
+    for requested, in_proof in (("/files/a%20b%2Fc", "/files/a%20b%2Fc"), ("/files/a%20b%2Fc", "/files/a%20b%2fc"),
+                                ("/files/%61bc", "/files/abc"), ("/files/caf%C3%A9", "/files/caf%c3%a9")):
+        r = call(api, at, proof(key, api.public + in_proof, at), path=requested)
+        assert r.status_code == 200, (requested, in_proof, r.text)
+    assert_dpop_error(call(api, at, proof(key, api.public + "/files/a%2Fc", at), path="/files/a/c"))
+    assert_dpop_error(call(api, at, proof(key, api.public + "/files/a b", at), path="/files/a%2Bb"))
+
 def test_challenges_offer_dpop_and_bearer(stand_in: StandInIssuer, api: Api, apis: dict[str, Api]) -> None:
     r = httpx.get(api.url + "/me")
     assert r.status_code == 401
@@ -390,6 +404,30 @@ def test_flask_decorator_checks_dpop_behind_a_proxy(stand_in: StandInIssuer) -> 
     assert client.get("/orders", headers={"Authorization": f"Bearer {at}"}).status_code == 401
     verifier.close()
 
+
+
+def test_flask_htu_of_a_percent_encoded_path(stand_in: StandInIssuer) -> None:
+    """The Flask decorator, too, compares ``htu`` with the path the client sent (RFC 9449 §4.3), not the decoded
+    one Flask routes by."""
+    verifier = TokenVerifier(stand_in.url, AUDIENCE, dpop=DpopPolicy(external_url="https://api.example.test"))
+    app = flask.Flask("dpop-paths")
+
+    @app.get("/files/<path:name>")
+    @flask_require_token(verifier)
+    def files(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    key = DpopKey()
+    at = token(stand_in, key)
+    client = app.test_client()
+    for requested, in_proof in (("/files/a%20b%2Fc", "/files/a%20b%2Fc"), ("/files/%61bc", "/files/abc")):
+        r = client.get(requested, headers={"Authorization": f"DPoP {at}",
+                                           "DPoP": proof(key, "https://api.example.test" + in_proof, at)})
+        assert r.status_code == 200, (requested, r.text)
+    r = client.get("/files/a/c", headers={"Authorization": f"DPoP {at}",
+                                          "DPoP": proof(key, "https://api.example.test/files/a%2Fc", at)})
+    assert r.status_code == 401 and r.json["error"] == "invalid_dpop_proof"
+    verifier.close()
 
 def test_dpop_off_refuses_bound_tokens_and_the_scheme(stand_in: StandInIssuer) -> None:
     verifier = TokenVerifier(stand_in.url, AUDIENCE, dpop=False)

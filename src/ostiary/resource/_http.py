@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from .dpop import DpopPolicy, DpopRequest
+from .dpop import DpopPolicy, DpopRequest, raw_request_path
 from .errors import (
     InsufficientScope,
     InvalidDpopProof,
@@ -119,7 +119,8 @@ def dpop_request_from_scope(scope: Mapping[str, Any], scheme: str, policy: DpopP
         server = scope.get("server") or ("localhost", None)
         host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
     return DpopRequest(scheme=scheme, proofs=proofs, method=scope.get("method", "GET"),
-                       url=policy.request_url(url_scheme, host, scope.get("path", "/")))
+                       url=policy.request_url(url_scheme, host, raw_request_path(scope.get("raw_path"),
+                                                                                 scope.get("path", "/"))))
 
 
 def needs_form_check(scope: Mapping[str, Any]) -> bool:

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -27,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -40,7 +41,7 @@ from ..core.jose import ASYMMETRIC_ALGS, JoseError, PublicJwk, jwk_thumbprint, n
 from .errors import InvalidDpopProof, UseDpopNonce
 
 __all__ = ["DEFAULT_DPOP_ALGORITHMS", "DpopNonces", "DpopPolicy", "DpopRequest", "MemoryReplayCache",
-           "RedisReplayCache", "ReplayCache", "normalize_htu"]
+           "RedisReplayCache", "ReplayCache", "normalize_htu", "raw_request_path"]
 
 log = logging.getLogger("ostiary.resource")
 
@@ -67,9 +68,22 @@ class DpopRequest:
         return self.scheme.lower() == "dpop"
 
 
+_PERCENT: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _percent_normalized(path: str) -> str:
+    """RFC 3986 §6.2.2.1-2: percent-encodings in upper case, and those of unreserved characters decoded."""
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+    return _PERCENT.sub(one, path)
+
+
 def normalize_htu(url: str) -> str:
-    """RFC 9449 §4.3 / RFC 3986 §6.2: scheme and host lower-cased, default port dropped, empty path ``/``, no
-    query and no fragment."""
+    """RFC 9449 §4.3 / RFC 3986 §6.2: scheme and host lower-cased, default port dropped, empty path ``/``,
+    percent-encodings normalised (§6.2.2.2: upper-case hex digits, unreserved characters decoded), no query and
+    no fragment."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
@@ -80,7 +94,19 @@ def normalize_htu(url: str) -> str:
     except ValueError:
         port = None
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
-    return f"{scheme}://{netloc}{parts.path or '/'}"
+    return f"{scheme}://{netloc}{_percent_normalized(parts.path) or '/'}"
+
+
+def raw_request_path(raw: bytes | str | None, decoded: str) -> str:
+    """The path of the request as the client sent it (percent-encoded, without the query): the server's raw
+    path (ASGI ``raw_path``, WSGI ``RAW_URI`` / ``REQUEST_URI``) when it gives one, else the decoded path
+    encoded again. ``htu`` names the URL the client addressed (RFC 9449 §4.3), and a decoded path differs
+    from it wherever the client percent-encoded a character (``/files/a%20b``)."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("latin-1")
+    if raw and raw.startswith("/"):
+        return raw.split("?", 1)[0].split("#", 1)[0]
+    return quote(decoded, safe="/!$&'()*+,;=:@~")
 
 
 # -- replay caches ---------------------------------------------------------------------------------
@@ -296,7 +322,8 @@ class DpopPolicy:
         return self.max_age + 2 * self.leeway
 
     def request_url(self, scheme: str, host: str, path: str) -> str:
-        """The URL a client addressed: from ``external_url`` when set, else from the request itself."""
+        """The URL a client addressed: from ``external_url`` when set, else from the request itself. ``path`` as
+        the client sent it, percent-encoded (see :func:`raw_request_path`)."""
         if self.external_url is not None:
             return self.external_url.rstrip("/") + path
         return f"{scheme}://{host}{path}"

@@ -15,7 +15,7 @@ from flask import Flask, Response, g, request
 
 from ._http import credentials, is_form, render_error
 from ._mtls import ClientCertificates
-from .dpop import DpopRequest
+from .dpop import DpopRequest, raw_request_path
 from .errors import ResourceError
 from .metadata import ProtectedResourceMetadata
 from .verifier import TokenVerifier
@@ -49,8 +49,10 @@ def require_token(verifier: TokenVerifier, scopes: str | Iterable[str] = (), *, 
                 scheme, raw = credentials(authorization, request.query_string.decode("latin-1"),
                                           form_token=form_token, dpop=dpop is not None)
                 proofs = tuple(request.headers.getlist("DPoP"))
-                url = dpop.request_url(request.scheme, request.host,
-                                                       request.script_root + request.path) if dpop is not None else ""
+                raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+                url = dpop.request_url(request.scheme, request.host, raw_request_path(
+                    raw_uri if isinstance(raw_uri, str) else None, request.script_root + request.path)
+                ) if dpop is not None else ""
                 token = verifier.verify(raw, client_cert=source.from_environ(request.environ),
                                         request=DpopRequest(scheme, proofs, request.method, url))
                 token.require(wanted, user=user, service=service)
