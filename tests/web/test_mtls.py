@@ -242,6 +242,20 @@ def test_tls_client_auth_with_the_registered_subject_dn(tls_server: LiveServer, 
     assert info["active"] is True and info["cnf"] == {"x5t#S256": pki.good.thumbprint}
 
 
+
+def test_subject_dn_attribute_types_are_case_insensitive(tls_server: LiveServer, pki: Pki) -> None:
+    """RFC 4514 §3 names attribute types by RFC 4512 descriptors, which are case-insensitive (RFC 4512 §1.4):
+    ``cn=billing,o=ostiary test`` is the same DN as the certificate's ``CN=billing,O=Ostiary Test`` (values
+    compare ignoring case, as before); another DN is still refused."""
+    cid = _register(tls_server, pki, token_endpoint_auth_method="tls_client_auth",
+                    tls_client_auth_subject_dn="cn=billing,o=ostiary test")
+    r = _token(tls_server, pki, cid, pki.good)
+    assert r.status_code == 200, r.text
+    assert _token(tls_server, pki, cid, pki.other).status_code == 401
+    mixed = _register(tls_server, pki, token_endpoint_auth_method="tls_client_auth",
+                      tls_client_auth_subject_dn="Cn=billing,o=Ostiary Test")
+    assert _token(tls_server, pki, mixed, pki.good).status_code == 200
+
 def test_tls_client_auth_by_san(tls_server: LiveServer, pki: Pki) -> None:
     cid = _register(tls_server, pki, token_endpoint_auth_method="tls_client_auth",
                     tls_client_auth_san_dns="BILLING.internal")

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -24,7 +25,7 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from .._secrets import b64url, constant_time_equals
 from .errors import InvalidRequest
@@ -156,9 +157,23 @@ def load_trust_anchors(pem: bytes) -> TrustAnchors:
     return TrustAnchors(certs)
 
 
+def _case_variants(name: str) -> list[str]:
+    return ["".join(chars) for chars in itertools.product(*((c.lower(), c.upper()) for c in name))]
+
+
+#: RFC 4514 §3's attribute type names in every spelling: they are RFC 4512 descriptors, case-insensitive
+#: (RFC 4512 §1.4), where ``cryptography``'s parser knows the upper-case ones only
+_DESCRIPTORS: Final[dict[str, x509.ObjectIdentifier]] = {
+    variant: oid for name, oid in (
+        ("CN", NameOID.COMMON_NAME), ("L", NameOID.LOCALITY_NAME), ("ST", NameOID.STATE_OR_PROVINCE_NAME),
+        ("O", NameOID.ORGANIZATION_NAME), ("OU", NameOID.ORGANIZATIONAL_UNIT_NAME), ("C", NameOID.COUNTRY_NAME),
+        ("STREET", NameOID.STREET_ADDRESS), ("DC", NameOID.DOMAIN_COMPONENT), ("UID", NameOID.USER_ID))
+    for variant in _case_variants(name)}
+
+
 def normalized_dn(dn: str) -> str:
     """An RFC 4514 distinguished name in one canonical spelling (``ValueError`` when it is not one)."""
-    return x509.Name.from_rfc4514_string(dn).rfc4514_string().casefold()
+    return x509.Name.from_rfc4514_string(dn, _DESCRIPTORS).rfc4514_string().casefold()
 
 
 def valid_at(cert: x509.Certificate, now: float, leeway: float = 0) -> bool:
