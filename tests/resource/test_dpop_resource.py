@@ -207,6 +207,20 @@ def test_wrong_htm_or_htu(stand_in: StandInIssuer, api: Api) -> None:
     assert_dpop_error(call(api, at, proof(key, api.url + "/me", at)))  # the internal URL, not the public one
 
 
+
+def test_an_unparseable_htu_or_host_is_refused_not_a_server_error(stand_in: StandInIssuer, api: Api,
+                                                                   apis: dict[str, Api]) -> None:
+    """RFC 9449 §4.3: a proof whose ``htu`` is not a URL (``urlsplit`` raises ``ValueError`` for an unclosed IPv6
+    literal) does not match the request: 401 ``invalid_dpop_proof``, never a 5xx. The same for a request whose
+    ``Host`` header makes its own URL unparseable (an API without ``external_url`` builds it from that header)."""
+    key = DpopKey()
+    at = token(stand_in, key)
+    assert_dpop_error(call(api, at, forge(claims_for("https://[::1/me", at), key=key._key)))
+    local = apis["nonce"]  # no external_url: the request URL comes from the Host header
+    r = httpx.get(local.url + "/me", headers={"Host": "[::1", "Authorization": f"DPoP {at}",
+                                              "DPoP": proof(key, local.url + "/me", at)})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_dpop_proof", r.text
+
 def test_stale_or_future_iat(stand_in: StandInIssuer, api: Api) -> None:
     key = DpopKey()
     at = token(stand_in, key)

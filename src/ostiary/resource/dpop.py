@@ -109,6 +109,15 @@ def raw_request_path(raw: bytes | str | None, decoded: str) -> str:
     return quote(decoded, safe="/!$&'()*+,;=:@~")
 
 
+def _same_htu(htu: str, url: str) -> bool:
+    """Whether a proof's ``htu`` names ``url``; never, when either is not a URL ``urlsplit`` can read (an
+    unclosed IPv6 literal in the claim, or in the request's ``Host`` header)."""
+    try:
+        return normalize_htu(htu) == normalize_htu(url)
+    except ValueError:
+        return False
+
+
 # -- replay caches ---------------------------------------------------------------------------------
 
 
@@ -387,7 +396,7 @@ class DpopPolicy:
             raise InvalidDpopProof("DPoP proof jti missing or too long")
         if htm != request.method.upper():
             raise InvalidDpopProof("DPoP proof htm does not match the request method")
-        if not isinstance(htu, str) or normalize_htu(htu) != normalize_htu(request.url):
+        if not isinstance(htu, str) or not _same_htu(htu, request.url):
             raise InvalidDpopProof("DPoP proof htu does not match the request URL")
         if not numeric_date(iat):
             raise InvalidDpopProof("DPoP proof iat is not a number")
