@@ -185,6 +185,20 @@ def test_bearer_downgrade_of_a_bound_token_is_refused(stand_in: StandInIssuer, a
     assert call(api, at, proof(key, api.public + "/me", at), scheme="Bearer").status_code == 401
 
 
+
+@pytest.mark.parametrize("jkt", [123, None, {"kty": "EC"}])
+def test_a_token_with_a_malformed_cnf_jkt_is_not_a_bearer_token(stand_in: StandInIssuer, api: Api,
+                                                                 jkt: Any) -> None:
+    """Fail safe: a ``cnf.jkt`` that is present but not a thumbprint (RFC 9449 §6.1: a base64url string) does not
+    make the token an unbound one usable as ``Bearer``; it is refused either way."""
+    now = int(time.time())
+    at = stand_in.mint(iat=now, nbf=now, exp=now + 300, auth_time=now, cnf={"jkt": jkt})
+    r = call(api, at, None, scheme="Bearer")
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token", r.text
+    key = DpopKey()
+    r = call(api, at, proof(key, api.public + "/me", at))
+    assert r.status_code == 401, r.text
+
 def test_missing_or_repeated_proof(stand_in: StandInIssuer, api: Api) -> None:
     key = DpopKey()
     at = token(stand_in, key)

@@ -470,7 +470,11 @@ def _header(segment: str) -> dict[str, Any]:
 
 
 def bound_jkt(claims: Mapping[str, Any]) -> str | None:
-    """The ``cnf.jkt`` of a token (RFC 9449 §6.1), or None for a token not bound to a DPoP key."""
+    """The ``cnf.jkt`` of a token (RFC 9449 §6.1), or None for a token not bound to a DPoP key. Fail safe: a
+    ``jkt`` member that is not a string binds the token to no key at all (``""``, which no proof's thumbprint
+    equals), rather than making it an unbound token usable as ``Bearer``."""
     cnf = claims.get("cnf")
-    jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
-    return jkt if isinstance(jkt, str) else None
+    if not isinstance(cnf, Mapping) or "jkt" not in cnf:
+        return None
+    jkt = cnf["jkt"]
+    return jkt if isinstance(jkt, str) else ""
