@@ -158,3 +158,38 @@ def test_admin_rules_for_tls_clients() -> None:
     ok = ClientCreate.model_validate({**base, "token_endpoint_auth_method": "tls_client_auth",
                                       "tls_client_auth_san_uri": "spiffe://example/svc"})
     assert ok.tls_name().san_uri == "spiffe://example/svc"
+
+
+async def test_userinfo_answers_a_dpop_request_with_a_dpop_challenge_when_the_certificate_is_missing(
+        engine) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9449 §7.1: a token bound to both a DPoP key and a certificate (RFC 8705 §3), presented with the DPoP
+    scheme and a valid proof but without its certificate, is refused with the ``DPoP`` challenge of the scheme
+    the request used (with ``algs``), not a ``Bearer`` one."""
+    from ostiary.core.dpop import DPoPVerifier
+    from ostiary.store.memory_dpop import MemoryDPoPReplayCache
+
+    from ..web._dpop import DPoPKey
+
+    engine.clock.set(NOW.timestamp())
+    dpop = DPoPVerifier(MemoryDPoPReplayCache(clock=engine.clock.now), engine.clock, b"s" * 32)
+    cid, _user, session = await _setup(engine)
+    await engine.admin.update_client(cid, ClientUpdate(tls_client_certificate_bound_access_tokens=True))
+    own, key = _der(_cert("app")[0]), DPoPKey()
+    ctx = replace(engine.ctx, dpop=dpop)
+    out = await AuthorizeEndpoint(ctx).handle(AuthorizationRequest(_params(cid), session=session, consent="allow"))
+    code = parse_qs(urlsplit(out.location()).query)["code"][0]  # type: ignore[union-attr]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": CB, "code_verifier": VERIFIER,
+            "client_id": cid}
+    req = replace(engine.request("/token", form, None), client_cert=own,
+                  dpop=key.proof(engine.request("/token", form, None).endpoint, iat=int(NOW.timestamp())))
+    t = await TokenEndpoint(ctx, default_grants()).handle(req)
+    assert set(jose.decode_unverified(t.access_token)[1]["cnf"]) == {"x5t#S256", "jkt"}
+    url = ctx.policy.issuer + "/userinfo"
+    userinfo = UserinfoEndpoint(ctx)
+    proof = key.proof(url, "GET", access_token=t.access_token, iat=int(NOW.timestamp()))
+    with pytest.raises(InvalidToken) as refused:
+        await userinfo.handle("DPoP " + t.access_token, client_cert=None, dpop=proof)
+    challenge = refused.value.headers["WWW-Authenticate"]
+    assert challenge.startswith('DPoP error="invalid_token"') and 'algs="' in challenge, challenge
+    proof = key.proof(url, "GET", access_token=t.access_token, iat=int(NOW.timestamp()))
+    assert (await userinfo.handle("DPoP " + t.access_token, client_cert=own, dpop=proof))["sub"]

@@ -103,15 +103,16 @@ class UserinfoEndpoint:
             await self._check_proof(dpop, token, jkt, claims, method, url or ctx.policy.issuer + "/userinfo")
         if await ctx.store.is_access_token_revoked(str(claims["jti"])):
             raise self._challenge(InvalidToken, "the access token is revoked", as_dpop)
+        # from here on too, the challenge is the one of the scheme the request used (RFC 9449 §7.1)
         if not bound_certificate_presented(claims, client_cert):
-            raise _bearer_error(InvalidToken, "the access token is bound to a TLS client certificate (RFC 8705), "
-                                              "and this request did not present it")
+            raise self._challenge(InvalidToken, "the access token is bound to a TLS client certificate (RFC 8705), "
+                                                "and this request did not present it", as_dpop)
         scopes = frozenset(str(claims.get("scope", "")).split())
         if "openid" not in scopes:
-            raise _bearer_error(InsufficientScope, "the access token lacks the openid scope")
+            raise self._challenge(InsufficientScope, "the access token lacks the openid scope", as_dpop)
         user = await ctx.store.get_user(str(claims["sub"]))
         if user is None or user.disabled:
-            raise _bearer_error(InvalidToken, "the user no longer exists or is disabled")
+            raise self._challenge(InvalidToken, "the user no longer exists or is disabled", as_dpop)
         return claims_for(user, scopes)
 
     async def _check_proof(self, dpop: str | None, token: str, jkt: object, claims: dict[str, Any], method: str,
