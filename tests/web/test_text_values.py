@@ -1,8 +1,8 @@
 """Strings a database cannot keep as text, arriving where the form reader's rule (no NUL) does not reach: a JSON
 body's ``\\u0000``, a signed request object's ``\\u0000`` or lone ``\\ud800``. PostgreSQL text refuses NUL, and
 neither PostgreSQL nor SQLite (nor UTF-8) takes a lone surrogate. Each was a 500 when it reached the store; each is
-now the RFC's error: ``invalid_request_object`` (RFC 9101 §6.3), ``invalid_client_metadata`` (RFC 7591 §3.2.2), a
-400 from the admin API.
+now the RFC's error: ``invalid_request_object`` (RFC 9101 §6.3), ``invalid_client_metadata`` (RFC 7591 §3.2.2), the
+admin API's 422 for an invalid field value.
 """
 
 from __future__ import annotations
@@ -95,5 +95,5 @@ def test_admin_api(open_server: LiveServer) -> None:
     with open_server.admin() as c:
         r = c.post("/clients", json={"name": "n\x00", "grant_types": ["client_credentials"],
                                      "audiences": ["https://api.example.com"]})
-        assert r.status_code == 400, r.text
+        assert r.status_code == 422, r.text  # an invalid field value, as the admin API answers any other
         assert "NUL" in r.text

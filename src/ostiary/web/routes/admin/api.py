@@ -185,7 +185,7 @@ async def json_body(request: Request) -> Any:
     except orjson.JSONDecodeError as exc:
         raise BadBody("the body must be JSON") from exc
     if has_nul(document):
-        raise BadBody("the body must not contain NUL characters")
+        raise BadBody("the body must not contain NUL characters", 422)  # as any other invalid field value
     return document
 
 
