@@ -218,3 +218,14 @@ def test_malformed_request_uris_are_an_error_page(server: LiveServer, uri: str) 
     r = httpx.get(server.base_url + "/authorize", params={"client_id": client["client_id"], "request_uri": uri})
     assert r.status_code == 400 and "location" not in r.headers and "Traceback" not in r.text
     assert error_code(r) in ("invalid_request_uri", "request_uri_not_supported", "invalid_request")
+
+
+def test_nul_characters_in_query_parameters_are_refused(server: LiveServer) -> None:
+    """A NUL in a query parameter (a form refuses it already: web/http.py read_form) reached the code's nonce: a 500
+    once the user signed in, on PostgreSQL, which cannot store NUL in text. Now refused before anything is stored,
+    an error page (RFC 6749 §4.1.2.1: invalid_request)."""
+    client = keyed_client(server, new_key())
+    for extra in ({"nonce": "n\x00"}, {"state": "\x00"}, {"login_hint": "a\x00b"}):
+        r = httpx.get(server.base_url + "/authorize", params=auth_params(client, pkce()[1], **extra))
+        assert r.status_code == 400 and "location" not in r.headers, (extra, r.text[:300])
+        assert error_code(r) == "invalid_request"

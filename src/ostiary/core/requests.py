@@ -46,12 +46,15 @@ class EndpointRequest:
 
 
 def single_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """RFC 6749 §3.1/§3.2: parameters MUST NOT be included more than once. Empty values count as absent."""
+    """RFC 6749 §3.1/§3.2: parameters MUST NOT be included more than once. Empty values count as absent. No NUL
+    character in a name or value (a query string may carry ``%00``; no database text column can store it)."""
     out: dict[str, str] = {}
     seen: set[str] = set()
     for name, value in pairs:
         if len(value) > MAX_PARAM_LENGTH:
             raise InvalidRequest(f"parameter {_shown(name)} is too long")
+        if "\x00" in value or "\x00" in name:
+            raise InvalidRequest("parameters must not contain NUL characters")
         if name in seen and name not in MULTI_VALUED:
             raise InvalidRequest(f"parameter {_shown(name)} is repeated")
         seen.add(name)
