@@ -21,6 +21,7 @@ from ._pushed import (
     keyed_client,
     new_key,
     push,
+    pushed_uri,
     redeem,
     request_object,
 )
@@ -144,5 +145,24 @@ def test_request_uri_by_reference_is_refused(server: LiveServer) -> None:
     try:
         r = b.authorize(client_id=client["client_id"], request_uri="https://client.example/request.jwt")
         assert r.status_code == 400 and error_code(r) == "request_uri_not_supported"
+    finally:
+        b.close()
+
+
+def test_request_and_request_uri_together_are_refused(server: LiveServer) -> None:
+    """RFC 9101 §5 / OIDC Core §6.1: a request by value or by reference, never both. The request object was
+    silently ignored in favour of the pushed request; now neither is used (an error page, the pushed request
+    untouched)."""
+    key = new_key()
+    client = keyed_client(server, key)
+    cid = client["client_id"]
+    uri = pushed_uri(server, client, key, auth_params(client, pkce()[1], state="pushed"))
+    ro = request_object(server, key, cid, auth_params(client, pkce()[1], state="by-value"))
+    b = Browser(server)
+    try:
+        r = b.authorize(client_id=cid, request_uri=uri, request=ro)
+        assert r.status_code == 400 and "location" not in r.headers, r.text[:300]
+        assert error_code(r) == "invalid_request"
+        assert b.authorize(client_id=cid, request_uri=uri).status_code == 200
     finally:
         b.close()

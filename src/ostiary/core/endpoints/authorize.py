@@ -284,6 +284,9 @@ class AuthorizeEndpoint:
             return ErrorPage("invalid_client", "this application is not registered here")
         pairs = req.params
         pushed: _Pushed | None = None
+        if "request_uri" in params and "request" in params:
+            # RFC 9101 §5, OIDC Core §6.1: by value or by reference, not both (neither is used: no redirect)
+            return ErrorPage("invalid_request", "send request or request_uri, not both")
         if "request_uri" in params:
             try:
                 pushed, pairs = await self._pushed(params["request_uri"], client, req)
