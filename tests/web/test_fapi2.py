@@ -3,6 +3,7 @@ clients, sender-constrained tokens, codes of at most 60 seconds, and discovery s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from ..support import LiveServer, start_server
 from ._codeflow import Browser, auth_params, new_user, pkce, query, web_client
-from ._pushed import assertion, dpop_proof, keyed_client, new_key, push, pushed_code, redeem
+from ._pushed import assertion, dpop_proof, keyed_client, new_key, push, pushed_code, redeem, request_object
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,20 @@ def test_pushed_requests_must_name_the_redirect_uri(fapi: LiveServer) -> None:
     params["scope"] = "profile"  # not an OIDC request: the only registered URI would otherwise be implied
     r = push(fapi, {**params, **assertion(fapi, key, client["client_id"])})
     assert r.status_code == 400 and "redirect_uri" in r.json()["error_description"]
+
+
+def test_request_objects_carry_nbf_and_live_at_most_an_hour(fapi: LiveServer) -> None:
+    """FAPI 2.0 Message Signing, signed authorization requests (as FAPI 1.0 Advanced §5.2.2 items 13 and 17): an
+    nbf no more than 60 minutes old and an exp no more than 60 minutes after it. Request objects were accepted
+    without nbf, and with exp 100 minutes after nbf."""
+    key = new_key()
+    client = keyed_client(fapi, key)
+    cid, now = client["client_id"], int(time.time())
+    for claims, word in (({"nbf": None}, "nbf"), ({"nbf": now - 3000, "exp": now + 3000}, "exp")):
+        ro = request_object(fapi, key, cid, auth_params(client, pkce()[1]), **claims)
+        r = push(fapi, {"client_id": cid, "request": ro, **assertion(fapi, key, cid)})
+        assert r.status_code == 400, (claims, r.text)
+        assert r.json()["error"] == "invalid_request_object" and word in r.json()["error_description"], r.text
+    ro = request_object(fapi, key, cid, auth_params(client, pkce()[1]), nbf=now - 1800, exp=now + 1800)
+    r = push(fapi, {"client_id": cid, "request": ro, **assertion(fapi, key, cid)})
+    assert r.status_code == 201, r.text

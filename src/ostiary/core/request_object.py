@@ -8,7 +8,8 @@ checked with) may send its authorization request as a JWT in the ``request`` par
 * ``typ`` absent, ``JWT`` or ``oauth-authz-req+jwt`` (RFC 9101 §4, §10.8);
 * ``iss`` is the client id and ``aud`` the issuer identifier, alone (RFC 9101 §4, §10.2);
 * ``exp`` is required, in the future and at most ``request_object_max_lifetime`` (1 hour) away; ``nbf``, when
-  present, is not in the future nor older than that; ``iat`` is not in the future;
+  present, is not in the future nor older than that; ``iat`` is not in the future; in FAPI 2.0 mode ``nbf`` is
+  required and ``exp`` at most that hour after it (FAPI 2.0 Message Signing, as FAPI 1.0 Advanced §5.2.2);
 * ``client_id`` inside, when present, equals the outer ``client_id`` (RFC 9101 §5);
 * it carries neither ``request`` nor ``request_uri``.
 
@@ -94,6 +95,12 @@ def _parameters(claims: Mapping[str, Any], client: Client, policy: ServerPolicy,
     if nbf is not None and now - nbf > limit:
         raise InvalidRequestObject(f"the request object's nbf is more than {policy.request_object_max_lifetime} "
                                    "seconds old")
+    if policy.fapi2:  # FAPI 2.0 Message Signing (FAPI 1.0 Advanced §5.2.2-13, -17): nbf required, exp - nbf bounded
+        if nbf is None:
+            raise InvalidRequestObject("FAPI 2.0 mode: the request object must carry nbf")
+        if exp - nbf > policy.request_object_max_lifetime:
+            raise InvalidRequestObject(f"FAPI 2.0 mode: the request object's exp is more than "
+                                       f"{policy.request_object_max_lifetime} seconds after its nbf")
     inner_id = claims.get("client_id")
     if inner_id is not None and inner_id != client.client_id:
         raise InvalidRequestObject("client_id in the request object differs from the request's client_id")
