@@ -37,6 +37,7 @@ from pydantic_settings import (
 
 from ._fetch_rules import is_loopback_url
 from ._secrets import derive_key
+from .core.fapi import fapi2_algs
 from .core.policy import MetadataDocumentRules, ServerPolicy
 
 __all__ = ["ConfigError", "Settings", "is_loopback_url", "load_settings", "parse_duration"]
@@ -386,6 +387,13 @@ class Settings(BaseSettings):
             raise ValueError("issuer must use https (http is allowed only for loopback hosts)")
         return v
 
+    @model_validator(mode="after")
+    def _fapi2_dpop_algorithms(self) -> Settings:
+        if self.profile == "fapi2" and not fapi2_algs(tuple(self.dpop.algorithms)):
+            raise ValueError("profile fapi2 accepts DPoP proofs signed with PS256, ES256 or EdDSA only (FAPI 2.0 "
+                             "Security Profile 5.4.1): dpop.algorithms has none of them")
+        return self
+
     @field_validator("secret_key", "admin_token")
     @classmethod
     def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
@@ -433,7 +441,7 @@ class Settings(BaseSettings):
             profile=self.profile, require_pushed_authorization_requests=self.par.required,
             par_expires_in=self.par.expires_in,
             dynamic_registration=self.registration.policy != "off",
-            dpop_algs=tuple(dict.fromkeys(self.dpop.algorithms)), dpop_iat_window=self.dpop.iat_window,
+            dpop_algs=self._dpop_algs(), dpop_iat_window=self.dpop.iat_window,
             dpop_require_nonce=self.dpop.require_nonce, dpop_nonce_lifetime=self.dpop.nonce_lifetime,
             client_metadata=MetadataDocumentRules(
                 scopes=frozenset(self.registration.scopes), audiences=tuple(self.registration.audiences),
@@ -441,6 +449,12 @@ class Settings(BaseSettings):
                 deny_domains=tuple(self.registration.client_metadata_deny_domains),
             ) if self.registration.client_metadata_documents else None,
         )
+
+    def _dpop_algs(self) -> tuple[str, ...]:
+        """``dpop.algorithms``; in FAPI 2.0 mode only PS256, ES256 and EdDSA of them (FAPI 2.0 Security Profile
+        §5.4.1)."""
+        algs = tuple(dict.fromkeys(self.dpop.algorithms))
+        return fapi2_algs(algs) if self.profile == "fapi2" else algs
 
     def master_secret(self, *, create: bool = True) -> bytes:
         """The key-encryption and hashing master secret: ``secret_key`` or, in development, a key file."""

@@ -3,12 +3,17 @@ clients, sender-constrained tokens, codes of at most 60 seconds, and discovery s
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import RSAKey
+
+from ostiary.config import ConfigError, load_settings
 
 from ..support import LiveServer, start_server
 from ._codeflow import Browser, auth_params, new_user, pkce, query, web_client
@@ -116,3 +121,52 @@ def test_request_objects_carry_nbf_and_live_at_most_an_hour(fapi: LiveServer) ->
     ro = request_object(fapi, key, cid, auth_params(client, pkce()[1]), nbf=now - 1800, exp=now + 1800)
     r = push(fapi, {"client_id": cid, "request": ro, **assertion(fapi, key, cid)})
     assert r.status_code == 201, r.text
+
+
+def _rsa_proof(url: str) -> str:
+    key = RSAKey.generate_key(2048)
+    claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": url, "iat": int(time.time())}
+    return jose_jwt.encode({"alg": "RS256", "typ": "dpop+jwt", "jwk": key.as_dict(private=False)}, claims, key)
+
+
+def test_client_jwts_are_ps256_es256_or_eddsa(fapi: LiveServer) -> None:
+    """FAPI 2.0 Security Profile §5.4.1: JWTs are processed only with PS256, ES256 or EdDSA, never RSASSA-PKCS1-v1_5
+    (RS256). Request objects, client assertions and DPoP proofs signed RS256 were accepted, and discovery listed
+    RS256, ES384 and ES512 for them."""
+    meta = httpx.get(fapi.base_url + "/.well-known/openid-configuration").json()
+    for name in ("request_object_signing_alg_values_supported", "token_endpoint_auth_signing_alg_values_supported",
+                 "introspection_endpoint_auth_signing_alg_values_supported",
+                 "revocation_endpoint_auth_signing_alg_values_supported", "dpop_signing_alg_values_supported"):
+        assert set(meta[name]) <= {"PS256", "ES256", "EdDSA"} and "ES256" in meta[name], (name, meta[name])
+    ec_key = new_key()
+    rsa_key = RSAKey.generate_key(2048, parameters={"kid": "rsa-" + secrets.token_hex(4)})
+    client = keyed_client(fapi, ec_key)
+    both = {"keys": [ec_key.as_dict(private=False), rsa_key.as_dict(private=False)]}
+    with fapi.admin() as admin:
+        assert admin.patch(f"/clients/{client['client_id']}", json={"jwks": both}).status_code == 200
+    cid = client["client_id"]
+    params = auth_params(client, pkce()[1])
+    ro = request_object(fapi, rsa_key, cid, params, header={"alg": "RS256"})
+    r = push(fapi, {"client_id": cid, "request": ro, **assertion(fapi, ec_key, cid)})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request_object", r.text
+    now = int(time.time())
+    claims = {"iss": cid, "sub": cid, "aud": fapi.issuer, "iat": now, "exp": now + 60,
+              "jti": secrets.token_urlsafe(16)}
+    rs256 = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+             "client_assertion": jose_jwt.encode({"alg": "RS256", "kid": rsa_key.kid}, claims, rsa_key)}
+    r = push(fapi, {**params, **rs256})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+    r = push(fapi, {**params, **assertion(fapi, ec_key, cid)}, headers={"DPoP": _rsa_proof(fapi.issuer + "/par")})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof", r.text
+    # the same with ES256 throughout is accepted
+    ro = request_object(fapi, ec_key, cid, params)
+    r = push(fapi, {"client_id": cid, "request": ro, **assertion(fapi, ec_key, cid)},
+             headers={"DPoP": dpop_proof(fapi.issuer + "/par")})
+    assert r.status_code == 201, r.text
+
+
+def test_fapi2_needs_a_dpop_algorithm_it_accepts() -> None:
+    with pytest.raises(ConfigError, match="dpop.algorithms"):
+        load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_DPOP__ALGORITHMS": "RS256,ES384"})
+    policy = load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_DPOP__ALGORITHMS": "RS256,ES256"}).policy()
+    assert policy.dpop_algs == ("ES256",)

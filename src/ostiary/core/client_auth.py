@@ -23,6 +23,7 @@ from . import jose, mtls
 from .client_metadata import is_metadata_document_id
 from .clients import TLS_AUTH_METHODS, AuthMethod, Client, ClientRepository
 from .errors import InvalidClient, InvalidRequest
+from .fapi import FAPI2_JWS_ALGS
 from .policy import ServerPolicy
 from .storage import JwksFetcher, ReplayRepository
 
@@ -200,9 +201,13 @@ async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) ->
         raise InvalidRequest("client_assertion_type must be " + ASSERTION_TYPE)
     assertion = params["client_assertion"]
     try:
-        _, unverified = jose.decode_unverified(assertion)
+        header, unverified = jose.decode_unverified(assertion)
     except jose.JoseError as exc:
         raise _invalid(False, "malformed client assertion") from exc
+    if ctx.policy.fapi2 and header.get("alg") not in FAPI2_JWS_ALGS:
+        raise _invalid(False, "FAPI 2.0 mode: assertion alg is not PS256, ES256 or EdDSA",
+                       "FAPI 2.0 mode: client assertions are signed with PS256, ES256 or EdDSA (FAPI 2.0 Security "
+                       "Profile 5.4.1)")
     client_id = unverified.get("iss")
     if not isinstance(client_id, str) or unverified.get("sub") != client_id:
         raise _invalid(False, "assertion iss/sub missing or different")

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from .clients import Client
 
-__all__ = ["FAPI2_AUTH_METHODS", "fapi2_client_refusal"]
+__all__ = ["FAPI2_AUTH_METHODS", "FAPI2_JWS_ALGS", "fapi2_algs", "fapi2_client_refusal"]
 
 #: FAPI 2.0 Security Profile §5.3.2.1: the only client authentication methods allowed (mTLS, RFC 8705, by name)
 FAPI2_AUTH_METHODS = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
+#: FAPI 2.0 Security Profile §5.4.1: the only algorithms of the JWTs processed (never RSASSA-PKCS1-v1_5, RS256)
+FAPI2_JWS_ALGS = ("PS256", "ES256", "EdDSA")
+
+
+def fapi2_algs(algs: tuple[str, ...]) -> tuple[str, ...]:
+    """``algs`` without those FAPI 2.0 mode does not accept (order kept)."""
+    return tuple(a for a in algs if a in FAPI2_JWS_ALGS)
 
 
 def fapi2_client_refusal(client: Client, method: str | None = None) -> str | None:

@@ -4,7 +4,8 @@ A client that registered public keys (``jwks`` or ``jwks_uri``: the keys its ``p
 checked with) may send its authorization request as a JWT in the ``request`` parameter. The rules:
 
 * signed with one of the client's keys, by an asymmetric algorithm from the allow-list (never ``none``, never
-  HMAC with the client secret: RFC 9101 §10.2 leaves HMAC open, we do not);
+  HMAC with the client secret: RFC 9101 §10.2 leaves HMAC open, we do not); in FAPI 2.0 mode PS256, ES256 or
+  EdDSA only (FAPI 2.0 Security Profile §5.4.1);
 * ``typ`` absent, ``JWT`` or ``oauth-authz-req+jwt`` (RFC 9101 §4, §10.8);
 * ``iss`` is the client id and ``aud`` the issuer identifier, alone (RFC 9101 §4, §10.2);
 * ``exp`` is required, in the future and at most ``request_object_max_lifetime`` (1 hour) away; ``nbf``, when
@@ -26,6 +27,7 @@ from . import jose
 from .client_auth import assertion_audience_ok, load_client_keys
 from .clients import Client
 from .errors import InvalidRequestObject
+from .fapi import fapi2_algs
 from .policy import ServerPolicy
 from .storage import JwksFetcher
 
@@ -47,10 +49,11 @@ async def open_request_object(token: str, client: Client, policy: ServerPolicy, 
         header, _ = jose.decode_unverified(token)
     except jose.JoseError as exc:
         raise InvalidRequestObject("the request object is not a signed JWT", debug=str(exc)) from exc
+    algs = fapi2_algs(REQUEST_OBJECT_ALGS) if policy.fapi2 else REQUEST_OBJECT_ALGS
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in REQUEST_OBJECT_ALGS:
-        raise InvalidRequestObject("the request object must be signed with one of "
-                                   + ", ".join(REQUEST_OBJECT_ALGS) + " (not none, not HMAC)")
+    if not isinstance(alg, str) or alg not in algs:
+        raise InvalidRequestObject("the request object must be signed with one of " + ", ".join(algs)
+                                   + (" (FAPI 2.0 mode)" if policy.fapi2 else " (not none, not HMAC)"))
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str)
                             or typ.lower().removeprefix("application/") not in REQUEST_OBJECT_TYPES):
@@ -61,13 +64,13 @@ async def open_request_object(token: str, client: Client, policy: ServerPolicy, 
         raise InvalidRequestObject("this client has registered no keys: it cannot send request objects") from exc
     except (jose.JoseError, OSError, ValueError) as exc:
         raise InvalidRequestObject("the client's keys cannot be loaded", debug=type(exc).__name__) from exc
-    keys = [k for k in keys if k.alg in REQUEST_OBJECT_ALGS]
+    keys = [k for k in keys if k.alg in algs]
     try:
         verified = _verify(token, keys, client, policy, now)
     except jose.JoseError as exc:
         if "no key matches" in str(exc) and client.jwks_uri and not client.jwks:
             try:
-                keys = await load_client_keys(client, fetcher, force=True)
+                keys = [k for k in await load_client_keys(client, fetcher, force=True) if k.alg in algs]
                 verified = _verify(token, keys, client, policy, now)
             except (jose.JoseError, OSError, ValueError, LookupError) as exc2:
                 raise InvalidRequestObject(f"request object rejected: {exc2}"[:200]) from exc2

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..fapi import FAPI2_AUTH_METHODS
+from ..fapi import FAPI2_AUTH_METHODS, fapi2_algs
 from ..policy import ServerPolicy
 
 __all__ = ["server_metadata"]
@@ -54,13 +54,21 @@ def server_metadata(policy: ServerPolicy, grant_types: Iterable[str], *, mtls: b
 
 
 def _fapi2_overrides(policy: ServerPolicy, offered: list[str]) -> dict[str, Any]:
-    """FAPI 2.0 mode: advertise only what that profile allows (no public clients, no client secrets)."""
+    """FAPI 2.0 mode: advertise only what that profile allows (no public clients, no client secrets, JWTs signed
+    with PS256, ES256 or EdDSA)."""
     if not policy.fapi2:
         return {}
+    from ..request_object import REQUEST_OBJECT_ALGS
+
     methods = [m for m in offered if m in FAPI2_AUTH_METHODS]
+    algs = list(fapi2_algs(tuple(ASSERTION_ALGS)))  # FAPI 2.0 Security Profile §5.4.1
     return {"token_endpoint_auth_methods_supported": methods,
             "introspection_endpoint_auth_methods_supported": methods,
-            "revocation_endpoint_auth_methods_supported": methods}
+            "revocation_endpoint_auth_methods_supported": methods,
+            "token_endpoint_auth_signing_alg_values_supported": algs,
+            "introspection_endpoint_auth_signing_alg_values_supported": algs,
+            "revocation_endpoint_auth_signing_alg_values_supported": algs,
+            "request_object_signing_alg_values_supported": list(fapi2_algs(REQUEST_OBJECT_ALGS))}
 
 
 def oidc_metadata(policy: ServerPolicy) -> dict[str, Any]:
