@@ -248,7 +248,7 @@ async def test_request_object_negatives(engine: Engine, case: str) -> None:
         "garbage": lambda: "not.a.jwt",
         "nested": lambda: _request_object(engine, s, request_uri="urn:x"),
         "typ": lambda: jose.sign_jwt(base, s.key, alg="ES256", kid="k1", typ="dpop+jwt"),
-        "object_value": lambda: _request_object(engine, s, claims={"userinfo": {}}),
+        "object_value": lambda: _request_object(engine, s, state={"userinfo": {}}),
     }[case]()
     # at /authorize: back to the (registered) outer redirect URI with invalid_request_object
     out = await AuthorizeEndpoint(engine.ctx).handle(AuthorizationRequest(

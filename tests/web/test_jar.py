@@ -166,3 +166,26 @@ def test_request_and_request_uri_together_are_refused(server: LiveServer) -> Non
         assert b.authorize(client_id=cid, request_uri=uri).status_code == 200
     finally:
         b.close()
+
+
+def test_a_claims_object_in_a_request_object_is_treated_as_the_form_parameter(server: LiveServer) -> None:
+    """OIDC Core §5.5 / §6.1: in a request object ``claims`` is a JSON object (in a form, its JSON text). The form's
+    is ignored (claims_parameter_supported: false) but the request object's was refused ("must be a string"), so
+    the same request failed only when signed. Now both are the JSON text, ignored alike."""
+    key = new_key()
+    client, user = keyed_client(server, key), new_user(server)
+    cid = client["client_id"]
+    verifier, challenge = pkce()
+    params = auth_params(client, challenge)
+    claims = {"id_token": {"acr": {"essential": True, "values": ["urn:example:acr"]}}}
+    r = push(server, {"client_id": cid, "request": request_object(server, key, cid, params, claims=claims),
+                      **assertion(server, key, cid)})
+    assert r.status_code == 201, r.text
+    form = push(server, {**params, "claims": json.dumps(claims), **assertion(server, key, cid)})
+    assert form.status_code == 201, form.text
+    b = Browser(server)
+    try:
+        q = finish(b, b.authorize(client_id=cid, request_uri=r.json()["request_uri"]), user)
+        assert redeem(server, client, key, q["code"], verifier).status_code == 200
+    finally:
+        b.close()

@@ -20,6 +20,7 @@ Errors are ``invalid_request_object`` (RFC 9101 §6.3).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,9 @@ REQUEST_OBJECT_TYPES = ("jwt", "oauth-authz-req+jwt")
 _ENVELOPE = frozenset({"iss", "aud", "exp", "nbf", "iat", "jti", "sub"})
 #: parameters that may appear several times (RFC 8707 ``resource``): a JSON array in the request object
 _MULTI = frozenset({"resource"})
+#: parameters whose value is JSON (OIDC Core §5.5 ``claims``, RFC 9396 §2 ``authorization_details``): an object or
+#: array in the request object, its JSON text in a form; taken as that text, so both are handled alike
+_JSON_VALUED = frozenset({"claims", "authorization_details"})
 
 
 async def open_request_object(token: str, client: Client, policy: ServerPolicy, fetcher: JwksFetcher | None,
@@ -113,6 +117,9 @@ def _parameters(claims: Mapping[str, Any], client: Client, policy: ServerPolicy,
             continue
         if name in ("request", "request_uri"):
             raise InvalidRequestObject(f"a request object cannot contain {name}")
+        if name in _JSON_VALUED and isinstance(value, dict | list):
+            out.append((name, _json_text(name, value)))
+            continue
         values = value if name in _MULTI and isinstance(value, list) else [value]
         for v in values:
             if isinstance(v, bool) or not isinstance(v, str | int):
@@ -135,3 +142,11 @@ def _text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _json_text(name: str, value: object) -> str:
+    """A JSON-valued parameter as a form would carry it: its compact JSON text."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequestObject(f"the request object's {name!r} is not valid JSON") from exc
