@@ -394,3 +394,21 @@ def test_registration_events_are_audited(open_server: LiveServer) -> None:
     assert any(e.type == "client.registration_refused" and e.detail["error"] == "invalid_redirect_uri"
                for e in events)
     assert not any(reg["registration_access_token"] in str(e.detail) for e in events)  # never a token value
+
+
+def test_a_client_may_register_to_require_pushed_requests(open_server: LiveServer) -> None:
+    """RFC 9126 §6: ``require_pushed_authorization_requests`` is client metadata. Registration ignored it, so a
+    client that asked for PAR-only got a plain /authorize accepted in its name (and no sign in the response)."""
+    r = register(open_server, agent_metadata(require_pushed_authorization_requests=True))
+    assert r.status_code == 201, r.text
+    reg = r.json()
+    assert reg["require_pushed_authorization_requests"] is True
+    b = Browser(open_server)
+    try:
+        page = b.authorize(**auth_params({"client_id": reg["client_id"]}, pkce()[1]))
+        assert page.status_code == 302 and query(page.headers["location"])["error"] == "invalid_request"
+    finally:
+        b.close()
+    assert register(open_server, agent_metadata()).json()["require_pushed_authorization_requests"] is False
+    bad = register(open_server, agent_metadata(require_pushed_authorization_requests="yes"))
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_client_metadata"

@@ -282,6 +282,9 @@ class RegistrationService:
         dpop_bound = meta.get("dpop_bound_access_tokens", False)
         if not isinstance(dpop_bound, bool):
             raise InvalidClientMetadata("dpop_bound_access_tokens must be true or false (RFC 9449 §5.2)")
+        par_only = meta.get("require_pushed_authorization_requests", False)
+        if not isinstance(par_only, bool):
+            raise InvalidClientMetadata("require_pushed_authorization_requests must be true or false (RFC 9126 §6)")
         try:
             spec = ClientCreate(
                 name=proposed_name or "unnamed application",
@@ -289,7 +292,8 @@ class RegistrationService:
                 token_endpoint_auth_method=method,
                 grant_types=grants, scopes=sorted(scopes), audiences=list(self.policy.audiences),
                 redirect_uris=redirect_uris, jwks=jwks,
-                jwks_uri=jwks_uri, id_token_signed_response_alg=alg, dpop_bound_access_tokens=dpop_bound)
+                jwks_uri=jwks_uri, id_token_signed_response_alg=alg, dpop_bound_access_tokens=dpop_bound,
+                require_pushed_authorization_requests=par_only)
             client, secret = self.admin.new_client(spec)
         except ValidationError as exc:
             raise InvalidClientMetadata("; ".join(e["msg"] for e in exc.errors())[:300]) from None
@@ -313,6 +317,7 @@ class RegistrationService:
             "token_endpoint_auth_method": c.token_endpoint_auth_method, "scope": " ".join(sorted(c.scopes)),
             "id_token_signed_response_alg": c.id_token_signed_response_alg,
             "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
+            "require_pushed_authorization_requests": c.require_pushed_authorization_requests,
             "registration_access_token": rat,
             "registration_client_uri": f"{self.admin.policy.registration_endpoint}/{c.client_id}",
         }
