@@ -388,10 +388,14 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _fapi2_dpop_algorithms(self) -> Settings:
+    def _fapi2_algorithms(self) -> Settings:
+        """FAPI 2.0 Security Profile §5.4.1: JWTs created and processed with PS256, ES256 or EdDSA only."""
         if self.profile == "fapi2" and not fapi2_algs(tuple(self.dpop.algorithms)):
             raise ValueError("profile fapi2 accepts DPoP proofs signed with PS256, ES256 or EdDSA only (FAPI 2.0 "
                              "Security Profile 5.4.1): dpop.algorithms has none of them")
+        if self.profile == "fapi2" and not fapi2_algs((self.keys.algorithm,)):
+            raise ValueError(f"profile fapi2 signs access tokens with ES256 or EdDSA (FAPI 2.0 Security Profile "
+                             f"5.4.1), not keys.algorithm = {self.keys.algorithm}")
         return self
 
     @field_validator("secret_key", "admin_token")

@@ -170,3 +170,12 @@ def test_fapi2_needs_a_dpop_algorithm_it_accepts() -> None:
         load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_DPOP__ALGORITHMS": "RS256,ES384"})
     policy = load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_DPOP__ALGORITHMS": "RS256,ES256"}).policy()
     assert policy.dpop_algs == ("ES256",)
+
+
+def test_fapi2_signs_access_tokens_with_an_algorithm_it_allows() -> None:
+    """FAPI 2.0 Security Profile §5.4.1 applies to the JWTs the server creates too: keys.algorithm = RS256 (the
+    access tokens' algorithm) was accepted with profile fapi2."""
+    with pytest.raises(ConfigError, match="keys.algorithm"):
+        load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_KEYS__ALGORITHM": "RS256"})
+    assert load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_KEYS__ALGORITHM": "EdDSA"}).keys.algorithm \
+        == "EdDSA"
