@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ostiary._secrets import sha256_b64url, token_hash
+from ostiary.admin.service import ClientUpdate
 from ostiary.admin.users import UserAdmin, UserCreate
 from ostiary.core import jose
 from ostiary.core.client_auth import ASSERTION_TYPE
@@ -32,6 +33,7 @@ from ostiary.core.errors import (
     InvalidRequestObject,
     InvalidScope,
     OAuthError,
+    UnauthorizedClient,
 )
 from ostiary.core.grants import default_grants
 from ostiary.core.requests import EndpointRequest
@@ -277,6 +279,11 @@ async def test_a_client_without_keys_cannot_send_request_objects(engine: Engine)
 async def test_fapi2_mode(engine: Engine) -> None:
     s = await _setup(engine)
     engine.policy = dataclasses.replace(engine.policy, profile="fapi2")
+    # a client registered before the switch, whose ID tokens are RS256: refused for openid requests (FAPI 2.0
+    # Security Profile §5.4.1), with a message saying what to change
+    with pytest.raises(UnauthorizedClient, match="id_token_signed_response_alg"):
+        await _push(engine, s, **_auth())
+    await engine.admin.update_client(s.cid, ClientUpdate(id_token_signed_response_alg="ES256"))
     ep = AuthorizeEndpoint(engine.ctx)
     plain = await ep.handle(AuthorizationRequest((("client_id", s.cid), *_auth().items()), session=s.session))
     assert isinstance(plain, AuthorizationResponse) and plain.error == "invalid_request"

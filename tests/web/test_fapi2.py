@@ -3,6 +3,7 @@ clients, sender-constrained tokens, codes of at most 60 seconds, and discovery s
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -179,3 +180,28 @@ def test_fapi2_signs_access_tokens_with_an_algorithm_it_allows() -> None:
         load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_KEYS__ALGORITHM": "RS256"})
     assert load_settings(environ={"OSTIARY_PROFILE": "fapi2", "OSTIARY_KEYS__ALGORITHM": "EdDSA"}).keys.algorithm \
         == "EdDSA"
+
+
+def test_id_tokens_are_not_rs256(fapi: LiveServer) -> None:
+    """FAPI 2.0 Security Profile §5.4.1 (the JWTs the server creates): a client registered in FAPI 2.0 mode got
+    RS256 ID tokens by default, and RS256 could be chosen. Now the access tokens' algorithm by default, RS256
+    refused."""
+    client = keyed_client(fapi, new_key())
+    assert client["id_token_signed_response_alg"] == "ES256"
+    with fapi.admin() as admin:
+        r = admin.post("/clients", json={"name": "rs256", "grant_types": ["authorization_code"],
+                                         "redirect_uris": ["http://127.0.0.1:9/callback"], "scopes": ["openid"],
+                                         "token_endpoint_auth_method": "private_key_jwt",
+                                         "jwks": {"keys": [new_key().as_dict(private=False)]},
+                                         "id_token_signed_response_alg": "RS256"})
+    assert r.status_code == 422 and "FAPI 2.0" in r.text, r.text
+
+
+def test_the_cli_registers_fapi2_clients_without_rs256(fapi: LiveServer, tmp_path: Path) -> None:
+    """`ostiary client create` sent RS256 for the ID tokens unless told otherwise, which FAPI 2.0 mode refuses."""
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [new_key().as_dict(private=False)]}))
+    out = fapi.cli("client", "create", "--name", "cli fapi", "--auth-method", "private_key_jwt", "--jwks", str(jwks),
+                   "--grant-type", "authorization_code", "--scope", "openid",
+                   "--redirect-uri", "http://127.0.0.1:9/callback", "--json")
+    assert json.loads(out.stdout)["id_token_signed_response_alg"] == "ES256"

@@ -277,7 +277,9 @@ class RegistrationService:
             raise InvalidClientMetadata("jwks must be a JSON object (a JWK Set)")
         logo_uri = _web_uri(meta, "logo_uri")
         client_uri = _web_uri(meta, "client_uri")
-        alg = _string(meta, "id_token_signed_response_alg", 16) or "RS256"
+        # FAPI 2.0 mode: not RS256 by default (FAPI 2.0 Security Profile §5.4.1), the access tokens' algorithm
+        alg = _string(meta, "id_token_signed_response_alg", 16) or (
+            self.admin.policy.access_token_alg if self.admin.policy.fapi2 else "RS256")
         proposed_name = _string(meta, "client_name", MAX_NAME)
         dpop_bound = meta.get("dpop_bound_access_tokens", False)
         if not isinstance(dpop_bound, bool):

@@ -18,6 +18,7 @@ from ..core import keys as core_keys
 from ..core.clients import AuthMethod, Client, ClientSecret
 from ..core.device import GRANT_DEVICE_CODE
 from ..core.endpoints.token import REFUSED_GRANTS
+from ..core.fapi import FAPI2_JWS_ALGS
 from ..core.federation import TOKEN_EXCHANGE_GRANT
 from ..core.grants import default_grants
 from ..core.keys import SigningKey
@@ -345,6 +346,9 @@ class AdminService:
         if alg not in self.policy.signing_algs:
             raise InvalidMetadata(f"id_token_signed_response_alg {alg} is not signable here; choose one of "
                                   f"{', '.join(self.policy.signing_algs)} (or add it to keys.algorithms)")
+        if self.policy.fapi2 and alg not in FAPI2_JWS_ALGS:
+            raise InvalidMetadata(f"FAPI 2.0 mode: id_token_signed_response_alg {alg} is not allowed (FAPI 2.0 "
+                                  "Security Profile 5.4.1): use ES256 or EdDSA")
 
     def _check_fetchable(self, spec: ClientCreate) -> None:
         if spec.jwks_uri is not None:
@@ -365,6 +369,9 @@ class AdminService:
     def new_client(self, spec: ClientCreate) -> tuple[Client, str | None]:
         """The client ``spec`` describes, checked against this server (admin rules, signable ID-token algorithm,
         fetchable ``jwks_uri``), with a new secret when it authenticates with one; not stored yet."""
+        if self.policy.fapi2 and "id_token_signed_response_alg" not in spec.model_fields_set:
+            # FAPI 2.0 Security Profile §5.4.1: not RS256 by default; the access tokens' algorithm (ES256 or EdDSA)
+            spec = spec.model_copy(update={"id_token_signed_response_alg": self.policy.access_token_alg})
         check_admin_rules(spec, self.policy.issuer)
         self._check_signable(spec)
         self._check_fetchable(spec)

@@ -92,9 +92,10 @@ def client_create(
                                     "--audience ISSUER/admin; client_credentials only)."),
     jwks_file: Path | None = typer.Option(None, "--jwks", help="File with the client's public JWKS."),
     jwks_uri: str | None = typer.Option(None, "--jwks-uri", help="URL of the client's public JWKS."),
-    id_token_alg: str = typer.Option("RS256", "--id-token-alg",
-                                     help="Algorithm of this client's ID tokens (id_token_signed_response_alg): "
-                                          "RS256 (default), ES256 or EdDSA, if the server signs with it."),
+    id_token_alg: str | None = typer.Option(None, "--id-token-alg",
+                                            help="Algorithm of this client's ID tokens (id_token_signed_response_alg): "
+                                                 "RS256 (default; in FAPI 2.0 mode keys.algorithm's), ES256 or "
+                                                 "EdDSA, if the server signs with it."),
     tls_subject_dn: str | None = typer.Option(
         None, "--tls-subject-dn", help="tls_client_auth: the certificate's subject DN, RFC 4514 "
                                        "(\"CN=billing,O=Example\")."),
@@ -130,6 +131,8 @@ def client_create(
                 tls_client_auth_san_email=tls_san_email, tls_client_certificate_bound_access_tokens=cert_bound_tokens,
                 require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop,
                 dpop_require_nonce=dpop_nonce)
+    if id_token_alg is None:  # the server's default (FAPI 2.0 mode: not RS256)
+        del spec["id_token_signed_response_alg"]
 
     async def go(svc: AdminService) -> tuple[dict[str, Any], str | None]:
         client, secret = await svc.create_client(ClientCreate.model_validate(spec))

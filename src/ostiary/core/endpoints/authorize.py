@@ -34,7 +34,7 @@ from ..errors import (
     UnauthorizedClient,
     UnsupportedResponseType,
 )
-from ..fapi import fapi2_client_refusal
+from ..fapi import FAPI2_JWS_ALGS, fapi2_client_refusal
 from ..pkce import check_code_challenge
 from ..policy import ServerPolicy
 from ..pushed import INTERACTION_TTL, REQUEST_URI_PREFIX
@@ -247,6 +247,10 @@ def check_authorization_request(params: Mapping[str, str], resources: list[str],
         audience = ()
     scopes = limit_scopes(scopes, audience, registered, requested=bool(scope_set(params.get("scope"))))
     if "openid" in scopes:
+        if policy.fapi2 and client.id_token_signed_response_alg not in FAPI2_JWS_ALGS:
+            raise UnauthorizedClient(f"FAPI 2.0 mode: this client's ID tokens would be signed with "
+                                     f"{client.id_token_signed_response_alg} (FAPI 2.0 Security Profile 5.4.1 allows "
+                                     "PS256, ES256 or EdDSA): set its id_token_signed_response_alg to ES256")
         audience = (*audience, policy.issuer + "/userinfo")
     dpop_jkt = params.get("dpop_jkt")
     if dpop_jkt is not None and not _JKT.fullmatch(dpop_jkt):
