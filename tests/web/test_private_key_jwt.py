@@ -161,3 +161,21 @@ def test_any_json_string_is_a_single_use_jti(server: LiveServer, key: ECKey, jti
     assert r.status_code == 200, r.text
     replay = _post(server, assertion)
     assert replay.status_code == 401 and replay.json()["error"] == "invalid_client", replay.text
+
+
+@pytest.mark.parametrize(("typ", "status"), [(None, 200), ("JWT", 200), ("client-authentication+jwt", 200),
+                                             ("oauth-authz-req+jwt", 401), ("dpop+jwt", 401), ("at+jwt", 401)])
+def test_a_jwt_typed_for_another_use_is_no_client_assertion(server: LiveServer, key: ECKey, typ: str | None,
+                                                            status: int) -> None:
+    """RFC 8725 §3.11 (explicit typing): a request object signed by the client's key carries iss, aud = the issuer
+    and exp, and may carry sub and jti; it travels through the browser, so whoever sees it must not be able to
+    authenticate as the client with it."""
+    cid = _register(server, key)
+    now = int(time.time())
+    claims = {"iss": cid, "sub": cid, "aud": server.issuer, "iat": now, "exp": now + 60,
+              "jti": secrets.token_urlsafe(16)}
+    header = {"alg": "ES256", "kid": key.kid, **({"typ": typ} if typ else {})}
+    r = _post(server, jose_jwt.encode(header, claims, key))
+    assert r.status_code == status, r.text
+    if status == 401:
+        assert r.json()["error"] == "invalid_client"

@@ -195,6 +195,11 @@ def assertion_audience_ok(aud: object, issuer: str) -> bool:
     return aud == issuer or (isinstance(aud, list) and len(aud) == 1 and aud[0] == issuer)
 
 
+#: ``typ`` values a client assertion may carry (absent too): plain ``JWT``, or the explicit type of
+#: draft-ietf-oauth-rfc7523bis
+_ASSERTION_TYPES = frozenset({"jwt", "client-authentication+jwt"})
+
+
 async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) -> AuthenticatedClient:
     """RFC 7523 §3: iss = sub = client_id, aud = this issuer (alone), exp within 5 minutes, jti used once."""
     if params.get("client_assertion_type") != ASSERTION_TYPE or "client_assertion" not in params:
@@ -208,6 +213,12 @@ async def _private_key_jwt(params: Mapping[str, str], ctx: ClientAuthContext) ->
         raise _invalid(False, "FAPI 2.0 mode: assertion alg is not PS256, ES256 or EdDSA",
                        "FAPI 2.0 mode: client assertions are signed with PS256, ES256 or EdDSA (FAPI 2.0 Security "
                        "Profile 5.4.1)")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str)
+                            or typ.lower().removeprefix("application/") not in _ASSERTION_TYPES):
+        # RFC 8725 §3.11: a JWT typed for another use (a request object, oauth-authz-req+jwt, which travels
+        # through the browser; a DPoP proof; an access token) is not a client assertion, whatever its claims
+        raise _invalid(False, f"assertion typ {str(typ)[:40]!r} is not a client assertion's")
     client_id = unverified.get("iss")
     if not isinstance(client_id, str) or unverified.get("sub") != client_id:
         raise _invalid(False, "assertion iss/sub missing or different")
