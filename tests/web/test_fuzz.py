@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
+from ..conftest import db_url_for
 from ..support import LiveServer, start_server
 
 API = "https://api.example.com"
@@ -56,6 +57,7 @@ class Target:
         self.jwks = self.http.get("/jwks").json()
         self.kid = self.jwks["keys"][0]["kid"]
         self.browser_cookie = b""
+        self.web_client: dict[str, Any] | None = None  # a first-party code-flow client, made when a test needs one
 
 
 @pytest.fixture(scope="module")
@@ -411,6 +413,26 @@ def any_requests(draw: st.DrawFn, target: Target) -> tuple[str, str, dict[str, A
 @pytest.fixture(scope="module")
 def browser_target(target: Target) -> Target:
     """The target with a signed-in browser's cookies, so the account pages get past their sign-in check."""
+    return _signed_in(target)
+
+
+@pytest.fixture(scope="module")
+def pg_browser_target(tmp_path_factory: pytest.TempPathFactory, pg_url_factory: object) -> Iterator[Target]:
+    """The same on PostgreSQL, which refuses what SQLite stores (a NUL in text, a string longer than its column):
+    a value that reaches the database unchecked is a 500 there only."""
+    tmp = tmp_path_factory.mktemp("fuzz-pg")
+    srv = start_server(db_url_for("postgres", tmp, pg_url_factory), tmp,
+                       extra_env={"OSTIARY_RATE_LIMITS__FAILED_AUTH_MAX": "1000000"})
+    t = Target(srv)
+    try:
+        yield _signed_in(t)
+    finally:
+        t.http.close()
+        srv.stop()
+    assert "Traceback" not in srv.log()
+
+
+def _signed_in(target: Target) -> Target:
     from ._codeflow import new_user
 
     user = new_user(target.server)
@@ -431,9 +453,55 @@ def test_no_request_to_any_route_gets_a_5xx(browser_target: Target, data: st.Dat
     """Every route and method the app registers (protocol endpoints, authorize, login, consent, logout, device
     and account pages, userinfo, admin API, static files), with malformed paths, query strings, bodies, content
     types, cookies and headers: never a 5xx, never a traceback."""
-    method, url, kwargs = data.draw(any_requests(browser_target), label="request")
+    _no_5xx(browser_target, data)
+
+
+@settings(FUZZ, max_examples=100)
+@given(data=st.data())
+def test_no_request_to_any_route_gets_a_5xx_on_postgresql(pg_browser_target: Target, data: st.DataObject) -> None:
+    """The same on PostgreSQL (a NUL in a query string's nonce was a 500 there, and only there)."""
+    _no_5xx(pg_browser_target, data)
+
+
+#: text a browser can put in a query string that no database or parser should meet unchecked
+HOSTILE_TEXT = st.one_of(
+    st.sampled_from(["a\x00b", "\x00", "\ud800", "a\udfffb", "\u202e", "é" * 3000, "x" * 8193, " ", "%00", "\\",
+                     '"><script>', "1e400", "-1", "99999999999999999999", "[" * 1500]),
+    st.text(max_size=40),
+)
+AUTHORIZE_PARAMETERS = ["response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge",
+                        "code_challenge_method", "login_hint", "prompt", "max_age", "ui_locales", "acr_values",
+                        "claims", "resource", "dpop_jkt", "response_mode", "request", "request_uri", "id_token_hint"]
+
+
+@settings(FUZZ, max_examples=60)
+@given(data=st.data())
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_authorization_request_with_one_hostile_parameter(backend: str, browser_target: Target,
+                                                             pg_browser_target: Target, data: st.DataObject) -> None:
+    """A valid code-flow request from a signed-in browser (first-party client: the code is issued, so every
+    value reaches the database) with one parameter replaced by hostile text: never a 5xx. A NUL in the nonce
+    was a 500 on PostgreSQL, and only there."""
+    from ._codeflow import auth_params, pkce
+
+    target = pg_browser_target if backend == "postgres" else browser_target
+    if target.web_client is None:
+        target.web_client = target.server.create_client(
+            client_type="public", grant_types=["authorization_code", "refresh_token"], first_party=True,
+            scopes=["openid", "profile", "email", "offline_access"], redirect_uris=["http://127.0.0.1:9/callback"])
+    params: dict[str, str] = auth_params(target.web_client, pkce()[1])
+    name = data.draw(st.sampled_from(AUTHORIZE_PARAMETERS), label="parameter")
+    params[name] = data.draw(HOSTILE_TEXT, label="value")
+    query = urlencode(params, quote_via=quote_plus, encoding="utf-8", errors="surrogatepass")
+    r = target.http.get("/authorize?" + query, headers={"Cookie": target.browser_cookie.decode("latin-1")})
+    assert r.status_code < 500, f"{name}={params[name][:80]!r}: {r.status_code} {r.text[:300]}"
+    assert "Traceback" not in r.text
+
+
+def _no_5xx(target: Target, data: st.DataObject) -> None:
+    method, url, kwargs = data.draw(any_requests(target), label="request")
     try:
-        r = browser_target.http.request(method, url, **kwargs)
+        r = target.http.request(method, url, **kwargs)
     except (httpx.LocalProtocolError, httpx.InvalidURL):  # httpx would not send it: the raw-socket tests do
         reject()
     assert r.status_code < 500, f"{method} {url}: {r.status_code} {r.text[:500]}"
