@@ -58,6 +58,7 @@ class Target:
         self.kid = self.jwks["keys"][0]["kid"]
         self.browser_cookie = b""
         self.web_client: dict[str, Any] | None = None  # a first-party code-flow client, made when a test needs one
+        self.par_client: dict[str, Any] | None = None  # a confidential one, for /par
 
 
 @pytest.fixture(scope="module")
@@ -496,6 +497,30 @@ def test_an_authorization_request_with_one_hostile_parameter(backend: str, brows
     r = target.http.get("/authorize?" + query, headers={"Cookie": target.browser_cookie.decode("latin-1")})
     assert r.status_code < 500, f"{name}={params[name][:80]!r}: {r.status_code} {r.text[:300]}"
     assert "Traceback" not in r.text
+
+
+@settings(FUZZ, max_examples=60)
+@given(data=st.data())
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_pushed_request_with_one_hostile_parameter(backend: str, target: Target, pg_browser_target: Target,
+                                                     data: st.DataObject) -> None:
+    """RFC 9126 §2: a pushed request is stored as sent before anyone looks at it again; one hostile parameter in
+    an otherwise valid push is a 400 with the RFC's error, or a 201, never a 5xx."""
+    from ._codeflow import auth_params, pkce
+
+    t = pg_browser_target if backend == "postgres" else target
+    if t.par_client is None:
+        t.par_client = t.server.create_client(
+            grant_types=["authorization_code", "refresh_token"], first_party=True,
+            scopes=["openid", "profile", "email", "offline_access"], redirect_uris=["http://127.0.0.1:9/callback"])
+    params: dict[str, str] = auth_params(t.par_client, pkce()[1])
+    name = data.draw(st.sampled_from(AUTHORIZE_PARAMETERS), label="parameter")
+    params[name] = data.draw(HOSTILE_TEXT, label="value")
+    body = urlencode(params, quote_via=quote_plus, encoding="utf-8", errors="surrogatepass")
+    r = t.http.post("/par", content=body, headers={"Content-Type": FORM},
+                    auth=(t.par_client["client_id"], t.par_client["client_secret"]))
+    assert r.status_code in (201, 400, 401, 413), f"{name}={params[name][:80]!r}: {r.status_code} {r.text[:300]}"
+    assert r.status_code == 201 or r.json()["error"], r.text
 
 
 def _no_5xx(target: Target, data: st.DataObject) -> None:
