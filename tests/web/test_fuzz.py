@@ -273,11 +273,23 @@ def test_random_requests_get_rfc_answers(target: Target, path: str, data: st.Dat
 @given(data=st.data())
 def test_random_forms_with_valid_client_authentication(target: Target, path: str, data: st.DataObject) -> None:
     """The client authenticates correctly; everything else in the form is random."""
+    _valid_client_forms(target, path, data)
+
+
+def _valid_client_forms(target: Target, path: str, data: st.DataObject) -> None:
     body = data.draw(form_bodies(target), label="body")
     cid, secret = target.client["client_id"], target.client["client_secret"]
     authorization = "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
     r = send(target, path, body, FORM, authorization)
     check_response(target, path, r, authorization)
+
+
+@settings(FUZZ, max_examples=40)
+@given(data=st.data())
+def test_random_forms_with_valid_client_authentication_on_postgresql(pg_browser_target: Target, path: str,
+                                                                     data: st.DataObject) -> None:
+    """The same on PostgreSQL, which refuses text SQLite stores."""
+    _valid_client_forms(pg_browser_target, path, data)
 
 
 @settings(FUZZ, max_examples=75)
