@@ -404,3 +404,17 @@ async def test_key_fetcher_refuses_a_mismatched_discovery_and_remote_http(ci: An
             await keys.keys("http://127.0.0.1:9")
     finally:
         await keys.close()
+
+
+@pytest.mark.parametrize(("name", "value"), [("exp", 10**400), ("exp", float("nan")), ("exp", float("inf")),
+                                             ("nbf", 10**400), ("iat", float("nan"))],
+                         ids=["exp-10**400", "exp-nan", "exp-inf", "nbf-10**400", "iat-nan"])
+def test_time_claims_that_are_not_numbers_are_refused_not_a_crash(server: LiveServer, ci: Any, name: str,
+                                                                  value: float) -> None:
+    """json.loads reads NaN, Infinity and a 400-digit int; float() or int() of them raised OverflowError or
+    ValueError while the report was written, for anyone posting a token that names a pinned issuer."""
+    add_policy(server, trust_spec(ci, server))
+    token = ci.keys.sign({**claims_of(ci.mint(server.issuer)), name: value})
+    assert_refused(server, token)
+    report = explain(server, token)  # a report, not a 500 (the signature check refuses the claim first)
+    assert report["outcome"] == "refused" and failed_check(report).split(":")[0] in ("signature", name), report

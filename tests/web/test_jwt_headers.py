@@ -75,3 +75,20 @@ def test_an_access_token_is_not_an_id_token_hint(server: LiveServer) -> None:
                                                        "post_logout_redirect_uri": target})
     assert r.status_code == 400, r.text
     assert "id_token_hint is not an ID Token" in r.text
+
+
+def test_logout_hint_whose_exp_is_no_numeric_date(server: LiveServer) -> None:
+    """The hint's unverified exp picks the time it is checked at: a 400-digit one made float() raise
+    OverflowError (a 500 for anyone)."""
+    import base64
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    for exp in (b"1" + b"0" * 400, b"NaN", b"-Infinity"):
+        claims = b'{"iss":' + json.dumps(server.issuer).encode() + b',"sub":"u","aud":"c","iat":1,"exp":' + exp + b"}"
+        hint = b64(b'{"alg":"ES256","typ":"JWT","kid":"k"}') + "." + b64(claims) + "." + b64(b"s" * 64)
+        r = httpx.get(server.base_url + "/logout", params={"id_token_hint": hint})
+        assert r.status_code == 400, r.text
+        assert "id_token_hint" in r.text

@@ -318,8 +318,10 @@ def select_policy(results: Sequence[PolicyResult]) -> PolicyResult | None:
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate claim, or None: NaN, Infinity and a 400-digit int (all of which json.loads reads) are not
+    one, and ``float()`` / ``int()`` of them raised ValueError or OverflowError (a 500, before any check)."""
     v = claims.get(name)
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+    return float(v) if jose.numeric_date(v) else None
 
 
 def _ago(t: float, now: float) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from ..clients import Client
 from ..context import EngineContext
 from ..errors import InvalidRequest
-from ..jose import JoseError, decode_unverified, verify_jwt
+from ..jose import JoseError, decode_unverified, numeric_date, verify_jwt
 from ..requests import single_params
 
 __all__ = ["LogoutDecision", "LogoutEndpoint"]
@@ -44,7 +44,8 @@ class LogoutEndpoint:
             try:
                 _, unverified = decode_unverified(hint)
                 exp = unverified.get("exp")
-                at = min(ctx.clock.now(), float(exp) - 1) if isinstance(exp, int | float) else ctx.clock.now()
+                # numeric_date: a 400-digit exp would make float() raise OverflowError
+                at = min(ctx.clock.now(), float(exp) - 1) if numeric_date(exp) else ctx.clock.now()
                 # an ID Token (typ JWT, as issuance signs it), never an access token (typ at+jwt)
                 verified = verify_jwt(hint, ctx.keyring().verification_keys, issuer=ctx.policy.issuer, now=at,
                                       typ="JWT", require=("sub", "aud", "iat"))
