@@ -162,6 +162,10 @@ GARBAGE = [
     {"raw_metadata": ["not", "an", "object"]},
     # nested deeper than Python's recursion limit: json.loads raises RecursionError, not ValueError
     {"raw_token": b'{"access_token":' + b"[" * 3000 + b"]" * 3000 + b"}"},
+    # numbers json.loads reads and int() refuses
+    {"raw_token": b'{"access_token": "a.b.c", "expires_in": NaN}'},
+    {"raw_token": b'{"access_token": "a.b.c", "expires_in": 1e400}'},
+    {"raw_token": b'{"access_token": "a.b.c", "expires_in": "' + b"9" * 5000 + b'"}'},
     {"raw_token": b'{"expires_in": 60, "access_token": "'
                   + base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).rstrip(b"=") + b'.e30.c2ln"}'},
 ]

@@ -214,14 +214,15 @@ def _check_cors(meta: Mapping[str, Any], client: httpx.Client, report: Report) -
 
 
 def _lifetime(body: Mapping[str, Any], claims: Mapping[str, Any] | None) -> int | None:
+    # numeric_date: finite, within 64 bits (int() of NaN, Infinity or 1e400 from a hostile answer raises)
     expires_in = body.get("expires_in")
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+    if jose.numeric_date(expires_in):
         return int(expires_in)
-    if isinstance(expires_in, str) and expires_in.isdigit():
+    if isinstance(expires_in, str) and expires_in.isdigit() and len(expires_in) <= 18:
         return int(expires_in)
-    if claims and isinstance(claims.get("exp"), int | float):
-        start = claims.get("iat") if isinstance(claims.get("iat"), int | float) else claims.get("nbf")
-        if isinstance(start, int | float):
+    if claims and jose.numeric_date(claims.get("exp")):
+        start = claims.get("iat") if jose.numeric_date(claims.get("iat")) else claims.get("nbf")
+        if jose.numeric_date(start):
             return int(claims["exp"] - start)
     return None
 
