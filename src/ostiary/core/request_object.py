@@ -30,6 +30,7 @@ from .clients import Client
 from .errors import InvalidRequestObject
 from .fapi import fapi2_algs
 from .policy import ServerPolicy
+from .requests import storable_text
 from .storage import JwksFetcher
 
 __all__ = ["REQUEST_OBJECT_ALGS", "REQUEST_OBJECT_TYPES", "open_request_object"]
@@ -125,23 +126,11 @@ def _parameters(claims: Mapping[str, Any], client: Client, policy: ServerPolicy,
             if isinstance(v, bool) or not isinstance(v, str | int):
                 raise InvalidRequestObject(f"the request object's {name[:40]!r} must be a string")
             text = str(v)
-            if not (_text(name) and _text(text)):
+            if not (storable_text(name) and storable_text(text)):
                 raise InvalidRequestObject("the request object's parameters must be text: no NUL character, no "
                                            "lone surrogate (\\ud800-\\udfff)")
             out.append((name, text))
     return tuple(out)
-
-
-def _text(value: str) -> bool:
-    """What a form parameter can be (web/http.py ``read_form``): no NUL, valid UTF-8. JSON's ``\\u0000`` and a
-    lone ``\\ud800`` escape reach the claims as such, and neither PostgreSQL nor SQLite stores them as text."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _json_text(name: str, value: object) -> str:

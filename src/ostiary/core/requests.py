@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .errors import InvalidRequest
 
 __all__ = ["MULTI_VALUED", "EndpointRequest", "form_value", "is_audience_uri", "is_scope_token", "scope_set",
-           "single_params"]
+           "single_params", "storable_text"]
 
 #: Parameters that may legitimately repeat (RFC 8707 §2 ``resource``, RFC 8693 §2.1 ``audience``).
 MULTI_VALUED = frozenset({"resource", "audience"})
@@ -43,6 +43,19 @@ class EndpointRequest:
 
     def multi(self, name: str) -> list[str]:
         return [v for k, v in self.params if k == name]
+
+
+def storable_text(value: str) -> bool:
+    """Text PostgreSQL and SQLite both store and compare: no NUL (PostgreSQL text refuses it), no lone surrogate
+    (not UTF-8; JSON's ``\\ud800`` escape makes one). What a form parameter always is (web/http.py refuses NUL
+    and decodes UTF-8); a JSON document's strings need not be."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def single_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

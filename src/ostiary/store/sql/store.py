@@ -15,6 +15,7 @@ from ...core.audit import AuditEvent, AuditEventsRejected
 from ...core.clients import Client, ClientSecret, InitialAccessToken
 from ...core.keys import SigningKey
 from ...core.mtls import TlsClientAuthName
+from ...core.requests import storable_text as _storable  # an id that is not such text is stored nowhere
 from . import tables as t
 from .availability import Availability, guard_unavailable
 from .device import SqlDeviceMixin
@@ -68,17 +69,6 @@ def create_engine(url: str, *, pool_size: int = 20, max_overflow: int = 0, timeo
     # disconnect error once, SQLAlchemy invalidates it, and the pool replaces it; recycling bounds its age.
     return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800,
                                pool_timeout=timeout, connect_args={"timeout": timeout}, **_JSON)
-
-
-def _storable(value: str) -> bool:
-    """Text PostgreSQL and SQLite can both compare: no NUL, no lone surrogates. Other ids exist nowhere."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _refused(exc: StatementError) -> bool:
