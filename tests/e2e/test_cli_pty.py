@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import httpx
@@ -30,8 +31,10 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> pexpect.spawn:
+    # as a terminal starts a command: SIGINT at its default, whatever this test run inherited (a shell that
+    # starts it in the background without job control ignores SIGINT, and Python then never sees a Ctrl-C)
     return pexpect.spawn(str(BIN / "ostiary"), args, env=env, timeout=60, dimensions=(60, 120),
-                         encoding="utf-8")
+                         encoding="utf-8", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _approve(server: LiveServer, user_code: str, username: str, password: str) -> None:
