@@ -22,6 +22,7 @@ from ..core.errors import (
     StoreUnavailable,
     TemporarilyUnavailable,
 )
+from ..core.requests import storable_text
 from . import metrics
 
 __all__ = ["COUNTED", "NO_STORE", "JsonResponse", "claimed_client_id", "error_response", "has_nul", "json_response",
@@ -185,13 +186,14 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
 
 
 def has_nul(document: Any) -> bool:
-    """Whether a parsed JSON document has a NUL character in any string, key or value (``\\u0000``: valid JSON,
-    but PostgreSQL text refuses it). Iterative: orjson nests up to 1,024 levels."""
+    """Whether a parsed JSON document has, in any string, key or value, text no store keeps
+    (:func:`~ostiary.core.requests.storable_text`: a NUL, ``\\u0000``, is valid JSON but PostgreSQL text refuses
+    it; orjson already refuses lone surrogates). Iterative: orjson nests up to 1,024 levels."""
     stack = [document]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
+            if not storable_text(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
