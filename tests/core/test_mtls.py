@@ -153,8 +153,11 @@ def test_admin_rules_for_tls_clients() -> None:
     with pytest.raises(ValidationError, match="IP address"):
         ClientCreate.model_validate({**base, "token_endpoint_auth_method": "tls_client_auth",
                                      "tls_client_auth_san_ip": "not-an-ip"})
-    with pytest.raises(ValidationError, match="needs --jwks"):
+    with pytest.raises(ValidationError, match="needs --jwks or --jwks-uri"):
         ClientCreate.model_validate({**base, "token_endpoint_auth_method": "self_signed_tls_client_auth"})
+    by_uri = ClientCreate.model_validate({**base, "token_endpoint_auth_method": "self_signed_tls_client_auth",
+                                          "jwks_uri": "https://client.example/jwks.json"})  # RFC 8705 §2.2
+    assert by_uri.jwks_uri == "https://client.example/jwks.json"
     ok = ClientCreate.model_validate({**base, "token_endpoint_auth_method": "tls_client_auth",
                                       "tls_client_auth_san_uri": "spiffe://example/svc"})
     assert ok.tls_name().san_uri == "spiffe://example/svc"

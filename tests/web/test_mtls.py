@@ -301,6 +301,54 @@ def test_self_signed_matched_by_public_key_without_x5c(tls_server: LiveServer, p
     assert _token(tls_server, pki, cid, pki.self_signed_other).status_code == 401
 
 
+def test_self_signed_with_jwks_uri(tls_server: LiveServer, pki: Pki, jwks_host: tuple[str, dict]) -> None:
+    """RFC 8705 §2.2: the client registers its certificates as x5c in ``jwks`` or at ``jwks_uri``. Fetched as
+    private_key_jwt's keys are; a certificate no key matches refetches once (the client rotated it), and one that
+    matches nothing after that is ``invalid_client``."""
+    uri, state = jwks_host
+    state["jwks"] = _self_signed_jwks(pki.self_signed)
+    cid = _register(tls_server, pki, token_endpoint_auth_method="self_signed_tls_client_auth", jwks_uri=uri,
+                    tls_client_certificate_bound_access_tokens=True)
+    r = _token(tls_server, pki, cid, pki.self_signed)
+    assert r.status_code == 200, r.text
+    assert _claims(r.json()["access_token"])["cnf"] == {"x5t#S256": pki.self_signed.thumbprint}
+    fetched = state["hits"]
+    assert fetched >= 1
+    # the client adds a certificate: the cached JWKS does not hold it, the forced refetch does
+    state["jwks"] = {"keys": [*_self_signed_jwks(pki.self_signed)["keys"],
+                              *_self_signed_jwks(pki.self_signed_other)["keys"]]}
+    rotated = _token(tls_server, pki, cid, pki.self_signed_other)
+    assert rotated.status_code == 200, rotated.text
+    assert _claims(rotated.json()["access_token"])["cnf"] == {"x5t#S256": pki.self_signed_other.thumbprint}
+    assert state["hits"] == fetched + 1
+    for cert in (pki.good, None):  # a key the JWKS does not hold, even after the refetch; no certificate
+        refused = _token(tls_server, pki, cid, cert)
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+
+
+def test_self_signed_with_a_jwks_uri_that_cannot_be_fetched(tls_server: LiveServer, pki: Pki) -> None:
+    """As for private_key_jwt: the client's keys cannot be loaded, so it is not authenticated (401
+    ``invalid_client``), never a server error."""
+    cid = _register(tls_server, pki, token_endpoint_auth_method="self_signed_tls_client_auth",
+                    jwks_uri=f"http://127.0.0.1:{free_port()}/jwks.json")
+    r = _token(tls_server, pki, cid, pki.self_signed)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+
+
+def test_cli_registers_a_self_signed_client_with_jwks_uri(tls_server: LiveServer, pki: Pki,
+                                                          jwks_host: tuple[str, dict]) -> None:
+    uri, state = jwks_host
+    state["jwks"] = _self_signed_jwks(pki.self_signed)
+    proc = tls_server.cli("client", "create", "--name", "cli self-signed", "--auth-method",
+                          "self_signed_tls_client_auth", "--jwks-uri", uri, "--audience", API, "--json")
+    view = json.loads(proc.stdout)
+    assert view["token_endpoint_auth_method"] == "self_signed_tls_client_auth" and view["jwks_uri"] == uri
+    assert _token(tls_server, pki, view["client_id"], pki.self_signed).status_code == 200
+    bad = tls_server.cli("client", "create", "--name", "no keys", "--auth-method", "self_signed_tls_client_auth",
+                         "--audience", API, check=False)
+    assert bad.returncode != 0 and "--jwks-uri" in bad.stdout + bad.stderr
+
+
 def test_bound_tokens_need_a_certificate_whatever_the_auth_method(tls_server: LiveServer, pki: Pki) -> None:
     with _admin(tls_server, pki) as admin:
         r = admin.post("/clients", json={"name": "secret + binding", "audiences": [API],

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import jwt as pyjwt
@@ -93,31 +89,6 @@ def test_bad_assertions_are_refused(server: LiveServer, key: ECKey, case: str) -
     r = _post(server, a)
     assert r.status_code == 401, r.text
     assert r.json()["error"] == "invalid_client"
-
-
-@pytest.fixture
-def jwks_host() -> Iterator[tuple[str, dict]]:
-    state: dict = {"jwks": {"keys": []}, "hits": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            state["hits"] += 1
-            body = json.dumps(state["jwks"]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json", state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_jwks_uri_is_fetched_and_refetched_on_an_unknown_kid(server: LiveServer, key: ECKey, jwks_host) -> None:

@@ -124,8 +124,12 @@ class ClientCreate(BaseModel):
     redirect_uris: list[str] = Field(default_factory=list)
     post_logout_redirect_uris: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
-    jwks: dict[str, Any] | None = None
-    jwks_uri: str | None = None
+    jwks: dict[str, Any] | None = Field(None, description=(
+        "the client's public JWK Set: private_key_jwt keys, or self_signed_tls_client_auth certificates (x5c) or "
+        "keys (RFC 8705 §2.2.2)"))
+    jwks_uri: str | None = Field(None, description=(
+        "where the client publishes that JWK Set instead (fetched when needed, refetched once when no key "
+        "matches): for private_key_jwt or self_signed_tls_client_auth"))
     first_party: bool = False
     admin: bool = Field(False, description="may call the admin API with its client-credentials tokens "
                                            "(client_credentials only)")
@@ -198,8 +202,10 @@ class ClientCreate(BaseModel):
         if method == "private_key_jwt" and not (self.jwks or self.jwks_uri):
             raise ValueError("private_key_jwt needs --jwks or --jwks-uri")
         _check_tls_client_auth(method, self.tls_name())
-        if method == "self_signed_tls_client_auth" and not self.jwks:
-            raise ValueError("self_signed_tls_client_auth needs --jwks: the client's certificate (x5c) or its key")
+        if method == "self_signed_tls_client_auth" and not (self.jwks or self.jwks_uri):
+            # RFC 8705 §2.2: the certificates are registered as x5c in jwks or at jwks_uri
+            raise ValueError("self_signed_tls_client_auth needs --jwks or --jwks-uri: the client's certificate "
+                             "(x5c) or its key")
         if self.jwks is not None:
             try:
                 if not jose.parse_jwks(self.jwks):
@@ -256,7 +262,8 @@ class ClientUpdate(BaseModel):
 
 def _check_tls_client_auth(method: str | None, name: TlsClientAuthName) -> None:
     """RFC 8705 §2.1.2: a tls_client_auth client registers exactly one of the subject DN and the SANs; the
-    self-signed method (§2.2.2) uses the registered JWKS (``--jwks``, with ``x5c`` or the certificate's key)."""
+    self-signed method (§2.2.2) uses the registered JWKS (``--jwks`` or ``--jwks-uri``, with ``x5c`` or the
+    certificate's key)."""
     given = name.as_dict()
     if method == "tls_client_auth":
         if len(given) != 1:

@@ -70,7 +70,7 @@ def client_create(
     auth_method: str | None = typer.Option(None, "--auth-method",
                                            help="client_secret_basic (default), client_secret_post, "
                                                 "private_key_jwt, tls_client_auth (with one --tls-… name), "
-                                                "self_signed_tls_client_auth (with --jwks), none"),
+                                                "self_signed_tls_client_auth (with --jwks or --jwks-uri), none"),
     grant_type: list[str] = typer.Option(["client_credentials"], "--grant-type",
                                          help="Allowed grant (repeat). Default: client_credentials."),
     scope: list[str] = typer.Option([], "--scope", help="Allowed scope (repeat, or space-separated)."),
@@ -90,8 +90,12 @@ def client_create(
     admin: bool = typer.Option(False, "--admin",
                                help="May call the admin API with client-credentials tokens (with --scope admin "
                                     "--audience ISSUER/admin; client_credentials only)."),
-    jwks_file: Path | None = typer.Option(None, "--jwks", help="File with the client's public JWKS."),
-    jwks_uri: str | None = typer.Option(None, "--jwks-uri", help="URL of the client's public JWKS."),
+    jwks_file: Path | None = typer.Option(
+        None, "--jwks", help="File with the client's public JWKS (private_key_jwt keys; self_signed_tls_client_auth "
+                             "certificates as x5c, or their keys)."),
+    jwks_uri: str | None = typer.Option(
+        None, "--jwks-uri", help="URL of the client's public JWKS, instead of --jwks (private_key_jwt, "
+                                 "self_signed_tls_client_auth); refetched once when no key matches."),
     id_token_alg: str | None = typer.Option(None, "--id-token-alg",
                                             help="Algorithm of this client's ID tokens (id_token_signed_response_alg): "
                                                  "RS256 (default; in FAPI 2.0 mode keys.algorithm's), ES256 or "

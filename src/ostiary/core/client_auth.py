@@ -14,8 +14,10 @@ import binascii
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote_plus
+
+from cryptography import x509
 
 from .._clock import Clock
 from .._secrets import constant_time_equals, text_digest, token_hash
@@ -34,6 +36,7 @@ __all__ = [
     "ClientAuthenticator",
     "assertion_audience_ok",
     "authenticate_client",
+    "load_client_jwks",
     "load_client_keys",
     "parse_basic_authorization",
 ]
@@ -127,13 +130,13 @@ async def authenticate_client(params: Mapping[str, str], authorization: str | No
     else:
         client = await ctx.clients.get_client(public_id) if CLIENT_ID.fullmatch(public_id) else None
     if client is not None and not client.disabled and client.token_endpoint_auth_method in TLS_AUTH_METHODS:
-        return _tls_client(client, client_cert, ctx)
+        return await _tls_client(client, client_cert, ctx)
     if client is None or client.disabled or client.token_endpoint_auth_method != "none":
         raise _invalid(False, f"client {public_id[:64]!r} unknown, disabled or not public")
     return AuthenticatedClient(client, "none")
 
 
-def _tls_client(client: Client, client_cert: bytes | None, ctx: ClientAuthContext) -> AuthenticatedClient:
+async def _tls_client(client: Client, client_cert: bytes | None, ctx: ClientAuthContext) -> AuthenticatedClient:
     """RFC 8705 §2.1 (PKI) and §2.2 (self-signed): the TLS client certificate authenticates the client."""
     method = client.token_endpoint_auth_method
     if client_cert is None:
@@ -157,15 +160,27 @@ def _tls_client(client: Client, client_cert: bytes | None, ctx: ClientAuthContex
         return AuthenticatedClient(client, method)
     if not mtls.valid_at(cert, now, ctx.policy.leeway):
         raise _invalid(False, "self_signed_tls_client_auth: the certificate is expired or not yet valid")
-    jwks = client.jwks or {}
-    raw_keys = [k for k in jwks.get("keys", ()) if isinstance(k, Mapping)] if isinstance(jwks, Mapping) else []
+    # §2.2.2: the registered certificates are the client's ``jwks`` or the JWK Set at its ``jwks_uri``; as for
+    # private_key_jwt, a certificate no key matches refetches a jwks_uri once (the client may have rotated)
+    if _matches_registered_key(cert, await _client_jwks(client, ctx, force=False)):
+        return AuthenticatedClient(client, method)
+    if not client.jwks and client.jwks_uri and _matches_registered_key(
+            cert, await _client_jwks(client, ctx, force=True)):
+        return AuthenticatedClient(client, method)
+    raise _invalid(False, "self_signed_tls_client_auth: the certificate is not one of the registered keys")
+
+
+def _matches_registered_key(cert: x509.Certificate, jwks: object) -> bool:
+    """Whether ``cert`` is one of the JWK Set's certificates (``x5c``) or keys (RFC 8705 §2.2.2); a document that is
+    not a JWK Set matches nothing."""
+    if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
+        return False
+    raw_keys = [k for k in jwks["keys"] if isinstance(k, Mapping)]
     try:
-        keys = [k.key for k in jose.parse_jwks(jwks)] if jwks else []
+        keys = [k.key for k in jose.parse_jwks(jwks)]
     except jose.JoseError:
         keys = []
-    if not mtls.matches_registered_key(cert, raw_keys, keys):
-        raise _invalid(False, "self_signed_tls_client_auth: the certificate is not one of the registered keys")
-    return AuthenticatedClient(client, method)
+    return mtls.matches_registered_key(cert, raw_keys, keys)
 
 
 async def _secret(client_id: str, secret: str, method: AuthMethod, ctx: ClientAuthContext, *,
@@ -269,15 +284,22 @@ def _verify_assertion(assertion: str, keys: list[jose.PublicJwk], client_id: str
                            now=now, require=("exp", "iss", "sub", "aud", "jti"))
 
 
+async def load_client_jwks(client: Client, fetcher: JwksFetcher | None, *, force: bool) -> Mapping[str, Any]:
+    """The client's registered JWK Set as JSON: its ``jwks``, else the document at its ``jwks_uri`` fetched through
+    ``fetcher`` (cached; ``force`` refetches). ``LookupError`` when it registered none; ``OSError`` or
+    ``ValueError`` when the fetch fails."""
+    if client.jwks:
+        return client.jwks
+    if client.jwks_uri and fetcher is not None:
+        return await fetcher.fetch(client.jwks_uri, force=force)
+    raise LookupError("client has no registered keys")
+
+
 async def load_client_keys(client: Client, fetcher: JwksFetcher | None, *, force: bool) -> list[jose.PublicJwk]:
     """The client's registered public keys (``jwks``, else ``jwks_uri`` through ``fetcher``): what verifies its
     ``private_key_jwt`` assertions and its request objects (RFC 9101). ``LookupError`` when it registered none;
     ``jose.JoseError``, ``OSError`` or ``ValueError`` when they cannot be loaded."""
-    if client.jwks:
-        return jose.parse_jwks(client.jwks)
-    if client.jwks_uri and fetcher is not None:
-        return jose.parse_jwks(await fetcher.fetch(client.jwks_uri, force=force))
-    raise LookupError("client has no registered keys")
+    return jose.parse_jwks(await load_client_jwks(client, fetcher, force=force))
 
 
 async def _client_keys(client: Client, ctx: ClientAuthContext, *, force: bool) -> list[jose.PublicJwk]:
@@ -286,4 +308,15 @@ async def _client_keys(client: Client, ctx: ClientAuthContext, *, force: bool) -
     except LookupError as exc:
         raise _invalid(False, "client has no registered keys") from exc
     except (jose.JoseError, OSError, ValueError) as exc:
+        raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc
+
+
+async def _client_jwks(client: Client, ctx: ClientAuthContext, *, force: bool) -> Mapping[str, Any]:
+    """:func:`load_client_jwks` with the answers of :func:`_client_keys`: a JWKS that cannot be loaded is
+    ``invalid_client``, as it is for private_key_jwt."""
+    try:
+        return await load_client_jwks(client, ctx.jwks_fetcher, force=force)
+    except LookupError as exc:
+        raise _invalid(False, "client has no registered keys") from exc
+    except (OSError, ValueError) as exc:
         raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc
