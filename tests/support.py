@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -92,13 +93,15 @@ class LiveServer:
     admin_token: str
     log_path: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: how its HTTPS certificate is checked (httpx ``verify``): an SSLContext for a server with its own test CA
+    verify: ssl.SSLContext | bool = True
 
     @property
     def issuer(self) -> str:
         return self.env["OSTIARY_ISSUER"]
 
     def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url + "/admin/api", timeout=30,
+        return httpx.Client(base_url=self.base_url + "/admin/api", timeout=30, verify=self.verify,
                             headers={"Authorization": f"Bearer {self.admin_token}"})
 
     def create_client(self, **spec: Any) -> dict[str, Any]:

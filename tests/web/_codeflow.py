@@ -68,7 +68,8 @@ class Browser:
     http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.server.base_url, follow_redirects=False, timeout=30)
+        self.http = httpx.Client(base_url=self.server.base_url, follow_redirects=False, timeout=30,
+                                 verify=self.server.verify)
 
     def close(self) -> None:
         self.http.close()

@@ -35,7 +35,7 @@ from ostiary.resource import ClientCertificates, InvalidToken, TokenVerifier
 from ostiary.resource.starlette import BearerAuthMiddleware
 
 from ..support import BIN, LiveServer, base_env, free_port, ostiary
-from ._codeflow import REDIRECT, pkce
+from ._codeflow import REDIRECT, Browser, get_code, new_user, pkce
 
 API = "https://api.mtls.example"
 PROXY_HEADER = "X-Client-Cert"
@@ -152,10 +152,13 @@ def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         "OSTIARY_SERVER__TRUSTED_PROXIES": TRUSTED_PROXY,
         "OSTIARY_MTLS__CA_FILE": str(anchors),
         "OSTIARY_MTLS__PROXY_CERT_HEADER": PROXY_HEADER,
+        # dynamic registration (RFC 7591) with initial access tokens: the mTLS clients of RFC 8705 register too
+        "OSTIARY_REGISTRATION__POLICY": "initial_access_token",
+        "OSTIARY_REGISTRATION__AUDIENCES": API,
     })
     ostiary(["migrate"], env)
     log_path = tmp / "server.log"
-    srv = LiveServer(base_url=issuer, env=env, admin_token=admin_token, log_path=log_path)
+    srv = LiveServer(base_url=issuer, env=env, admin_token=admin_token, log_path=log_path, verify=_context(pki))
     with open(log_path, "ab") as log:
         srv.procs.append(subprocess.Popen([str(BIN / "ostiary"), "serve", "--port", str(port)], env=env,
                                           stdout=log, stderr=subprocess.STDOUT))
@@ -554,3 +557,117 @@ def test_an_unreadable_certificate_is_invalid_client_not_a_server_error(tls_serv
                            data={"grant_type": "client_credentials", "client_id": cid})
             assert r.status_code == 401, (cid, r.status_code, r.text)
             assert r.json()["error"] == "invalid_client"
+
+
+# -- dynamic client registration (RFC 7591 with RFC 8705 §2.1.2, §2.2.2, §3.4) -----------------------------------
+
+
+def _iat(srv: LiveServer, uses: int = 1) -> str:
+    out = json.loads(srv.cli("client", "registration-token", "create", "--json", "--uses", str(uses)).stdout)
+    return str(out["initial_access_token"])
+
+
+def _dynamic(srv: LiveServer, pki: Pki, token: str | None, **metadata: Any) -> httpx.Response:
+    body = {"client_name": "dynamic mtls", "redirect_uris": [REDIRECT], "grant_types": ["authorization_code"],
+            "response_types": ["code"], **metadata}
+    with _http(pki) as c:
+        return c.post(srv.base_url + "/register", json=body,
+                      headers={"Authorization": "Bearer " + token} if token else {})
+
+
+def _code_flow_token(srv: LiveServer, pki: Pki, client_id: str, cert: Issued | None) -> httpx.Response:
+    """A person signs in and consents; the client exchanges the code at /token over TLS with ``cert``."""
+    b = Browser(srv)
+    try:
+        code, verifier, _ = get_code(b, {"client_id": client_id}, new_user(srv))
+    finally:
+        b.close()
+    with _http(pki, cert) as c:
+        return c.post(srv.base_url + "/token", data={"grant_type": "authorization_code", "code": code,
+                                                     "redirect_uri": REDIRECT, "code_verifier": verifier,
+                                                     "client_id": client_id})
+
+
+def test_dynamic_registration_of_a_tls_client_auth_client(tls_server: LiveServer, pki: Pki) -> None:
+    r = _dynamic(tls_server, pki, _iat(tls_server), token_endpoint_auth_method="tls_client_auth",
+                 tls_client_auth_san_dns="billing.internal", tls_client_certificate_bound_access_tokens=True)
+    assert r.status_code == 201, r.text
+    reg = r.json()
+    assert reg["token_endpoint_auth_method"] == "tls_client_auth" and "client_secret" not in reg
+    assert reg["tls_client_auth_san_dns"] == "billing.internal"
+    assert reg["tls_client_certificate_bound_access_tokens"] is True
+    cid = reg["client_id"]
+    refused = _code_flow_token(tls_server, pki, cid, pki.other)  # same CA, not the registered SAN
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+    ok = _code_flow_token(tls_server, pki, cid, pki.good)
+    assert ok.status_code == 200, ok.text
+    assert _claims(ok.json()["access_token"])["cnf"] == {"x5t#S256": pki.good.thumbprint}
+
+    # RFC 7592: read shows the registration; an update replaces the certificate's name
+    auth = {"Authorization": "Bearer " + reg["registration_access_token"]}
+    with _http(pki) as c:
+        read = c.get(reg["registration_client_uri"], headers=auth).json()
+        assert read["tls_client_auth_san_dns"] == "billing.internal"
+        assert read["tls_client_certificate_bound_access_tokens"] is True
+        update = {"client_id": cid, "redirect_uris": [REDIRECT], "grant_types": ["authorization_code"],
+                  "token_endpoint_auth_method": "tls_client_auth",
+                  "tls_client_auth_subject_dn": "CN=reports,O=Ostiary Test"}
+        updated = c.put(reg["registration_client_uri"], headers=auth, json=update)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["tls_client_auth_subject_dn"] == "CN=reports,O=Ostiary Test"
+    assert "tls_client_auth_san_dns" not in updated.json()
+    assert updated.json()["tls_client_certificate_bound_access_tokens"] is False  # left out: the default
+    assert _code_flow_token(tls_server, pki, cid, pki.good).status_code == 401
+    now_ok = _code_flow_token(tls_server, pki, cid, pki.other)
+    assert now_ok.status_code == 200, now_ok.text
+    assert "cnf" not in _claims(now_ok.json()["access_token"])
+
+
+@pytest.mark.parametrize("where", ["jwks", "jwks_uri"])
+def test_dynamic_registration_of_a_self_signed_client(tls_server: LiveServer, pki: Pki, where: str,
+                                                      jwks_host: tuple[str, dict]) -> None:
+    uri, state = jwks_host
+    state["jwks"] = _self_signed_jwks(pki.self_signed)
+    keys = {"jwks": state["jwks"]} if where == "jwks" else {"jwks_uri": uri}
+    r = _dynamic(tls_server, pki, _iat(tls_server), token_endpoint_auth_method="self_signed_tls_client_auth",
+                 tls_client_certificate_bound_access_tokens=True, **keys)
+    assert r.status_code == 201, r.text
+    reg = r.json()
+    assert reg["token_endpoint_auth_method"] == "self_signed_tls_client_auth"
+    assert reg[where] == keys[where] and reg["tls_client_certificate_bound_access_tokens"] is True
+    refused = _code_flow_token(tls_server, pki, reg["client_id"], pki.self_signed_other)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+    ok = _code_flow_token(tls_server, pki, reg["client_id"], pki.self_signed)
+    assert ok.status_code == 200, ok.text
+    assert _claims(ok.json()["access_token"])["cnf"] == {"x5t#S256": pki.self_signed.thumbprint}
+
+
+@pytest.mark.parametrize("metadata, names", [
+    ({"token_endpoint_auth_method": "tls_client_auth"}, ["tls_client_auth_subject_dn", "tls_client_auth_san_dns"]),
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_subject_dn": "CN=billing,O=Ostiary Test",
+      "tls_client_auth_san_dns": "billing.internal"}, ["tls_client_auth_subject_dn", "tls_client_auth_san_dns"]),
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_subject_dn": "not a DN"},
+     ["tls_client_auth_subject_dn", "RFC 4514"]),
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_san_ip": "not-an-ip"},
+     ["tls_client_auth_san_ip"]),
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_san_dns": "billing.internal",
+      "tls_client_certificate_bound_access_tokens": "true"}, ["tls_client_certificate_bound_access_tokens"]),
+    ({"token_endpoint_auth_method": "self_signed_tls_client_auth"}, ["jwks", "jwks_uri"]),
+    ({"token_endpoint_auth_method": "self_signed_tls_client_auth", "jwks": {"keys": []},
+      "jwks_uri": "https://client.example/jwks.json"}, ["jwks", "jwks_uri"]),
+    ({"token_endpoint_auth_method": "client_secret_basic", "tls_client_auth_san_dns": "billing.internal"},
+     ["tls_client_auth_san_dns", "only for"]),
+    ({"token_endpoint_auth_method": "client_secret_basic", "jwks_uri": "https://client.example/jwks.json"},
+     ["private_key_jwt and self_signed_tls_client_auth"]),
+])
+def test_dynamic_registration_refuses_incomplete_mtls_metadata(tls_server: LiveServer, pki: Pki,
+                                                               metadata: dict[str, Any], names: list[str]) -> None:
+    token = _iat(tls_server)
+    r = _dynamic(tls_server, pki, token, **metadata)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata"
+    for name in names:
+        assert name in r.json()["error_description"], r.json()
+    # a refused registration does not spend the token (RFC 7591 §3: it registered nothing)
+    assert _dynamic(tls_server, pki, token, token_endpoint_auth_method="self_signed_tls_client_auth",
+                    jwks=_self_signed_jwks(pki.self_signed)).status_code == 201

@@ -196,6 +196,37 @@ def test_metadata_not_allowed_is_refused(open_server: LiveServer, change: dict[s
     assert r.json()["error"] == error
 
 
+@pytest.mark.parametrize("change, says", [
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_subject_dn": "CN=app,O=Example"},
+     "initial access token"),
+    ({"token_endpoint_auth_method": "self_signed_tls_client_auth",
+      "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                         "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}}, "initial access token"),
+    ({"tls_client_certificate_bound_access_tokens": True}, "initial access token"),
+    ({"tls_client_certificate_bound_access_tokens": "yes"}, "true or false"),
+])
+def test_open_registration_refuses_mtls_clients(open_server: LiveServer, change: dict[str, Any], says: str) -> None:
+    """RFC 8705 clients and certificate-bound tokens are for registrations an administrator allowed (an initial
+    access token); the open policy stays public clients only."""
+    r = register(open_server, agent_metadata(**change))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata" and says in r.json()["error_description"], r.json()
+
+
+def test_mtls_methods_need_a_server_that_receives_certificates(iat_server: LiveServer) -> None:
+    """Without a TLS listener asking for client certificates or a trusted proxy forwarding them, the mTLS methods
+    are not in the discovery document, and a registration asking for them is refused (RFC 7591 §3.2.2)."""
+    meta = httpx.get(iat_server.base_url + "/.well-known/oauth-authorization-server").json()
+    assert "tls_client_auth" not in meta["token_endpoint_auth_methods_supported"]
+    token = iat(iat_server, "--uses", "3")
+    for change in ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_san_dns": "app.example"},
+                   {"token_endpoint_auth_method": "client_secret_basic",
+                    "tls_client_certificate_bound_access_tokens": True}):
+        r = register(iat_server, agent_metadata(**change), token)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "invalid_client_metadata" and "not available" in r.json()["error_description"]
+
+
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
 def test_malformed_bodies_get_the_rfc_error(open_server: LiveServer, body: bytes) -> None:
     r = httpx.post(open_server.base_url + "/register", content=body, headers={"Content-Type": "application/json"})

@@ -13,7 +13,15 @@ Choices where the RFCs leave room:
   and the read and update responses carry the token the request presented (RFC 7592 §3);
 * a client secret is shown once, at registration; read and update responses omit it (it is stored hashed);
 * under the ``open`` policy ``token_endpoint_auth_method`` defaults to ``none`` (only public clients may
-  register there), under ``initial_access_token`` to ``client_secret_basic`` (RFC 7591 §2).
+  register there), under ``initial_access_token`` to ``client_secret_basic`` (RFC 7591 §2);
+* with an initial access token a client may choose ``none``, ``client_secret_basic``, ``client_secret_post``,
+  ``private_key_jwt`` (with ``jwks`` or ``jwks_uri``), ``tls_client_auth`` (with exactly one of
+  ``tls_client_auth_subject_dn``, ``_san_dns``, ``_san_uri``, ``_san_ip``, ``_san_email``; RFC 8705 §2.1.2) or
+  ``self_signed_tls_client_auth`` (with ``jwks`` or ``jwks_uri`` holding its certificates; RFC 8705 §2.2.2),
+  and ``tls_client_certificate_bound_access_tokens`` (RFC 8705 §3.4); the two mTLS methods only where the
+  server's discovery document lists them (client certificates reach it; trust anchors for ``tls_client_auth``),
+  certificate-bound tokens only where client certificates reach it;
+* ``jwks`` and ``jwks_uri`` are refused together, and for methods that use no keys (RFC 7591 §2).
 """
 
 from __future__ import annotations
@@ -42,7 +50,13 @@ RAT_PREFIX = "ost_rat_"
 #: the grants a client that registers itself may use (RFC 7591 §2 ``grant_types``)
 DYNAMIC_GRANTS = frozenset({"authorization_code", "refresh_token"})
 PUBLIC_METHODS = ("none",)
-CONFIDENTIAL_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+CONFIDENTIAL_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth",
+                        "self_signed_tls_client_auth")
+#: RFC 8705 §2.1.2: a tls_client_auth client names its certificate by exactly one of these
+TLS_NAME_FIELDS = ("tls_client_auth_subject_dn", "tls_client_auth_san_dns", "tls_client_auth_san_uri",
+                   "tls_client_auth_san_ip", "tls_client_auth_san_email")
+#: the methods that take the client's keys (jwks or jwks_uri): its assertions' keys, or its certificates
+KEYED_METHODS = ("private_key_jwt", "self_signed_tls_client_auth")
 #: fields the server sets; a client may not send them in an update (RFC 7592 §2.2)
 SERVER_FIELDS = ("registration_access_token", "registration_client_uri", "client_secret_expires_at",
                  "client_id_issued_at")
@@ -60,6 +74,10 @@ class RegistrationPolicy:
     scopes: frozenset[str]
     #: the audiences (RFC 8707 resources) every registered client is given
     audiences: tuple[str, ...] = ()
+    #: the RFC 8705 client authentication methods this server can check (what its discovery document lists):
+    #: none without client certificates; ``self_signed_tls_client_auth`` when certificates reach it, and
+    #: ``tls_client_auth`` besides when trust anchors are configured
+    mtls_methods: frozenset[str] = frozenset()
 
 
 def _unauthorized(description: str) -> InvalidToken:
@@ -259,6 +277,26 @@ class RegistrationService:
         if method != "none" and not privileged:
             raise InvalidClientMetadata("only public clients (token_endpoint_auth_method none) may register without "
                                         "an initial access token")
+        if method in ("tls_client_auth", "self_signed_tls_client_auth") and method not in self.policy.mtls_methods:
+            raise InvalidClientMetadata(f"token_endpoint_auth_method {method} is not available: this server "
+                                        "receives no client certificates or has no trust anchors (RFC 8705 §2)")
+        tls_names = {name: value for name in TLS_NAME_FIELDS if (value := _string(meta, name)) is not None}
+        if method == "tls_client_auth" and len(tls_names) != 1:
+            raise InvalidClientMetadata("tls_client_auth needs exactly one of " + ", ".join(TLS_NAME_FIELDS)
+                                        + " (RFC 8705 §2.1.2)"
+                                        + (f"; got {', '.join(tls_names)}" if tls_names else ""))
+        if method != "tls_client_auth" and tls_names:
+            raise InvalidClientMetadata(f"{', '.join(tls_names)}: only for token_endpoint_auth_method "
+                                        "tls_client_auth (RFC 8705 §2.1.2)")
+        cert_bound = meta.get("tls_client_certificate_bound_access_tokens", False)
+        if not isinstance(cert_bound, bool):
+            raise InvalidClientMetadata("tls_client_certificate_bound_access_tokens must be true or false "
+                                        "(RFC 8705 §3.4)")
+        if cert_bound and not privileged:
+            raise InvalidClientMetadata("tls_client_certificate_bound_access_tokens needs an initial access token")
+        if cert_bound and not self.policy.mtls_methods:
+            raise InvalidClientMetadata("tls_client_certificate_bound_access_tokens is not available: this server "
+                                        "receives no client certificates (RFC 8705 §3)")
         scope = meta.get("scope")
         if scope is not None and (not isinstance(scope, str) or len(scope) > 2000):
             raise InvalidClientMetadata("scope must be a space-separated string")
@@ -271,8 +309,12 @@ class RegistrationService:
         jwks_uri = _string(meta, "jwks_uri")
         if jwks is not None and jwks_uri is not None:
             raise InvalidClientMetadata("jwks and jwks_uri must not both be present (RFC 7591 §2)")
-        if (jwks is not None or jwks_uri is not None) and method != "private_key_jwt":
-            raise InvalidClientMetadata("jwks and jwks_uri are only for private_key_jwt")
+        if (jwks is not None or jwks_uri is not None) and method not in KEYED_METHODS:
+            raise InvalidClientMetadata("jwks and jwks_uri are only for private_key_jwt and "
+                                        "self_signed_tls_client_auth")
+        if method == "self_signed_tls_client_auth" and jwks is None and jwks_uri is None:
+            raise InvalidClientMetadata("self_signed_tls_client_auth needs jwks or jwks_uri: the client's "
+                                        "certificates as x5c, or their keys (RFC 8705 §2.2.2)")
         if jwks is not None and not isinstance(jwks, dict):
             raise InvalidClientMetadata("jwks must be a JSON object (a JWK Set)")
         logo_uri = _web_uri(meta, "logo_uri")
@@ -295,7 +337,8 @@ class RegistrationService:
                 grant_types=grants, scopes=sorted(scopes), audiences=list(self.policy.audiences),
                 redirect_uris=redirect_uris, jwks=jwks,
                 jwks_uri=jwks_uri, id_token_signed_response_alg=alg, dpop_bound_access_tokens=dpop_bound,
-                require_pushed_authorization_requests=par_only)
+                require_pushed_authorization_requests=par_only, **tls_names,
+                tls_client_certificate_bound_access_tokens=cert_bound)
             client, secret = self.admin.new_client(spec)
         except ValidationError as exc:
             raise InvalidClientMetadata("; ".join(e["msg"] for e in exc.errors())[:300]) from None
@@ -320,6 +363,8 @@ class RegistrationService:
             "id_token_signed_response_alg": c.id_token_signed_response_alg,
             "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
             "require_pushed_authorization_requests": c.require_pushed_authorization_requests,
+            **c.tls_client_auth.as_dict(),  # RFC 8705 §2.1.2
+            "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,  # §3.4
             "registration_access_token": rat,
             "registration_client_uri": f"{self.admin.policy.registration_endpoint}/{c.client_id}",
         }

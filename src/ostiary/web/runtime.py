@@ -124,15 +124,17 @@ class Runtime:
         self.introspection = IntrospectionEndpoint(self.ctx)
         self.revocation = RevocationEndpoint(self.ctx)
         self.flows = Pages(settings, self.ctx, self.limiter)
-        self.registration = RegistrationService(
-            self.store, AdminService(self.store, self.policy, self.clock, self.secret_hash_key, self.kek),
-            RegistrationPolicy(settings.registration.policy, frozenset(settings.registration.scopes),
-                               tuple(settings.registration.audiences)),
-            self.clock, self.audit, self.secret_hash_key)
         # RFC 8705: certificates reach us from our own TLS listener or from a trusted proxy's header
         mtls = bool(settings.server.tls_client_ca_file
                     or (settings.mtls.proxy_cert_header and settings.server.trusted_proxies))
         self.metadata = server_metadata(self.policy, self.grants, mtls=mtls, tls_client_auth=bool(anchors))
+        mtls_methods = frozenset(m for m in ("tls_client_auth", "self_signed_tls_client_auth")
+                                 if m in self.metadata["token_endpoint_auth_methods_supported"])
+        self.registration = RegistrationService(
+            self.store, AdminService(self.store, self.policy, self.clock, self.secret_hash_key, self.kek),
+            RegistrationPolicy(settings.registration.policy, frozenset(settings.registration.scopes),
+                               tuple(settings.registration.audiences), mtls_methods=mtls_methods),
+            self.clock, self.audit, self.secret_hash_key)
         self.device = device_endpoints(self.ctx, settings)
         self.metadata_bytes = orjson.dumps(self.metadata)
         self._tasks: list[asyncio.Task[None]] = []
