@@ -196,3 +196,24 @@ async def test_userinfo_answers_a_dpop_request_with_a_dpop_challenge_when_the_ce
     assert challenge.startswith('DPoP error="invalid_token"') and 'algs="' in challenge, challenge
     proof = key.proof(url, "GET", access_token=t.access_token, iat=int(NOW.timestamp()))
     assert (await userinfo.handle("DPoP " + t.access_token, client_cert=own, dpop=proof))["sub"]
+
+
+def test_discovery_lists_the_mtls_methods_only_when_certificates_can_arrive() -> None:
+    """RFC 8705 §2.1, §2.2, §3.3 in RFC 8414 metadata: the two methods and certificate-bound tokens only when
+    client certificates reach the server (``tls_client_auth`` besides only with trust anchors); one listener
+    serves every endpoint, so never ``mtls_endpoint_aliases`` (§5). FAPI 2.0 mode keeps the mTLS methods."""
+    from ostiary.core.endpoints.metadata import server_metadata
+    from ostiary.core.policy import ServerPolicy
+
+    tls = {"tls_client_auth", "self_signed_tls_client_auth"}
+    policy = ServerPolicy(issuer="https://login.example.com")
+    off = server_metadata(policy, default_grants())
+    assert not tls & set(off["token_endpoint_auth_methods_supported"])
+    assert "tls_client_certificate_bound_access_tokens" not in off and "mtls_endpoint_aliases" not in off
+    self_signed_only = server_metadata(policy, default_grants(), mtls=True)
+    assert tls & set(self_signed_only["token_endpoint_auth_methods_supported"]) == {"self_signed_tls_client_auth"}
+    on = server_metadata(policy, default_grants(), mtls=True, tls_client_auth=True)
+    assert tls <= set(on["token_endpoint_auth_methods_supported"])
+    assert on["tls_client_certificate_bound_access_tokens"] is True and "mtls_endpoint_aliases" not in on
+    fapi2 = server_metadata(replace(policy, profile="fapi2"), default_grants(), mtls=True, tls_client_auth=True)
+    assert set(fapi2["token_endpoint_auth_methods_supported"]) == {"private_key_jwt", *tls}

@@ -81,6 +81,17 @@ def test_bad_metadata_is_refused_when_built(resource: str, servers: list[str]) -
         ProtectedResourceMetadata(resource, servers)
 
 
+def test_certificate_bound_tokens_are_advertised_when_asked_for(issuer: StandInIssuer) -> None:
+    """RFC 9728 §2 ``tls_client_certificate_bound_access_tokens``: left out unless the API says it receives client
+    certificates; a reserved member, not one for ``extra``."""
+    plain = ProtectedResourceMetadata(AUDIENCE, [issuer.url])
+    assert "tls_client_certificate_bound_access_tokens" not in plain.document()
+    bound = ProtectedResourceMetadata(AUDIENCE, [issuer.url], tls_client_certificate_bound_access_tokens=True)
+    assert bound.document()["tls_client_certificate_bound_access_tokens"] is True
+    with pytest.raises(ValueError, match="tls_client_certificate_bound_access_tokens"):
+        ProtectedResourceMetadata(AUDIENCE, [issuer.url], extra={"tls_client_certificate_bound_access_tokens": True})
+
+
 # -- Starlette -----------------------------------------------------------------------------------
 
 

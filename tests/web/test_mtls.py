@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ostiary.core import jose
-from ostiary.resource import ClientCertificates, InvalidToken, TokenVerifier
+from ostiary.resource import ClientCertificates, InvalidToken, ProtectedResourceMetadata, TokenVerifier
 from ostiary.resource.starlette import BearerAuthMiddleware
 
 from ..support import BIN, LiveServer, base_env, free_port, ostiary
@@ -478,6 +478,22 @@ async def test_resource_middleware_proxy_header(verifier: TokenVerifier, bound_t
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
             r = await c.get("/whoami", headers=header)
         assert r.status_code == status, r.text
+
+
+async def test_resource_metadata_says_it_takes_certificate_bound_tokens(verifier: TokenVerifier, bound_token: str,
+                                                                       pki: Pki) -> None:
+    """RFC 9728 §2: an API that receives client certificates (here from a trusted proxy) says it accepts
+    certificate-bound tokens, and does: the bound token with its certificate passes, without it it does not."""
+    metadata = ProtectedResourceMetadata(API, [verifier.issuer], tls_client_certificate_bound_access_tokens=True)
+    app = Starlette(routes=[Route("/whoami", lambda r: JSONResponse({"sub": r.state.access_token.subject}))])
+    app.add_middleware(BearerAuthMiddleware, verifier=verifier, metadata=metadata,
+                       certificates=ClientCertificates(header=PROXY_HEADER, trusted_proxies=["127.0.0.0/8"]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=API) as c:
+        doc = (await c.get("/.well-known/oauth-protected-resource")).json()
+        assert doc["tls_client_certificate_bound_access_tokens"] is True
+        auth = {"Authorization": f"Bearer {bound_token}"}
+        assert (await c.get("/whoami", headers={**auth, PROXY_HEADER: quote(pki.good.pem)})).status_code == 200
+        assert (await c.get("/whoami", headers=auth)).status_code == 401
 
 
 def test_an_unbound_token_needs_no_certificate(tls_server: LiveServer, pki: Pki, verifier: TokenVerifier) -> None:

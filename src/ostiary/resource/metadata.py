@@ -45,6 +45,10 @@ class ProtectedResourceMetadata:
     ``dpop_signing_alg_values_supported`` and ``dpop_bound_access_tokens_required`` (RFC 9728 §2, RFC 9449):
     the proof algorithms the API accepts and whether it refuses tokens that are not DPoP-bound; pass
     ``DpopPolicy.algorithms`` and ``DpopPolicy.required`` (:meth:`with_dpop` does).
+    ``tls_client_certificate_bound_access_tokens`` (RFC 9728 §2, RFC 8705 §3): the API accepts certificate-bound
+    tokens. The toolkit's verifier always checks the binding (a token with ``cnf.x5t#S256`` needs the request's
+    client certificate); set this when client certificates reach the API (its TLS server asks for them, or a
+    trusted proxy forwards them: ``ClientCertificates(header=..., trusted_proxies=...)``).
     """
 
     resource: str
@@ -55,6 +59,7 @@ class ProtectedResourceMetadata:
     extra: Mapping[str, Any] = field(default_factory=dict)
     dpop_signing_alg_values_supported: Sequence[str] = ()
     dpop_bound_access_tokens_required: bool = False
+    tls_client_certificate_bound_access_tokens: bool = False
 
     def with_dpop(self, policy: Any) -> ProtectedResourceMetadata:
         """A copy advertising ``policy`` (a :class:`~ostiary.resource.dpop.DpopPolicy`): its algorithms, and
@@ -77,7 +82,8 @@ class ProtectedResourceMetadata:
             raise ValueError("dpop_bound_access_tokens_required needs dpop_signing_alg_values_supported")
         reserved = {"resource", "authorization_servers", "scopes_supported", "bearer_methods_supported",
                     "resource_name", "resource_documentation", "dpop_signing_alg_values_supported",
-                    "dpop_bound_access_tokens_required"} & set(self.extra)
+                    "dpop_bound_access_tokens_required", "tls_client_certificate_bound_access_tokens"
+                    } & set(self.extra)
         if reserved:
             raise ValueError(f"set {sorted(reserved)} with their own arguments, not in extra")
 
@@ -115,6 +121,8 @@ class ProtectedResourceMetadata:
             doc["dpop_signing_alg_values_supported"] = list(self.dpop_signing_alg_values_supported)
         if self.dpop_bound_access_tokens_required:
             doc["dpop_bound_access_tokens_required"] = True
+        if self.tls_client_certificate_bound_access_tokens:
+            doc["tls_client_certificate_bound_access_tokens"] = True
         doc.update(self.extra)
         return doc
 
