@@ -217,3 +217,31 @@ def test_discovery_lists_the_mtls_methods_only_when_certificates_can_arrive() ->
     assert on["tls_client_certificate_bound_access_tokens"] is True and "mtls_endpoint_aliases" not in on
     fapi2 = server_metadata(replace(policy, profile="fapi2"), default_grants(), mtls=True, tls_client_auth=True)
     assert set(fapi2["token_endpoint_auth_methods_supported"]) == {"private_key_jwt", *tls}
+
+
+async def test_dynamic_mtls_registration_keeps_the_fapi2_rules(engine) -> None:  # type: ignore[no-untyped-def]
+    """FAPI 2.0 mode: an mTLS client that registers itself (RFC 7591 with RFC 8705) gets the same rules as one an
+    administrator creates: its ID tokens are not RS256 by default, and asking for RS256 is refused."""
+    from ostiary.admin.registration import RegistrationPolicy, RegistrationService, create_initial_access_token
+    from ostiary.admin.service import AdminService
+    from ostiary.core.errors import InvalidClientMetadata
+
+    policy = replace(engine.policy, profile="fapi2")
+    admin = AdminService(engine.store, policy, engine.clock, engine.hash_key, engine.kek)
+    service = RegistrationService(
+        engine.store, admin, RegistrationPolicy("initial_access_token", frozenset({"openid"}),
+                                                mtls_methods=frozenset({"tls_client_auth"})),
+        engine.clock, engine.audit, engine.hash_key)
+    token, _, _ = await create_initial_access_token(engine.store, engine.clock, engine.hash_key, uses=2,
+                                                    expires_in=3600)
+    meta = {"redirect_uris": ["https://app.example.com/cb"], "token_endpoint_auth_method": "tls_client_auth",
+            "tls_client_auth_subject_dn": "CN=app,O=Ex", "tls_client_certificate_bound_access_tokens": True}
+    reg = await service.register(meta, "Bearer " + token, None)
+    assert reg["id_token_signed_response_alg"] == policy.access_token_alg != "RS256"
+    assert reg["tls_client_auth_subject_dn"] == "CN=app,O=Ex" and reg["tls_client_certificate_bound_access_tokens"]
+    with pytest.raises(InvalidClientMetadata, match="FAPI 2.0"):
+        await service.register({**meta, "id_token_signed_response_alg": "RS256"}, "Bearer " + token, None)
+    with pytest.raises(InvalidClientMetadata, match="not available"):  # only the methods discovery lists
+        await service.register({**meta, "token_endpoint_auth_method": "self_signed_tls_client_auth",
+                                "tls_client_auth_subject_dn": None, "jwks_uri": "https://app.example.com/jwks"},
+                               "Bearer " + token, None)
