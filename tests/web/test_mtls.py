@@ -155,6 +155,7 @@ def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         # dynamic registration (RFC 7591) with initial access tokens: the mTLS clients of RFC 8705 register too
         "OSTIARY_REGISTRATION__POLICY": "initial_access_token",
         "OSTIARY_REGISTRATION__AUDIENCES": API,
+        "OSTIARY_REGISTRATION__PER_IP": "1000",  # refused registrations count toward the per-address limit
     })
     ostiary(["migrate"], env)
     log_path = tmp / "server.log"
@@ -666,6 +667,8 @@ def test_dynamic_registration_of_a_self_signed_client(tls_server: LiveServer, pk
      ["tls_client_auth_subject_dn", "RFC 4514"]),
     ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_san_ip": "not-an-ip"},
      ["tls_client_auth_san_ip"]),
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_san_dns": "a" * 300},
+     ["tls_client_auth_san_dns", "253"]),
     ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_san_dns": "billing.internal",
       "tls_client_certificate_bound_access_tokens": "true"}, ["tls_client_certificate_bound_access_tokens"]),
     ({"token_endpoint_auth_method": "self_signed_tls_client_auth"}, ["jwks", "jwks_uri"]),

@@ -341,7 +341,10 @@ class RegistrationService:
                 tls_client_certificate_bound_access_tokens=cert_bound)
             client, secret = self.admin.new_client(spec)
         except ValidationError as exc:
-            raise InvalidClientMetadata("; ".join(e["msg"] for e in exc.errors())[:300]) from None
+            # a field's own check names the field (an overlong tls_client_auth_san_dns, say); the cross-field
+            # checks name theirs in the message
+            raise InvalidClientMetadata("; ".join(
+                (f"{e['loc'][0]}: " if e["loc"] else "") + e["msg"] for e in exc.errors())[:300]) from None
         except AdminError as exc:
             raise InvalidClientMetadata(str(exc)[:300]) from None
         rat = new_token(32, RAT_PREFIX)
