@@ -105,6 +105,33 @@ def test_jwks_uri_is_fetched_and_refetched_on_an_unknown_kid(server: LiveServer,
     assert state["hits"] >= 2
 
 
+def test_jwks_and_jwks_uri_are_alternatives(server: LiveServer, key: ECKey, jwks_host) -> None:
+    """RFC 7591 §2: jwks and jwks_uri MUST NOT both be present. The admin API took both, used the jwks and never
+    fetched the URI; now it refuses the pair, and an update that sets one replaces the other."""
+    uri, state = jwks_host
+    with server.admin() as admin:
+        r = admin.post("/clients", json={"name": "both", "audiences": [API], "jwks_uri": uri,
+                                         "token_endpoint_auth_method": "private_key_jwt",
+                                         "jwks": {"keys": [key.as_dict(private=False)]}})
+        assert r.status_code == 422, r.text
+        assert "jwks" in r.text and "jwks-uri" in r.text
+        cid = _register(server, key)
+        rotated = ECKey.generate_key("P-256", parameters={"kid": "at-uri-" + secrets.token_hex(3)})
+        state["jwks"] = {"keys": [rotated.as_dict(private=False)]}
+        r = admin.patch(f"/clients/{cid}", json={"jwks_uri": uri})  # the URI replaces the registered keys
+        assert r.status_code == 200, r.text
+        assert r.json()["jwks_uri"] == uri and r.json()["has_jwks"] is False
+        assert _post(server, _assertion(rotated, cid, server.issuer)).status_code == 200
+        assert _post(server, _assertion(key, cid, server.issuer)).status_code == 401
+        r = admin.patch(f"/clients/{cid}", json={"jwks": {"keys": [key.as_dict(private=False)]}})  # and back
+        assert r.status_code == 200, r.text
+        assert r.json()["jwks_uri"] is None and r.json()["has_jwks"] is True
+        assert _post(server, _assertion(key, cid, server.issuer)).status_code == 200
+        assert _post(server, _assertion(rotated, cid, server.issuer)).status_code == 401
+        r = admin.patch(f"/clients/{cid}", json={"jwks_uri": uri, "jwks": {"keys": [key.as_dict(private=False)]}})
+        assert r.status_code == 422, r.text
+
+
 @pytest.mark.parametrize("claim", ["exp", "iat"])
 def test_a_time_beyond_64_bits_is_invalid_client_not_a_500(server: LiveServer, key: ECKey, claim: str) -> None:
     """A client's own key signs ``exp`` = 10**400: json.loads reads it, and the float arithmetic of the time

@@ -199,6 +199,9 @@ class ClientCreate(BaseModel):
             # answer invalid_target on every request.
             raise ValueError("a client_credentials client needs the audience its tokens are for: "
                              "--audience https://api.example.com (admin API: audiences)")
+        if self.jwks is not None and self.jwks_uri is not None:
+            # RFC 7591 §2: MUST NOT both be present (with both, jwks won and the URI was never fetched)
+            raise ValueError("--jwks and --jwks-uri are alternatives: give one (admin API: jwks or jwks_uri)")
         if method == "private_key_jwt" and not (self.jwks or self.jwks_uri):
             raise ValueError("private_key_jwt needs --jwks or --jwks-uri")
         _check_tls_client_auth(method, self.tls_name())
@@ -434,6 +437,10 @@ class AdminService:
             "dpop_bound_access_tokens": current.dpop_bound_access_tokens,
             "dpop_require_nonce": current.dpop_require_nonce,
         }
+        if changes.jwks is not None or (merged["jwks"] and merged["jwks_uri"] and changes.jwks_uri is None):
+            merged["jwks_uri"] = None  # new keys replace the URI (and a client stored with both used its jwks)
+        elif changes.jwks_uri is not None:
+            merged["jwks"] = None  # a URI replaces the keys
         merged.update(changes.model_dump(exclude_none=True, exclude={"disabled"}))
         spec = ClientCreate.model_validate(merged)  # the same rules as at creation
         check_admin_rules(spec, self.policy.issuer)
