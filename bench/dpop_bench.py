@@ -249,7 +249,7 @@ def write(results: dict[tuple[str, bool], list[dict[str, float]]], args: argpars
         print(text)
         return
     path = Path(args.output)
-    old = path.read_text()
+    old = path.read_text() if path.exists() else ""
     start = old.find("## DPoP (issue 12)")
     if start >= 0:
         end = old.find("\n## ", start + 1)

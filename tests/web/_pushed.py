@@ -65,6 +65,21 @@ def push(server: LiveServer, form: dict[str, str], **kw: Any) -> httpx.Response:
     return httpx.post(server.base_url + "/par", data=form, **kw)
 
 
+def assert_request_object_refused(server: LiveServer, client: dict[str, Any], token: str, redirect_uri: str) -> None:
+    """RFC 9101 §6.3: ``invalid_request_object`` at /par (400) and at /authorize, redirected to the registered
+    ``redirect_uri`` with the outer ``state`` and no code."""
+    r = push(server, {"client_id": client["client_id"], "request": token},
+             auth=(client["client_id"], client["client_secret"]))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request_object", r.text
+    with Browser(server).http as http:
+        r = http.get("/authorize", params={"client_id": client["client_id"], "request": token,
+                                           "redirect_uri": redirect_uri, "state": "outer"})
+    assert r.status_code == 302, r.text[:300]
+    q = query(r.headers["location"])
+    assert q["error"] == "invalid_request_object" and q["state"] == "outer" and "code" not in q, q
+
+
 def pushed_uri(server: LiveServer, client: dict[str, Any], key: ECKey, params: dict[str, str]) -> str:
     r = push(server, {**params, "client_id": client["client_id"], **assertion(server, key, client["client_id"])})
     assert r.status_code == 201, r.text

@@ -23,8 +23,8 @@ from ostiary._json import loads
 from ostiary.core import jose
 
 from ..support import LiveServer
-from ._codeflow import Browser, auth_params, pkce, query
-from ._pushed import keyed_client, new_key, push
+from ._codeflow import auth_params, pkce
+from ._pushed import assert_request_object_refused, keyed_client, new_key
 
 API = "https://api.example.com"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -121,12 +121,4 @@ def test_request_objects_at_par_and_authorize(server: LiveServer) -> None:
     client = keyed_client(server, new_key(), token_endpoint_auth_method="client_secret_basic")
     params = auth_params(client, pkce()[1])
     for token in (deep_header(), deep_claims({"alg": "ES256", "typ": "oauth-authz-req+jwt"})):
-        r = push(server, {"client_id": client["client_id"], "request": token},
-                 auth=(client["client_id"], client["client_secret"]))
-        assert r.status_code == 400, r.text
-        assert r.json()["error"] == "invalid_request_object", r.text
-        with Browser(server).http as http:
-            r = http.get("/authorize", params={"client_id": client["client_id"], "request": token,
-                                               "redirect_uri": params["redirect_uri"], "state": "outer"})
-        assert r.status_code == 302, r.text[:300]
-        assert query(r.headers["location"])["error"] == "invalid_request_object"
+        assert_request_object_refused(server, client, token, params["redirect_uri"])

@@ -25,20 +25,7 @@ from ostiary.store.sql import tables as t
 from ..conftest import db_url_for
 from ..support import LiveServer, start_server
 from ._codeflow import REDIRECT, Browser, auth_params, exchange, forms, new_user, pkce, query, refresh
-
-MCP = "https://mcp.example.com/mcp"
-OPEN_ENV = {"OSTIARY_REGISTRATION__POLICY": "open", "OSTIARY_REGISTRATION__PER_IP": "1000",
-            "OSTIARY_REGISTRATION__SCOPES": "openid profile email offline_access",
-            "OSTIARY_REGISTRATION__AUDIENCES": MCP}
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def open_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                pg_url_factory: object) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp(f"register-open-{request.param}")
-    srv = start_server(db_url_for(request.param, tmp, pg_url_factory), tmp, extra_env=OPEN_ENV)
-    yield srv
-    srv.stop()
+from .conftest import MCP, OPEN_ENV
 
 
 @pytest.fixture(scope="module")

@@ -8,29 +8,20 @@ admin API's 422 for an invalid field value.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jwt as pyjwt
 import pytest
 
-from ..conftest import db_url_for
-from ..support import LiveServer, start_server
-from ._codeflow import Browser, auth_params, pkce, query
-from ._pushed import keyed_client, new_key, push
-from .test_registration import OPEN_ENV, agent_metadata
+from ..support import LiveServer
+from ._codeflow import auth_params, pkce
+from ._pushed import assert_request_object_refused, keyed_client, new_key, push
+from .test_registration import agent_metadata
 
 VALUES = {"nul": "a\x00b", "surrogate": "a\ud800b"}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def open_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                pg_url_factory: object) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp(f"text-values-{request.param}")
-    srv = start_server(db_url_for(request.param, tmp, pg_url_factory), tmp, extra_env=OPEN_ENV)
-    yield srv
-    srv.stop()
 
 
 def _request_object(server: LiveServer, key: Any, client_id: str, params: dict[str, Any]) -> str:
@@ -53,16 +44,7 @@ def test_request_objects(open_server: LiveServer, where: str, value: str) -> Non
     else:
         params[where] = value
     token = _request_object(server, key, client["client_id"], params)
-    r = push(server, {"client_id": client["client_id"], "request": token},
-             auth=(client["client_id"], client["client_secret"]))
-    assert r.status_code == 400, r.text
-    assert r.json()["error"] == "invalid_request_object", r.text
-    with Browser(server).http as http:
-        r = http.get("/authorize", params={"client_id": client["client_id"], "request": token,
-                                           "redirect_uri": params["redirect_uri"], "state": "outer"})
-    assert r.status_code == 302, r.text[:300]
-    q = query(r.headers["location"])
-    assert q["error"] == "invalid_request_object" and q["state"] == "outer", q
+    assert_request_object_refused(server, client, token, params["redirect_uri"])
 
 
 def test_request_objects_still_carry_any_other_text(open_server: LiveServer) -> None:
