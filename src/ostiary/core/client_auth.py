@@ -302,21 +302,21 @@ async def load_client_keys(client: Client, fetcher: JwksFetcher | None, *, force
     return jose.parse_jwks(await load_client_jwks(client, fetcher, force=force))
 
 
-async def _client_keys(client: Client, ctx: ClientAuthContext, *, force: bool) -> list[jose.PublicJwk]:
-    try:
-        return await load_client_keys(client, ctx.jwks_fetcher, force=force)
-    except LookupError as exc:
-        raise _invalid(False, "client has no registered keys") from exc
-    except (jose.JoseError, OSError, ValueError) as exc:
-        raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc
-
-
 async def _client_jwks(client: Client, ctx: ClientAuthContext, *, force: bool) -> Mapping[str, Any]:
-    """:func:`load_client_jwks` with the answers of :func:`_client_keys`: a JWKS that cannot be loaded is
-    ``invalid_client``, as it is for private_key_jwt."""
+    """:func:`load_client_jwks` for client authentication: no registered keys, or a JWKS that cannot be loaded,
+    is ``invalid_client`` (private_key_jwt and self_signed_tls_client_auth alike)."""
     try:
         return await load_client_jwks(client, ctx.jwks_fetcher, force=force)
     except LookupError as exc:
         raise _invalid(False, "client has no registered keys") from exc
     except (OSError, ValueError) as exc:
+        raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc
+
+
+async def _client_keys(client: Client, ctx: ClientAuthContext, *, force: bool) -> list[jose.PublicJwk]:
+    """The keys of :func:`_client_jwks`; a document that is not a JWK Set is ``invalid_client`` too."""
+    jwks = await _client_jwks(client, ctx, force=force)
+    try:
+        return jose.parse_jwks(jwks)
+    except (jose.JoseError, ValueError) as exc:
         raise _invalid(False, f"cannot load the client's JWKS: {type(exc).__name__}") from exc
