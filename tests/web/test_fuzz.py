@@ -13,7 +13,8 @@ import json
 import re
 import socket
 from collections.abc import Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, TypeVar
 from urllib.parse import quote_plus, urlencode
 
 import httpx
@@ -67,13 +68,23 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     # failed authentications would lock the fuzzed client out after 10 tries; keep the deeper paths reachable
     srv = start_server(f"sqlite+aiosqlite:///{tmp / 'fuzz.db'}", tmp,
                        extra_env={"OSTIARY_RATE_LIMITS__FAILED_AUTH_MAX": "1000000"})
-    t = Target(srv)
-    try:
+    with serving(Target(srv)) as t:
         yield t
+
+
+T = TypeVar("T", bound="Target")
+
+
+@contextmanager
+def serving(target: T) -> Iterator[T]:
+    """``target`` for a module's tests; then its HTTP client closed, its server stopped, and no traceback in the
+    server's log."""
+    try:
+        yield target
     finally:
-        t.http.close()
-        srv.stop()
-    assert "Traceback" not in srv.log()
+        target.http.close()
+        target.server.stop()
+    assert "Traceback" not in target.server.log()
 
 
 # ---------------------------------------------------------------- strategies
@@ -436,13 +447,8 @@ def pg_browser_target(tmp_path_factory: pytest.TempPathFactory, pg_url_factory: 
     tmp = tmp_path_factory.mktemp("fuzz-pg")
     srv = start_server(db_url_for("postgres", tmp, pg_url_factory), tmp,
                        extra_env={"OSTIARY_RATE_LIMITS__FAILED_AUTH_MAX": "1000000"})
-    t = Target(srv)
-    try:
+    with serving(Target(srv)) as t:
         yield _signed_in(t)
-    finally:
-        t.http.close()
-        srv.stop()
-    assert "Traceback" not in srv.log()
 
 
 def _signed_in(target: Target) -> Target:

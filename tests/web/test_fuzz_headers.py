@@ -35,7 +35,18 @@ from joserfc import jws
 from joserfc.jwk import ECKey
 
 from ..support import LiveServer, start_server
-from .test_fuzz import ASCII, B64URL, FUZZ, Target, any_requests, any_text, b64url, header_text, json_value
+from .test_fuzz import (
+    ASCII,
+    B64URL,
+    FUZZ,
+    Target,
+    any_requests,
+    any_text,
+    b64url,
+    header_text,
+    json_value,
+    serving,
+)
 
 CERT_HEADER = "X-Client-Cert"
 
@@ -91,13 +102,8 @@ def proxied(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     jwk = ECKey.import_key(self_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)).as_dict(private=False)
     jwk["x5c"] = [base64.b64encode(self_signed.public_bytes(serialization.Encoding.DER)).decode()]
-    t = Proxied(srv, pems, jwk)
-    try:
+    with serving(Proxied(srv, pems, jwk)) as t:
         yield t
-    finally:
-        t.http.close()
-        srv.stop()
-    assert "Traceback" not in srv.log()
 
 
 # ---------------------------------------------------------------- strategies
